@@ -1,0 +1,515 @@
+//! The catalog: tenants, buildings, sensors and API keys.
+//!
+//! Persisted in `<data-dir>/meta.redb`, one table per kind, each record a
+//! JSON document under its id. The whole catalog is loaded into memory at
+//! open and kept there: reads ([`Catalog::view`]) never touch the disk.
+//! Writes are serialised, validated against memory, committed to redb
+//! (fsync) and only then applied to memory, so memory never shows a state
+//! that is not durable.
+
+mod model;
+mod secret;
+mod view;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use model::{
+    ApiKey, Building, BuildingPatch, NewApiKey, NewBuilding, NewSensor, Role, Sensor, Tenant,
+};
+pub use secret::hash_secret;
+pub use view::CatalogView;
+use view::CatalogState;
+
+use crate::error::{Error, Result};
+use crate::ids::{BuildingId, KeyId, SensorId, SensorKey, TenantId};
+
+type Records = TableDefinition<'static, &'static str, &'static str>;
+const TENANTS: Records = TableDefinition::new("tenants");
+const BUILDINGS: Records = TableDefinition::new("buildings");
+const SENSORS: Records = TableDefinition::new("sensors");
+const KEYS: Records = TableDefinition::new("api_keys");
+
+/// Longest name accepted for tenants, buildings and keys.
+const MAX_NAME_CHARS: usize = 256;
+
+pub struct Catalog {
+    db: Mutex<Database>,
+    state: RwLock<CatalogState>,
+}
+
+impl Catalog {
+    /// Opens (or creates) `<data_dir>/meta.redb` and loads it into memory.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let path: PathBuf = data_dir.join("meta.redb");
+        let db = Database::create(&path).map_err(|e| Error::open(path.clone(), e))?;
+        let txn = db.begin_write()?;
+        for table in [TENANTS, BUILDINGS, SENSORS, KEYS] {
+            txn.open_table(table)?;
+        }
+        txn.commit()?;
+
+        let mut state = CatalogState::default();
+        let txn = db.begin_read()?;
+        for t in load::<Tenant>(&txn, TENANTS, "tenants")? {
+            state.insert_tenant(t);
+        }
+        for b in load::<Building>(&txn, BUILDINGS, "buildings")? {
+            state.insert_building(b);
+        }
+        for s in load::<Sensor>(&txn, SENSORS, "sensors")? {
+            state.insert_sensor(s);
+        }
+        for k in load::<ApiKey>(&txn, KEYS, "api_keys")? {
+            state.insert_key(k);
+        }
+        drop(txn);
+        Ok(Self {
+            db: Mutex::new(db),
+            state: RwLock::new(state),
+        })
+    }
+
+    /// A read-only view. Cheap; hold it only for the lookups at hand.
+    pub fn view(&self) -> CatalogView<'_> {
+        CatalogView {
+            state: self.state.read().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Serialises writers, lets `plan` validate against memory and name the
+    /// records to write, commits them, then applies `apply` to memory.
+    fn write<T>(
+        &self,
+        plan: impl FnOnce(&CatalogView<'_>) -> Result<(Vec<Put>, T)>,
+        apply: impl FnOnce(&mut CatalogState, &T),
+    ) -> Result<T> {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let (puts, out) = plan(&self.view())?;
+        let txn = db.begin_write()?;
+        for put in &puts {
+            let mut table = txn.open_table(put.table)?;
+            match &put.json {
+                Some(json) => table.insert(put.key.as_str(), json.as_str())?,
+                None => table.remove(put.key.as_str())?,
+            };
+        }
+        txn.commit()?;
+        apply(
+            &mut self.state.write().unwrap_or_else(|e| e.into_inner()),
+            &out,
+        );
+        Ok(out)
+    }
+
+    pub fn create_tenant(&self, id: TenantId, name: String) -> Result<Tenant> {
+        check_name(&name)?;
+        self.write(
+            |view| {
+                if view.tenant(id.as_str()).is_some() {
+                    return Err(exists("tenant", &id));
+                }
+                let tenant = Tenant { id, name };
+                Ok((vec![Put::new(TENANTS, tenant.id.as_str(), &tenant)], tenant))
+            },
+            |state, t| state.insert_tenant(t.clone()),
+        )
+    }
+
+    pub fn create_building(&self, new: NewBuilding) -> Result<Building> {
+        check_name(&new.name)?;
+        check_floor_area(new.floor_area_m2)?;
+        let timezone = check_timezone(new.timezone.as_deref().unwrap_or("UTC"))?;
+        self.write(
+            |view| {
+                if view.tenant(new.tenant_id.as_str()).is_none() {
+                    return Err(not_found("tenant", &new.tenant_id));
+                }
+                if view.building(new.id.as_str()).is_some() {
+                    return Err(exists("building", &new.id));
+                }
+                let b = Building {
+                    id: new.id,
+                    tenant_id: new.tenant_id,
+                    name: new.name,
+                    floor_area_m2: new.floor_area_m2,
+                    timezone,
+                };
+                Ok((vec![Put::new(BUILDINGS, b.id.as_str(), &b)], b))
+            },
+            |state, b| state.insert_building(b.clone()),
+        )
+    }
+
+    pub fn update_building(&self, id: &BuildingId, patch: BuildingPatch) -> Result<Building> {
+        if let Some(name) = &patch.name {
+            check_name(name)?;
+        }
+        if let Some(area) = patch.floor_area_m2 {
+            check_floor_area(area)?;
+        }
+        let timezone = patch.timezone.as_deref().map(check_timezone).transpose()?;
+        self.write(
+            |view| {
+                let mut b = view
+                    .building(id.as_str())
+                    .cloned()
+                    .ok_or_else(|| not_found("building", id))?;
+                if let Some(name) = patch.name {
+                    b.name = name;
+                }
+                if let Some(area) = patch.floor_area_m2 {
+                    b.floor_area_m2 = area;
+                }
+                if let Some(tz) = timezone {
+                    b.timezone = tz;
+                }
+                Ok((vec![Put::new(BUILDINGS, b.id.as_str(), &b)], b))
+            },
+            |state, b| state.insert_building(b.clone()),
+        )
+    }
+
+    pub fn delete_building(&self, id: &BuildingId) -> Result<()> {
+        self.write(
+            |view| {
+                if view.building(id.as_str()).is_none() {
+                    return Err(not_found("building", id));
+                }
+                if view.sensors_of(id.as_str()).next().is_some() {
+                    return Err(Error::BuildingHasSensors(id.to_string()));
+                }
+                Ok((vec![Put::delete(BUILDINGS, id.as_str())], ()))
+            },
+            |state, ()| state.remove_building(id),
+        )
+    }
+
+    pub fn create_sensor(&self, new: NewSensor) -> Result<Sensor> {
+        let kind = new.kind.unwrap_or_else(|| "electricity".into());
+        let unit = new.unit.unwrap_or_else(|| "kWh".into());
+        for (what, v) in [("kind", &kind), ("unit", &unit)] {
+            if v.is_empty() || v.chars().count() > 64 {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} must be 1 to 64 characters"
+                )));
+            }
+        }
+        self.write(
+            |view| {
+                let building = view
+                    .building(new.building_id.as_str())
+                    .ok_or_else(|| not_found("building", &new.building_id))?;
+                if view.sensor(new.id.as_str()).is_some() {
+                    return Err(exists("sensor", &new.id));
+                }
+                let s = Sensor {
+                    id: new.id,
+                    key: SensorKey(view.state.next_sensor_key),
+                    building_id: building.id.clone(),
+                    tenant_id: building.tenant_id.clone(),
+                    kind,
+                    unit,
+                    is_active: new.is_active.unwrap_or(true),
+                };
+                Ok((vec![Put::new(SENSORS, s.id.as_str(), &s)], s))
+            },
+            |state, s| state.insert_sensor(s.clone()),
+        )
+    }
+
+    pub fn set_sensor_active(&self, id: &SensorId, is_active: bool) -> Result<Sensor> {
+        self.write(
+            |view| {
+                let mut s = view
+                    .sensor(id.as_str())
+                    .cloned()
+                    .ok_or_else(|| not_found("sensor", id))?;
+                s.is_active = is_active;
+                Ok((vec![Put::new(SENSORS, s.id.as_str(), &s)], s))
+            },
+            |state, s| state.insert_sensor(s.clone()),
+        )
+    }
+
+    /// Creates a key with a fresh secret; returns the key and the secret,
+    /// which is not kept anywhere.
+    pub fn create_key(&self, new: NewApiKey) -> Result<(ApiKey, String)> {
+        let secret = secret::new_secret()?;
+        let key = self.add_key(new, &secret)?;
+        Ok((key, secret))
+    }
+
+    /// Registers a key for a secret chosen by the operator (for example
+    /// `WATTLINE_ADMIN_KEY`). A secret that is already registered is left
+    /// as it is and its key returned.
+    pub fn add_key(&self, new: NewApiKey, secret: &str) -> Result<ApiKey> {
+        check_name(&new.name)?;
+        if secret.len() < 16 {
+            return Err(Error::InvalidArgument(
+                "a key secret must be at least 16 characters long".into(),
+            ));
+        }
+        match (new.role, &new.tenant_id) {
+            (Role::Admin, Some(_)) => {
+                return Err(Error::InvalidArgument(
+                    "an admin key belongs to no tenant; leave tenant_id out".into(),
+                ));
+            }
+            (Role::Tenant | Role::Ingest, None) => {
+                return Err(Error::InvalidArgument(
+                    "tenant and ingest keys need a tenant_id".into(),
+                ));
+            }
+            _ => {}
+        }
+        let hash = hash_secret(secret);
+        let id = KeyId(secret::new_key_id()?);
+        self.write(
+            |view| {
+                if let Some(existing) = view.key_by_hash(&hash) {
+                    return Ok((vec![], existing.clone()));
+                }
+                if let Some(t) = &new.tenant_id
+                    && view.tenant(t.as_str()).is_none()
+                {
+                    return Err(not_found("tenant", t));
+                }
+                let key = ApiKey {
+                    id,
+                    name: new.name,
+                    role: new.role,
+                    tenant_id: new.tenant_id,
+                    secret_sha256: hash,
+                    created_ms: now_ms(),
+                };
+                Ok((vec![Put::new(KEYS, &key.id.0, &key)], key))
+            },
+            |state, k| state.insert_key(k.clone()),
+        )
+    }
+
+    pub fn revoke_key(&self, id: &KeyId) -> Result<()> {
+        self.write(
+            |view| {
+                if !view.state.keys.contains_key(id) {
+                    return Err(not_found("key", id));
+                }
+                Ok((vec![Put::delete(KEYS, &id.0)], ()))
+            },
+            |state, ()| state.remove_key(id),
+        )
+    }
+}
+
+/// One record to write (`json: Some`) or delete (`None`).
+struct Put {
+    table: Records,
+    key: String,
+    json: Option<String>,
+}
+
+impl Put {
+    fn new(table: Records, key: &str, value: &impl Serialize) -> Self {
+        Self {
+            table,
+            key: key.to_owned(),
+            json: Some(serde_json::to_string(value).expect("catalog records serialise")),
+        }
+    }
+
+    fn delete(table: Records, key: &str) -> Self {
+        Self {
+            table,
+            key: key.to_owned(),
+            json: None,
+        }
+    }
+}
+
+fn load<T: DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    def: Records,
+    name: &'static str,
+) -> Result<Vec<T>> {
+    let table = txn.open_table(def)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let record = serde_json::from_str(v.value()).map_err(|e| Error::CatalogCorrupt {
+            table: name,
+            key: k.value().to_owned(),
+            reason: e.to_string(),
+        })?;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+fn exists(kind: &'static str, id: &impl ToString) -> Error {
+    Error::AlreadyExists {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+fn not_found(kind: &'static str, id: &impl ToString) -> Error {
+    Error::NotFound {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::InvalidArgument(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters and not blank"
+        )));
+    }
+    Ok(())
+}
+
+fn check_floor_area(area: Option<f64>) -> Result<()> {
+    match area {
+        Some(a) if !a.is_finite() || a < 0.0 => Err(Error::InvalidArgument(format!(
+            "floor_area_m2 must be a finite number >= 0, not {a}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Validates an IANA zone name and returns its canonical spelling.
+fn check_timezone(tz: &str) -> Result<String> {
+    tz.parse::<chrono_tz::Tz>()
+        .map(|z| z.name().to_owned())
+        .map_err(|_| Error::InvalidTimezone(tz.to_owned()))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tid(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+    fn bid(s: &str) -> BuildingId {
+        BuildingId::parse(s).unwrap()
+    }
+    fn sid(s: &str) -> SensorId {
+        SensorId::parse(s).unwrap()
+    }
+
+    fn building(id: &str, tenant: &str, tz: Option<&str>) -> NewBuilding {
+        NewBuilding {
+            id: bid(id),
+            tenant_id: tid(tenant),
+            name: format!("Building {id}"),
+            floor_area_m2: Some(100.0),
+            timezone: tz.map(str::to_owned),
+        }
+    }
+
+    fn sensor(id: &str, building: &str) -> NewSensor {
+        NewSensor {
+            id: sid(id),
+            building_id: bid(building),
+            kind: None,
+            unit: None,
+            is_active: None,
+        }
+    }
+
+    #[test]
+    fn persists_everything_and_reloads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret;
+        {
+            let c = Catalog::open(dir.path()).unwrap();
+            c.create_tenant(tid("t1"), "One".into()).unwrap();
+            c.create_building(building("b1", "t1", Some("Europe/Berlin")))
+                .unwrap();
+            c.create_sensor(sensor("s1", "b1")).unwrap();
+            c.create_sensor(sensor("s2", "b1")).unwrap();
+            c.set_sensor_active(&sid("s2"), false).unwrap();
+            let (_, s) = c
+                .create_key(NewApiKey {
+                    name: "ingest".into(),
+                    role: Role::Ingest,
+                    tenant_id: Some(tid("t1")),
+                })
+                .unwrap();
+            secret = s;
+        }
+        let c = Catalog::open(dir.path()).unwrap();
+        let v = c.view();
+        assert_eq!(v.tenant("t1").unwrap().name, "One");
+        assert_eq!(v.building("b1").unwrap().timezone, "Europe/Berlin");
+        let counts: Vec<_> = v
+            .buildings_with_active_sensor_counts("t1")
+            .map(|(b, n)| (b.id.to_string(), n))
+            .collect();
+        assert_eq!(counts, vec![("b1".to_string(), 1)]);
+        assert_eq!(v.sensor("s1").unwrap().key, SensorKey(0));
+        assert_eq!(v.sensor("s2").unwrap().key, SensorKey(1));
+        assert_eq!(v.sensor_by_key(SensorKey(1)).unwrap().id.as_str(), "s2");
+        let key = v.key_by_hash(&hash_secret(&secret)).unwrap();
+        assert_eq!(key.role, Role::Ingest);
+    }
+
+    #[test]
+    fn refuses_conflicts_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        c.create_tenant(tid("t1"), "One".into()).unwrap();
+        assert!(matches!(
+            c.create_tenant(tid("t1"), "Again".into()),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            c.create_building(building("b1", "nope", None)),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            c.create_building(building("b1", "t1", Some("Mars/Olympus"))),
+            Err(Error::InvalidTimezone(_))
+        ));
+        c.create_building(building("b1", "t1", None)).unwrap();
+        assert_eq!(c.view().building("b1").unwrap().timezone, "UTC");
+        c.create_sensor(sensor("s1", "b1")).unwrap();
+        assert!(matches!(
+            c.delete_building(&bid("b1")),
+            Err(Error::BuildingHasSensors(_))
+        ));
+        assert!(matches!(
+            c.create_sensor(sensor("s1", "b1")),
+            Err(Error::AlreadyExists { .. })
+        ));
+        c.create_building(building("b2", "t1", None)).unwrap();
+        c.delete_building(&bid("b2")).unwrap();
+        assert!(c.view().building("b2").is_none());
+    }
+
+    #[test]
+    fn revoked_keys_stop_matching() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let (key, secret) = c
+            .create_key(NewApiKey {
+                name: "root".into(),
+                role: Role::Admin,
+                tenant_id: None,
+            })
+            .unwrap();
+        c.revoke_key(&key.id).unwrap();
+        assert!(c.view().key_by_hash(&hash_secret(&secret)).is_none());
+        assert!(matches!(c.revoke_key(&key.id), Err(Error::NotFound { .. })));
+    }
+}

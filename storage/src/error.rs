@@ -1,0 +1,113 @@
+//! The storage crate's error type. The web crate maps each variant to an HTTP
+//! status in one place.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot open {path}: another wattline process is using this data directory")]
+    DataDirInUse { path: PathBuf },
+
+    #[error("cannot open database {path}: {source}")]
+    OpenDatabase {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+
+    #[error("{action} failed: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the disk is full: the write was not stored; free space in the data directory")]
+    StorageFull,
+
+    #[error("database operation failed: {0}")]
+    Database(#[source] Box<redb::Error>),
+
+    #[error("committing to the write-ahead failed: {0}; nothing of the batch was stored")]
+    WalCommit(String),
+
+    #[error("the write-ahead has stopped; the daemon is shutting down")]
+    WalClosed,
+
+    #[error("write-ahead record {seq} is unreadable: {reason}")]
+    WalCorrupt { seq: u64, reason: String },
+
+    #[error("catalog record {key} in table {table} is unreadable: {reason}")]
+    CatalogCorrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+
+    #[error("{kind} {id:?} already exists")]
+    AlreadyExists { kind: &'static str, id: String },
+
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+
+    #[error("building {0:?} still has sensors; a building can only be deleted once it has none")]
+    BuildingHasSensors(String),
+
+    #[error("unknown time zone {0:?}; use an IANA name such as \"Europe/Berlin\" or \"UTC\"")]
+    InvalidTimezone(String),
+
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+/// True for an I/O error that means "no space left on the device".
+fn is_disk_full(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::StorageFull || err.raw_os_error() == Some(28)
+}
+
+impl From<redb::Error> for Error {
+    fn from(err: redb::Error) -> Self {
+        match &err {
+            redb::Error::Io(io) if is_disk_full(io) => Error::StorageFull,
+            _ => Error::Database(Box::new(err)),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(err: $t) -> Self {
+                Error::from(redb::Error::from(err))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::StorageError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::CommitError
+);
+
+impl Error {
+    pub(crate) fn io(action: impl Into<String>, source: std::io::Error) -> Self {
+        if is_disk_full(&source) {
+            return Error::StorageFull;
+        }
+        Error::Io {
+            action: action.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn open(path: PathBuf, source: redb::DatabaseError) -> Self {
+        match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::DataDirInUse { path },
+            source => Error::OpenDatabase { path, source },
+        }
+    }
+}

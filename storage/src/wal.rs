@@ -1,0 +1,27 @@
+//! The write-ahead: every accepted batch, durable before it is acknowledged.
+//!
+//! On disk (`wal.redb`) it is one redb table, `wal`, mapping a [`WalSequence`]
+//! (u64, strictly increasing, never reused) to one encoded batch (see
+//! [`codec`]). Invariants:
+//!
+//! - A batch is acknowledged only after the redb transaction holding it has
+//!   committed with `Durability::Immediate` (fsync).
+//! - Batches are applied to the hot buffer in sequence order, by the same
+//!   thread that commits them, so last-write-wins resolves identically at
+//!   run time and at replay.
+//! - Replaying the table in key order into an empty hot buffer rebuilds the
+//!   exact state the running daemon had.
+//!
+//! [`writer`] runs the single writer thread that does group commit.
+
+pub(crate) mod codec;
+pub(crate) mod writer;
+
+use redb::TableDefinition;
+
+/// Position of a batch in the write-ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WalSequence(pub u64);
+
+pub(crate) const WAL_TABLE: TableDefinition<'static, u64, &'static [u8]> =
+    TableDefinition::new("wal");

@@ -1,1 +1,65 @@
-fn main() {}
+//! `wattline`: the energy-metering appliance daemon.
+//!
+//! This binary parses the command line and configuration, then wires the
+//! crates together: storage (catalog, write-ahead), then the HTTP API, and
+//! waits for a shutdown signal. See `README.md` for the architecture.
+
+mod admin_key;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "wattline",
+    version,
+    about = "On-premises energy-metering appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ServeArgs {
+    /// Data directory (default ./wattline-data).
+    #[arg(long, env = "WATTLINE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:8080).
+    #[arg(long, env = "WATTLINE_LISTEN")]
+    listen: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "WATTLINE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wattline: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

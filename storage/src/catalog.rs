@@ -22,8 +22,8 @@ pub use model::{
     ApiKey, Building, BuildingPatch, NewApiKey, NewBuilding, NewSensor, Role, Sensor, Tenant,
 };
 pub use secret::hash_secret;
-pub use view::CatalogView;
 use view::CatalogState;
+pub use view::CatalogView;
 
 use crate::error::{Error, Result};
 use crate::ids::{BuildingId, KeyId, SensorId, SensorKey, TenantId};

@@ -30,8 +30,8 @@ mod store;
 mod wal;
 
 pub use catalog::{
-    ApiKey, Building, BuildingPatch, Catalog, CatalogView, NewApiKey, NewBuilding, NewSensor,
-    Role, Sensor, Tenant, hash_secret,
+    ApiKey, Building, BuildingPatch, Catalog, CatalogView, NewApiKey, NewBuilding, NewSensor, Role,
+    Sensor, Tenant, hash_secret,
 };
 pub use error::{Error, Result};
 pub use hot::{HotBuffer, SeriesSlice};

@@ -118,8 +118,8 @@ fn replay(db: &Database, hot: &HotBuffer) -> Result<(u64, u64, u64)> {
     for entry in table.iter()? {
         let (seq, record) = entry?;
         let seq = seq.value();
-        let decoded = codec::decode(record.value())
-            .map_err(|reason| Error::WalCorrupt { seq, reason })?;
+        let decoded =
+            codec::decode(record.value()).map_err(|reason| Error::WalCorrupt { seq, reason })?;
         hot.apply(&decoded);
         next_seq = seq + 1;
         batches += 1;
@@ -153,7 +153,10 @@ mod tests {
         {
             let (store, report) = ReadingStore::open(dir.path()).unwrap();
             assert_eq!(report.batches, 0);
-            let a = store.append(batch(&[(1, 0, 1.0), (1, 900, 2.0)])).await.unwrap();
+            let a = store
+                .append(batch(&[(1, 0, 1.0), (1, 900, 2.0)]))
+                .await
+                .unwrap();
             let b = store.append(batch(&[(1, 0, 3.0)])).await.unwrap();
             assert!(b > a);
             let seen = store.hot().range(SensorKey(1), TimeRange::ALL, 10);

@@ -1,1 +1,103 @@
-//! placeholder
+//! wattline's HTTP API.
+//!
+//! The daemon hands this crate ready-built handles (catalog, reading store)
+//! and settings; the crate answers HTTP with them. It opens no files:
+//! everything durable goes through `wattline-storage`.
+//!
+//! - [`routes`]: one module per endpoint family.
+//! - [`ingest`]: the four body formats and reading validation.
+//! - [`auth`]: keys, roles and tenant scoping.
+//! - [`error`]: the JSON error shape and the single error-to-status mapping.
+//! - [`middleware`]: request timeout, readiness gate, per-route metrics.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod ingest;
+pub mod middleware;
+pub mod rate_limit;
+pub mod routes;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use wattline_storage::{Catalog, KeyId, ReadingStore};
+
+use crate::error::{ApiError, ApiResult};
+use crate::rate_limit::RateLimiter;
+
+/// Settings the HTTP layer enforces (validated by the daemon's config).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_batch_readings: usize,
+    pub max_future: Duration,
+    pub rate_limit_per_key: u64,
+    pub rate_limit_per_ip: u64,
+    pub retention_raw: Duration,
+    pub query_max_rows: usize,
+    pub metrics_require_auth: bool,
+}
+
+/// Everything a request handler can reach.
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    /// Set once recovery has replayed the write-ahead; until then `/readyz`
+    /// answers 503 and so does every route that needs readings.
+    store: OnceLock<Arc<ReadingStore>>,
+    pub config: WebConfig,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) key_limiter: RateLimiter<KeyId>,
+    pub(crate) ip_limiter: RateLimiter<IpAddr>,
+}
+
+impl AppState {
+    pub fn new(catalog: Arc<Catalog>, config: WebConfig, metrics: PrometheusHandle) -> Self {
+        Self {
+            catalog,
+            store: OnceLock::new(),
+            key_limiter: RateLimiter::new(config.rate_limit_per_key),
+            ip_limiter: RateLimiter::new(config.rate_limit_per_ip),
+            config,
+            metrics,
+        }
+    }
+
+    /// Makes the recovered store available: the appliance is ready.
+    pub fn set_store(&self, store: Arc<ReadingStore>) {
+        let _ = self.store.set(store);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.store.get().is_some()
+    }
+
+    /// The reading store, or 503 while recovery is still running.
+    pub fn store(&self) -> ApiResult<&Arc<ReadingStore>> {
+        self.store.get().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "recovering the write-ahead; retry shortly",
+            )
+        })
+    }
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then
+/// finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        routes::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,122 @@
+//! `wattline serve`: start-up, recovery, serving and shutdown.
+//!
+//! Start-up order: settings, data directory, catalog, admin key, HTTP
+//! listener (so `/healthz` answers at once), then write-ahead recovery on a
+//! blocking thread; `/readyz` turns 200 when it is done. On SIGTERM or
+//! SIGINT the listener stops accepting, in-flight requests finish (bounded
+//! by 10 s), the write-ahead writer drains, and the process exits 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::sync::watch;
+use wattline_storage::{Catalog, ReadingStore};
+use wattline_web::{AppState, WebConfig};
+
+use crate::ServeArgs;
+use crate::config::{Overrides, Settings};
+
+/// Longest time in-flight requests get after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(9);
+
+/// Latency buckets, in seconds, for every histogram.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub(crate) fn run(args: ServeArgs) -> Result<()> {
+    let settings = Settings::load(
+        args.config.as_deref(),
+        &Overrides {
+            data_dir: args.data_dir,
+            listen: args.listen,
+        },
+    )?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wattline")
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let catalog = Arc::new(Catalog::open(&data_dir)?);
+    if let Some(path) = crate::admin_key::ensure(&catalog, &data_dir)? {
+        println!("admin key written to {}", path.display());
+    }
+    if settings.smtp.is_none() {
+        tracing::info!("smtp.host is not set: alert mail is disabled");
+    }
+
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let state = Arc::new(AppState::new(catalog, web_config(&settings), metrics));
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = tokio::spawn(wattline_web::serve(listener, state.clone(), async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+
+    let dir = data_dir.clone();
+    let (store, report) = tokio::task::spawn_blocking(move || ReadingStore::open(&dir))
+        .await
+        .context("recovery task")??;
+    let store = Arc::new(store);
+    state.set_store(store.clone());
+    tracing::info!(
+        "wattline ready on http://{addr} (data dir {}; recovered {} readings from {} write-ahead batches in {:?})",
+        data_dir.display(),
+        report.readings,
+        report.batches,
+        report.elapsed
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("in-flight requests did not finish in time; closing them"),
+    }
+    tokio::task::spawn_blocking(move || store.close()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn web_config(s: &Settings) -> WebConfig {
+    WebConfig {
+        request_timeout: s.request_timeout,
+        max_body_bytes: s.max_body_bytes,
+        max_batch_readings: s.max_batch_readings,
+        max_future: s.max_future,
+        rate_limit_per_key: s.rate_limit_per_key,
+        rate_limit_per_ip: s.rate_limit_per_ip,
+        retention_raw: s.retention_raw,
+        query_max_rows: s.query_max_rows,
+        metrics_require_auth: s.metrics_require_auth,
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,39 @@
+//! Ingestion: request bodies in four formats become one list of parsed
+//! items, which [`validate`] turns into a storage batch plus rejections.
+//!
+//! Every format keeps each reading's position (`index` among the batch's
+//! readings, `line` for line-oriented formats) so that an error can name
+//! exactly which reading was bad.
+
+pub mod csv;
+pub mod json;
+pub mod line_protocol;
+pub mod timestamp;
+pub mod validate;
+
+use serde::Serialize;
+
+/// A reading as the client wrote it, not yet checked against the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawReading {
+    pub sensor_id: String,
+    pub ts_ms: i64,
+    pub value_kwh: f64,
+}
+
+/// One reading of the body: parsed, or the reason it could not be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// 1-based line for CSV, NDJSON and line protocol.
+    pub line: Option<usize>,
+    pub reading: Result<RawReading, String>,
+}
+
+/// A refused reading, as listed in `details` or `rejected`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejection {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub error: String,
+}

@@ -1,0 +1,79 @@
+//! Layers every request passes through: the whole-request timeout (including
+//! reading the body) and per-route latency metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Answers 408 when the request (body included) takes longer than
+/// `server.request_timeout`.
+pub async fn request_timeout(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = state.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {limit:?} (server.request_timeout)"),
+        )
+        .into_response(),
+    }
+}
+
+/// Records `wattline_http_request_duration_seconds{method,route,status}`.
+/// The route label is the matched pattern (`/api/v1/sensors/{s}`), never the
+/// raw path, so label cardinality stays bounded.
+pub async fn record_latency(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let res = next.run(req).await;
+    metrics::histogram!(
+        "wattline_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => res.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    res
+}
+
+/// Per-client-address request limit (`ingest.rate_limit_per_ip`), applied to
+/// the ingestion routes before authentication.
+pub async fn limit_per_ip(
+    State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(addr): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match state.ip_limiter.check(&addr.ip(), 1, Instant::now()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            metrics::counter!("wattline_rate_limited_total", "limit" => "ip").increment(1);
+            ApiError::rate_limited(
+                format!(
+                    "more than {} requests per second from {} (ingest.rate_limit_per_ip)",
+                    state.config.rate_limit_per_ip,
+                    addr.ip()
+                ),
+                wait.as_secs_f64().ceil() as u64,
+            )
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The route table. One module per endpoint family.
+
+mod buildings;
+mod health;
+mod keys;
+mod readings;
+mod sensors;
+mod tenants;
+mod write;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::middleware::{limit_per_ip, record_latency, request_timeout};
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let ip_limit = from_fn_with_state(state.clone(), limit_per_ip);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/v1/keys", post(keys::create).get(keys::list))
+        .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api/v1/tenants", post(tenants::create).get(tenants::list))
+        .route(
+            "/api/v1/tenants/{t}/buildings",
+            post(buildings::create).get(buildings::list),
+        )
+        .route(
+            "/api/v1/buildings/{b}",
+            get(buildings::show)
+                .patch(buildings::update)
+                .delete(buildings::delete),
+        )
+        .route(
+            "/api/v1/buildings/{b}/sensors",
+            post(sensors::create).get(sensors::list),
+        )
+        .route(
+            "/api/v1/sensors/{s}",
+            get(sensors::show).patch(sensors::update),
+        )
+        .route("/api/v1/sensors/{s}/readings", get(readings::list))
+        .route(
+            "/api/v1/readings",
+            post(readings::ingest).route_layer(ip_limit.clone()),
+        )
+        .route("/api/v1/write", post(write::ingest).route_layer(ip_limit))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn(record_latency))
+        .layer(from_fn_with_state(state.clone(), request_timeout))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no route {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

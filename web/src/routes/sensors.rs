@@ -1,0 +1,104 @@
+//! `/api/v1/buildings/{b}/sensors` and `/api/v1/sensors/{s}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use wattline_storage::{BuildingId, NewSensor, Sensor, SensorId};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::extract::{JsonBody, PathParams, blocking};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateSensor {
+    id: SensorId,
+    kind: Option<String>,
+    unit: Option<String>,
+    is_active: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PatchSensor {
+    is_active: bool,
+}
+
+#[derive(Serialize)]
+pub(super) struct SensorOut {
+    id: SensorId,
+    building_id: BuildingId,
+    kind: String,
+    unit: String,
+    is_active: bool,
+}
+
+impl From<&Sensor> for SensorOut {
+    fn from(s: &Sensor) -> Self {
+        Self {
+            id: s.id.clone(),
+            building_id: s.building_id.clone(),
+            kind: s.kind.clone(),
+            unit: s.unit.clone(),
+            is_active: s.is_active,
+        }
+    }
+}
+
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(building): PathParams<String>,
+    JsonBody(body): JsonBody<CreateSensor>,
+) -> ApiResult<(StatusCode, Json<SensorOut>)> {
+    let b = caller.visible_building(state.catalog.view().building(&building), &building)?;
+    let catalog = state.catalog.clone();
+    let s = blocking(move || {
+        catalog.create_sensor(NewSensor {
+            id: body.id,
+            building_id: b.id,
+            kind: body.kind,
+            unit: body.unit,
+            is_active: body.is_active,
+        })
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(SensorOut::from(&s))))
+}
+
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(building): PathParams<String>,
+) -> ApiResult<Json<Vec<SensorOut>>> {
+    let view = state.catalog.view();
+    caller.visible_building(view.building(&building), &building)?;
+    Ok(Json(
+        view.sensors_of(&building).map(SensorOut::from).collect(),
+    ))
+}
+
+pub(super) async fn show(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<SensorOut>> {
+    let s = caller.visible_sensor(state.catalog.view().sensor(&id), &id)?;
+    Ok(Json(SensorOut::from(&s)))
+}
+
+pub(super) async fn update(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<PatchSensor>,
+) -> ApiResult<Json<SensorOut>> {
+    let s = caller.visible_sensor(state.catalog.view().sensor(&id), &id)?;
+    let catalog = state.catalog.clone();
+    let s = blocking(move || catalog.set_sensor_active(&s.id, body.is_active)).await?;
+    Ok(Json(SensorOut::from(&s)))
+}

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::hot::HotBuffer;
 use crate::reading::ReadingBatch;
-use crate::wal::writer::{AppendRequest, WalWriter};
+use crate::wal::writer::{AppendRequest, WalWriter, record_sizes};
 use crate::wal::{WAL_TABLE, WalSequence, codec};
 
 /// What recovery found in the write-ahead.
@@ -48,6 +48,7 @@ impl ReadingStore {
             readings,
             elapsed: started.elapsed(),
         };
+        record_sizes(&path, &hot);
         let writer = WalWriter {
             db: Some(db),
             path,
@@ -55,7 +56,6 @@ impl ReadingStore {
             hot: hot.clone(),
         };
         let (queue, handle) = writer.spawn()?;
-        metrics::gauge!("wattline_hot_readings").set(hot.len() as f64);
         Ok((
             Self {
                 hot,

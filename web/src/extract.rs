@@ -33,15 +33,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
 }
 
-/// A JSON request body (limited to `ingest.max_body_bytes`).
-pub struct JsonBody<T>(pub T);
+/// A JSON request body, read (up to `ingest.max_body_bytes`) but not yet
+/// parsed: handlers check the caller's rights first, so a caller without
+/// them learns nothing from validation errors.
+pub struct JsonBody(Bytes);
 
-impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+impl JsonBody {
+    pub fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        parse_json(&self.0)
+    }
+}
+
+impl FromRequest<Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> ApiResult<Self> {
-        let bytes = read_body(req.into_body(), state.config.max_body_bytes).await?;
-        parse_json(&bytes).map(JsonBody)
+        read_body(req.into_body(), state.config.max_body_bytes)
+            .await
+            .map(JsonBody)
     }
 }
 

@@ -55,6 +55,14 @@ impl CommitFailure {
     }
 }
 
+/// Publishes the write-ahead's file size and the hot buffer's size.
+pub(crate) fn record_sizes(path: &std::path::Path, hot: &HotBuffer) {
+    metrics::gauge!("wattline_hot_readings").set(hot.len() as f64);
+    if let Ok(meta) = std::fs::metadata(path) {
+        metrics::gauge!("wattline_wal_bytes").set(meta.len() as f64);
+    }
+}
+
 impl WalWriter {
     /// Starts the writer thread; it ends once every sender is dropped and the
     /// queue is drained.
@@ -88,18 +96,17 @@ impl WalWriter {
         let started = Instant::now();
         match self.commit(&group) {
             Ok(first_seq) => {
-                for (i, req) in group.into_iter().enumerate() {
+                for req in &group {
                     self.hot.apply(&req.readings);
-                    // A requester that gave up (timeout, closed connection)
-                    // no longer listens; its batch is durable all the same.
-                    let _ = req.reply.send(Ok(WalSequence(first_seq + i as u64)));
                 }
                 metrics::histogram!("wattline_wal_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!("wattline_wal_commits_total").increment(1);
-                metrics::gauge!("wattline_hot_readings").set(self.hot.len() as f64);
-                if let Ok(meta) = std::fs::metadata(&self.path) {
-                    metrics::gauge!("wattline_wal_bytes").set(meta.len() as f64);
+                record_sizes(&self.path, &self.hot);
+                for (i, req) in group.into_iter().enumerate() {
+                    // A requester that gave up (timeout, closed connection)
+                    // no longer listens; its batch is durable all the same.
+                    let _ = req.reply.send(Ok(WalSequence(first_seq + i as u64)));
                 }
             }
             Err(failure) => {

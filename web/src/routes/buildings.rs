@@ -64,9 +64,10 @@ pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(tenant): PathParams<String>,
-    JsonBody(body): JsonBody<CreateBuilding>,
+    body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<BuildingOut>)> {
     caller.check_tenant(&tenant)?;
+    let body: CreateBuilding = body.parse()?;
     let tenant_id = TenantId::parse(&tenant)?;
     let catalog = state.catalog.clone();
     let b = blocking(move || {
@@ -114,9 +115,10 @@ pub(super) async fn update(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(id): PathParams<String>,
-    JsonBody(body): JsonBody<PatchBuilding>,
+    body: JsonBody,
 ) -> ApiResult<Json<BuildingOut>> {
     let b = caller.visible_building(state.catalog.view().building(&id), &id)?;
+    let body: PatchBuilding = body.parse()?;
     let catalog = state.catalog.clone();
     let b = blocking(move || {
         catalog.update_building(

@@ -47,9 +47,10 @@ impl KeyOut {
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    JsonBody(body): JsonBody<CreateKey>,
+    body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<KeyOut>)> {
     caller.require_admin()?;
+    let body: CreateKey = body.parse()?;
     let catalog = state.catalog.clone();
     let (key, secret) = blocking(move || {
         catalog.create_key(NewApiKey {

@@ -53,9 +53,10 @@ pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(building): PathParams<String>,
-    JsonBody(body): JsonBody<CreateSensor>,
+    body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<SensorOut>)> {
     let b = caller.visible_building(state.catalog.view().building(&building), &building)?;
+    let body: CreateSensor = body.parse()?;
     let catalog = state.catalog.clone();
     let s = blocking(move || {
         catalog.create_sensor(NewSensor {
@@ -95,9 +96,10 @@ pub(super) async fn update(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(id): PathParams<String>,
-    JsonBody(body): JsonBody<PatchSensor>,
+    body: JsonBody,
 ) -> ApiResult<Json<SensorOut>> {
     let s = caller.visible_sensor(state.catalog.view().sensor(&id), &id)?;
+    let body: PatchSensor = body.parse()?;
     let catalog = state.catalog.clone();
     let s = blocking(move || catalog.set_sensor_active(&s.id, body.is_active)).await?;
     Ok(Json(SensorOut::from(&s)))

@@ -38,9 +38,10 @@ impl From<&Tenant> for TenantOut {
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    JsonBody(body): JsonBody<CreateTenant>,
+    body: JsonBody,
 ) -> ApiResult<(StatusCode, Json<TenantOut>)> {
     caller.require_admin()?;
+    let body: CreateTenant = body.parse()?;
     let catalog = state.catalog.clone();
     let tenant = blocking(move || catalog.create_tenant(body.id, body.name)).await?;
     Ok((StatusCode::CREATED, Json(TenantOut::from(&tenant))))

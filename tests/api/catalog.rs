@@ -1,0 +1,317 @@
+//! Tenants, buildings and sensors (SPEC 3).
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Server, error_code, now_minute_ms, reading};
+
+#[tokio::test]
+async fn tenants_are_created_listed_and_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.create_tenant("acme").await;
+    let r = server
+        .admin(Method::POST, "/api/v1/tenants")
+        .json(&json!({"id": "acme", "name": "Again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 409);
+    let list: Value = server
+        .admin(Method::GET, "/api/v1/tenants")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, json!([{"id": "acme", "name": "Tenant acme"}]));
+}
+
+#[tokio::test]
+async fn bad_catalog_bodies_are_400_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let cases: [(&str, &str); 7] = [
+        (r#"{"id":"has space","name":"x"}"#, "invalid_json"),
+        (r#"{"id":"","name":"x"}"#, "invalid_json"),
+        (
+            &format!(r#"{{"id":"{}","name":"x"}}"#, "x".repeat(65)),
+            "invalid_json",
+        ),
+        (r#"{"id":"ok","name":"x","color":"red"}"#, "invalid_json"),
+        (r#"{"id":"ok"}"#, "invalid_json"),
+        (r#"{"id":"ok","name":"   "}"#, "invalid_argument"),
+        (r#"{"id":"ok","#, "invalid_json"),
+    ];
+    for (body, code) in cases {
+        let r = server
+            .admin(Method::POST, "/api/v1/tenants")
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let (status, got, _) = error_code(r).await;
+        assert_eq!((status, got.as_str()), (400, code), "{body}");
+    }
+    let list: Value = server
+        .admin(Method::GET, "/api/v1/tenants")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, json!([]));
+}
+
+#[tokio::test]
+async fn buildings_have_zones_counts_patches_and_guarded_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.create_tenant("t").await;
+    let r = server
+        .admin(Method::POST, "/api/v1/tenants/t/buildings")
+        .json(
+            &json!({"id": "hq", "name": "HQ", "floor_area_m2": 1200.5, "timezone": "Asia/Kolkata"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        b,
+        json!({"id": "hq", "name": "HQ", "tenant_id": "t", "floor_area_m2": 1200.5, "timezone": "Asia/Kolkata"})
+    );
+    server.create_building("t", "annex").await;
+    for (body, status) in [
+        (
+            json!({"id": "x", "name": "X", "timezone": "Mars/Base"}),
+            400,
+        ),
+        (json!({"id": "x", "name": "X", "floor_area_m2": -5}), 400),
+        (json!({"id": "hq", "name": "dup"}), 409),
+    ] {
+        let r = server
+            .admin(Method::POST, "/api/v1/tenants/t/buildings")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await.0, status, "{body}");
+    }
+    let r = server
+        .admin(Method::POST, "/api/v1/tenants/nobody/buildings")
+        .json(&json!({"id": "x", "name": "X"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    for s in ["m1", "m2", "m3"] {
+        server.create_sensor("hq", s).await;
+    }
+    let r = server
+        .admin(Method::PATCH, "/api/v1/sensors/m3")
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Value = server
+        .admin(Method::GET, "/api/v1/tenants/t/buildings")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counts: Vec<(String, u64, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap().to_owned(),
+                b["sensor_count"].as_u64().unwrap(),
+                b["timezone"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("annex".into(), 0, "UTC".into()),
+            ("hq".into(), 2, "Asia/Kolkata".into())
+        ]
+    );
+
+    let r = server
+        .admin(Method::PATCH, "/api/v1/buildings/hq")
+        .json(&json!({"name": "Head office", "timezone": "Europe/Berlin", "floor_area_m2": null}))
+        .send()
+        .await
+        .unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["name"], "Head office");
+    assert_eq!(b["timezone"], "Europe/Berlin");
+    assert_eq!(b["floor_area_m2"], Value::Null);
+    let r = server
+        .admin(Method::PATCH, "/api/v1/buildings/hq")
+        .json(&json!({"timezone": "Nowhere/Land"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = server
+        .admin(Method::GET, "/api/v1/buildings/hq")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["timezone"],
+        "Europe/Berlin"
+    );
+
+    let r = server
+        .admin(Method::DELETE, "/api/v1/buildings/hq")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 409);
+    let r = server
+        .admin(Method::DELETE, "/api/v1/buildings/annex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = server
+        .admin(Method::GET, "/api/v1/buildings/annex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn sensors_default_and_inactive_ones_keep_history_but_refuse_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.setup("t", "b", &[]).await;
+    let r = server
+        .admin(Method::POST, "/api/v1/buildings/b/sensors")
+        .json(&json!({"id": "gas-1", "kind": "gas", "unit": "m3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"id": "gas-1", "building_id": "b", "kind": "gas", "unit": "m3", "is_active": true})
+    );
+    server.create_sensor("b", "el-1").await;
+    let r = server
+        .admin(Method::GET, "/api/v1/sensors/el-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"id": "el-1", "building_id": "b", "kind": "electricity", "unit": "kWh", "is_active": true})
+    );
+    // Sensor ids are unique across the appliance, not just per building.
+    server.create_building("t", "b2").await;
+    let r = server
+        .admin(Method::POST, "/api/v1/buildings/b2/sensors")
+        .json(&json!({"id": "el-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    let t = now_minute_ms();
+    let r = server
+        .post_json(&json!({"readings": [reading("el-1", t, 2.5)]}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = server
+        .admin(Method::PATCH, "/api/v1/sensors/el-1")
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["is_active"], false);
+    let r = server
+        .post_json(&json!({"readings": [reading("el-1", t + 900_000, 1.0)]}))
+        .await;
+    let (status, code, body) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_readings"));
+    assert!(
+        body["error"]["details"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("inactive")
+    );
+    assert_eq!(server.readings("el-1").await.len(), 1, "history is kept");
+
+    let list: Value = server
+        .admin(Method::GET, "/api/v1/buildings/b/sensors")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["el-1", "gas-1"]);
+    let r = server
+        .admin(Method::PATCH, "/api/v1/sensors/el-1")
+        .json(&json!({"is_active": "no"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn the_catalog_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    server.setup("t", "b", &["s1", "s2"]).await;
+    let key = server.create_key("tenant", Some("t")).await;
+    server.terminate();
+    let server = Server::start(dir.path()).await;
+    let list: Value = server
+        .with_key(&key, Method::GET, "/api/v1/tenants/t/buildings")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["sensor_count"], 2);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let r = server
+        .admin(Method::GET, "/api/v1/nothing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 404);
+    let r = server
+        .admin(Method::PUT, "/api/v1/tenants")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 405);
+}

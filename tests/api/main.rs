@@ -1,0 +1,14 @@
+//! End-to-end tests: each starts the real `wattline` binary on an ephemeral
+//! port with its own data directory and speaks HTTP to it, as a client
+//! would. No mocks.
+
+#![allow(unreachable_pub)]
+
+mod auth;
+mod catalog;
+mod crash;
+mod ingest;
+mod limits;
+mod process;
+mod readback;
+mod support;

@@ -43,6 +43,9 @@ struct Case {
     sensors: usize,
 }
 
+/// A request: path, content type and body text.
+type Body = (String, &'static str, String);
+
 struct Outcome {
     readings: u64,
     elapsed: Duration,
@@ -125,7 +128,7 @@ async fn run_case(
     // Distinct timestamps per case, client and body: every reading is new.
     let base_ts = run_id - 80 * 86_400_000 + case_no as i64 * 10 * 86_400_000;
     let per_client = if seconds < 2.0 { 2 } else { BODIES_PER_CLIENT };
-    let all_bodies: Vec<Arc<Vec<(String, &'static str, String)>>> = (0..clients)
+    let all_bodies: Vec<Arc<Vec<Body>>> = (0..clients)
         .map(|c| {
             Arc::new(
                 (0..per_client)
@@ -205,7 +208,7 @@ fn case_batch(text: &str, content_type: &str) -> u64 {
 
 /// One request body: `batch` readings spread over the sensors, 15-minute
 /// grid, values like a real meter's.
-fn body(case: &Case, base_ts: i64, slot: i64) -> (String, &'static str, String) {
+fn body(case: &Case, base_ts: i64, slot: i64) -> Body {
     let per_slot = case.batch.div_ceil(case.sensors) as i64;
     let reading = |i: usize| {
         let sensor = i % case.sensors;

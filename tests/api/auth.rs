@@ -47,14 +47,7 @@ async fn revoked_keys_stop_working_at_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let list: serde_json::Value = server
-        .admin(Method::GET, "/api/v1/keys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = server.get_json("/api/v1/keys").await;
     let id = list
         .as_array()
         .unwrap()

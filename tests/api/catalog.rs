@@ -17,14 +17,7 @@ async fn tenants_are_created_listed_and_unique() {
         .await
         .unwrap();
     assert_eq!(error_code(r).await.0, 409);
-    let list: Value = server
-        .admin(Method::GET, "/api/v1/tenants")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/tenants").await;
     assert_eq!(list, json!([{"id": "acme", "name": "Tenant acme"}]));
 }
 
@@ -55,14 +48,7 @@ async fn bad_catalog_bodies_are_400_and_store_nothing() {
         let (status, got, _) = error_code(r).await;
         assert_eq!((status, got.as_str()), (400, code), "{body}");
     }
-    let list: Value = server
-        .admin(Method::GET, "/api/v1/tenants")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/tenants").await;
     assert_eq!(list, json!([]));
 }
 
@@ -120,14 +106,7 @@ async fn buildings_have_zones_counts_patches_and_guarded_deletes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let list: Value = server
-        .admin(Method::GET, "/api/v1/tenants/t/buildings")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/tenants/t/buildings").await;
     let counts: Vec<(String, u64, String)> = list
         .as_array()
         .unwrap()
@@ -255,14 +234,7 @@ async fn sensors_default_and_inactive_ones_keep_history_but_refuse_readings() {
     );
     assert_eq!(server.readings("el-1").await.len(), 1, "history is kept");
 
-    let list: Value = server
-        .admin(Method::GET, "/api/v1/buildings/b/sensors")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = server.get_json("/api/v1/buildings/b/sensors").await;
     let ids: Vec<&str> = list
         .as_array()
         .unwrap()

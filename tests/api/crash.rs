@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{Server, now_minute_ms, utc};
@@ -80,26 +79,10 @@ async fn sigkill_during_ingestion_loses_no_acknowledged_reading() {
         let acked = acked.lock().unwrap().clone();
         assert!(!acked.is_empty(), "round {round}: nothing was acknowledged");
         for c in 0..CLIENTS {
-            let r = server
-                .admin(Method::GET, &format!("/api/v1/sensors/s{c}/readings"))
-                .send()
-                .await
-                .unwrap();
-            let v: Value = r.json().await.unwrap();
-            let stored: BTreeMap<String, f64> = v["readings"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    (
-                        p["ts"].as_str().unwrap().to_owned(),
-                        p["value_kwh"].as_f64().unwrap(),
-                    )
-                })
-                .collect();
-            let points = v["readings"].as_array().unwrap().len();
+            let points = server.readings(&format!("s{c}")).await;
+            let stored: BTreeMap<String, f64> = points.iter().cloned().collect();
             assert_eq!(
-                points,
+                points.len(),
                 stored.len(),
                 "round {round}: a timestamp appears twice"
             );

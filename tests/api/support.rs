@@ -183,15 +183,18 @@ impl Server {
             .unwrap()
     }
 
+    /// GET with the admin key, expecting 200 and a JSON answer.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let r = self.admin(Method::GET, path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
     /// All readings of a sensor as `(ts, value)`.
     pub async fn readings(&self, sensor: &str) -> Vec<(String, f64)> {
-        let r = self
-            .admin(Method::GET, &format!("/api/v1/sensors/{sensor}/readings"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
+        let v = self
+            .get_json(&format!("/api/v1/sensors/{sensor}/readings"))
+            .await;
         v["readings"]
             .as_array()
             .unwrap()

@@ -11,6 +11,7 @@ bin=target/release/wattline
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 arch=$(dpkg --print-architecture)
 root=$(mktemp -d)
+chmod 755 "$root"
 trap 'rm -rf "$root"' EXIT
 
 install -Dm755 "$bin" "$root/usr/bin/wattline"

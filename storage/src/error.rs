@@ -40,6 +40,12 @@ pub enum Error {
     #[error("write-ahead record {seq} is unreadable: {reason}")]
     WalCorrupt { seq: u64, reason: String },
 
+    #[error("chunk file {path} could not be written or read: {reason}")]
+    ChunkUnreadable { path: PathBuf, reason: String },
+
+    #[error("the manifest names chunk file {path}, which is missing; restore it from a backup")]
+    ChunkMissing { path: PathBuf },
+
     #[error("catalog record {key} in table {table} is unreadable: {reason}")]
     CatalogCorrupt {
         table: &'static str,

@@ -6,25 +6,30 @@
 //! - [`Catalog`]: tenants, buildings, sensors and API keys, persisted in
 //!   `meta.redb` and mirrored in memory so that no request pays a disk lookup
 //!   for metadata.
-//! - [`ReadingStore`]: the write path for meter readings. A validated
-//!   [`ReadingBatch`] is appended to the write-ahead (`wal.redb`) by a single
-//!   writer thread that groups concurrent batches into one fsynced commit
-//!   (group commit), then applied to the in-memory [`HotBuffer`], and only
-//!   then acknowledged. On open, the write-ahead is replayed into the hot
-//!   buffer before the store is handed out.
+//! - [`ReadingStore`]: the readings. A validated [`ReadingBatch`] is
+//!   appended to the write-ahead (`wal.redb`) by a single writer thread that
+//!   groups concurrent batches into one fsynced commit (group commit), then
+//!   applied to the active [`Memtable`], and only then acknowledged. A flush
+//!   writes memtables out as zstd Parquet [chunk] files and trims the
+//!   write-ahead in the same manifest commit; compaction merges a day's
+//!   files; retention drops old ones. On open, the manifest is loaded and
+//!   the write-ahead replayed before the store is handed out.
 //!
 //! Data directory layout:
 //!
 //! ```text
-//! <data-dir>/meta.redb   catalog (tenants, buildings, sensors, key hashes)
-//! <data-dir>/wal.redb    write-ahead: sequence number -> encoded batch
-//! <data-dir>/admin.key   the first admin key, mode 0600
+//! <data-dir>/meta.redb                 catalog (tenants, buildings, sensors, key hashes)
+//! <data-dir>/wal.redb                  write-ahead (sequence -> batch) and chunk manifest
+//! <data-dir>/chunks/readings/day=D/    raw readings of UTC day D, Parquet
+//! <data-dir>/admin.key                 the first admin key, mode 0600
 //! ```
 
 mod catalog;
+pub mod chunk;
 mod error;
-mod hot;
 mod ids;
+mod manifest;
+mod memtable;
 mod reading;
 mod store;
 mod wal;
@@ -34,8 +39,8 @@ pub use catalog::{
     Sensor, Tenant, hash_secret,
 };
 pub use error::{Error, Result};
-pub use hot::{HotBuffer, SeriesSlice};
+pub use memtable::{Memtable, SeriesSlice};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
 pub use reading::{Reading, ReadingBatch, TimeRange};
-pub use store::{ReadingStore, RecoveryReport};
+pub use store::{FlushReport, ReadingStore, RecoveryReport, Snapshot};
 pub use wal::WalSequence;

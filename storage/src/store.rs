@@ -1,69 +1,175 @@
-//! [`ReadingStore`]: the write path for readings and the owner of the hot
-//! buffer.
+//! [`ReadingStore`]: the readings of the appliance, hot and cold.
 //!
-//! Opening the store replays the write-ahead into the hot buffer (recovery);
-//! [`ReadingStore::append`] returns only once the batch is durable and
-//! visible to readers.
+//! Tiers, newest first: the active memtable (filled by the write-ahead
+//! writer), frozen memtables (waiting to be written as chunks), and chunk
+//! files. Readers take a [`Snapshot`] of all three under one lock, so a
+//! flush or compaction that swaps tiers never shows a reader a reading
+//! twice or not at all.
+//!
+//! Maintenance ([`ReadingStore::flush`], [`ReadingStore::compact`],
+//! [`ReadingStore::drop_expired`]) runs on the caller's (blocking) thread,
+//! one step at a time under a maintenance lock; each step ends with one
+//! small manifest commit. Ingestion is never blocked by it for longer than
+//! that commit.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
+use crate::catalog::Catalog;
+use crate::chunk::{
+    ChunkFile, ChunkMeta, SensorNames, day_of, merge_newest_wins, read_chunk, write_chunk,
+};
 use crate::error::{Error, Result};
-use crate::hot::HotBuffer;
-use crate::reading::ReadingBatch;
-use crate::wal::writer::{AppendRequest, WalWriter, record_sizes};
-use crate::wal::{WAL_TABLE, WalSequence, codec};
+use crate::manifest::{self, ManifestChange};
+use crate::memtable::Memtable;
+use crate::reading::{Reading, ReadingBatch, TimeRange};
+use crate::wal::db::WalDb;
+use crate::wal::writer::{AppendRequest, WalWriter, WriterMsg, record_wal_size, replay};
+use crate::wal::{WalSequence, codec};
 
-/// What recovery found in the write-ahead.
+/// What recovery found.
 #[derive(Debug, Clone)]
 pub struct RecoveryReport {
     pub batches: u64,
     pub readings: u64,
+    pub chunks: usize,
+    pub removed_stray_files: usize,
     pub elapsed: Duration,
 }
 
+/// What one flush did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlushReport {
+    /// Readings written from memory to chunk files.
+    pub readings: u64,
+    pub chunks_written: usize,
+}
+
+/// The tiers, as the writer and maintenance change them.
+pub(crate) struct Tiers {
+    active: Arc<Memtable>,
+    /// Oldest first, each with the first write-ahead sequence number it
+    /// does not hold.
+    frozen: Vec<(Arc<Memtable>, u64)>,
+    chunks: BTreeMap<u64, Arc<ChunkFile>>,
+}
+
+impl Tiers {
+    pub(crate) fn active(&self) -> Arc<Memtable> {
+        self.active.clone()
+    }
+
+    pub(crate) fn freeze_active(&mut self, wal_upto: u64) {
+        let old = std::mem::take(&mut self.active);
+        self.frozen.push((old, wal_upto));
+    }
+}
+
+/// A consistent view of every tier.
+#[derive(Clone)]
+pub struct Snapshot {
+    /// Chunk files, lowest precedence first.
+    pub chunks: Vec<Arc<ChunkFile>>,
+    /// Memtables, oldest first; all newer than every chunk.
+    pub memtables: Vec<Arc<Memtable>>,
+}
+
+impl Snapshot {
+    /// Readings still in memory for sensors `wanted` accepts, in `range`,
+    /// deduplicated (the newest memtable wins), in (sensor, ts) order.
+    pub fn hot_readings(&self, wanted: impl Fn(crate::SensorKey) -> bool, range: TimeRange) -> Vec<Reading> {
+        let mut sources: Vec<Vec<Reading>> = self
+            .memtables
+            .iter()
+            .map(|m| m.readings(&wanted, range))
+            .filter(|rows| !rows.is_empty())
+            .collect();
+        if sources.len() <= 1 {
+            return sources.pop().unwrap_or_default();
+        }
+        let mut all: Vec<(usize, Reading)> = sources
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, rows)| rows.into_iter().map(move |r| (usize::MAX - i, r)))
+            .collect();
+        all.sort_unstable_by_key(|(newest_first, r)| (r.sensor, r.ts_ms, *newest_first));
+        all.dedup_by_key(|(_, r)| (r.sensor, r.ts_ms));
+        all.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Readings held in memory, across memtables (duplicates counted).
+    pub fn hot_len(&self) -> u64 {
+        self.memtables.iter().map(|m| m.len()).sum()
+    }
+}
+
 pub struct ReadingStore {
-    hot: Arc<HotBuffer>,
-    queue: Mutex<Option<Sender<AppendRequest>>>,
+    data_dir: PathBuf,
+    catalog: Arc<Catalog>,
+    wal: Arc<WalDb>,
+    tiers: Arc<RwLock<Tiers>>,
+    queue: Mutex<Option<Sender<WriterMsg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Serialises maintenance; holds the next chunk id.
+    maintenance: Mutex<u64>,
 }
 
 impl ReadingStore {
-    /// Opens (or creates) `<data_dir>/wal.redb` and replays it into a fresh
-    /// hot buffer. Blocking: run it off the async runtime.
-    pub fn open(data_dir: &Path) -> Result<(Self, RecoveryReport)> {
+    /// Opens the store in `data_dir`: loads the manifest, deletes stray
+    /// chunk files, and replays the write-ahead into the active memtable.
+    /// Blocking: run it off the async runtime.
+    pub fn open(data_dir: &Path, catalog: Arc<Catalog>) -> Result<(Self, RecoveryReport)> {
         let started = Instant::now();
-        let path = data_dir.join("wal.redb");
-        let db = Database::create(&path).map_err(|e| Error::open(path.clone(), e))?;
-        let hot = Arc::new(HotBuffer::default());
-        let (next_seq, batches, readings) = replay(&db, &hot)?;
+        let wal = Arc::new(WalDb::open(&data_dir.join("wal.redb"))?);
+        let (metas, next_chunk_id) = manifest::load(wal.get()?.as_ref())?;
+        let removed_stray_files = remove_stray_files(data_dir, &metas)?;
+        let mut chunks = BTreeMap::new();
+        for meta in metas {
+            let file = ChunkFile::new(data_dir, meta);
+            if !file.path.exists() {
+                return Err(Error::ChunkMissing { path: file.path.clone() });
+            }
+            chunks.insert(file.meta.id, Arc::new(file));
+        }
+        let active = Arc::new(Memtable::default());
+        let (next_seq, batches, readings) = replay(&wal, &active)?;
         let report = RecoveryReport {
             batches,
             readings,
+            chunks: chunks.len(),
+            removed_stray_files,
             elapsed: started.elapsed(),
         };
-        record_sizes(&path, &hot);
-        let writer = WalWriter {
-            db: Some(db),
-            path,
+        let tiers = Arc::new(RwLock::new(Tiers {
+            active: active.clone(),
+            frozen: Vec::new(),
+            chunks,
+        }));
+        record_wal_size(&wal);
+        metrics::gauge!("wattline_hot_readings").set(active.len() as f64);
+        let (queue, handle) = WalWriter {
+            wal: wal.clone(),
             next_seq,
-            hot: hot.clone(),
+            tiers: tiers.clone(),
+        }
+        .spawn()?;
+        let store = Self {
+            data_dir: data_dir.to_owned(),
+            catalog,
+            wal,
+            tiers,
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(handle)),
+            maintenance: Mutex::new(next_chunk_id),
         };
-        let (queue, handle) = writer.spawn()?;
-        Ok((
-            Self {
-                hot,
-                queue: Mutex::new(Some(queue)),
-                writer: Mutex::new(Some(handle)),
-            },
-            report,
-        ))
+        store.record_chunk_metrics();
+        Ok((store, report))
     }
 
     /// Stores `batch` durably. When this returns `Ok`, the batch survives a
@@ -71,21 +177,200 @@ impl ReadingStore {
     pub async fn append(&self, batch: ReadingBatch) -> Result<WalSequence> {
         let record = codec::encode(&batch.readings);
         let (reply, answer) = oneshot::channel();
-        let request = AppendRequest {
+        self.send(WriterMsg::Append(AppendRequest {
             record,
             readings: batch.readings,
             reply,
-        };
-        {
-            let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let queue = queue.as_ref().ok_or(Error::WalClosed)?;
-            queue.send(request).map_err(|_| Error::WalClosed)?;
-        }
+        }))?;
         answer.await.map_err(|_| Error::WalClosed)?
     }
 
-    pub fn hot(&self) -> &HotBuffer {
-        &self.hot
+    fn send(&self, msg: WriterMsg) -> Result<()> {
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = queue.as_ref().ok_or(Error::WalClosed)?;
+        queue.send(msg).map_err(|_| Error::WalClosed)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner());
+        let mut chunks: Vec<_> = tiers.chunks.values().cloned().collect();
+        chunks.sort_by_key(|c| c.meta.precedence);
+        let mut memtables: Vec<_> = tiers.frozen.iter().map(|(m, _)| m.clone()).collect();
+        memtables.push(tiers.active.clone());
+        Snapshot { chunks, memtables }
+    }
+
+    /// Readings in the active memtable (the trigger for a size-based flush).
+    pub fn active_len(&self) -> u64 {
+        self.tiers.read().unwrap_or_else(|e| e.into_inner()).active.len()
+    }
+
+    /// Writes everything in memory to chunk files and trims the
+    /// write-ahead. Blocking.
+    pub fn flush(&self) -> Result<FlushReport> {
+        let mut next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        self.send(WriterMsg::Freeze(reply))?;
+        answer.blocking_recv().map_err(|_| Error::WalClosed)?;
+
+        let names = SensorNames::from_catalog(&self.catalog.view());
+        let mut report = FlushReport::default();
+        loop {
+            let Some((mem, wal_upto)) = self
+                .tiers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .frozen
+                .first()
+                .cloned()
+            else {
+                break;
+            };
+            let mut by_day: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
+            for r in mem.readings(|_| true, TimeRange::ALL) {
+                by_day.entry(day_of(r.ts_ms)).or_default().push(r);
+            }
+            let mut written = Vec::new();
+            let result = (|| -> Result<()> {
+                for (day, mut rows) in by_day {
+                    rows.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
+                    let id = *next_id;
+                    *next_id += 1;
+                    written.push(write_chunk(&self.data_dir, id, id, day, &rows, &names)?);
+                }
+                manifest::commit(
+                    self.wal.get()?.as_ref(),
+                    &ManifestChange {
+                        add: written.clone(),
+                        remove: vec![],
+                        trim_wal_below: Some(wal_upto),
+                        next_chunk_id: *next_id,
+                    },
+                )
+            })();
+            if let Err(e) = result {
+                self.discard(&written);
+                if matches!(e, Error::Database(_) | Error::StorageFull) {
+                    self.wal.reset();
+                }
+                return Err(e);
+            }
+            report.readings += mem.len();
+            report.chunks_written += written.len();
+            let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
+            tiers.frozen.remove(0);
+            for meta in written {
+                tiers
+                    .chunks
+                    .insert(meta.id, Arc::new(ChunkFile::new(&self.data_dir, meta)));
+            }
+        }
+        metrics::histogram!("wattline_flush_seconds").record(started.elapsed().as_secs_f64());
+        record_wal_size(&self.wal);
+        self.record_chunk_metrics();
+        Ok(report)
+    }
+
+    /// Merges the files of every day that has at least `min_files` of them
+    /// into one file per day. Returns how many days were merged. Blocking.
+    pub fn compact(&self, min_files: usize) -> Result<usize> {
+        let mut next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_day: BTreeMap<i64, Vec<Arc<ChunkFile>>> = BTreeMap::new();
+        for c in self.snapshot().chunks {
+            by_day.entry(c.meta.day).or_default().push(c);
+        }
+        let names = SensorNames::from_catalog(&self.catalog.view());
+        let mut merged_days = 0;
+        for (day, files) in by_day.into_iter().filter(|(_, f)| f.len() >= min_files.max(2)) {
+            let sources = files
+                .iter()
+                .map(|f| read_chunk(&f.path, &names))
+                .collect::<Result<Vec<_>>>()?;
+            let rows = merge_newest_wins(sources, &names);
+            let precedence = files.iter().map(|f| f.meta.precedence).max().unwrap_or(0);
+            let id = *next_id;
+            *next_id += 1;
+            let meta = write_chunk(&self.data_dir, id, precedence, day, &rows, &names)?;
+            let change = ManifestChange {
+                add: vec![meta.clone()],
+                remove: files.iter().map(|f| f.meta.id).collect(),
+                trim_wal_below: None,
+                next_chunk_id: *next_id,
+            };
+            if let Err(e) = self.wal.get().and_then(|db| manifest::commit(&db, &change)) {
+                self.discard(std::slice::from_ref(&meta));
+                return Err(e);
+            }
+            self.swap_chunks(&files, Some(meta));
+            merged_days += 1;
+            metrics::counter!("wattline_compactions_total").increment(1);
+        }
+        self.record_chunk_metrics();
+        Ok(merged_days)
+    }
+
+    /// Drops chunk files whose readings are all older than `cutoff_ms` and
+    /// frees their space. Returns how many files were dropped. Blocking.
+    pub fn drop_expired(&self, cutoff_ms: i64) -> Result<usize> {
+        let next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let expired: Vec<_> = self
+            .snapshot()
+            .chunks
+            .into_iter()
+            .filter(|c| c.meta.max_ts_ms < cutoff_ms)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let change = ManifestChange {
+            remove: expired.iter().map(|c| c.meta.id).collect(),
+            next_chunk_id: *next_id,
+            ..ManifestChange::default()
+        };
+        manifest::commit(self.wal.get()?.as_ref(), &change)?;
+        self.swap_chunks(&expired, None);
+        self.record_chunk_metrics();
+        Ok(expired.len())
+    }
+
+    /// Replaces `old` chunks by `new` in the tiers; old files are deleted
+    /// once no reader holds them.
+    fn swap_chunks(&self, old: &[Arc<ChunkFile>], new: Option<ChunkMeta>) {
+        let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
+        for f in old {
+            tiers.chunks.remove(&f.meta.id);
+            f.retire();
+        }
+        if let Some(meta) = new {
+            tiers
+                .chunks
+                .insert(meta.id, Arc::new(ChunkFile::new(&self.data_dir, meta)));
+        }
+    }
+
+    /// Deletes files written by a step whose manifest commit failed.
+    fn discard(&self, written: &[ChunkMeta]) {
+        for meta in written {
+            let _ = std::fs::remove_file(self.data_dir.join(&meta.file));
+        }
+    }
+
+    fn record_chunk_metrics(&self) {
+        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner());
+        metrics::gauge!("wattline_chunks").set(tiers.chunks.len() as f64);
+        let bytes: u64 = tiers.chunks.values().map(|c| c.meta.bytes).sum();
+        metrics::gauge!("wattline_chunk_bytes").set(bytes as f64);
+        let rows: u64 = tiers.chunks.values().map(|c| c.meta.rows).sum();
+        metrics::gauge!("wattline_chunk_readings").set(rows as f64);
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// Stops accepting batches, lets the writer commit what is queued and
@@ -104,35 +389,70 @@ impl Drop for ReadingStore {
     }
 }
 
-/// Applies every write-ahead record, in sequence order, to `hot`. Returns
-/// the next free sequence number and what was replayed.
-fn replay(db: &Database, hot: &HotBuffer) -> Result<(u64, u64, u64)> {
-    // Make sure the table exists, so that a fresh directory reads as empty.
-    let txn = db.begin_write()?;
-    txn.open_table(WAL_TABLE)?;
-    txn.commit()?;
-
-    let txn = db.begin_read()?;
-    let table = txn.open_table(WAL_TABLE)?;
-    let (mut next_seq, mut batches, mut readings) = (0u64, 0u64, 0u64);
-    for entry in table.iter()? {
-        let (seq, record) = entry?;
-        let seq = seq.value();
-        let decoded =
-            codec::decode(record.value()).map_err(|reason| Error::WalCorrupt { seq, reason })?;
-        hot.apply(&decoded);
-        next_seq = seq + 1;
-        batches += 1;
-        readings += decoded.len() as u64;
+/// Deletes temporary files and files the manifest does not name under
+/// `<data-dir>/chunks/readings`, and day folders left empty.
+fn remove_stray_files(data_dir: &Path, metas: &[ChunkMeta]) -> Result<usize> {
+    let root = data_dir.join("chunks").join("readings");
+    let known: std::collections::HashSet<PathBuf> =
+        metas.iter().map(|m| data_dir.join(&m.file)).collect();
+    let Ok(days) = std::fs::read_dir(&root) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for day in days.flatten() {
+        let dir = day.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !known.contains(&path) {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("removing stray {}", path.display()), e))?;
+                tracing::info!(path = %path.display(), "removed a chunk file no manifest entry names");
+                removed += 1;
+            }
+        }
+        // Only succeeds when empty.
+        let _ = std::fs::remove_dir(&dir);
     }
-    Ok((next_seq, batches, readings))
+    Ok(removed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::SensorKey;
-    use crate::reading::{Reading, TimeRange};
+    use crate::catalog::{NewBuilding, NewSensor};
+    use crate::ids::{BuildingId, SensorId, SensorKey, TenantId};
+
+    const T0: i64 = 1_764_979_200_000; // 2025-12-06T00:00:00Z
+    const QUARTER: i64 = 900_000;
+
+    fn catalog(dir: &Path, sensors: u32) -> Arc<Catalog> {
+        let c = Catalog::open(dir).unwrap();
+        c.create_tenant(TenantId::parse("t").unwrap(), "T".into()).unwrap();
+        c.create_building(NewBuilding {
+            id: BuildingId::parse("b").unwrap(),
+            tenant_id: TenantId::parse("t").unwrap(),
+            name: "B".into(),
+            floor_area_m2: None,
+            timezone: None,
+        })
+        .unwrap();
+        for i in 0..sensors {
+            c.create_sensor(NewSensor {
+                id: SensorId::parse(&format!("s{i}")).unwrap(),
+                building_id: BuildingId::parse("b").unwrap(),
+                kind: None,
+                unit: None,
+                is_active: None,
+            })
+            .unwrap();
+        }
+        Arc::new(c)
+    }
 
     fn batch(values: &[(u32, i64, f64)]) -> ReadingBatch {
         ReadingBatch {
@@ -147,40 +467,56 @@ mod tests {
         }
     }
 
+    /// Everything a reader sees: cold then hot, newest wins, as the query
+    /// layer merges it.
+    fn visible(store: &ReadingStore) -> Vec<(u32, i64, f64)> {
+        let snap = store.snapshot();
+        let names = SensorNames::from_catalog(&store.catalog.view());
+        let mut sources: Vec<Vec<Reading>> = snap
+            .chunks
+            .iter()
+            .map(|c| read_chunk(&c.path, &names).unwrap())
+            .collect();
+        sources.push(snap.hot_readings(|_| true, TimeRange::ALL));
+        merge_newest_wins(sources, &names)
+            .into_iter()
+            .map(|r| (r.sensor.0, r.ts_ms, r.value_kwh))
+            .collect()
+    }
+
+    fn open(dir: &Path, cat: &Arc<Catalog>) -> ReadingStore {
+        ReadingStore::open(dir, cat.clone()).unwrap().0
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appended_batches_survive_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), 2);
         {
-            let (store, report) = ReadingStore::open(dir.path()).unwrap();
-            assert_eq!(report.batches, 0);
-            let a = store
-                .append(batch(&[(1, 0, 1.0), (1, 900, 2.0)]))
-                .await
-                .unwrap();
-            let b = store.append(batch(&[(1, 0, 3.0)])).await.unwrap();
+            let store = open(dir.path(), &cat);
+            let a = store.append(batch(&[(1, T0, 1.0), (1, T0 + QUARTER, 2.0)])).await.unwrap();
+            let b = store.append(batch(&[(1, T0, 3.0)])).await.unwrap();
             assert!(b > a);
-            let seen = store.hot().range(SensorKey(1), TimeRange::ALL, 10);
-            assert_eq!(seen.points, vec![(0, 3.0), (900, 2.0)]);
+            assert_eq!(visible(&store), vec![(1, T0, 3.0), (1, T0 + QUARTER, 2.0)]);
         }
-        let (store, report) = ReadingStore::open(dir.path()).unwrap();
+        let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
         assert_eq!((report.batches, report.readings), (2, 3));
-        let seen = store.hot().range(SensorKey(1), TimeRange::ALL, 10);
-        assert_eq!(seen.points, vec![(0, 3.0), (900, 2.0)]);
-        let c = store.append(batch(&[(2, 5, 1.0)])).await.unwrap();
+        assert_eq!(visible(&store), vec![(1, T0, 3.0), (1, T0 + QUARTER, 2.0)]);
+        let c = store.append(batch(&[(0, T0, 1.0)])).await.unwrap();
         assert_eq!(c, WalSequence(2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_share_commits_and_all_land() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = ReadingStore::open(dir.path()).unwrap();
-        let store = Arc::new(store);
+        let cat = catalog(dir.path(), 64);
+        let store = Arc::new(open(dir.path(), &cat));
         let tasks: Vec<_> = (0..64)
             .map(|i| {
                 let store = store.clone();
                 tokio::spawn(async move {
                     store
-                        .append(batch(&[(i, 0, f64::from(i)), (i, 1, 1.0)]))
+                        .append(batch(&[(i, T0, f64::from(i)), (i, T0 + 1, 1.0)]))
                         .await
                 })
             })
@@ -188,6 +524,106 @@ mod tests {
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        assert_eq!(store.hot().len(), 128);
+        assert_eq!(visible(&store).len(), 128);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_moves_memory_to_chunks_and_trims_the_write_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), 3);
+        let store = open(dir.path(), &cat);
+        // Two UTC days, three sensors, out of order.
+        store
+            .append(batch(&[(2, T0 + 86_400_000, 5.0), (0, T0, 1.0), (1, T0, 2.0)]))
+            .await
+            .unwrap();
+        let before = visible(&store);
+        let report = tokio::task::block_in_place(|| store.flush()).unwrap();
+        assert_eq!(report, FlushReport { readings: 3, chunks_written: 2 });
+        assert_eq!(visible(&store), before);
+        assert_eq!(store.snapshot().hot_len(), 0);
+        let files: Vec<_> = store.snapshot().chunks.iter().map(|c| c.meta.file.clone()).collect();
+        assert!(files[0].starts_with("chunks/readings/day=2025-12-06/part-"), "{files:?}");
+        assert!(files[1].starts_with("chunks/readings/day=2025-12-07/part-"), "{files:?}");
+        drop(store);
+        let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
+        assert_eq!((report.batches, report.chunks), (0, 2));
+        assert_eq!(visible(&store), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrections_across_tiers_resolve_newest_first_and_compaction_keeps_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), 2);
+        let store = open(dir.path(), &cat);
+        store.append(batch(&[(0, T0, 1.0), (1, T0, 1.0)])).await.unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        store.append(batch(&[(0, T0, 2.0), (0, T0 + QUARTER, 7.0)])).await.unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        store.append(batch(&[(0, T0, 3.0)])).await.unwrap();
+        let want = vec![(0, T0, 3.0), (0, T0 + QUARTER, 7.0), (1, T0, 1.0)];
+        assert_eq!(visible(&store), want);
+        assert_eq!(store.snapshot().chunks.len(), 2);
+        let old: Vec<PathBuf> = store.snapshot().chunks.iter().map(|c| c.path.clone()).collect();
+
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        assert_eq!(tokio::task::block_in_place(|| store.compact(2)).unwrap(), 1);
+        let snap = store.snapshot();
+        assert_eq!(snap.chunks.len(), 1);
+        assert_eq!(snap.chunks[0].meta.rows, 3);
+        drop(snap);
+        assert!(old.iter().all(|p| !p.exists()), "merged files are deleted");
+        assert_eq!(visible(&store), want);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retired_file_stays_readable_while_a_snapshot_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), 1);
+        let store = open(dir.path(), &cat);
+        store.append(batch(&[(0, T0, 1.0)])).await.unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        store.append(batch(&[(0, T0 + 1, 1.0)])).await.unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        let held = store.snapshot();
+        tokio::task::block_in_place(|| store.compact(2)).unwrap();
+        assert!(held.chunks.iter().all(|c| c.path.exists()));
+        let paths: Vec<_> = held.chunks.iter().map(|c| c.path.clone()).collect();
+        drop(held);
+        assert!(paths.iter().all(|p| !p.exists()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stray_and_temporary_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), 1);
+        {
+            let store = open(dir.path(), &cat);
+            store.append(batch(&[(0, T0, 1.0)])).await.unwrap();
+            tokio::task::block_in_place(|| store.flush()).unwrap();
+        }
+        let day = dir.path().join("chunks/readings/day=2025-12-06");
+        std::fs::write(day.join(".tmp-00000000000000000099.parquet"), b"half").unwrap();
+        std::fs::write(day.join("part-00000000000000000098.parquet"), b"orphan").unwrap();
+        let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
+        assert_eq!(report.removed_stray_files, 2);
+        assert_eq!(visible(&store), vec![(0, T0, 1.0)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_drops_whole_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), 1);
+        let store = open(dir.path(), &cat);
+        store
+            .append(batch(&[(0, T0, 1.0), (0, T0 + 86_400_000, 2.0)]))
+            .await
+            .unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        let old = store.snapshot().chunks[0].path.clone();
+        let dropped = tokio::task::block_in_place(|| store.drop_expired(T0 + 86_400_000)).unwrap();
+        assert_eq!(dropped, 1);
+        assert!(!old.exists());
+        assert_eq!(visible(&store), vec![(0, T0 + 86_400_000, 2.0)]);
     }
 }

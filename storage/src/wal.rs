@@ -6,15 +6,18 @@
 //!
 //! - A batch is acknowledged only after the redb transaction holding it has
 //!   committed with `Durability::Immediate` (fsync).
-//! - Batches are applied to the hot buffer in sequence order, by the same
-//!   thread that commits them, so last-write-wins resolves identically at
-//!   run time and at replay.
-//! - Replaying the table in key order into an empty hot buffer rebuilds the
-//!   exact state the running daemon had.
+//! - Batches are applied to the active memtable in sequence order, by the
+//!   same thread that commits them, so last-write-wins resolves identically
+//!   at run time and at replay.
+//! - Records are deleted only in the manifest commit that names the chunk
+//!   files holding their readings (see [`crate::manifest`]). Replaying what
+//!   is left, in key order, over the chunks rebuilds the exact state the
+//!   running daemon had.
 //!
 //! [`writer`] runs the single writer thread that does group commit.
 
 pub(crate) mod codec;
+pub(crate) mod db;
 pub(crate) mod writer;
 
 use redb::TableDefinition;

@@ -4,24 +4,28 @@
 //! here with a reply channel. The thread blocks for the first request, then
 //! takes every request already waiting, up to [`MAX_GROUP_BYTES`], and commits
 //! them all in one redb transaction: one fsync for the whole group. Only
-//! after the commit does it apply the readings to the hot buffer, in
+//! after the commit does it apply the readings to the active memtable, in
 //! sequence order, and answer each request. While a commit is in flight new
 //! requests queue up and form the next group, so the number of fsyncs per
 //! second stays bounded by the disk while throughput grows with load.
+//!
+//! Freezing the active memtable (the first step of a flush) also happens on
+//! this thread, between two groups, so the frozen memtable holds exactly the
+//! records below the sequence number it reports.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use redb::Database;
 use tokio::sync::oneshot;
 
+use super::db::WalDb;
 use super::{WAL_TABLE, WalSequence};
 use crate::error::{Error, Result};
-use crate::hot::HotBuffer;
+use crate::memtable::Memtable;
 use crate::reading::Reading;
+use crate::store::Tiers;
 
 /// Upper bound on the encoded bytes committed in one transaction.
 const MAX_GROUP_BYTES: usize = 64 << 20;
@@ -33,11 +37,17 @@ pub(crate) struct AppendRequest {
     pub(crate) reply: oneshot::Sender<Result<WalSequence>>,
 }
 
+pub(crate) enum WriterMsg {
+    Append(AppendRequest),
+    /// Swap in a fresh active memtable; answers with the first sequence
+    /// number *not* in the frozen one.
+    Freeze(oneshot::Sender<u64>),
+}
+
 pub(crate) struct WalWriter {
-    pub(crate) db: Option<Database>,
-    pub(crate) path: PathBuf,
+    pub(crate) wal: Arc<WalDb>,
     pub(crate) next_seq: u64,
-    pub(crate) hot: Arc<HotBuffer>,
+    pub(crate) tiers: Arc<RwLock<Tiers>>,
 }
 
 /// Why a group's commit failed, in a form every waiter can get a copy of.
@@ -55,10 +65,9 @@ impl CommitFailure {
     }
 }
 
-/// Publishes the write-ahead's file size and the hot buffer's size.
-pub(crate) fn record_sizes(path: &std::path::Path, hot: &HotBuffer) {
-    metrics::gauge!("wattline_hot_readings").set(hot.len() as f64);
-    if let Ok(meta) = std::fs::metadata(path) {
+/// Publishes the write-ahead's file size.
+pub(crate) fn record_wal_size(wal: &WalDb) {
+    if let Ok(meta) = std::fs::metadata(wal.path()) {
         metrics::gauge!("wattline_wal_bytes").set(meta.len() as f64);
     }
 }
@@ -66,7 +75,7 @@ pub(crate) fn record_sizes(path: &std::path::Path, hot: &HotBuffer) {
 impl WalWriter {
     /// Starts the writer thread; it ends once every sender is dropped and the
     /// queue is drained.
-    pub(crate) fn spawn(self) -> Result<(Sender<AppendRequest>, JoinHandle<()>)> {
+    pub(crate) fn spawn(self) -> Result<(Sender<WriterMsg>, JoinHandle<()>)> {
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("wal-writer".into())
@@ -75,34 +84,55 @@ impl WalWriter {
         Ok((tx, handle))
     }
 
-    fn run(mut self, rx: Receiver<AppendRequest>) {
-        while let Ok(first) = rx.recv() {
-            let mut bytes = first.record.len();
-            let mut group = vec![first];
-            while bytes < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(req) => {
-                        bytes += req.record.len();
-                        group.push(req);
+    fn run(mut self, rx: Receiver<WriterMsg>) {
+        let mut pending = rx.recv().ok();
+        while let Some(msg) = pending.take() {
+            match msg {
+                WriterMsg::Freeze(reply) => self.freeze(reply),
+                WriterMsg::Append(first) => {
+                    let mut bytes = first.record.len();
+                    let mut group = vec![first];
+                    while bytes < MAX_GROUP_BYTES {
+                        match rx.try_recv() {
+                            Ok(WriterMsg::Append(req)) => {
+                                bytes += req.record.len();
+                                group.push(req);
+                            }
+                            Ok(freeze) => {
+                                pending = Some(freeze);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    Err(_) => break,
+                    self.commit_group(group);
                 }
             }
-            self.commit_group(group);
+            if pending.is_none() {
+                pending = rx.recv().ok();
+            }
         }
+    }
+
+    fn freeze(&mut self, reply: oneshot::Sender<u64>) {
+        let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
+        tiers.freeze_active(self.next_seq);
+        let _ = reply.send(self.next_seq);
     }
 
     fn commit_group(&mut self, group: Vec<AppendRequest>) {
         let started = Instant::now();
         match self.commit(&group) {
             Ok(first_seq) => {
+                let active = self.tiers.read().unwrap_or_else(|e| e.into_inner()).active();
                 for req in &group {
-                    self.hot.apply(&req.readings);
+                    active.apply(&req.readings);
                 }
                 metrics::histogram!("wattline_wal_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!("wattline_wal_commits_total").increment(1);
-                record_sizes(&self.path, &self.hot);
+                metrics::gauge!("wattline_hot_readings").set(active.len() as f64);
+                record_wal_size(&self.wal);
                 for (i, req) in group.into_iter().enumerate() {
                     // A requester that gave up (timeout, closed connection)
                     // no longer listens; its batch is durable all the same.
@@ -115,9 +145,7 @@ impl WalWriter {
                 for req in group {
                     let _ = req.reply.send(Err(failure.to_error()));
                 }
-                // After an I/O error redb refuses further writes on this
-                // handle; reopening re-runs its recovery from the last commit.
-                self.db = None;
+                self.wal.reset();
             }
         }
     }
@@ -129,12 +157,7 @@ impl WalWriter {
             Error::StorageFull => CommitFailure::DiskFull,
             e => CommitFailure::Other(e.to_string()),
         };
-        if self.db.is_none() {
-            let db = Database::create(&self.path)
-                .map_err(|e| classify(Error::open(self.path.clone(), e)))?;
-            self.db = Some(db);
-        }
-        let db = self.db.as_ref().expect("opened above");
+        let db = self.wal.get().map_err(classify)?;
         let first_seq = self.next_seq;
         let write = || -> Result<()> {
             let txn = db.begin_write()?;
@@ -151,4 +174,25 @@ impl WalWriter {
         self.next_seq += group.len() as u64;
         Ok(first_seq)
     }
+}
+
+/// Replays every write-ahead record, in sequence order, into `mem`.
+/// Returns the next free sequence number, batches and readings replayed.
+pub(crate) fn replay(wal: &WalDb, mem: &Memtable) -> Result<(u64, u64, u64)> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = wal.get()?;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(WAL_TABLE)?;
+    let (mut next_seq, mut batches, mut readings) = (0u64, 0u64, 0u64);
+    for entry in table.iter()? {
+        let (seq, record) = entry?;
+        let seq = seq.value();
+        let decoded = super::codec::decode(record.value())
+            .map_err(|reason| Error::WalCorrupt { seq, reason })?;
+        mem.apply(&decoded);
+        next_seq = seq + 1;
+        batches += 1;
+        readings += decoded.len() as u64;
+    }
+    Ok((next_seq, batches, readings))
 }

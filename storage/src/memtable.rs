@@ -1,9 +1,11 @@
-//! The hot buffer: every reading in the write-ahead, in memory, deduplicated.
+//! A memtable: readings of the write-ahead held in memory, deduplicated.
 //!
-//! Each sensor's readings sit in a `BTreeMap` from timestamp to value, so a
-//! correction replaces the old value in place and a time-range read is one
-//! ordered range scan. Sensors are spread over shards, each behind its own
-//! lock, so the writer thread and readers of other sensors do not contend.
+//! The hot data is one active memtable, which the write-ahead writer fills,
+//! plus frozen ones waiting to become chunk files. Each sensor's readings
+//! sit in a `BTreeMap` from timestamp to value, so a correction replaces the
+//! old value in place and a time-range read is one ordered range scan.
+//! Sensors are spread over shards, each behind its own lock, so the writer
+//! thread and readers of other sensors do not contend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -25,12 +27,12 @@ pub struct SeriesSlice {
     pub truncated: bool,
 }
 
-pub struct HotBuffer {
+pub struct Memtable {
     shards: Vec<RwLock<HashMap<SensorKey, Series>>>,
     distinct: AtomicU64,
 }
 
-impl Default for HotBuffer {
+impl Default for Memtable {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
@@ -39,7 +41,7 @@ impl Default for HotBuffer {
     }
 }
 
-impl HotBuffer {
+impl Memtable {
     fn shard(&self, key: SensorKey) -> &RwLock<HashMap<SensorKey, Series>> {
         &self.shards[key.0 as usize % SHARDS]
     }
@@ -88,6 +90,31 @@ impl HotBuffer {
         SeriesSlice { points, truncated }
     }
 
+    /// Every reading in `range`, for sensors `wanted` accepts, in (sensor,
+    /// ts) order.
+    pub fn readings(&self, wanted: impl Fn(SensorKey) -> bool, range: TimeRange) -> Vec<Reading> {
+        let mut out = Vec::new();
+        if range.start_ms >= range.end_ms {
+            return out;
+        }
+        for shard in &self.shards {
+            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            for (&sensor, series) in map.iter().filter(|(k, _)| wanted(**k)) {
+                out.extend(
+                    series
+                        .range(range.start_ms..range.end_ms)
+                        .map(|(&ts_ms, &value_kwh)| Reading {
+                            sensor,
+                            ts_ms,
+                            value_kwh,
+                        }),
+                );
+            }
+        }
+        out.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));
+        out
+    }
+
     /// Number of distinct `(sensor, ts)` readings held.
     pub fn len(&self) -> u64 {
         self.distinct.load(Ordering::Relaxed)
@@ -112,7 +139,7 @@ mod tests {
 
     #[test]
     fn last_write_wins_and_counts_distinct() {
-        let hot = HotBuffer::default();
+        let hot = Memtable::default();
         hot.apply(&[r(1, 10, 1.0), r(1, 20, 2.0), r(2, 10, 5.0)]);
         hot.apply(&[r(1, 10, 1.5), r(1, 10, 1.75)]);
         assert_eq!(hot.len(), 3);
@@ -123,7 +150,7 @@ mod tests {
 
     #[test]
     fn range_is_half_open_and_limited() {
-        let hot = HotBuffer::default();
+        let hot = Memtable::default();
         hot.apply(&(0..10).map(|t| r(3, t, t as f64)).collect::<Vec<_>>());
         let got = hot.range(
             SensorKey(3),

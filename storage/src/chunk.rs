@@ -1,0 +1,155 @@
+//! Chunk files: the cold store of raw readings.
+//!
+//! On disk, Hive-style, one folder per UTC day of the readings' `ts`:
+//!
+//! ```text
+//! <data-dir>/chunks/readings/day=2026-11-29/part-00000000000000000042.parquet
+//! ```
+//!
+//! Each file is zstd Parquet with the columns of the `readings` table
+//! (`sensor_id`, `building_id`, `tenant_id`, `ts` as UTC milliseconds,
+//! `value_kwh`), sorted by `(building_id, sensor_id, ts)`, with row-group
+//! statistics and the page index, so a reader that wants one building and a
+//! time range skips most of it. Invariants:
+//!
+//! - A file is in use only once the manifest (see [`crate::manifest`]) names
+//!   it. Files are written under a temporary name, fsynced, renamed and the
+//!   directory fsynced before the manifest commit that names them.
+//! - Within one file a `(sensor_id, ts)` appears once. Across files of a
+//!   day it may appear again (late data, corrections); the file with the
+//!   higher [`ChunkMeta::precedence`] wins, and anything still in memory
+//!   wins over every file. Compaction merges a day's files into one.
+//! - Files not named by the manifest (a crash before the commit, or after a
+//!   compaction's commit but before the old files were deleted) and
+//!   temporary files are deleted at start.
+
+mod format;
+mod names;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+pub use format::{read_chunk, readings_schema, to_record_batch, write_chunk};
+pub use names::SensorNames;
+
+use crate::reading::Reading;
+
+/// Milliseconds in a UTC day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day number (days since 1970-01-01) of a timestamp.
+pub fn day_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(DAY_MS)
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_name(day: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(day * DAY_MS)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| format!("day{day}"))
+}
+
+/// What the manifest records about one chunk file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    /// Unique, never reused; names the file.
+    pub id: u64,
+    /// Which file wins on a duplicate `(sensor_id, ts)`: the higher. A flush
+    /// gives its chunks fresh, higher values; a compaction gives its output
+    /// the highest precedence of its inputs.
+    pub precedence: u64,
+    /// UTC day number of every reading in the file.
+    pub day: i64,
+    /// Path relative to the data directory.
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_ts_ms: i64,
+    pub max_ts_ms: i64,
+}
+
+impl ChunkMeta {
+    /// The relative path a chunk with this id and day gets.
+    pub fn relative_path(id: u64, day: i64) -> String {
+        format!("chunks/readings/day={}/part-{id:020}.parquet", day_name(day))
+    }
+}
+
+/// A chunk file in use. Dropping the last handle of a chunk that
+/// compaction or retention retired deletes the file, so a query that still
+/// reads it is never cut short.
+#[derive(Debug)]
+pub struct ChunkFile {
+    pub meta: ChunkMeta,
+    pub path: PathBuf,
+    retired: AtomicBool,
+}
+
+impl ChunkFile {
+    pub(crate) fn new(data_dir: &Path, meta: ChunkMeta) -> Self {
+        Self {
+            path: data_dir.join(&meta.file),
+            meta,
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the file for deletion once nobody reads it any more.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for ChunkFile {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire)
+            && let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not delete a retired chunk");
+        }
+    }
+}
+
+/// Merges sources of readings, each sorted by `(rank, ts)` and listed
+/// oldest first: on a duplicate `(sensor, ts)` the newest source's value
+/// wins. The result is sorted by `(rank, ts)`.
+pub fn merge_newest_wins(sources: Vec<Vec<Reading>>, names: &SensorNames) -> Vec<Reading> {
+    if sources.len() == 1 {
+        return sources.into_iter().next().unwrap_or_default();
+    }
+    let mut all: Vec<(u32, i64, usize, Reading)> = sources
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, rows)| {
+            rows.into_iter()
+                .map(move |r| (0, r.ts_ms, usize::MAX - i, r))
+        })
+        .collect();
+    for row in &mut all {
+        row.0 = names.rank(row.3.sensor);
+    }
+    // Ties on (rank, ts) mean the same sensor (ranks are unique per sensor);
+    // the newest source sorts first and is kept.
+    all.sort_unstable_by_key(|&(rank, ts, newest_first, _)| (rank, ts, newest_first));
+    all.dedup_by_key(|&mut (rank, ts, _, _)| (rank, ts));
+    all.into_iter().map(|(_, _, _, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_paths() {
+        assert_eq!(day_of(0), 0);
+        assert_eq!(day_of(-1), -1);
+        assert_eq!(day_name(day_of(1_764_979_200_000)), "2025-12-06");
+        assert_eq!(
+            ChunkMeta::relative_path(42, 20_428),
+            "chunks/readings/day=2025-12-06/part-00000000000000000042.parquet"
+        );
+    }
+}

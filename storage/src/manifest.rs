@@ -1,0 +1,83 @@
+//! The manifest: which chunk files hold which readings.
+//!
+//! It lives in `wal.redb` next to the write-ahead, so that one redb commit
+//! both names the chunks a flush wrote and trims the write-ahead records
+//! they came from: after a crash either the records are still in the
+//! write-ahead (and the new files are orphans, deleted at start) or the
+//! files are in the manifest and the records are gone. Never both, never
+//! neither.
+//!
+//! Tables: `chunks` (chunk id -> [`ChunkMeta`] as JSON) and `counters`
+//! (`next_chunk_id`).
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::chunk::ChunkMeta;
+use crate::error::{Error, Result};
+use crate::wal::WAL_TABLE;
+
+const CHUNKS: TableDefinition<'static, u64, &'static str> = TableDefinition::new("chunks");
+const COUNTERS: TableDefinition<'static, &'static str, u64> = TableDefinition::new("counters");
+const NEXT_CHUNK_ID: &str = "next_chunk_id";
+
+/// One atomic change of the manifest.
+#[derive(Debug, Default)]
+pub(crate) struct ManifestChange {
+    pub(crate) add: Vec<ChunkMeta>,
+    pub(crate) remove: Vec<u64>,
+    /// Write-ahead records with a smaller sequence number are deleted.
+    pub(crate) trim_wal_below: Option<u64>,
+    pub(crate) next_chunk_id: u64,
+}
+
+/// Creates the tables if needed and returns the chunks and the next id.
+pub(crate) fn load(db: &Database) -> Result<(Vec<ChunkMeta>, u64)> {
+    let txn = db.begin_write()?;
+    txn.open_table(CHUNKS)?;
+    txn.open_table(COUNTERS)?;
+    txn.open_table(WAL_TABLE)?;
+    txn.commit()?;
+
+    let txn = db.begin_read()?;
+    let table = txn.open_table(CHUNKS)?;
+    let mut chunks = Vec::new();
+    for entry in table.iter()? {
+        let (id, json) = entry?;
+        let meta: ChunkMeta =
+            serde_json::from_str(json.value()).map_err(|e| Error::CatalogCorrupt {
+                table: "chunks",
+                key: id.value().to_string(),
+                reason: e.to_string(),
+            })?;
+        chunks.push(meta);
+    }
+    let next = txn
+        .open_table(COUNTERS)?
+        .get(NEXT_CHUNK_ID)?
+        .map_or(0, |v| v.value());
+    let next = chunks.iter().map(|c| c.id + 1).fold(next, u64::max);
+    Ok((chunks, next))
+}
+
+/// Applies `change` in one durable transaction.
+pub(crate) fn commit(db: &Database, change: &ManifestChange) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut chunks = txn.open_table(CHUNKS)?;
+        for meta in &change.add {
+            let json = serde_json::to_string(meta).expect("chunk metadata serialises");
+            chunks.insert(meta.id, json.as_str())?;
+        }
+        for id in &change.remove {
+            chunks.remove(*id)?;
+        }
+        txn.open_table(COUNTERS)?
+            .insert(NEXT_CHUNK_ID, change.next_chunk_id)?;
+        if let Some(below) = change.trim_wal_below {
+            let mut wal = txn.open_table(WAL_TABLE)?;
+            wal.retain_in(..below, |_, _| false)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

@@ -6,6 +6,7 @@
 
 mod admin_key;
 mod config;
+mod maintenance;
 mod serve;
 
 use std::path::PathBuf;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::watch;
+use wattline_query::{QueryEngine, QueryLimits};
 use wattline_storage::{Catalog, ReadingStore};
 use wattline_web::{AppState, WebConfig};
 
@@ -71,14 +72,33 @@ async fn serve(settings: Settings) -> Result<()> {
     }));
 
     let dir = data_dir.clone();
-    let (store, report) = tokio::task::spawn_blocking(move || ReadingStore::open(&dir))
+    let cat = state.catalog.clone();
+    let (store, report) = tokio::task::spawn_blocking(move || ReadingStore::open(&dir, cat))
         .await
         .context("recovery task")??;
     let store = Arc::new(store);
-    state.set_store(store.clone());
+    let engine = Arc::new(QueryEngine::new(
+        store.clone(),
+        QueryLimits {
+            timeout: settings.query_timeout,
+            memory_limit: usize::try_from(settings.query_memory_limit).unwrap_or(usize::MAX),
+            max_rows: settings.query_max_rows,
+            max_concurrent: settings.query_max_concurrent,
+        },
+    )?);
+    state.set_ready(store.clone(), engine);
+    let maintenance = tokio::spawn(crate::maintenance::run(
+        store.clone(),
+        crate::maintenance::Schedule {
+            flush_interval: settings.flush_interval,
+            retention_raw: settings.retention_raw,
+        },
+        stop_tx.subscribe(),
+    ));
     tracing::info!(
-        "wattline ready on http://{addr} (data dir {}; recovered {} readings from {} write-ahead batches in {:?})",
+        "wattline ready on http://{addr} (data dir {}; {} chunk files; recovered {} readings from {} write-ahead batches in {:?})",
         data_dir.display(),
+        report.chunks,
         report.readings,
         report.batches,
         report.elapsed
@@ -93,6 +113,7 @@ async fn serve(settings: Settings) -> Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish in time; closing them"),
     }
+    let _ = maintenance.await;
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped");
     Ok(())

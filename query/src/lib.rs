@@ -1,12 +1,21 @@
-//! wattline's read side.
+//! wattline's read side: Apache DataFusion over the storage engine.
 //!
-//! Readers ask for data by sensor and time; this crate decides where it
-//! lives. Today every reading is in the hot buffer of
-//! [`wattline_storage::ReadingStore`]; the raw-readings path is written as a
-//! merge of ordered sources (older tiers first, the hot buffer last) so that
-//! cold chunk files join it as one more source, with the newer tier winning
-//! on a duplicate `(sensor, ts)`.
+//! - [`QueryEngine`] runs read-only SQL (and the raw-readings lookup)
+//!   within a [`Scope`]: one tenant's rows, or all for admins.
+//! - The `readings` table unions hot memtables and cold chunk files,
+//!   deduplicated newest-first, pruning by time, sensor and building.
+//! - `tenants`, `buildings` and `sensors` are built from the in-memory
+//!   catalog per query.
+//! - The read-only guard checks the logical plan, not the SQL text.
 
-mod raw;
+mod catalog_tables;
+mod engine;
+mod error;
+mod filters;
+mod guard;
+mod readings_table;
+mod scope;
 
-pub use raw::{SensorReadings, merge_newest_wins, sensor_readings};
+pub use engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
+pub use error::{QueryError, Result};
+pub use scope::Scope;

@@ -12,6 +12,7 @@ mod secret;
 mod view;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -40,6 +41,8 @@ const MAX_NAME_CHARS: usize = 256;
 pub struct Catalog {
     db: Mutex<Database>,
     state: RwLock<CatalogState>,
+    /// Bumped by every write, so readers can cache what they derive.
+    version: AtomicU64,
 }
 
 impl Catalog {
@@ -71,7 +74,13 @@ impl Catalog {
         Ok(Self {
             db: Mutex::new(db),
             state: RwLock::new(state),
+            version: AtomicU64::new(0),
         })
+    }
+
+    /// Changes whenever the catalog does.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// A read-only view. Cheap; hold it only for the lookups at hand.
@@ -103,6 +112,7 @@ impl Catalog {
             &mut self.state.write().unwrap_or_else(|e| e.into_inner()),
             &out,
         );
+        self.version.fetch_add(1, Ordering::Release);
         Ok(out)
     }
 

@@ -73,7 +73,10 @@ pub struct ChunkMeta {
 impl ChunkMeta {
     /// The relative path a chunk with this id and day gets.
     pub fn relative_path(id: u64, day: i64) -> String {
-        format!("chunks/readings/day={}/part-{id:020}.parquet", day_name(day))
+        format!(
+            "chunks/readings/day={}/part-{id:020}.parquet",
+            day_name(day)
+        )
     }
 }
 

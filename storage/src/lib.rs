@@ -39,8 +39,8 @@ pub use catalog::{
     Sensor, Tenant, hash_secret,
 };
 pub use error::{Error, Result};
-pub use memtable::{Memtable, SeriesSlice};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
+pub use memtable::{Memtable, SeriesSlice};
 pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use store::{FlushReport, ReadingStore, RecoveryReport, Snapshot};
 pub use wal::WalSequence;

@@ -100,15 +100,13 @@ impl Memtable {
         for shard in &self.shards {
             let map = shard.read().unwrap_or_else(|e| e.into_inner());
             for (&sensor, series) in map.iter().filter(|(k, _)| wanted(**k)) {
-                out.extend(
-                    series
-                        .range(range.start_ms..range.end_ms)
-                        .map(|(&ts_ms, &value_kwh)| Reading {
-                            sensor,
-                            ts_ms,
-                            value_kwh,
-                        }),
-                );
+                out.extend(series.range(range.start_ms..range.end_ms).map(
+                    |(&ts_ms, &value_kwh)| Reading {
+                        sensor,
+                        ts_ms,
+                        value_kwh,
+                    },
+                ));
             }
         }
         out.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));

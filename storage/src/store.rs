@@ -33,6 +33,9 @@ use crate::wal::db::WalDb;
 use crate::wal::writer::{AppendRequest, WalWriter, WriterMsg, record_wal_size, replay};
 use crate::wal::{WalSequence, codec};
 
+/// A day with this many files is compacted even if they do not overlap.
+pub(crate) const MANY_FILES: usize = 8;
+
 /// What recovery found.
 #[derive(Debug, Clone)]
 pub struct RecoveryReport {
@@ -83,7 +86,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Readings still in memory for sensors `wanted` accepts, in `range`,
     /// deduplicated (the newest memtable wins), in (sensor, ts) order.
-    pub fn hot_readings(&self, wanted: impl Fn(crate::SensorKey) -> bool, range: TimeRange) -> Vec<Reading> {
+    pub fn hot_readings(
+        &self,
+        wanted: impl Fn(crate::SensorKey) -> bool,
+        range: TimeRange,
+    ) -> Vec<Reading> {
         let mut sources: Vec<Vec<Reading>> = self
             .memtables
             .iter()
@@ -133,7 +140,9 @@ impl ReadingStore {
         for meta in metas {
             let file = ChunkFile::new(data_dir, meta);
             if !file.path.exists() {
-                return Err(Error::ChunkMissing { path: file.path.clone() });
+                return Err(Error::ChunkMissing {
+                    path: file.path.clone(),
+                });
             }
             chunks.insert(file.meta.id, Arc::new(file));
         }
@@ -202,7 +211,11 @@ impl ReadingStore {
 
     /// Readings in the active memtable (the trigger for a size-based flush).
     pub fn active_len(&self) -> u64 {
-        self.tiers.read().unwrap_or_else(|e| e.into_inner()).active.len()
+        self.tiers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .active
+            .len()
     }
 
     /// Writes everything in memory to chunk files and trims the
@@ -272,9 +285,12 @@ impl ReadingStore {
         Ok(report)
     }
 
-    /// Merges the files of every day that has at least `min_files` of them
-    /// into one file per day. Returns how many days were merged. Blocking.
-    pub fn compact(&self, min_files: usize) -> Result<usize> {
+    /// Merges a day's files into one: with `all`, every day with two or
+    /// more files (so each reading is in exactly one file afterwards);
+    /// otherwise days whose files overlap in time (late data or
+    /// corrections) or that have [`MANY_FILES`] or more. Returns how many
+    /// days were merged. Blocking.
+    pub fn compact(&self, all: bool) -> Result<usize> {
         let mut next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let mut by_day: BTreeMap<i64, Vec<Arc<ChunkFile>>> = BTreeMap::new();
         for c in self.snapshot().chunks {
@@ -282,7 +298,16 @@ impl ReadingStore {
         }
         let names = SensorNames::from_catalog(&self.catalog.view());
         let mut merged_days = 0;
-        for (day, files) in by_day.into_iter().filter(|(_, f)| f.len() >= min_files.max(2)) {
+        let needed = |files: &[Arc<ChunkFile>]| {
+            let mut spans: Vec<(i64, i64)> = files
+                .iter()
+                .map(|f| (f.meta.min_ts_ms, f.meta.max_ts_ms))
+                .collect();
+            spans.sort_unstable();
+            files.len() >= 2
+                && (all || files.len() >= MANY_FILES || spans.windows(2).any(|w| w[1].0 <= w[0].1))
+        };
+        for (day, files) in by_day.into_iter().filter(|(_, f)| needed(f)) {
             let sources = files
                 .iter()
                 .map(|f| read_chunk(&f.path, &names))
@@ -432,7 +457,8 @@ mod tests {
 
     fn catalog(dir: &Path, sensors: u32) -> Arc<Catalog> {
         let c = Catalog::open(dir).unwrap();
-        c.create_tenant(TenantId::parse("t").unwrap(), "T".into()).unwrap();
+        c.create_tenant(TenantId::parse("t").unwrap(), "T".into())
+            .unwrap();
         c.create_building(NewBuilding {
             id: BuildingId::parse("b").unwrap(),
             tenant_id: TenantId::parse("t").unwrap(),
@@ -494,7 +520,10 @@ mod tests {
         let cat = catalog(dir.path(), 2);
         {
             let store = open(dir.path(), &cat);
-            let a = store.append(batch(&[(1, T0, 1.0), (1, T0 + QUARTER, 2.0)])).await.unwrap();
+            let a = store
+                .append(batch(&[(1, T0, 1.0), (1, T0 + QUARTER, 2.0)]))
+                .await
+                .unwrap();
             let b = store.append(batch(&[(1, T0, 3.0)])).await.unwrap();
             assert!(b > a);
             assert_eq!(visible(&store), vec![(1, T0, 3.0), (1, T0 + QUARTER, 2.0)]);
@@ -534,17 +563,38 @@ mod tests {
         let store = open(dir.path(), &cat);
         // Two UTC days, three sensors, out of order.
         store
-            .append(batch(&[(2, T0 + 86_400_000, 5.0), (0, T0, 1.0), (1, T0, 2.0)]))
+            .append(batch(&[
+                (2, T0 + 86_400_000, 5.0),
+                (0, T0, 1.0),
+                (1, T0, 2.0),
+            ]))
             .await
             .unwrap();
         let before = visible(&store);
         let report = tokio::task::block_in_place(|| store.flush()).unwrap();
-        assert_eq!(report, FlushReport { readings: 3, chunks_written: 2 });
+        assert_eq!(
+            report,
+            FlushReport {
+                readings: 3,
+                chunks_written: 2
+            }
+        );
         assert_eq!(visible(&store), before);
         assert_eq!(store.snapshot().hot_len(), 0);
-        let files: Vec<_> = store.snapshot().chunks.iter().map(|c| c.meta.file.clone()).collect();
-        assert!(files[0].starts_with("chunks/readings/day=2025-12-06/part-"), "{files:?}");
-        assert!(files[1].starts_with("chunks/readings/day=2025-12-07/part-"), "{files:?}");
+        let files: Vec<_> = store
+            .snapshot()
+            .chunks
+            .iter()
+            .map(|c| c.meta.file.clone())
+            .collect();
+        assert!(
+            files[0].starts_with("chunks/readings/day=2025-12-06/part-"),
+            "{files:?}"
+        );
+        assert!(
+            files[1].starts_with("chunks/readings/day=2025-12-07/part-"),
+            "{files:?}"
+        );
         drop(store);
         let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
         assert_eq!((report.batches, report.chunks), (0, 2));
@@ -556,18 +606,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cat = catalog(dir.path(), 2);
         let store = open(dir.path(), &cat);
-        store.append(batch(&[(0, T0, 1.0), (1, T0, 1.0)])).await.unwrap();
+        store
+            .append(batch(&[(0, T0, 1.0), (1, T0, 1.0)]))
+            .await
+            .unwrap();
         tokio::task::block_in_place(|| store.flush()).unwrap();
-        store.append(batch(&[(0, T0, 2.0), (0, T0 + QUARTER, 7.0)])).await.unwrap();
+        store
+            .append(batch(&[(0, T0, 2.0), (0, T0 + QUARTER, 7.0)]))
+            .await
+            .unwrap();
         tokio::task::block_in_place(|| store.flush()).unwrap();
         store.append(batch(&[(0, T0, 3.0)])).await.unwrap();
         let want = vec![(0, T0, 3.0), (0, T0 + QUARTER, 7.0), (1, T0, 1.0)];
         assert_eq!(visible(&store), want);
         assert_eq!(store.snapshot().chunks.len(), 2);
-        let old: Vec<PathBuf> = store.snapshot().chunks.iter().map(|c| c.path.clone()).collect();
+        let old: Vec<PathBuf> = store
+            .snapshot()
+            .chunks
+            .iter()
+            .map(|c| c.path.clone())
+            .collect();
 
         tokio::task::block_in_place(|| store.flush()).unwrap();
-        assert_eq!(tokio::task::block_in_place(|| store.compact(2)).unwrap(), 1);
+        assert_eq!(
+            tokio::task::block_in_place(|| store.compact(true)).unwrap(),
+            1
+        );
         let snap = store.snapshot();
         assert_eq!(snap.chunks.len(), 1);
         assert_eq!(snap.chunks[0].meta.rows, 3);
@@ -586,7 +650,7 @@ mod tests {
         store.append(batch(&[(0, T0 + 1, 1.0)])).await.unwrap();
         tokio::task::block_in_place(|| store.flush()).unwrap();
         let held = store.snapshot();
-        tokio::task::block_in_place(|| store.compact(2)).unwrap();
+        tokio::task::block_in_place(|| store.compact(true)).unwrap();
         assert!(held.chunks.iter().all(|c| c.path.exists()));
         let paths: Vec<_> = held.chunks.iter().map(|c| c.path.clone()).collect();
         drop(held);

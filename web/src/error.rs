@@ -132,6 +132,25 @@ impl From<wattline_storage::Error> for ApiError {
     }
 }
 
+impl From<wattline_query::QueryError> for ApiError {
+    fn from(err: wattline_query::QueryError) -> Self {
+        use wattline_query::QueryError as Q;
+        let message = err.to_string();
+        match err {
+            Q::InvalidSql(_) => Self::bad_request("invalid_sql", message),
+            Q::NotReadOnly(_) => Self::bad_request("read_only", message),
+            Q::Timeout(_) => Self::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", message),
+            Q::MemoryLimit(_) => Self::bad_request("memory_limit", message),
+            Q::Execution(_) => Self::bad_request("query_failed", message),
+            Q::Storage(e) => Self::from(e),
+            _ => {
+                tracing::error!(error = %message, "internal query error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
 impl From<wattline_storage::IdError> for ApiError {
     fn from(err: wattline_storage::IdError) -> Self {
         Self::bad_request("invalid_id", err.to_string())

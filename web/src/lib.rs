@@ -8,7 +8,8 @@
 //! - [`ingest`]: the four body formats and reading validation.
 //! - [`auth`]: keys, roles and tenant scoping.
 //! - [`error`]: the JSON error shape and the single error-to-status mapping.
-//! - [`middleware`]: request timeout, readiness gate, per-route metrics.
+//! - [`middleware`]: request timeout, per-route metrics, per-address limit.
+//! - [`sql_output`]: query answers as JSON, CSV, Arrow IPC or Parquet.
 
 pub mod auth;
 pub mod error;
@@ -17,12 +18,14 @@ pub mod ingest;
 pub mod middleware;
 pub mod rate_limit;
 pub mod routes;
+pub mod sql_output;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use wattline_query::QueryEngine;
 use wattline_storage::{Catalog, KeyId, ReadingStore};
 
 use crate::error::{ApiError, ApiResult};
@@ -42,12 +45,18 @@ pub struct WebConfig {
     pub metrics_require_auth: bool,
 }
 
+/// What exists once recovery is done.
+struct Ready {
+    store: Arc<ReadingStore>,
+    engine: Arc<QueryEngine>,
+}
+
 /// Everything a request handler can reach.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Set once recovery has replayed the write-ahead; until then `/readyz`
     /// answers 503 and so does every route that needs readings.
-    store: OnceLock<Arc<ReadingStore>>,
+    ready: OnceLock<Ready>,
     pub config: WebConfig,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) key_limiter: RateLimiter<KeyId>,
@@ -58,7 +67,7 @@ impl AppState {
     pub fn new(catalog: Arc<Catalog>, config: WebConfig, metrics: PrometheusHandle) -> Self {
         Self {
             catalog,
-            store: OnceLock::new(),
+            ready: OnceLock::new(),
             key_limiter: RateLimiter::new(config.rate_limit_per_key),
             ip_limiter: RateLimiter::new(config.rate_limit_per_ip),
             config,
@@ -67,17 +76,26 @@ impl AppState {
     }
 
     /// Makes the recovered store available: the appliance is ready.
-    pub fn set_store(&self, store: Arc<ReadingStore>) {
-        let _ = self.store.set(store);
+    pub fn set_ready(&self, store: Arc<ReadingStore>, engine: Arc<QueryEngine>) {
+        let _ = self.ready.set(Ready { store, engine });
     }
 
     pub fn is_ready(&self) -> bool {
-        self.store.get().is_some()
+        self.ready.get().is_some()
     }
 
     /// The reading store, or 503 while recovery is still running.
     pub fn store(&self) -> ApiResult<&Arc<ReadingStore>> {
-        self.store.get().ok_or_else(|| {
+        self.ready().map(|r| &r.store)
+    }
+
+    /// The query engine, or 503 while recovery is still running.
+    pub fn engine(&self) -> ApiResult<&Arc<QueryEngine>> {
+        self.ready().map(|r| &r.engine)
+    }
+
+    fn ready(&self) -> ApiResult<&Ready> {
+        self.ready.get().ok_or_else(|| {
             ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",

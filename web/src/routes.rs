@@ -1,10 +1,12 @@
 //! The route table. One module per endpoint family.
 
+mod admin;
 mod buildings;
 mod health;
 mod keys;
 mod readings;
 mod sensors;
+mod sql;
 mod tenants;
 mod write;
 
@@ -52,6 +54,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(readings::ingest).route_layer(ip_limit.clone()),
         )
         .route("/api/v1/write", post(write::ingest).route_layer(ip_limit))
+        .route("/api/v1/sql", post(sql::query))
+        .route("/api/v1/admin/flush", post(admin::flush))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn(record_latency))

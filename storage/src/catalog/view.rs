@@ -96,19 +96,28 @@ impl CatalogView<'_> {
         &self,
         tenant: &str,
     ) -> impl Iterator<Item = (&Building, usize)> {
+        self.buildings_of(tenant).map(|b| {
+            let active = self
+                .sensors_of(b.id.as_str())
+                .filter(|s| s.is_active)
+                .count();
+            (b, active)
+        })
+    }
+
+    /// The tenant's buildings in id order.
+    pub fn buildings_of(&self, tenant: &str) -> impl Iterator<Item = &Building> {
         self.state
             .buildings_by_tenant
             .get(tenant)
             .into_iter()
             .flatten()
             .filter_map(|id| self.state.buildings.get(id))
-            .map(|b| {
-                let active = self
-                    .sensors_of(b.id.as_str())
-                    .filter(|s| s.is_active)
-                    .count();
-                (b, active)
-            })
+    }
+
+    /// Every sensor, in no particular order.
+    pub fn sensors(&self) -> impl Iterator<Item = &Sensor> {
+        self.state.sensors.values()
     }
 
     /// The building's sensors in id order.

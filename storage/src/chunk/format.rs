@@ -106,7 +106,8 @@ pub fn write_chunk(
     let file = ChunkMeta::relative_path(id, day);
     let path = data_dir.join(&file);
     let dir = path.parent().expect("chunk paths have a folder");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let tmp = dir.join(format!(".tmp-{id:020}.parquet"));
     let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
 
@@ -146,31 +147,42 @@ pub fn read_chunk(path: &Path, names: &SensorNames) -> Result<Vec<Reading>> {
             reason: e.to_string(),
         })?;
         let column = |name: &str| {
-            batch.column_by_name(name).cloned().ok_or_else(|| Error::ChunkUnreadable {
-                path: path.to_owned(),
-                reason: format!("no column {name}"),
-            })
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| Error::ChunkUnreadable {
+                    path: path.to_owned(),
+                    reason: format!("no column {name}"),
+                })
         };
         let (sensor, ts, value) = (column("sensor_id")?, column("ts")?, column("value_kwh")?);
         let bad = |what: &str| Error::ChunkUnreadable {
             path: path.to_owned(),
             reason: format!("column {what} has an unexpected type"),
         };
-        let sensor = sensor.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("sensor_id"))?;
+        let sensor = sensor
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| bad("sensor_id"))?;
         let ts = ts
             .as_any()
             .downcast_ref::<TimestampMillisecondArray>()
             .ok_or_else(|| bad("ts"))?;
-        let value = value.as_any().downcast_ref::<Float64Array>().ok_or_else(|| bad("value_kwh"))?;
+        let value = value
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| bad("value_kwh"))?;
         rows.reserve(batch.num_rows());
         for i in 0..batch.num_rows() {
             if sensor.is_null(i) {
                 return Err(bad("sensor_id"));
             }
-            let key = names.key(sensor.value(i)).ok_or_else(|| Error::ChunkUnreadable {
-                path: path.to_owned(),
-                reason: format!("sensor {:?} is not in the catalog", sensor.value(i)),
-            })?;
+            let key = names
+                .key(sensor.value(i))
+                .ok_or_else(|| Error::ChunkUnreadable {
+                    path: path.to_owned(),
+                    reason: format!("sensor {:?} is not in the catalog", sensor.value(i)),
+                })?;
             rows.push(Reading {
                 sensor: key,
                 ts_ms: ts.value(i),

@@ -37,9 +37,8 @@ impl WalDb {
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
-        let db = Arc::new(
-            Database::create(&self.path).map_err(|e| Error::open(self.path.clone(), e))?,
-        );
+        let db =
+            Arc::new(Database::create(&self.path).map_err(|e| Error::open(self.path.clone(), e))?);
         *slot = Some(db.clone());
         Ok(db)
     }

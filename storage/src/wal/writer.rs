@@ -124,7 +124,11 @@ impl WalWriter {
         let started = Instant::now();
         match self.commit(&group) {
             Ok(first_seq) => {
-                let active = self.tiers.read().unwrap_or_else(|e| e.into_inner()).active();
+                let active = self
+                    .tiers
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .active();
                 for req in &group {
                     active.apply(&req.readings);
                 }

@@ -198,12 +198,10 @@ pub(super) async fn list(
             "start must not be after end",
         ));
     }
-    let got = wattline_query::sensor_readings(
-        state.store()?,
-        sensor.key,
-        range,
-        state.config.query_max_rows,
-    );
+    let got = state
+        .engine()?
+        .sensor_readings(sensor.id.as_str(), range, state.config.query_max_rows)
+        .await?;
     Ok(Json(SensorReadingsOut {
         sensor_id: sensor.id.to_string(),
         readings: got

@@ -1,0 +1,268 @@
+//! [`QueryEngine`]: runs SQL and raw-reading lookups over a tenant's view.
+//!
+//! Each query gets its own DataFusion `SessionContext` with the scope's
+//! table providers and a memory pool of `query.memory_limit` bytes. Queries
+//! run on a runtime of their own, apart from the HTTP runtime, so an
+//! operator that does not yield cannot stall request handling, and a query
+//! past `query.timeout` is aborted. At most `query.max_concurrent` run at
+//! once; the others wait (their wait counts against the timeout).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use wattline_storage::chunk::SensorNames;
+use wattline_storage::{ReadingStore, TimeRange};
+
+use crate::catalog_tables;
+use crate::error::{QueryError, Result};
+use crate::guard::check_read_only;
+use crate::readings_table::ReadingsTable;
+use crate::scope::Scope;
+
+/// Limits from the `query.*` settings.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    pub timeout: Duration,
+    pub memory_limit: usize,
+    pub max_rows: usize,
+    pub max_concurrent: usize,
+}
+
+/// A query's answer, cut at `query.max_rows`.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub truncated: bool,
+}
+
+/// A sensor's readings in time order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SensorReadings {
+    /// `(ts_ms, value_kwh)`, strictly increasing in `ts_ms`.
+    pub points: Vec<(i64, f64)>,
+    pub truncated: bool,
+}
+
+pub struct QueryEngine {
+    store: Arc<ReadingStore>,
+    limits: QueryLimits,
+    permits: Arc<Semaphore>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Sensor names, rebuilt when the catalog's version changes.
+    names: Mutex<(u64, Arc<SensorNames>)>,
+}
+
+impl QueryEngine {
+    pub fn new(store: Arc<ReadingStore>, limits: QueryLimits) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("query")
+            .enable_time()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("starting the query runtime: {e}")))?;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            store,
+            limits,
+            runtime: Some(runtime),
+            names: Mutex::new((u64::MAX, Arc::new(SensorNames::default()))),
+        })
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    fn names(&self) -> Arc<SensorNames> {
+        let catalog = self.store.catalog();
+        let mut cached = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let version = catalog.version();
+        if cached.0 != version {
+            *cached = (
+                version,
+                Arc::new(SensorNames::from_catalog(&catalog.view())),
+            );
+        }
+        cached.1.clone()
+    }
+
+    /// A session holding the scope's tables.
+    fn context(&self, scope: &Scope) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.limits.memory_limit, 1.0)
+            .build_arc()?;
+        let config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        {
+            let view = self.store.catalog().view();
+            ctx.register_table("tenants", catalog_tables::tenants(&view, scope)?)?;
+            ctx.register_table("buildings", catalog_tables::buildings(&view, scope)?)?;
+            ctx.register_table("sensors", catalog_tables::sensors(&view, scope)?)?;
+        }
+        ctx.register_table(
+            "readings",
+            Arc::new(ReadingsTable::new(
+                self.store.clone(),
+                self.names(),
+                scope.clone(),
+            )),
+        )?;
+        Ok(ctx)
+    }
+
+    /// Runs one read-only SQL query within `scope`.
+    pub async fn sql(&self, sql: &str, scope: &Scope) -> Result<QueryOutput> {
+        let ctx = self.context(scope)?;
+        let sql = sql.to_owned();
+        let max_rows = self.limits.max_rows;
+        self.run(async move {
+            let plan = ctx.state().create_logical_plan(&sql).await?;
+            check_read_only(&plan)?;
+            let stream = ctx
+                .execute_logical_plan(plan)
+                .await?
+                .execute_stream()
+                .await?;
+            collect_capped(stream, max_rows).await
+        })
+        .await
+    }
+
+    /// The readings of one sensor in `range`, at most `limit`, deduplicated
+    /// across memory and chunk files. The caller has checked access.
+    pub async fn sensor_readings(
+        &self,
+        sensor_id: &str,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<SensorReadings> {
+        let ctx = self.context(&Scope::all())?;
+        let mut filter = col("sensor_id").eq(lit(sensor_id));
+        if range.start_ms != i64::MIN {
+            filter = filter.and(col("ts").gt_eq(ts_literal(range.start_ms)));
+        }
+        if range.end_ms != i64::MAX {
+            filter = filter.and(col("ts").lt(ts_literal(range.end_ms)));
+        }
+        let output = self
+            .run(async move {
+                let df = ctx
+                    .table("readings")
+                    .await?
+                    .filter(filter)?
+                    .select(vec![col("ts"), col("value_kwh")])?
+                    .sort(vec![col("ts").sort(true, false)])?
+                    .limit(0, Some(limit.saturating_add(1)))?;
+                collect_capped(df.execute_stream().await?, limit).await
+            })
+            .await?;
+        let mut points = Vec::new();
+        for b in &output.batches {
+            let ts = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>();
+            let v = b.column(1).as_any().downcast_ref::<Float64Array>();
+            let (Some(ts), Some(v)) = (ts, v) else {
+                return Err(QueryError::Internal(
+                    "readings have an unexpected schema".into(),
+                ));
+            };
+            points.extend((0..b.num_rows()).map(|i| (ts.value(i), v.value(i))));
+        }
+        Ok(SensorReadings {
+            points,
+            truncated: output.truncated,
+        })
+    }
+
+    /// Runs `work` on the query runtime under the concurrency limit and the
+    /// timeout; a query past the timeout is aborted.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let timeout = self.limits.timeout;
+        let _permit = tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| QueryError::Timeout(timeout))?
+            .map_err(|_| QueryError::Internal("query limiter closed".into()))?;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("runtime lives as long as the engine");
+        let mut task = runtime.spawn(work);
+        let left = timeout.saturating_sub(started.elapsed());
+        let result = match tokio::time::timeout(left, &mut task).await {
+            Ok(joined) => joined.map_err(|e| QueryError::Internal(format!("query task: {e}")))?,
+            Err(_) => {
+                task.abort();
+                metrics::counter!("wattline_query_timeouts_total").increment(1);
+                return Err(QueryError::Timeout(timeout));
+            }
+        };
+        metrics::histogram!("wattline_query_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl Drop for QueryEngine {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn ts_literal(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(ms),
+        Some("UTC".into()),
+    ))
+}
+
+/// Collects at most `max_rows` rows; `truncated` when more were there.
+async fn collect_capped(
+    mut stream: SendableRecordBatchStream,
+    max_rows: usize,
+) -> Result<QueryOutput> {
+    let schema = stream.schema();
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if rows == max_rows {
+            truncated = true;
+            break;
+        }
+        let take = batch.num_rows().min(max_rows - rows);
+        rows += take;
+        if take < batch.num_rows() {
+            batches.push(batch.slice(0, take));
+            truncated = true;
+            break;
+        }
+        batches.push(batch);
+    }
+    Ok(QueryOutput {
+        schema,
+        batches,
+        truncated,
+    })
+}

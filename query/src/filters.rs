@@ -1,0 +1,196 @@
+//! What a query's filters say about time, sensors and buildings, so the
+//! readings provider can skip chunk files and memory it does not need.
+//!
+//! Only simple conjuncts are understood (`col op literal`, `col IN (...)`,
+//! `BETWEEN`); anything else is left to DataFusion, which re-applies every
+//! filter above the scan (pushdown is `Inexact`), so an unrecognised filter
+//! costs speed, never correctness.
+
+use std::collections::HashSet;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use wattline_storage::TimeRange;
+
+/// Bounds extracted from the filters.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanBounds {
+    pub(crate) range: TimeRange,
+    /// `None`: any sensor.
+    pub(crate) sensors: Option<HashSet<String>>,
+    pub(crate) buildings: Option<HashSet<String>>,
+}
+
+impl ScanBounds {
+    pub(crate) fn from_filters(filters: &[Expr]) -> Self {
+        let mut b = ScanBounds {
+            range: TimeRange::ALL,
+            sensors: None,
+            buildings: None,
+        };
+        for f in filters {
+            b.apply(f);
+        }
+        b
+    }
+
+    fn apply(&mut self, expr: &Expr) {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::And,
+                right,
+            }) => {
+                self.apply(left);
+                self.apply(right);
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                if let (Some(col), Some(v)) = (column(left), literal(right)) {
+                    self.compare(col, *op, v);
+                } else if let (Some(v), Some(col)) = (literal(left), column(right))
+                    && let Some(op) = op.swap()
+                {
+                    self.compare(col, op, v);
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                if let (Some(col), Some(lo), Some(hi)) = (column(expr), literal(low), literal(high))
+                {
+                    self.compare(col, Operator::GtEq, lo);
+                    self.compare(col, Operator::LtEq, hi);
+                }
+            }
+            Expr::InList(list) if !list.negated => {
+                let Some(col) = column(&list.expr) else {
+                    return;
+                };
+                let values: Option<HashSet<String>> = list
+                    .list
+                    .iter()
+                    .map(|e| literal(e).and_then(utf8))
+                    .collect();
+                if let Some(values) = values {
+                    self.restrict(col, values);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn compare(&mut self, col: &str, op: Operator, v: &ScalarValue) {
+        match col {
+            "ts" => {
+                let Some(ms) = millis(v) else { return };
+                let r = &mut self.range;
+                match op {
+                    Operator::Eq => {
+                        r.start_ms = r.start_ms.max(ms);
+                        r.end_ms = r.end_ms.min(ms.saturating_add(1));
+                    }
+                    Operator::Gt => r.start_ms = r.start_ms.max(ms.saturating_add(1)),
+                    Operator::GtEq => r.start_ms = r.start_ms.max(ms),
+                    Operator::Lt => r.end_ms = r.end_ms.min(ms),
+                    Operator::LtEq => r.end_ms = r.end_ms.min(ms.saturating_add(1)),
+                    _ => {}
+                }
+            }
+            "sensor_id" | "building_id" if op == Operator::Eq => {
+                if let Some(s) = utf8(v) {
+                    self.restrict(col, HashSet::from([s]));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn restrict(&mut self, col: &str, values: HashSet<String>) {
+        let slot = match col {
+            "sensor_id" => &mut self.sensors,
+            "building_id" => &mut self.buildings,
+            _ => return,
+        };
+        *slot = Some(match slot.take() {
+            Some(old) => old.intersection(&values).cloned().collect(),
+            None => values,
+        });
+    }
+}
+
+fn column(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column(&c.expr),
+        _ => None,
+    }
+}
+
+fn literal(e: &Expr) -> Option<&ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v),
+        _ => None,
+    }
+}
+
+fn utf8(v: &ScalarValue) -> Option<String> {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A timestamp literal in epoch milliseconds, rounded so that the derived
+/// range is never narrower than the filter (sub-millisecond bounds widen).
+fn millis(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampMillisecond(Some(ms), _) => Some(*ms),
+        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => Some(us.div_euclid(1000)),
+        ScalarValue::TimestampNanosecond(Some(ns), _) => Some(ns.div_euclid(1_000_000)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn ts(ms: i64) -> Expr {
+        Expr::Literal(
+            ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())),
+            None,
+        )
+    }
+
+    #[test]
+    fn extracts_ranges_and_ids() {
+        let b = ScanBounds::from_filters(&[
+            col("ts").gt_eq(ts(100)).and(col("ts").lt(ts(200))),
+            col("sensor_id").eq(lit("a")),
+            col("building_id").in_list(vec![lit("x"), lit("y")], false),
+        ]);
+        assert_eq!((b.range.start_ms, b.range.end_ms), (100, 200));
+        assert_eq!(b.sensors, Some(HashSet::from(["a".to_string()])));
+        assert_eq!(b.buildings.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn reversed_and_between_and_unknown_filters() {
+        let b = ScanBounds::from_filters(&[
+            ts(150).lt_eq(col("ts")),
+            col("ts").between(ts(0), ts(300)),
+            col("value_kwh").gt(lit(1.0)),
+        ]);
+        assert_eq!((b.range.start_ms, b.range.end_ms), (150, 301));
+        assert!(b.sensors.is_none() && b.buildings.is_none());
+        let or = ScanBounds::from_filters(&[col("ts").lt(ts(5)).or(col("ts").gt(ts(9)))]);
+        assert_eq!(or.range, TimeRange::ALL);
+    }
+}

@@ -1,0 +1,58 @@
+//! Read-only enforcement, on the logical plan rather than the SQL text.
+//!
+//! DataFusion would otherwise run DDL (`CREATE EXTERNAL TABLE ... LOCATION`
+//! reads any local file), DML, `COPY ... TO` (writes files) and `SET`.
+//! Planning a statement does not run it, so the plan is checked before
+//! anything executes: only a query (or a plain `EXPLAIN` of one) passes,
+//! and every table it scans must be one of wattline's.
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::error::{QueryError, Result};
+
+/// The tables a query may read.
+pub(crate) const TABLES: &[&str] = &["tenants", "buildings", "sensors", "readings"];
+
+pub(crate) fn check_read_only(plan: &LogicalPlan) -> Result<()> {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(plan)
+        .map_err(|e| {
+            QueryError::NotReadOnly(format!(
+                "only read-only queries are allowed: {}",
+                e.message()
+            ))
+        })?;
+    let mut problem = None;
+    plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::Analyze(_) => {
+                problem = Some("EXPLAIN ANALYZE runs the query; use EXPLAIN".to_string());
+            }
+            LogicalPlan::Copy(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) => {
+                problem = Some("only read-only queries are allowed".to_string());
+            }
+            LogicalPlan::Extension(_) => {
+                problem = Some("this statement is not allowed".to_string());
+            }
+            LogicalPlan::TableScan(scan) if !TABLES.contains(&scan.table_name.table()) => {
+                problem = Some(format!("table {} cannot be read here", scan.table_name));
+            }
+            _ => {}
+        }
+        Ok(if problem.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })
+    .map_err(QueryError::from)?;
+    match problem {
+        Some(p) => Err(QueryError::NotReadOnly(p)),
+        None => Ok(()),
+    }
+}

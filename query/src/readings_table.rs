@@ -1,0 +1,310 @@
+//! The `readings` table: hot memtables and cold chunk files as one table,
+//! deduplicated on `(sensor_id, ts)` with the newest value winning.
+//!
+//! A scan plans, per UTC day the query touches:
+//! - a day with one chunk file and no in-memory reading that could
+//!   collide with it is read straight from Parquet, with the query's
+//!   filters as a pruning predicate (row groups, pages, rows);
+//! - a day with several files (late data or corrections awaiting
+//!   compaction), or with in-memory readings inside its file's time span,
+//!   is merged in memory, newest first;
+//! - in-memory readings of other days are served from memory.
+//!
+//! The tenant restriction is applied here, on the plan the provider
+//! returns: memory rows are selected from the tenant's sensors only, and a
+//! filter on `tenant_id` sits above the union, whatever the SQL says.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{col, lit};
+use wattline_storage::chunk::{
+    ChunkFile, SensorNames, day_of, merge_newest_wins, read_chunk, readings_schema, to_record_batch,
+};
+use wattline_storage::{CatalogView, Reading, ReadingStore, SensorKey, TimeRange};
+
+use crate::filters::ScanBounds;
+use crate::scope::Scope;
+
+/// Index of `tenant_id` in [`readings_schema`].
+const TENANT_COLUMN: usize = 2;
+
+pub(crate) struct ReadingsTable {
+    store: Arc<ReadingStore>,
+    names: Arc<SensorNames>,
+    scope: Scope,
+}
+
+impl ReadingsTable {
+    pub(crate) fn new(store: Arc<ReadingStore>, names: Arc<SensorNames>, scope: Scope) -> Self {
+        Self {
+            store,
+            names,
+            scope,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadingsTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadingsTable")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TableProvider for ReadingsTable {
+    fn schema(&self) -> SchemaRef {
+        readings_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Used for pruning only; DataFusion re-applies every filter.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = readings_schema();
+        let bounds = ScanBounds::from_filters(filters);
+        let wanted = wanted_sensors(&self.store.catalog().view(), &self.scope, &bounds);
+        let plan = ScanPlan::build(&self.store, &self.names, wanted.as_ref(), bounds.range)?;
+
+        // Columns to read: the requested ones, plus tenant_id to filter on.
+        let requested: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let mut scan_columns = requested.clone();
+        let tenant = self.scope.restricted_to();
+        if tenant.is_some() && !scan_columns.contains(&TENANT_COLUMN) {
+            scan_columns.push(TENANT_COLUMN);
+        }
+
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !plan.files.is_empty() {
+            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+            let mut source = ParquetSource::new(schema.clone())
+                .with_enable_page_index(true)
+                .with_pushdown_filters(true);
+            let mut predicates = filters.to_vec();
+            if let Some(t) = tenant {
+                predicates.push(col("tenant_id").eq(lit(t)));
+            }
+            if let Some(predicate) = conjunction(predicates) {
+                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+            }
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(file_groups(&plan.files, state.config().target_partitions()))
+                    .with_projection_indices(Some(scan_columns.clone()))?
+                    .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        if !plan.memory.is_empty() {
+            let batch = to_record_batch(&plan.memory, &self.names)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[vec![batch]],
+                schema.clone(),
+                Some(scan_columns.clone()),
+            )?);
+        }
+        let scanned: Arc<dyn ExecutionPlan> = if inputs.is_empty() {
+            Arc::new(EmptyExec::new(Arc::new(schema.project(&scan_columns)?)))
+        } else {
+            UnionExec::try_new(inputs)?
+        };
+        let Some(tenant) = tenant else {
+            return Ok(scanned);
+        };
+        let scanned_schema = DFSchema::try_from(scanned.schema().as_ref().clone())?;
+        let only_tenant =
+            state.create_physical_expr(col("tenant_id").eq(lit(tenant)), &scanned_schema)?;
+        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(only_tenant, scanned)?);
+        if scan_columns.len() == requested.len() {
+            return Ok(filtered);
+        }
+        let out_schema = filtered.schema();
+        let columns: Vec<(Arc<dyn datafusion::physical_plan::PhysicalExpr>, String)> = (0
+            ..requested.len())
+            .map(|i| {
+                let name = out_schema.field(i).name().clone();
+                (Arc::new(Column::new(&name, i)) as _, name)
+            })
+            .collect();
+        Ok(Arc::new(ProjectionExec::try_new(columns, filtered)?))
+    }
+}
+
+/// The sensors a scan may return: the scope's tenant and the filters'
+/// sensors and buildings. `None`: all sensors.
+fn wanted_sensors(
+    view: &CatalogView<'_>,
+    scope: &Scope,
+    b: &ScanBounds,
+) -> Option<HashSet<SensorKey>> {
+    if scope.restricted_to().is_none() && b.sensors.is_none() && b.buildings.is_none() {
+        return None;
+    }
+    let ok = |s: &wattline_storage::Sensor| {
+        scope.sees(s.tenant_id.as_str())
+            && b.buildings
+                .as_ref()
+                .is_none_or(|set| set.contains(s.building_id.as_str()))
+    };
+    let keys = match (&b.sensors, &b.buildings, scope.restricted_to()) {
+        (Some(ids), _, _) => ids
+            .iter()
+            .filter_map(|id| view.sensor(id))
+            .filter(|s| ok(s))
+            .map(|s| s.key)
+            .collect(),
+        (None, Some(buildings), _) => buildings
+            .iter()
+            .flat_map(|b| view.sensors_of(b))
+            .filter(|s| ok(s))
+            .map(|s| s.key)
+            .collect(),
+        (None, None, Some(t)) => view
+            .buildings_of(t)
+            .flat_map(|b| view.sensors_of(b.id.as_str()))
+            .map(|s| s.key)
+            .collect(),
+        (None, None, None) => return None,
+    };
+    Some(keys)
+}
+
+/// What a scan reads: files straight from Parquet, and rows from memory.
+struct ScanPlan {
+    files: Vec<Arc<ChunkFile>>,
+    /// In-memory readings and merged days, in no particular order.
+    memory: Vec<Reading>,
+}
+
+impl ScanPlan {
+    fn build(
+        store: &ReadingStore,
+        names: &SensorNames,
+        wanted: Option<&HashSet<SensorKey>>,
+        range: TimeRange,
+    ) -> DfResult<Self> {
+        let snapshot = store.snapshot();
+        let accept = |k: SensorKey| wanted.is_none_or(|w| w.contains(&k));
+        let mut hot_by_day: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
+        if wanted.is_none_or(|w| !w.is_empty()) {
+            for r in snapshot.hot_readings(accept, range) {
+                hot_by_day.entry(day_of(r.ts_ms)).or_default().push(r);
+            }
+        }
+        let mut files_by_day: BTreeMap<i64, Vec<Arc<ChunkFile>>> = BTreeMap::new();
+        for c in snapshot.chunks {
+            if c.meta.max_ts_ms >= range.start_ms && c.meta.min_ts_ms < range.end_ms {
+                files_by_day.entry(c.meta.day).or_default().push(c);
+            }
+        }
+        let mut plan = ScanPlan {
+            files: Vec::new(),
+            memory: Vec::new(),
+        };
+        if wanted.is_some_and(|w| w.is_empty()) {
+            return Ok(plan);
+        }
+        for (day, files) in files_by_day {
+            let hot = hot_by_day.remove(&day).unwrap_or_default();
+            if is_clean(&files, &hot) {
+                plan.files.extend(files);
+                plan.memory.extend(hot);
+                continue;
+            }
+            // Oldest file first (snapshot order), memory last: newest wins.
+            let mut sources = Vec::with_capacity(files.len() + 1);
+            for f in &files {
+                let rows = read_chunk(&f.path, names)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                sources.push(
+                    rows.into_iter()
+                        .filter(|r| accept(r.sensor) && range.contains(r.ts_ms))
+                        .collect(),
+                );
+            }
+            let mut hot = hot;
+            hot.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
+            sources.push(hot);
+            plan.memory.extend(merge_newest_wins(sources, names));
+        }
+        plan.memory.extend(hot_by_day.into_values().flatten());
+        Ok(plan)
+    }
+}
+
+/// True when no reading can appear twice among a day's files and its
+/// in-memory readings: the files' time spans are disjoint (data that
+/// arrived in time order) and no in-memory reading falls inside one.
+fn is_clean(files: &[Arc<ChunkFile>], hot: &[Reading]) -> bool {
+    let mut spans: Vec<(i64, i64)> = files
+        .iter()
+        .map(|f| (f.meta.min_ts_ms, f.meta.max_ts_ms))
+        .collect();
+    spans.sort_unstable();
+    let disjoint = spans.windows(2).all(|w| w[1].0 > w[0].1);
+    disjoint
+        && !hot
+            .iter()
+            .any(|r| spans.iter().any(|&(lo, hi)| r.ts_ms >= lo && r.ts_ms <= hi))
+}
+
+/// Spreads files over `partitions` groups of similar size.
+fn file_groups(files: &[Arc<ChunkFile>], partitions: usize) -> Vec<FileGroup> {
+    let n = partitions.clamp(1, files.len().max(1));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    let mut sorted: Vec<_> = files.iter().collect();
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.meta.bytes));
+    for f in sorted {
+        let g = groups
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("n >= 1");
+        g.0 += f.meta.bytes;
+        g.1.push(PartitionedFile::new(
+            f.path.to_string_lossy().to_string(),
+            f.meta.bytes,
+        ));
+    }
+    groups
+        .into_iter()
+        .filter(|(_, f)| !f.is_empty())
+        .map(|(_, f)| FileGroup::new(f))
+        .collect()
+}

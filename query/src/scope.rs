@@ -1,0 +1,32 @@
+//! Whose rows a query may see.
+
+use wattline_storage::TenantId;
+
+/// The rows visible to a query: one tenant's, or (for admin keys) all.
+/// Every table provider applies it itself, so no SQL can get around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    tenant: Option<TenantId>,
+}
+
+impl Scope {
+    /// Everything (admin keys).
+    pub fn all() -> Self {
+        Self { tenant: None }
+    }
+
+    pub fn tenant(tenant: TenantId) -> Self {
+        Self {
+            tenant: Some(tenant),
+        }
+    }
+
+    /// The tenant the rows are restricted to, if any.
+    pub fn restricted_to(&self) -> Option<&str> {
+        self.tenant.as_ref().map(|t| t.as_str())
+    }
+
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.restricted_to().is_none_or(|t| t == tenant)
+    }
+}

@@ -5,6 +5,7 @@
 //! waits for a shutdown signal. See `README.md` for the architecture.
 
 mod admin_key;
+mod backup;
 mod config;
 mod maintenance;
 mod serve;
@@ -29,6 +30,14 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Write a consistent copy of the data to DIR (through the running
+    /// daemon, or by copying the data directory when none runs).
+    Backup {
+        /// Where the copy goes; must not exist or be empty.
+        dir: PathBuf,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -56,6 +65,9 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Backup { dir, args } => {
+            serve::settings(&args).and_then(|settings| backup::run(&settings, &dir))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,14 +27,19 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-pub(crate) fn run(args: ServeArgs) -> Result<()> {
-    let settings = Settings::load(
+/// Settings from the file, environment and flags, as `serve` uses them.
+pub(crate) fn settings(args: &ServeArgs) -> Result<Settings> {
+    Settings::load(
         args.config.as_deref(),
         &Overrides {
-            data_dir: args.data_dir,
-            listen: args.listen,
+            data_dir: args.data_dir.clone(),
+            listen: args.listen.clone(),
         },
-    )?;
+    )
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<()> {
+    let settings = settings(&args)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wattline")
@@ -85,7 +90,7 @@ async fn serve(settings: Settings) -> Result<()> {
             max_rows: settings.query_max_rows,
             max_concurrent: settings.query_max_concurrent,
         },
-    )?);
+    ));
     state.set_ready(store.clone(), engine);
     let maintenance = tokio::spawn(crate::maintenance::run(
         store.clone(),

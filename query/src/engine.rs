@@ -1,11 +1,16 @@
 //! [`QueryEngine`]: runs SQL and raw-reading lookups over a tenant's view.
 //!
 //! Each query gets its own DataFusion `SessionContext` with the scope's
-//! table providers and a memory pool of `query.memory_limit` bytes. Queries
-//! run on a runtime of their own, apart from the HTTP runtime, so an
-//! operator that does not yield cannot stall request handling, and a query
-//! past `query.timeout` is aborted. At most `query.max_concurrent` run at
-//! once; the others wait (their wait counts against the timeout).
+//! table providers and a memory pool of `query.memory_limit` bytes, and
+//! runs on a small runtime of its own, apart from the HTTP runtime and from
+//! other queries. A query past `query.timeout` is answered 408 and
+//! aborted. Some DataFusion operators (a nested-loop join producing rows
+//! from little input) do not yield, so an abort can only take effect when
+//! they do: such a runaway keeps its runtime, and its concurrency permit,
+//! until it ends, on a reaper thread. Other queries keep running on their
+//! own runtimes, and at most `query.max_concurrent` queries, runaways
+//! included, use CPU at once; the others wait (the wait counts against
+//! their timeout).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,26 +61,18 @@ pub struct QueryEngine {
     store: Arc<ReadingStore>,
     limits: QueryLimits,
     permits: Arc<Semaphore>,
-    runtime: Option<tokio::runtime::Runtime>,
     /// Sensor names, rebuilt when the catalog's version changes.
     names: Mutex<(u64, Arc<SensorNames>)>,
 }
 
 impl QueryEngine {
-    pub fn new(store: Arc<ReadingStore>, limits: QueryLimits) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("query")
-            .enable_time()
-            .build()
-            .map_err(|e| QueryError::Internal(format!("starting the query runtime: {e}")))?;
-        Ok(Self {
+    pub fn new(store: Arc<ReadingStore>, limits: QueryLimits) -> Self {
+        Self {
             permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
             store,
             limits,
-            runtime: Some(runtime),
             names: Mutex::new((u64::MAX, Arc::new(SensorNames::default()))),
-        })
+        }
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -187,41 +184,54 @@ impl QueryEngine {
         })
     }
 
-    /// Runs `work` on the query runtime under the concurrency limit and the
-    /// timeout; a query past the timeout is aborted.
+    /// Runs `work` on a runtime of its own under the concurrency limit and
+    /// the timeout; a query past the timeout is aborted.
     async fn run<T: Send + 'static>(
         &self,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
         let started = Instant::now();
         let timeout = self.limits.timeout;
-        let _permit = tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
+        let permit = tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| QueryError::Timeout(timeout))?
             .map_err(|_| QueryError::Internal("query limiter closed".into()))?;
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("runtime lives as long as the engine");
-        let mut task = runtime.spawn(work);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("query")
+            .enable_time()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("starting a query runtime: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
         let left = timeout.saturating_sub(started.elapsed());
-        let result = match tokio::time::timeout(left, &mut task).await {
-            Ok(joined) => joined.map_err(|e| QueryError::Internal(format!("query task: {e}")))?,
-            Err(_) => {
-                task.abort();
-                metrics::counter!("wattline_query_timeouts_total").increment(1);
-                return Err(QueryError::Timeout(timeout));
+        let outcome = tokio::time::timeout(left, rx).await;
+        if outcome.is_err() {
+            task.abort();
+            metrics::counter!("wattline_query_timeouts_total").increment(1);
+        }
+        // Dropping a runtime waits for its tasks to stop; a runaway stops
+        // only when its operators next yield. Wait on a thread of its own,
+        // holding the permit until then.
+        std::thread::Builder::new()
+            .name("query-reaper".into())
+            .spawn(move || {
+                drop(runtime);
+                drop(permit);
+            })
+            .map_err(|e| QueryError::Internal(format!("starting a query reaper: {e}")))?;
+        match outcome {
+            Ok(Ok(result)) => {
+                metrics::histogram!("wattline_query_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                result
             }
-        };
-        metrics::histogram!("wattline_query_seconds").record(started.elapsed().as_secs_f64());
-        result
-    }
-}
-
-impl Drop for QueryEngine {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+            Ok(Err(_)) => Err(QueryError::Internal(
+                "the query task ended without an answer".into(),
+            )),
+            Err(_) => Err(QueryError::Timeout(timeout)),
         }
     }
 }

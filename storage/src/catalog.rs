@@ -116,6 +116,24 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Writes a consistent copy of the catalog to a new database at `path`.
+    pub fn backup_to(&self, path: &Path) -> Result<()> {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let src = db.begin_read()?;
+        let out = Database::create(path).map_err(|e| Error::open(path.to_owned(), e))?;
+        let txn = out.begin_write()?;
+        for def in [TENANTS, BUILDINGS, SENSORS, KEYS] {
+            let from = src.open_table(def)?;
+            let mut to = txn.open_table(def)?;
+            for entry in from.iter()? {
+                let (k, v) = entry?;
+                to.insert(k.value(), v.value())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn create_tenant(&self, id: TenantId, name: String) -> Result<Tenant> {
         check_name(&name)?;
         self.write(

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use format::sync_dir;
 pub use format::{read_chunk, readings_schema, to_record_batch, write_chunk};
 pub use names::SensorNames;
 
@@ -107,11 +108,18 @@ impl ChunkFile {
 
 impl Drop for ChunkFile {
     fn drop(&mut self) {
-        if self.retired.load(Ordering::Acquire)
-            && let Err(e) = std::fs::remove_file(&self.path)
+        if !self.retired.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(path = %self.path.display(), error = %e, "could not delete a retired chunk");
+        }
+        // The day's folder goes with its last file (this fails while it
+        // still holds others).
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

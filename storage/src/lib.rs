@@ -42,5 +42,5 @@ pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
 pub use memtable::{Memtable, SeriesSlice};
 pub use reading::{Reading, ReadingBatch, TimeRange};
-pub use store::{FlushReport, ReadingStore, RecoveryReport, Snapshot};
+pub use store::{BackupReport, FlushReport, ReadingStore, RecoveryReport, Snapshot};
 pub use wal::WalSequence;

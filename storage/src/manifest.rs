@@ -59,6 +59,41 @@ pub(crate) fn load(db: &Database) -> Result<(Vec<ChunkMeta>, u64)> {
     Ok((chunks, next))
 }
 
+/// Copies the write-ahead and the manifest as of one read transaction into
+/// a new database at `path`; returns the chunks that copy names.
+pub(crate) fn backup_to(db: &Database, path: &std::path::Path) -> Result<Vec<ChunkMeta>> {
+    let src = db.begin_read()?;
+    let out = Database::create(path).map_err(|e| Error::open(path.to_owned(), e))?;
+    let txn = out.begin_write()?;
+    let mut chunks = Vec::new();
+    {
+        let mut to = txn.open_table(WAL_TABLE)?;
+        for entry in src.open_table(WAL_TABLE)?.iter()? {
+            let (k, v) = entry?;
+            to.insert(k.value(), v.value())?;
+        }
+        let mut to = txn.open_table(CHUNKS)?;
+        for entry in src.open_table(CHUNKS)?.iter()? {
+            let (k, v) = entry?;
+            to.insert(k.value(), v.value())?;
+            chunks.push(
+                serde_json::from_str(v.value()).map_err(|e| Error::CatalogCorrupt {
+                    table: "chunks",
+                    key: k.value().to_string(),
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        let mut to = txn.open_table(COUNTERS)?;
+        for entry in src.open_table(COUNTERS)?.iter()? {
+            let (k, v) = entry?;
+            to.insert(k.value(), v.value())?;
+        }
+    }
+    txn.commit()?;
+    Ok(chunks)
+}
+
 /// Applies `change` in one durable transaction.
 pub(crate) fn commit(db: &Database, change: &ManifestChange) -> Result<()> {
     let txn = db.begin_write()?;

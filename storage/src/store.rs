@@ -54,6 +54,13 @@ pub struct FlushReport {
     pub chunks_written: usize,
 }
 
+/// What a backup copied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupReport {
+    pub chunks: usize,
+    pub chunk_bytes: u64,
+}
+
 /// The tiers, as the writer and maintenance change them.
 pub(crate) struct Tiers {
     active: Arc<Memtable>,
@@ -357,6 +364,57 @@ impl ReadingStore {
         self.swap_chunks(&expired, None);
         self.record_chunk_metrics();
         Ok(expired.len())
+    }
+
+    /// Writes a consistent copy of the whole data directory (catalog,
+    /// write-ahead, manifest and the chunk files it names) into `dir`, which
+    /// must not exist or be empty; `serve` can open it. Maintenance waits
+    /// meanwhile, ingestion does not: the copy is the state as of its first
+    /// step. Blocking.
+    pub fn backup(&self, dir: &Path) -> Result<BackupReport> {
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        if dir.exists()
+            && std::fs::read_dir(dir)
+                .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "backup directory {} is not empty",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // The write-ahead first: the catalog copied after it knows every
+        // sensor its records name.
+        let chunks = manifest::backup_to(self.wal.get()?.as_ref(), &dir.join("wal.redb"))?;
+        self.catalog.backup_to(&dir.join("meta.redb"))?;
+        let mut bytes = 0;
+        for meta in &chunks {
+            let from = self.data_dir.join(&meta.file);
+            let to = dir.join(&meta.file);
+            let parent = to.parent().expect("chunk paths have a folder");
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            // A hard link is instant and safe: chunk files are never
+            // modified, only replaced.
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to)
+                    .map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
+            }
+            bytes += meta.bytes;
+        }
+        let key = self.data_dir.join("admin.key");
+        if key.exists() {
+            std::fs::copy(&key, dir.join("admin.key"))
+                .map_err(|e| Error::io("copying admin.key", e))?;
+        }
+        crate::chunk::sync_dir(dir)?;
+        Ok(BackupReport {
+            chunks: chunks.len(),
+            chunk_bytes: bytes,
+        })
     }
 
     /// Replaces `old` chunks by `new` in the tiers; old files are deleted

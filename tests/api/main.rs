@@ -6,9 +6,11 @@
 
 mod auth;
 mod catalog;
+mod cold_store;
 mod crash;
 mod ingest;
 mod limits;
 mod process;
 mod readback;
+mod sql;
 mod support;

@@ -190,6 +190,39 @@ impl Server {
         r.json().await.unwrap()
     }
 
+    /// Runs SQL with `key`; expects 200 and returns the JSON answer.
+    pub async fn sql_with(&self, key: &str, sql: &str) -> Value {
+        let r = self
+            .with_key(key, Method::POST, "/api/v1/sql")
+            .json(&serde_json::json!({"sql": sql}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "{sql}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Runs SQL with the admin key; returns the rows.
+    pub async fn sql(&self, sql: &str) -> Vec<Value> {
+        self.sql_with(&self.admin, sql).await["rows"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// `POST /api/v1/admin/flush`, expecting 200.
+    pub async fn flush(&self) -> Value {
+        let r = self
+            .admin(Method::POST, "/api/v1/admin/flush")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     /// All readings of a sensor as `(ts, value)`.
     pub async fn readings(&self, sensor: &str) -> Vec<(String, f64)> {
         let v = self
@@ -312,4 +345,53 @@ pub async fn error_code(r: Response) -> (u16, String, Value) {
         "error.message missing: {v}"
     );
     (status, code, v)
+}
+
+/// A Python path holding DuckDB (installed from PyPI on first use into the
+/// test build's temp folder), for checks with an independent reader.
+pub fn duckdb_pythonpath() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", "import duckdb"])
+            .env("PYTHONPATH", &dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !importable() {
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg("duckdb==2.0.1")
+            .status()
+            .expect("python3 -m pip");
+        assert!(status.success(), "installing duckdb from PyPI failed");
+        assert!(importable(), "duckdb still not importable");
+    }
+    dir
+}
+
+/// Runs a DuckDB SQL query in Python; returns its rows as JSON.
+pub fn duckdb_query(sql: &str) -> Value {
+    let script = format!(
+        "import duckdb, json\nrows = duckdb.sql({sql:?}).fetchall()\nprint(json.dumps([list(r) for r in rows], default=str))"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .env("PYTHONPATH", duckdb_pythonpath())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

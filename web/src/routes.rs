@@ -56,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/write", post(write::ingest).route_layer(ip_limit))
         .route("/api/v1/sql", post(sql::query))
         .route("/api/v1/admin/flush", post(admin::flush))
+        .route("/api/v1/admin/backup", post(admin::backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn(record_latency))

@@ -112,11 +112,22 @@ pub fn write_chunk(
     let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
 
     let batch = to_record_batch(rows, names)?;
-    let out = File::create(&tmp).map_err(|e| io("creating", e))?;
+    // A retired file's last reader may remove an emptied day folder just
+    // after it was created here: create it again once.
+    let out = File::create(&tmp)
+        .or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            std::fs::create_dir_all(dir)?;
+            File::create(&tmp)
+        })
+        .map_err(|e| io("creating", e))?;
     let mut writer = ArrowWriter::try_new(out, readings_schema(), Some(writer_properties()))
         .map_err(|e| parquet_error(&tmp, e))?;
     writer.write(&batch).map_err(|e| parquet_error(&tmp, e))?;
     let out = writer.into_inner().map_err(|e| parquet_error(&tmp, e))?;
+    // (The rename below cannot lose the folder: it holds the temp file.)
     out.sync_all().map_err(|e| io("fsync of", e))?;
     let bytes = out.metadata().map_err(|e| io("stat of", e))?.len();
     drop(out);

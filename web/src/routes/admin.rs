@@ -46,3 +46,50 @@ pub(super) async fn flush(
     })??;
     Ok(Json(answer))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BackupBody {
+    /// Absolute path on the appliance; must not exist or be empty.
+    dir: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct BackupAnswer {
+    dir: String,
+    chunks: usize,
+    chunk_bytes: u64,
+}
+
+/// Writes a consistent copy of the data directory to `dir` (used by
+/// `wattline backup`).
+pub(super) async fn backup(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: crate::extract::JsonBody,
+) -> ApiResult<Json<BackupAnswer>> {
+    caller.require_admin()?;
+    let body: BackupBody = body.parse()?;
+    let dir = std::path::PathBuf::from(&body.dir);
+    if !dir.is_absolute() {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "dir must be an absolute path on the appliance",
+        ));
+    }
+    let store = state.store()?.clone();
+    let report = tokio::task::spawn_blocking(move || store.backup(&dir))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("backup task failed: {e}"),
+            )
+        })??;
+    Ok(Json(BackupAnswer {
+        dir: body.dir,
+        chunks: report.chunks,
+        chunk_bytes: report.chunk_bytes,
+    }))
+}

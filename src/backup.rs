@@ -1,0 +1,114 @@
+//! `wattline backup DIR`: a consistent copy of an appliance's data.
+//!
+//! With a daemon listening at the configured address, the daemon writes
+//! the copy itself (`POST /api/v1/admin/backup`), so the copy is consistent
+//! while ingestion goes on. With no daemon running, the data directory is
+//! copied as it is; its databases are opened first to make sure no other
+//! process is using them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Settings;
+
+pub(crate) fn run(settings: &Settings, dir: &Path) -> Result<()> {
+    let dir = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    match TcpStream::connect_timeout(&settings.listen, Duration::from_secs(2)) {
+        Ok(stream) => {
+            let key = admin_key(&settings.data_dir)?;
+            let answer = post_backup(stream, settings, &key, &dir)?;
+            println!(
+                "backup written to {} by the running daemon: {answer}",
+                dir.display()
+            );
+        }
+        Err(_) => {
+            copy_offline(&settings.data_dir, &dir)?;
+            println!(
+                "no daemon at {}; copied {} to {}",
+                settings.listen,
+                settings.data_dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn admin_key(data_dir: &Path) -> Result<String> {
+    if let Ok(key) = std::env::var("WATTLINE_ADMIN_KEY")
+        && !key.is_empty()
+    {
+        return Ok(key);
+    }
+    let path = data_dir.join("admin.key");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (or set WATTLINE_ADMIN_KEY)", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// One HTTP/1.1 request; the daemon answers with `Connection: close`.
+fn post_backup(
+    mut stream: TcpStream,
+    settings: &Settings,
+    key: &str,
+    dir: &Path,
+) -> Result<String> {
+    let body = serde_json::json!({"dir": dir}).to_string();
+    let request = format!(
+        "POST /api/v1/admin/backup HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        settings.listen,
+        body.len()
+    );
+    stream.set_read_timeout(Some(Duration::from_secs(3600)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("the daemon refused the backup ({status}): {body}");
+    }
+    Ok(body.to_owned())
+}
+
+/// Copies a data directory no daemon is using.
+fn copy_offline(from: &Path, to: &Path) -> Result<()> {
+    for db in ["meta.redb", "wal.redb"] {
+        let path = from.join(db);
+        if path.exists() {
+            // Fails while another process holds the database.
+            redb::Database::open(&path).with_context(|| {
+                format!(
+                    "{} is in use, but no daemon answers at the configured address",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    if to.exists() && std::fs::read_dir(to)?.next().is_some() {
+        bail!("backup directory {} is not empty", to.display());
+    }
+    copy_tree(from, to)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let entry = entry?;
+        let target: PathBuf = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}

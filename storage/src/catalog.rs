@@ -218,35 +218,56 @@ impl Catalog {
     }
 
     pub fn create_sensor(&self, new: NewSensor) -> Result<Sensor> {
-        let kind = new.kind.unwrap_or_else(|| "electricity".into());
-        let unit = new.unit.unwrap_or_else(|| "kWh".into());
-        for (what, v) in [("kind", &kind), ("unit", &unit)] {
-            if v.is_empty() || v.chars().count() > 64 {
-                return Err(Error::InvalidArgument(format!(
-                    "{what} must be 1 to 64 characters"
-                )));
-            }
-        }
+        let mut created = self.create_sensors(vec![new])?;
+        Ok(created.remove(0))
+    }
+
+    /// Creates many sensors in one commit, all or none (bulk provisioning:
+    /// one fsync instead of one per sensor).
+    pub fn create_sensors(&self, new: Vec<NewSensor>) -> Result<Vec<Sensor>> {
         self.write(
             |view| {
-                let building = view
-                    .building(new.building_id.as_str())
-                    .ok_or_else(|| not_found("building", &new.building_id))?;
-                if view.sensor(new.id.as_str()).is_some() {
-                    return Err(exists("sensor", &new.id));
+                let mut next_key = view.state.next_sensor_key;
+                let mut seen = std::collections::HashSet::new();
+                let mut sensors = Vec::with_capacity(new.len());
+                for n in new {
+                    let kind = n.kind.unwrap_or_else(|| "electricity".into());
+                    let unit = n.unit.unwrap_or_else(|| "kWh".into());
+                    for (what, v) in [("kind", &kind), ("unit", &unit)] {
+                        if v.is_empty() || v.chars().count() > 64 {
+                            return Err(Error::InvalidArgument(format!(
+                                "{what} must be 1 to 64 characters"
+                            )));
+                        }
+                    }
+                    let building = view
+                        .building(n.building_id.as_str())
+                        .ok_or_else(|| not_found("building", &n.building_id))?;
+                    if view.sensor(n.id.as_str()).is_some() || !seen.insert(n.id.clone()) {
+                        return Err(exists("sensor", &n.id));
+                    }
+                    sensors.push(Sensor {
+                        id: n.id,
+                        key: SensorKey(next_key),
+                        building_id: building.id.clone(),
+                        tenant_id: building.tenant_id.clone(),
+                        kind,
+                        unit,
+                        is_active: n.is_active.unwrap_or(true),
+                    });
+                    next_key += 1;
                 }
-                let s = Sensor {
-                    id: new.id,
-                    key: SensorKey(view.state.next_sensor_key),
-                    building_id: building.id.clone(),
-                    tenant_id: building.tenant_id.clone(),
-                    kind,
-                    unit,
-                    is_active: new.is_active.unwrap_or(true),
-                };
-                Ok((vec![Put::new(SENSORS, s.id.as_str(), &s)], s))
+                let puts = sensors
+                    .iter()
+                    .map(|s| Put::new(SENSORS, s.id.as_str(), s))
+                    .collect();
+                Ok((puts, sensors))
             },
-            |state, s| state.insert_sensor(s.clone()),
+            |state, sensors| {
+                for s in sensors {
+                    state.insert_sensor(s.clone());
+                }
+            },
         )
     }
 

@@ -31,6 +31,7 @@ mod ids;
 mod manifest;
 mod memtable;
 mod reading;
+pub mod rollup;
 mod store;
 mod wal;
 

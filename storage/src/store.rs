@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{self, ManifestChange};
 use crate::memtable::Memtable;
 use crate::reading::{Reading, ReadingBatch, TimeRange};
+use crate::rollup::Rollups;
+use crate::rollup::marks::Marks;
 use crate::wal::db::WalDb;
 use crate::wal::writer::{AppendRequest, WalWriter, WriterMsg, record_wal_size, replay};
 use crate::wal::{WalSequence, codec};
@@ -117,6 +119,30 @@ impl Snapshot {
         all.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// Every reading of sensors `wanted` accepts in `range`, across chunk
+    /// files and memory, deduplicated (newest wins), in (rank, ts) order.
+    /// Reads the chunk files whose span overlaps `range`. Blocking.
+    pub fn merged_readings(
+        &self,
+        wanted: &dyn Fn(crate::SensorKey) -> bool,
+        range: TimeRange,
+        names: &SensorNames,
+    ) -> Result<Vec<Reading>> {
+        let mut sources = Vec::new();
+        for c in &self.chunks {
+            if c.meta.max_ts_ms >= range.start_ms && c.meta.min_ts_ms < range.end_ms {
+                let rows = read_chunk(&c.path, names)?;
+                sources.push(
+                    rows.into_iter()
+                        .filter(|r| wanted(r.sensor) && range.contains(r.ts_ms))
+                        .collect(),
+                );
+            }
+        }
+        sources.push(self.hot_readings(wanted, range));
+        Ok(merge_newest_wins(sources, names))
+    }
+
     /// Readings held in memory, across memtables (duplicates counted).
     pub fn hot_len(&self) -> u64 {
         self.memtables.iter().map(|m| m.len()).sum()
@@ -132,6 +158,7 @@ pub struct ReadingStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Serialises maintenance; holds the next chunk id.
     maintenance: Mutex<u64>,
+    rollups: Rollups,
 }
 
 impl ReadingStore {
@@ -155,6 +182,9 @@ impl ReadingStore {
         }
         let active = Arc::new(Memtable::default());
         let (next_seq, batches, readings) = replay(&wal, &active)?;
+        let marks = Arc::new(Marks::default());
+        marks.set_applied(next_seq);
+        let rollups = Rollups::open(data_dir, catalog.clone(), wal.clone(), marks.clone())?;
         let report = RecoveryReport {
             batches,
             readings,
@@ -173,6 +203,7 @@ impl ReadingStore {
             wal: wal.clone(),
             next_seq,
             tiers: tiers.clone(),
+            marks,
         }
         .spawn()?;
         let store = Self {
@@ -183,6 +214,7 @@ impl ReadingStore {
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(handle)),
             maintenance: Mutex::new(next_chunk_id),
+            rollups,
         };
         store.record_chunk_metrics();
         Ok((store, report))
@@ -446,6 +478,22 @@ impl ReadingStore {
         metrics::gauge!("wattline_chunk_bytes").set(bytes as f64);
         let rows: u64 = tiers.chunks.values().map(|c| c.meta.rows).sum();
         metrics::gauge!("wattline_chunk_readings").set(rows as f64);
+    }
+
+    pub fn rollups(&self) -> &Rollups {
+        &self.rollups
+    }
+
+    /// Brings the rollups up to date with every reading stored so far.
+    /// Blocking.
+    pub fn catch_up_rollups(&self) -> Result<usize> {
+        self.rollups.catch_up(|| self.snapshot())
+    }
+
+    /// Rebuilds a building's rollups after its time zone changed. Blocking.
+    pub fn rebuild_building_rollups(&self, building: &str) -> Result<()> {
+        self.rollups.rebuild_building(building, &self.snapshot())?;
+        self.catch_up_rollups().map(|_| ())
     }
 
     pub fn data_dir(&self) -> &Path {

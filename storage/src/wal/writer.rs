@@ -22,9 +22,11 @@ use tokio::sync::oneshot;
 
 use super::db::WalDb;
 use super::{WAL_TABLE, WalSequence};
+use crate::chunk::day_of;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::reading::Reading;
+use crate::rollup::marks::{DIRTY, Marks};
 use crate::store::Tiers;
 
 /// Upper bound on the encoded bytes committed in one transaction.
@@ -48,6 +50,7 @@ pub(crate) struct WalWriter {
     pub(crate) wal: Arc<WalDb>,
     pub(crate) next_seq: u64,
     pub(crate) tiers: Arc<RwLock<Tiers>>,
+    pub(crate) marks: Arc<Marks>,
 }
 
 /// Why a group's commit failed, in a form every waiter can get a copy of.
@@ -122,7 +125,19 @@ impl WalWriter {
 
     fn commit_group(&mut self, group: Vec<AppendRequest>) {
         let started = Instant::now();
-        match self.commit(&group) {
+        let marks = self.marks.clone();
+        // Held until the batch is applied: see `rollup::marks`.
+        let mut known = marks.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new_marks: Vec<(i64, u32)> = Vec::new();
+        for r in group.iter().flat_map(|r| r.readings.iter()) {
+            let pair = (day_of(r.ts_ms), r.sensor.0);
+            if new_marks.last() != Some(&pair) && !known.contains(&pair) {
+                new_marks.push(pair);
+            }
+        }
+        new_marks.sort_unstable();
+        new_marks.dedup();
+        match self.commit(&group, &new_marks) {
             Ok(first_seq) => {
                 let active = self
                     .tiers
@@ -132,6 +147,9 @@ impl WalWriter {
                 for req in &group {
                     active.apply(&req.readings);
                 }
+                known.extend(new_marks);
+                self.marks.set_applied(self.next_seq);
+                drop(known);
                 metrics::histogram!("wattline_wal_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!("wattline_wal_commits_total").increment(1);
@@ -156,7 +174,11 @@ impl WalWriter {
 
     /// Writes the group in one durable transaction; returns the first
     /// sequence number used.
-    fn commit(&mut self, group: &[AppendRequest]) -> Result<u64, CommitFailure> {
+    fn commit(
+        &mut self,
+        group: &[AppendRequest],
+        new_marks: &[(i64, u32)],
+    ) -> Result<u64, CommitFailure> {
         let classify = |e: Error| match e {
             Error::StorageFull => CommitFailure::DiskFull,
             e => CommitFailure::Other(e.to_string()),
@@ -169,6 +191,10 @@ impl WalWriter {
                 let mut table = txn.open_table(WAL_TABLE)?;
                 for (i, req) in group.iter().enumerate() {
                     table.insert(first_seq + i as u64, req.record.as_slice())?;
+                }
+                let mut dirty = txn.open_table(DIRTY)?;
+                for &pair in new_marks {
+                    dirty.insert(pair, first_seq)?;
                 }
             }
             txn.commit()?;

@@ -1,0 +1,251 @@
+//! Rollup tables on disk, for durability and for outside readers:
+//!
+//! ```text
+//! chunks/rollups/sensor_hourly/day=YYYY-MM-DD/part.parquet     (UTC day of `hour`)
+//! chunks/rollups/building_hourly/day=YYYY-MM-DD/part.parquet
+//! chunks/rollups/building_daily/month=YYYY-MM/part.parquet     (local month)
+//! chunks/rollups/building_monthly/part.parquet
+//! ```
+//!
+//! A partition is rewritten whole (temporary name, fsync, rename over the
+//! old file, directory fsync), so a reader sees the old or the new file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::chunk::sync_dir;
+use crate::error::{Error, Result};
+
+/// One rollup row: who, when (UTC ms of the bucket start, or days since
+/// the epoch for daily and monthly), and the aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupRow {
+    pub sensor_id: Option<Arc<str>>,
+    pub building_id: Arc<str>,
+    pub tenant_id: Arc<str>,
+    pub at: i64,
+    pub kwh: f64,
+    pub peak_kwh: f64,
+    pub readings: i64,
+}
+
+/// The four rollup tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupTable {
+    SensorHourly,
+    BuildingHourly,
+    BuildingDaily,
+    BuildingMonthly,
+}
+
+impl RollupTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SensorHourly => "sensor_hourly",
+            Self::BuildingHourly => "building_hourly",
+            Self::BuildingDaily => "building_daily",
+            Self::BuildingMonthly => "building_monthly",
+        }
+    }
+
+    fn time_column(self) -> (&'static str, DataType) {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        match self {
+            Self::SensorHourly | Self::BuildingHourly => ("hour", ts),
+            Self::BuildingDaily => ("day", DataType::Date32),
+            Self::BuildingMonthly => ("month", DataType::Date32),
+        }
+    }
+
+    /// The table's columns, as in SQL.
+    pub fn schema(self) -> SchemaRef {
+        let mut fields = Vec::new();
+        if self == Self::SensorHourly {
+            fields.push(Field::new("sensor_id", DataType::Utf8, false));
+        }
+        fields.push(Field::new("building_id", DataType::Utf8, false));
+        fields.push(Field::new("tenant_id", DataType::Utf8, false));
+        let (name, ty) = self.time_column();
+        fields.push(Field::new(name, ty, false));
+        fields.push(Field::new("kwh", DataType::Float64, false));
+        fields.push(Field::new("peak_kwh", DataType::Float64, false));
+        fields.push(Field::new("readings", DataType::Int64, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The table's folder under the data directory.
+    pub fn dir(self, data_dir: &Path) -> PathBuf {
+        data_dir.join("chunks").join("rollups").join(self.name())
+    }
+}
+
+/// Builds the table's batch from rows.
+pub fn to_batch(table: RollupTable, rows: &[RollupRow]) -> Result<RecordBatch> {
+    let strings = |f: &dyn Fn(&RollupRow) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    if table == RollupTable::SensorHourly {
+        columns.push(strings(&|r| r.sensor_id.as_deref().unwrap_or("")));
+    }
+    columns.push(strings(&|r| &r.building_id));
+    columns.push(strings(&|r| &r.tenant_id));
+    columns.push(match table {
+        RollupTable::SensorHourly | RollupTable::BuildingHourly => Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.at))
+                .with_timezone("UTC"),
+        ),
+        _ => Arc::new(Date32Array::from_iter_values(
+            rows.iter().map(|r| r.at as i32),
+        )),
+    });
+    columns.push(Arc::new(Float64Array::from_iter_values(
+        rows.iter().map(|r| r.kwh),
+    )));
+    columns.push(Arc::new(Float64Array::from_iter_values(
+        rows.iter().map(|r| r.peak_kwh),
+    )));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        rows.iter().map(|r| r.readings),
+    )));
+    RecordBatch::try_new(table.schema(), columns)
+        .map_err(|e| Error::InvalidArgument(format!("building a {} batch: {e}", table.name())))
+}
+
+/// Replaces the partition file `path` with `rows` (or deletes it when
+/// there are none).
+pub(crate) fn write_partition(table: RollupTable, path: &Path, rows: &[RollupRow]) -> Result<()> {
+    let dir = path.parent().expect("partition files live in a folder");
+    if rows.is_empty() {
+        match std::fs::remove_file(path) {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let tmp = dir.join(".tmp-part.parquet");
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
+    let batch = to_batch(table, rows)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid zstd level"),
+        ))
+        .build();
+    let out = File::create(&tmp).map_err(|e| io("creating", e))?;
+    let bad = |e: parquet::errors::ParquetError| Error::ChunkUnreadable {
+        path: tmp.clone(),
+        reason: e.to_string(),
+    };
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(bad)?;
+    writer.write(&batch).map_err(bad)?;
+    let out = writer.into_inner().map_err(bad)?;
+    out.sync_all().map_err(|e| io("fsync of", e))?;
+    drop(out);
+    std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))?;
+    sync_dir(dir)
+}
+
+/// Reads a partition file back (missing file: no rows).
+pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<RollupRow>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    let bad = |reason: String| Error::ChunkUnreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| bad(e.to_string()))?;
+    let mut rows = Vec::new();
+    let offset = usize::from(table == RollupTable::SensorHourly);
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
+        let col = |i: usize| batch.column(i).clone();
+        let s = |i: usize| -> Result<StringArray> {
+            col(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| bad(format!("column {i} is not text")))
+        };
+        let f = |i: usize| -> Result<Float64Array> {
+            col(i)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .cloned()
+                .ok_or_else(|| bad(format!("column {i} is not a double")))
+        };
+        let sensors = if offset == 1 { Some(s(0)?) } else { None };
+        let (buildings, tenants) = (s(offset)?, s(offset + 1)?);
+        let at: Vec<i64> = match table {
+            RollupTable::SensorHourly | RollupTable::BuildingHourly => col(offset + 2)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .ok_or_else(|| bad("hour is not a timestamp".into()))?
+                .values()
+                .to_vec(),
+            _ => col(offset + 2)
+                .as_any()
+                .downcast_ref::<Date32Array>()
+                .ok_or_else(|| bad("day is not a date".into()))?
+                .values()
+                .iter()
+                .map(|&d| i64::from(d))
+                .collect(),
+        };
+        let (kwh, peak) = (f(offset + 3)?, f(offset + 4)?);
+        let readings = col(offset + 5)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .ok_or_else(|| bad("readings is not an integer".into()))?;
+        for i in 0..batch.num_rows() {
+            rows.push(RollupRow {
+                sensor_id: sensors.as_ref().map(|s| Arc::from(s.value(i))),
+                building_id: Arc::from(buildings.value(i)),
+                tenant_id: Arc::from(tenants.value(i)),
+                at: at[i],
+                kwh: kwh.value(i),
+                peak_kwh: peak.value(i),
+                readings: readings.value(i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Every partition file of a table, with its partition folder name.
+pub(crate) fn partitions(table: RollupTable, data_dir: &Path) -> Vec<PathBuf> {
+    let root = table.dir(data_dir);
+    if table == RollupTable::BuildingMonthly {
+        let p = root.join("part.parquet");
+        return if p.exists() { vec![p] } else { vec![] };
+    }
+    let Ok(dirs) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = dirs
+        .flatten()
+        .map(|d| d.path().join("part.parquet"))
+        .filter(|p| p.exists())
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,268 @@
+//! Rollups against a brute-force recomputation from the raw readings, with
+//! duplicates, corrections, out-of-order and days-late arrivals, flushes,
+//! compactions and restarts in between, in zones with DST, half-hour
+//! offsets and half-hour DST shifts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, NaiveDate, Offset, Timelike};
+use chrono_tz::Tz;
+
+use super::calendar::local_date;
+use super::{Agg, Resolution};
+use crate::catalog::{Catalog, NewBuilding, NewSensor};
+use crate::ids::{BuildingId, SensorId, SensorKey, TenantId};
+use crate::reading::{Reading, ReadingBatch, TimeRange};
+use crate::store::ReadingStore;
+
+const ZONES: [&str; 4] = [
+    "Europe/Berlin",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",
+    "America/New_York",
+];
+
+fn setup(dir: &Path) -> Arc<Catalog> {
+    let c = Catalog::open(dir).unwrap();
+    c.create_tenant(TenantId::parse("t").unwrap(), "T".into())
+        .unwrap();
+    for (i, zone) in ZONES.iter().enumerate() {
+        c.create_building(NewBuilding {
+            id: BuildingId::parse(&format!("b{i}")).unwrap(),
+            tenant_id: TenantId::parse("t").unwrap(),
+            name: "B".into(),
+            floor_area_m2: None,
+            timezone: Some((*zone).into()),
+        })
+        .unwrap();
+        for j in 0..2 {
+            c.create_sensor(NewSensor {
+                id: SensorId::parse(&format!("s{i}{j}")).unwrap(),
+                building_id: BuildingId::parse(&format!("b{i}")).unwrap(),
+                kind: None,
+                unit: None,
+                is_active: None,
+            })
+            .unwrap();
+        }
+    }
+    Arc::new(c)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn ms(s: &str) -> i64 {
+    DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+}
+
+/// Sums per bucket key, brute force, with chrono's local time directly.
+fn brute(
+    truth: &BTreeMap<(u32, i64), f64>,
+    key: impl Fn(Tz, i64) -> String,
+) -> BTreeMap<(usize, String), (f64, f64, i64)> {
+    let mut out: BTreeMap<(usize, String), (f64, f64, i64)> = BTreeMap::new();
+    for (&(sensor, ts), &v) in truth {
+        let b = sensor as usize / 2;
+        let tz: Tz = ZONES[b].parse().unwrap();
+        let e = out.entry((b, key(tz, ts))).or_insert((0.0, f64::MIN, 0));
+        e.0 += v;
+        e.1 = e.1.max(v);
+        e.2 += 1;
+    }
+    out
+}
+
+fn local(tz: Tz, ts: i64) -> chrono::DateTime<Tz> {
+    DateTime::from_timestamp_millis(ts)
+        .unwrap()
+        .with_timezone(&tz)
+}
+
+fn hour_key(tz: Tz, ts: i64) -> String {
+    let l = local(tz, ts);
+    format!("{} {:02} {}", l.date_naive(), l.hour(), l.offset().fix())
+}
+
+fn day_key(tz: Tz, ts: i64) -> String {
+    local(tz, ts).date_naive().to_string()
+}
+
+fn month_key(tz: Tz, ts: i64) -> String {
+    let d = local(tz, ts).date_naive();
+    format!("{}-{:02}", d.year(), d.month())
+}
+
+fn rollup(
+    store: &ReadingStore,
+    res: Resolution,
+    key: impl Fn(Tz, i64) -> String,
+) -> BTreeMap<(usize, String), (f64, f64, i64)> {
+    let mut out = BTreeMap::new();
+    for (b, zone) in ZONES.iter().enumerate() {
+        let tz: Tz = zone.parse().unwrap();
+        for (
+            start,
+            Agg {
+                kwh,
+                peak_kwh,
+                readings,
+            },
+        ) in store
+            .rollups()
+            .series(&format!("b{b}"), tz, res, TimeRange::ALL)
+        {
+            out.insert((b, key(tz, start)), (kwh, peak_kwh, readings));
+        }
+    }
+    out
+}
+
+fn assert_close(
+    got: &BTreeMap<(usize, String), (f64, f64, i64)>,
+    want: &BTreeMap<(usize, String), (f64, f64, i64)>,
+    what: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: buckets differ"
+    );
+    for (k, w) in want {
+        let g = got[k];
+        assert!(
+            (g.0 - w.0).abs() < 1e-6 * w.0.abs().max(1.0),
+            "{what} {k:?}: kwh {} != {}",
+            g.0,
+            w.0
+        );
+        assert_eq!((g.1, g.2), (w.1, w.2), "{what} {k:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_equal_a_brute_force_recomputation() {
+    for seed in [7u64, 1234, 99_991] {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = setup(dir.path());
+        let mut store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+        let mut rng = Rng(seed);
+        let mut truth: BTreeMap<(u32, i64), f64> = BTreeMap::new();
+        // Two windows: the autumn Lord Howe / Berlin / New York changes.
+        let windows = [ms("2026-10-02T00:00:00Z"), ms("2026-10-23T00:00:00Z")];
+        for round in 0..40 {
+            let mut batch = Vec::new();
+            for _ in 0..rng.below(200) + 1 {
+                let sensor = rng.below(8) as u32;
+                let base = windows[rng.below(2) as usize];
+                // 15-minute grid over four days, some off-grid instants.
+                let ts = base
+                    + rng.below(4 * 96) as i64 * 900_000
+                    + if rng.below(10) == 0 { 7 * 60_000 } else { 0 };
+                let value =
+                    (rng.below(5000) as f64) / 1000.0 - if rng.below(20) == 0 { 3.0 } else { 0.0 };
+                batch.push(Reading {
+                    sensor: SensorKey(sensor),
+                    ts_ms: ts,
+                    value_kwh: value,
+                });
+                truth.insert((sensor, ts), value);
+            }
+            store
+                .append(ReadingBatch { readings: batch })
+                .await
+                .unwrap();
+            match rng.below(6) {
+                0 => tokio::task::block_in_place(|| store.flush().map(|_| ())).unwrap(),
+                1 => tokio::task::block_in_place(|| store.compact(rng.below(2) == 0).map(|_| ()))
+                    .unwrap(),
+                2 => {
+                    tokio::task::block_in_place(|| store.catch_up_rollups()).unwrap();
+                }
+                3 if round % 10 == 3 => {
+                    // Restart, possibly with rollup work pending.
+                    drop(store);
+                    store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+                }
+                _ => {}
+            }
+        }
+        tokio::task::block_in_place(|| store.catch_up_rollups()).unwrap();
+        assert_close(
+            &rollup(&store, Resolution::Hour, hour_key),
+            &brute(&truth, hour_key),
+            "hour",
+        );
+        assert_close(
+            &rollup(&store, Resolution::Day, day_key),
+            &brute(&truth, day_key),
+            "day",
+        );
+        assert_close(
+            &rollup(&store, Resolution::Month, month_key),
+            &brute(&truth, month_key),
+            "month",
+        );
+
+        // Everything survives a restart (building tables reload from files).
+        drop(store);
+        let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+        assert_close(
+            &rollup(&store, Resolution::Day, day_key),
+            &brute(&truth, day_key),
+            "day after restart",
+        );
+        assert_close(
+            &rollup(&store, Resolution::Hour, hour_key),
+            &brute(&truth, hour_key),
+            "hour after restart",
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_outlive_the_raw_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = setup(dir.path());
+    let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+    let t = ms("2026-10-02T10:00:00Z");
+    store
+        .append(ReadingBatch {
+            readings: vec![Reading {
+                sensor: SensorKey(0),
+                ts_ms: t,
+                value_kwh: 2.0,
+            }],
+        })
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        store.flush().unwrap();
+        store.catch_up_rollups().unwrap();
+        assert_eq!(store.drop_expired(t + 86_400_000 * 2).unwrap(), 1);
+    });
+    let tz: Tz = ZONES[0].parse().unwrap();
+    let days = store
+        .rollups()
+        .series("b0", tz, Resolution::Day, TimeRange::ALL);
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].1.kwh, 2.0);
+    assert_eq!(
+        local_date(tz, days[0].0),
+        NaiveDate::from_ymd_opt(2026, 10, 2).unwrap()
+    );
+}

@@ -1,7 +1,8 @@
 //! Background maintenance of the reading store: flush memtables to chunk
 //! files every `storage.flush_interval` (sooner when memory holds
 //! [`MAX_HOT_READINGS`]), merge days whose files overlap or have become
-//! many, and drop chunk files past `retention.raw`.
+//! many, bring the rollups up to date every second, and drop chunk files
+//! past `retention.raw` and rollups past `retention.rollups`.
 //!
 //! Each step runs on a blocking thread and ends with one small manifest
 //! commit; ingestion and queries go on meanwhile. A failed step is logged
@@ -22,6 +23,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(600);
 pub(crate) struct Schedule {
     pub(crate) flush_interval: Duration,
     pub(crate) retention_raw: Duration,
+    pub(crate) retention_rollups: Duration,
 }
 
 pub(crate) async fn run(
@@ -61,11 +63,27 @@ pub(crate) async fn run(
                 Err(e) => tracing::error!(error = %e, "flush task failed"),
             }
         }
+        // Rollups catch up every tick (seconds behind ingestion), and
+        // always before retention can drop raw readings behind them.
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.catch_up_rollups()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "rollup step failed; retrying at the next tick")
+            }
+            Err(e) => tracing::error!(error = %e, "rollup task failed"),
+        }
         if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
             last_retention = Some(Instant::now());
             let cutoff = now_ms().saturating_sub(schedule.retention_raw.as_millis() as i64);
+            let rollup_cutoff =
+                now_ms().saturating_sub(schedule.retention_rollups.as_millis() as i64);
             let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.drop_expired(cutoff)).await {
+            let dropped = tokio::task::spawn_blocking(move || {
+                s.rollups().drop_expired(rollup_cutoff)?;
+                s.drop_expired(cutoff)
+            });
+            match dropped.await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::info!(
                     files = n,

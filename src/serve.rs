@@ -49,9 +49,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(settings: Settings) -> Result<()> {
-    let data_dir = settings.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    // Absolute from here on: chunk files are handed to DataFusion by path.
+    let data_dir = std::fs::canonicalize(&settings.data_dir)
+        .with_context(|| format!("resolving {}", settings.data_dir.display()))?;
     let catalog = Arc::new(Catalog::open(&data_dir)?);
     if let Some(path) = crate::admin_key::ensure(&catalog, &data_dir)? {
         println!("admin key written to {}", path.display());
@@ -97,6 +99,7 @@ async fn serve(settings: Settings) -> Result<()> {
         crate::maintenance::Schedule {
             flush_interval: settings.flush_interval,
             retention_raw: settings.retention_raw,
+            retention_rollups: settings.retention_rollups,
         },
         stop_tx.subscribe(),
     ));

@@ -30,7 +30,9 @@ use crate::catalog_tables;
 use crate::error::{QueryError, Result};
 use crate::guard::check_read_only;
 use crate::readings_table::ReadingsTable;
+use crate::rollup_tables::{SensorHourlyTable, building_table};
 use crate::scope::Scope;
+use wattline_storage::rollup::RollupTable;
 
 /// Limits from the `query.*` settings.
 #[derive(Debug, Clone)]
@@ -115,6 +117,17 @@ impl QueryEngine {
                 scope.clone(),
             )),
         )?;
+        ctx.register_table(
+            "sensor_hourly",
+            Arc::new(SensorHourlyTable::new(&self.store, scope.clone())),
+        )?;
+        for table in [
+            RollupTable::BuildingHourly,
+            RollupTable::BuildingDaily,
+            RollupTable::BuildingMonthly,
+        ] {
+            ctx.register_table(table.name(), building_table(&self.store, table, scope)?)?;
+        }
         Ok(ctx)
     }
 

@@ -13,7 +13,16 @@ use datafusion::logical_expr::LogicalPlan;
 use crate::error::{QueryError, Result};
 
 /// The tables a query may read.
-pub(crate) const TABLES: &[&str] = &["tenants", "buildings", "sensors", "readings"];
+pub(crate) const TABLES: &[&str] = &[
+    "tenants",
+    "buildings",
+    "sensors",
+    "readings",
+    "sensor_hourly",
+    "building_hourly",
+    "building_daily",
+    "building_monthly",
+];
 
 pub(crate) fn check_read_only(plan: &LogicalPlan) -> Result<()> {
     SQLOptions::new()

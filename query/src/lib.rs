@@ -5,7 +5,9 @@
 //! - The `readings` table unions hot memtables and cold chunk files,
 //!   deduplicated newest-first, pruning by time, sensor and building.
 //! - `tenants`, `buildings` and `sensors` are built from the in-memory
-//!   catalog per query.
+//!   catalog per query; `building_hourly`, `building_daily` and
+//!   `building_monthly` from the in-memory rollups; `sensor_hourly` reads
+//!   its Parquet partitions.
 //! - The read-only guard checks the logical plan, not the SQL text.
 
 mod catalog_tables;
@@ -14,6 +16,7 @@ mod error;
 mod filters;
 mod guard;
 mod readings_table;
+mod rollup_tables;
 mod scope;
 
 pub use engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};

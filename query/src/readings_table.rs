@@ -101,35 +101,23 @@ impl TableProvider for ReadingsTable {
         let wanted = wanted_sensors(&self.store.catalog().view(), &self.scope, &bounds);
         let plan = ScanPlan::build(&self.store, &self.names, wanted.as_ref(), bounds.range)?;
 
-        // Columns to read: the requested ones, plus tenant_id to filter on.
-        let requested: Vec<usize> = projection
-            .cloned()
-            .unwrap_or_else(|| (0..schema.fields().len()).collect());
-        let mut scan_columns = requested.clone();
         let tenant = self.scope.restricted_to();
-        if tenant.is_some() && !scan_columns.contains(&TENANT_COLUMN) {
-            scan_columns.push(TENANT_COLUMN);
-        }
-
+        let (requested, scan_columns) = scan_columns(&schema, projection, TENANT_COLUMN, tenant);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plan.files.is_empty() {
-            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-            let mut source = ParquetSource::new(schema.clone())
-                .with_enable_page_index(true)
-                .with_pushdown_filters(true);
-            let mut predicates = filters.to_vec();
-            if let Some(t) = tenant {
-                predicates.push(col("tenant_id").eq(lit(t)));
-            }
-            if let Some(predicate) = conjunction(predicates) {
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-            }
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(file_groups(&plan.files, state.config().target_partitions()))
-                    .with_projection_indices(Some(scan_columns.clone()))?
-                    .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            let files: Vec<(String, u64)> = plan
+                .files
+                .iter()
+                .map(|f| (f.path.to_string_lossy().to_string(), f.meta.bytes))
+                .collect();
+            inputs.push(parquet_scan(
+                state,
+                &schema,
+                &files,
+                &scan_columns,
+                filters,
+                tenant,
+            )?);
         }
         if !plan.memory.is_empty() {
             let batch = to_record_batch(&plan.memory, &self.names)
@@ -145,26 +133,83 @@ impl TableProvider for ReadingsTable {
         } else {
             UnionExec::try_new(inputs)?
         };
-        let Some(tenant) = tenant else {
-            return Ok(scanned);
-        };
-        let scanned_schema = DFSchema::try_from(scanned.schema().as_ref().clone())?;
-        let only_tenant =
-            state.create_physical_expr(col("tenant_id").eq(lit(tenant)), &scanned_schema)?;
-        let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(only_tenant, scanned)?);
-        if scan_columns.len() == requested.len() {
-            return Ok(filtered);
-        }
-        let out_schema = filtered.schema();
-        let columns: Vec<(Arc<dyn datafusion::physical_plan::PhysicalExpr>, String)> = (0
-            ..requested.len())
-            .map(|i| {
-                let name = out_schema.field(i).name().clone();
-                (Arc::new(Column::new(&name, i)) as _, name)
-            })
-            .collect();
-        Ok(Arc::new(ProjectionExec::try_new(columns, filtered)?))
+        restrict_to_tenant(state, scanned, tenant, requested.len())
     }
+}
+
+/// The requested columns, and those to read: plus `tenant_column` when the
+/// rows must be filtered by tenant.
+pub(crate) fn scan_columns(
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+    tenant_column: usize,
+    tenant: Option<&str>,
+) -> (Vec<usize>, Vec<usize>) {
+    let requested: Vec<usize> = projection
+        .cloned()
+        .unwrap_or_else(|| (0..schema.fields().len()).collect());
+    let mut scan = requested.clone();
+    if tenant.is_some() && !scan.contains(&tenant_column) {
+        scan.push(tenant_column);
+    }
+    (requested, scan)
+}
+
+/// A Parquet scan of `files` (path, size) with the query's filters (and the
+/// tenant) as pruning predicate.
+pub(crate) fn parquet_scan(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    files: &[(String, u64)],
+    scan_columns: &[usize],
+    filters: &[Expr],
+    tenant: Option<&str>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let mut source = ParquetSource::new(schema.clone())
+        .with_enable_page_index(true)
+        .with_pushdown_filters(true);
+    let mut predicates = filters.to_vec();
+    if let Some(t) = tenant {
+        predicates.push(col("tenant_id").eq(lit(t)));
+    }
+    if let Some(predicate) = conjunction(predicates) {
+        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    }
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(file_groups(files, state.config().target_partitions()))
+        .with_projection_indices(Some(scan_columns.to_vec()))?
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// Keeps only `tenant`'s rows of `scanned` (whose first `requested` columns
+/// are the ones asked for, followed by `tenant_id` if it was added), and
+/// drops the added column again. No tenant: `scanned` as it is.
+pub(crate) fn restrict_to_tenant(
+    state: &dyn Session,
+    scanned: Arc<dyn ExecutionPlan>,
+    tenant: Option<&str>,
+    requested: usize,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let Some(tenant) = tenant else {
+        return Ok(scanned);
+    };
+    let scanned_schema = DFSchema::try_from(scanned.schema().as_ref().clone())?;
+    let only_tenant =
+        state.create_physical_expr(col("tenant_id").eq(lit(tenant)), &scanned_schema)?;
+    let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(only_tenant, scanned)?);
+    if filtered.schema().fields().len() == requested {
+        return Ok(filtered);
+    }
+    let out_schema = filtered.schema();
+    let columns: Vec<(Arc<dyn datafusion::physical_plan::PhysicalExpr>, String)> = (0..requested)
+        .map(|i| {
+            let name = out_schema.field(i).name().clone();
+            (Arc::new(Column::new(&name, i)) as _, name)
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(columns, filtered)?))
 }
 
 /// The sensors a scan may return: the scope's tenant and the filters'
@@ -285,22 +330,16 @@ fn is_clean(files: &[Arc<ChunkFile>], hot: &[Reading]) -> bool {
             .any(|r| spans.iter().any(|&(lo, hi)| r.ts_ms >= lo && r.ts_ms <= hi))
 }
 
-/// Spreads files over `partitions` groups of similar size.
-fn file_groups(files: &[Arc<ChunkFile>], partitions: usize) -> Vec<FileGroup> {
+/// Spreads files (path, size) over `partitions` groups of similar size.
+fn file_groups(files: &[(String, u64)], partitions: usize) -> Vec<FileGroup> {
     let n = partitions.clamp(1, files.len().max(1));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
     let mut sorted: Vec<_> = files.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.meta.bytes));
-    for f in sorted {
-        let g = groups
-            .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
-            .expect("n >= 1");
-        g.0 += f.meta.bytes;
-        g.1.push(PartitionedFile::new(
-            f.path.to_string_lossy().to_string(),
-            f.meta.bytes,
-        ));
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.1));
+    for (path, bytes) in sorted {
+        let g = groups.iter_mut().min_by_key(|(b, _)| *b).expect("n >= 1");
+        g.0 += bytes;
+        g.1.push(PartitionedFile::new(path.clone(), *bytes));
     }
     groups
         .into_iter()

@@ -2,6 +2,7 @@
 
 mod admin;
 mod buildings;
+mod energy;
 mod health;
 mod keys;
 mod readings;
@@ -40,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .patch(buildings::update)
                 .delete(buildings::delete),
         )
+        .route("/api/v1/buildings/{b}/energy", get(energy::energy))
         .route(
             "/api/v1/buildings/{b}/sensors",
             post(sensors::create).get(sensors::list),

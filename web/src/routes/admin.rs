@@ -19,8 +19,9 @@ pub(super) struct FlushAnswer {
     days_compacted: usize,
 }
 
-/// Persists everything in memory and merges every day's files into one, so
-/// that each reading is in `chunks/readings/` exactly once.
+/// Persists everything in memory, merges every day's files into one, so
+/// that each reading is in `chunks/readings/` exactly once, and brings the
+/// rollups (in `chunks/rollups/`) up to date.
 pub(super) async fn flush(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -30,6 +31,7 @@ pub(super) async fn flush(
     let answer = tokio::task::spawn_blocking(move || -> wattline_storage::Result<FlushAnswer> {
         let flushed = store.flush()?;
         let days = store.compact(true)?;
+        store.catch_up_rollups()?;
         Ok(FlushAnswer {
             flushed_readings: flushed.readings,
             chunks_written: flushed.chunks_written,

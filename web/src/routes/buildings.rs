@@ -119,6 +119,7 @@ pub(super) async fn update(
 ) -> ApiResult<Json<BuildingOut>> {
     let b = caller.visible_building(state.catalog.view().building(&id), &id)?;
     let body: PatchBuilding = body.parse()?;
+    let old_zone = b.timezone.clone();
     let catalog = state.catalog.clone();
     let b = blocking(move || {
         catalog.update_building(
@@ -131,6 +132,13 @@ pub(super) async fn update(
         )
     })
     .await?;
+    if b.timezone != old_zone {
+        // Days and months follow the new zone: rebuild them before
+        // answering, so the next /energy request already does.
+        let store = state.store()?.clone();
+        let id = b.id.to_string();
+        blocking(move || store.rebuild_building_rollups(&id)).await?;
+    }
     Ok(Json(BuildingOut::new(&b, None)))
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod catalog;
 mod cold_store;
 mod crash;
+mod energy;
 mod ingest;
 mod limits;
 mod process;

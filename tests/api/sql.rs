@@ -247,6 +247,11 @@ async fn a_tenant_sees_only_its_own_rows_whatever_the_sql() {
         "SELECT * FROM sensors",
         "SELECT (SELECT count(*) FROM readings WHERE tenant_id = 'b') AS n",
         "SELECT tenant_id, count(*) FROM readings GROUP BY tenant_id",
+        "SELECT * FROM sensor_hourly",
+        "SELECT * FROM sensor_hourly WHERE tenant_id = 'b'",
+        "SELECT * FROM building_hourly",
+        "SELECT * FROM building_daily UNION ALL SELECT * FROM building_daily WHERE building_id = 'bb'",
+        "SELECT * FROM building_monthly",
     ];
     for sql in queries {
         let v = server.sql_with(&key_a, sql).await;
@@ -267,6 +272,17 @@ async fn a_tenant_sees_only_its_own_rows_whatever_the_sql() {
     assert_eq!(n["rows"][0][0], 0);
     let all = server.sql("SELECT count(*) FROM readings").await;
     assert_eq!(all[0][0], 42);
+    let n = server
+        .sql_with(&key_a, "SELECT count(*) FROM sensor_hourly")
+        .await;
+    assert!(
+        n["rows"][0][0].as_i64().unwrap() > 0,
+        "tenant a has rollups"
+    );
+    let all = server
+        .sql("SELECT count(DISTINCT tenant_id) FROM building_daily")
+        .await;
+    assert_eq!(all[0][0], 2);
 }
 
 /// A server with 50,000 readings and the given `[query]` settings.

@@ -6,7 +6,6 @@
 //! copied as it is; its databases are opened first to make sure no other
 //! process is using them.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,9 +17,9 @@ use crate::config::Settings;
 pub(crate) fn run(settings: &Settings, dir: &Path) -> Result<()> {
     let dir = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
     match TcpStream::connect_timeout(&settings.listen, Duration::from_secs(2)) {
-        Ok(stream) => {
+        Ok(_) => {
             let key = admin_key(&settings.data_dir)?;
-            let answer = post_backup(stream, settings, &key, &dir)?;
+            let answer = post_backup(settings, &key, &dir)?;
             println!(
                 "backup written to {} by the running daemon: {answer}",
                 dir.display()
@@ -39,7 +38,7 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn admin_key(data_dir: &Path) -> Result<String> {
+pub(crate) fn admin_key(data_dir: &Path) -> Result<String> {
     if let Ok(key) = std::env::var("WATTLINE_ADMIN_KEY")
         && !key.is_empty()
     {
@@ -52,30 +51,22 @@ fn admin_key(data_dir: &Path) -> Result<String> {
         .to_owned())
 }
 
-/// One HTTP/1.1 request; the daemon answers with `Connection: close`.
-fn post_backup(
-    mut stream: TcpStream,
-    settings: &Settings,
-    key: &str,
-    dir: &Path,
-) -> Result<String> {
+/// Asks the daemon for the copy.
+fn post_backup(settings: &Settings, key: &str, dir: &Path) -> Result<String> {
     let body = serde_json::json!({"dir": dir}).to_string();
-    let request = format!(
-        "POST /api/v1/admin/backup HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let (status, answer) = crate::http_client::request(
         settings.listen,
-        body.len()
-    );
-    stream.set_read_timeout(Some(Duration::from_secs(3600)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("the daemon refused the backup ({status}): {body}");
+        "POST",
+        "/api/v1/admin/backup",
+        key,
+        "application/json",
+        &body,
+        Duration::from_secs(3600),
+    )?;
+    if status != 200 {
+        bail!("the daemon refused the backup ({status}): {answer}");
     }
-    Ok(body.to_owned())
+    Ok(answer)
 }
 
 /// Copies a data directory no daemon is using.

@@ -7,6 +7,8 @@
 mod admin_key;
 mod backup;
 mod config;
+mod demo;
+mod http_client;
 mod maintenance;
 mod serve;
 
@@ -30,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Run the daemon with a demo tenant: backfilled readings and live
+    /// simulated meters. Prints a key and commands to try.
+    Demo(ServeArgs),
     /// Write a consistent copy of the data to DIR (through the running
     /// daemon, or by copying the data directory when none runs).
     Backup {
@@ -64,7 +69,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, false),
+        Command::Demo(args) => serve::run(args, true),
         Command::Backup { dir, args } => {
             serve::settings(&args).and_then(|settings| backup::run(&settings, &dir))
         }

@@ -38,17 +38,18 @@ pub(crate) fn settings(args: &ServeArgs) -> Result<Settings> {
     )
 }
 
-pub(crate) fn run(args: ServeArgs) -> Result<()> {
+/// Runs the daemon; with `demo`, also the demo tenant and its meters.
+pub(crate) fn run(args: ServeArgs, demo: bool) -> Result<()> {
     let settings = settings(&args)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wattline")
         .build()
         .context("starting the async runtime")?
-        .block_on(serve(settings))
+        .block_on(serve(settings, demo))
 }
 
-async fn serve(settings: Settings) -> Result<()> {
+async fn serve(settings: Settings, demo: bool) -> Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     // Absolute from here on: chunk files are handed to DataFusion by path.
@@ -112,6 +113,15 @@ async fn serve(settings: Settings) -> Result<()> {
         report.elapsed
     );
 
+    let demo = demo.then(|| {
+        let (dir, stop) = (data_dir.clone(), stop_tx.subscribe());
+        tokio::spawn(async move {
+            if let Err(e) = crate::demo::run(addr, &dir, stop).await {
+                tracing::error!(error = %format!("{e:#}"), "the demo could not start");
+            }
+        })
+    });
+
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
@@ -122,6 +132,9 @@ async fn serve(settings: Settings) -> Result<()> {
         Err(_) => tracing::warn!("in-flight requests did not finish in time; closing them"),
     }
     let _ = maintenance.await;
+    if let Some(demo) = demo {
+        let _ = demo.await;
+    }
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped");
     Ok(())

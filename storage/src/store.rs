@@ -120,7 +120,7 @@ impl Snapshot {
     }
 
     /// Every reading of sensors `wanted` accepts in `range`, across chunk
-    /// files and memory, deduplicated (newest wins), in (rank, ts) order.
+    /// files and memory, deduplicated (newest wins), day by day.
     /// Reads the chunk files whose span overlaps `range`. Blocking.
     pub fn merged_readings(
         &self,
@@ -128,19 +128,31 @@ impl Snapshot {
         range: TimeRange,
         names: &SensorNames,
     ) -> Result<Vec<Reading>> {
-        let mut sources = Vec::new();
+        // Days do not share readings: merge (and sort) only within a day
+        // that has several sources, and concatenate the days.
+        let mut by_day: BTreeMap<i64, Vec<Vec<Reading>>> = BTreeMap::new();
         for c in &self.chunks {
             if c.meta.max_ts_ms >= range.start_ms && c.meta.min_ts_ms < range.end_ms {
                 let rows = read_chunk(&c.path, names)?;
-                sources.push(
+                by_day.entry(c.meta.day).or_default().push(
                     rows.into_iter()
                         .filter(|r| wanted(r.sensor) && range.contains(r.ts_ms))
                         .collect(),
                 );
             }
         }
-        sources.push(self.hot_readings(wanted, range));
-        Ok(merge_newest_wins(sources, names))
+        let mut hot: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
+        for r in self.hot_readings(wanted, range) {
+            hot.entry(day_of(r.ts_ms)).or_default().push(r);
+        }
+        for (day, rows) in hot {
+            by_day.entry(day).or_default().push(rows);
+        }
+        let mut out = Vec::new();
+        for (_, sources) in by_day {
+            out.extend(merge_newest_wins(sources, names));
+        }
+        Ok(out)
     }
 
     /// Readings held in memory, across memtables (duplicates counted).

@@ -272,12 +272,15 @@ impl Rollups {
                 .collect();
             (names, zones)
         };
+        // Hours starting on `day - 1` or `day` hold readings from the start
+        // of `day - 1` up to at most 90 minutes past the end of `day` (the
+        // longest local hour, at a 30-minute DST shift back).
         let window = TimeRange {
-            start_ms: (day - 1) * DAY_MS - HOUR_MS,
-            end_ms: (day + 1) * DAY_MS + HOUR_MS,
+            start_ms: (day - 1) * DAY_MS,
+            end_ms: (day + 1) * DAY_MS + 2 * HOUR_MS,
         };
         let raw = snap.merged_readings(&|k| sensors.contains(&k), window, &names)?;
-        let mut fresh: BTreeMap<(i64, SensorKey, i64), Agg> = BTreeMap::new();
+        let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
         for r in raw {
             let Some(&tz) = zones.get(&r.sensor) else {
                 continue;
@@ -307,9 +310,7 @@ impl Rollups {
                         .is_some_and(|s| dirty_ids.contains(s))
                 })
                 .collect();
-            for ((_, key, h), agg) in
-                fresh.range((p, SensorKey(0), i64::MIN)..=(p, SensorKey(u32::MAX), i64::MAX))
-            {
+            for ((_, key, h), agg) in fresh.iter().filter(|((q, _, _), _)| *q == p) {
                 let Some(ids) = names.ids(*key) else { continue };
                 rows.push(RollupRow {
                     sensor_id: Some(ids.sensor_id.clone()),

@@ -1,0 +1,101 @@
+//! Shared by the benchmarks: a catalog at the spec's shape and days of
+//! generated meter readings loaded through the storage write path.
+
+#![allow(dead_code, unreachable_pub)]
+
+use wattline_storage::{
+    BuildingId, Catalog, NewBuilding, NewSensor, Reading, ReadingBatch, ReadingStore, SensorId,
+    SensorKey, TenantId,
+};
+
+pub const QUARTER_MS: i64 = 900_000;
+pub const DAY_MS: i64 = 86_400_000;
+
+pub struct Shape {
+    pub tenants: usize,
+    pub buildings_per_tenant: usize,
+    pub sensors_per_building: usize,
+    pub days: i64,
+}
+
+/// Tenants `t-i`, buildings `b-i-j`, sensors `s-i-j-k`, created in bulk.
+pub fn provision(catalog: &Catalog, shape: &Shape, zones: &[&str]) -> Vec<SensorKey> {
+    let mut new_sensors = Vec::new();
+    for t in 0..shape.tenants {
+        let tenant = TenantId::parse(&format!("t-{t}")).unwrap();
+        catalog
+            .create_tenant(tenant.clone(), format!("Tenant {t}"))
+            .unwrap();
+        for b in 0..shape.buildings_per_tenant {
+            let building = BuildingId::parse(&format!("b-{t}-{b}")).unwrap();
+            catalog
+                .create_building(NewBuilding {
+                    id: building.clone(),
+                    tenant_id: tenant.clone(),
+                    name: format!("Building {t}-{b}"),
+                    floor_area_m2: Some(1000.0),
+                    timezone: Some(
+                        zones[(t * shape.buildings_per_tenant + b) % zones.len()].into(),
+                    ),
+                })
+                .unwrap();
+            for s in 0..shape.sensors_per_building {
+                new_sensors.push(NewSensor {
+                    id: SensorId::parse(&format!("s-{t}-{b}-{s}")).unwrap(),
+                    building_id: building.clone(),
+                    kind: None,
+                    unit: None,
+                    is_active: None,
+                });
+            }
+        }
+    }
+    catalog
+        .create_sensors(new_sensors)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect()
+}
+
+/// One day of 15-minute readings for every sensor: a daily shape, a
+/// per-sensor scale and noise, at meter (watt-hour) resolution.
+pub async fn load_day(store: &ReadingStore, sensors: &[SensorKey], day_start: i64) -> u64 {
+    let mut batch = Vec::with_capacity(50_000);
+    let mut n = 0u64;
+    let mut rng = day_start as u64 | 1;
+    for (i, &sensor) in sensors.iter().enumerate() {
+        let scale = 0.2 + (i % 17) as f64 * 0.15;
+        for q in 0..96 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let hour = q as f64 / 4.0;
+            let shape = 0.6 + 0.4 * (std::f64::consts::PI * (hour - 6.0) / 12.0).sin().max(0.0);
+            let noise = (rng % 1000) as f64 / 1000.0 * 0.1;
+            let value = ((scale * shape + noise) * 1000.0).round() / 1000.0;
+            batch.push(Reading {
+                sensor,
+                ts_ms: day_start + q * QUARTER_MS,
+                value_kwh: value,
+            });
+            if batch.len() == 50_000 {
+                n += batch.len() as u64;
+                store
+                    .append(ReadingBatch {
+                        readings: std::mem::take(&mut batch),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    n += batch.len() as u64;
+    if !batch.is_empty() {
+        store
+            .append(ReadingBatch { readings: batch })
+            .await
+            .unwrap();
+    }
+    n
+}

@@ -227,10 +227,9 @@ impl Catalog {
     pub fn create_sensors(&self, new: Vec<NewSensor>) -> Result<Vec<Sensor>> {
         self.write(
             |view| {
-                let mut next_key = view.state.next_sensor_key;
                 let mut seen = std::collections::HashSet::new();
                 let mut sensors = Vec::with_capacity(new.len());
-                for n in new {
+                for (next_key, n) in (view.state.next_sensor_key..).zip(new) {
                     let kind = n.kind.unwrap_or_else(|| "electricity".into());
                     let unit = n.unit.unwrap_or_else(|| "kWh".into());
                     for (what, v) in [("kind", &kind), ("unit", &unit)] {
@@ -255,7 +254,6 @@ impl Catalog {
                         unit,
                         is_active: n.is_active.unwrap_or(true),
                     });
-                    next_key += 1;
                 }
                 let puts = sensors
                     .iter()

@@ -216,12 +216,12 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
             .downcast_ref::<Int64Array>()
             .cloned()
             .ok_or_else(|| bad("readings is not an integer".into()))?;
-        for i in 0..batch.num_rows() {
+        for (i, &at) in at.iter().enumerate() {
             rows.push(RollupRow {
                 sensor_id: sensors.as_ref().map(|s| Arc::from(s.value(i))),
                 building_id: Arc::from(buildings.value(i)),
                 tenant_id: Arc::from(tenants.value(i)),
-                at: at[i],
+                at,
                 kwh: kwh.value(i),
                 peak_kwh: peak.value(i),
                 readings: readings.value(i),

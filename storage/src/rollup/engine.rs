@@ -558,9 +558,11 @@ impl Rollups {
     /// Rows of a building-level table for the tenants `sees` accepts.
     pub fn table_rows(&self, table: RollupTable, sees: impl Fn(&str) -> bool) -> Vec<RollupRow> {
         let buildings = self.buildings.read().unwrap_or_else(|e| e.into_inner());
-        let mut rows = Vec::new();
-        for (id, b) in buildings.iter().filter(|(_, b)| sees(&b.tenant)) {
-            let points: Vec<(i64, Agg)> = match table {
+        buildings_rows(&buildings, |b| {
+            if !sees(&b.tenant) {
+                return vec![];
+            }
+            match table {
                 RollupTable::BuildingHourly => b.hourly.iter().map(|(h, a)| (*h, *a)).collect(),
                 RollupTable::BuildingDaily => b
                     .daily
@@ -573,18 +575,8 @@ impl Rollups {
                     .map(|(d, a)| (days_since_epoch(*d), *a))
                     .collect(),
                 RollupTable::SensorHourly => vec![],
-            };
-            rows.extend(points.into_iter().map(|(at, a)| RollupRow {
-                sensor_id: None,
-                building_id: id.clone(),
-                tenant_id: b.tenant.clone(),
-                at,
-                kwh: a.kwh,
-                peak_kwh: a.peak_kwh,
-                readings: a.readings,
-            }));
-        }
-        rows
+            }
+        })
     }
 
     /// Files of `sensor_hourly`, for SQL.

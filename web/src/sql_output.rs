@@ -8,9 +8,50 @@ mod parquet;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
 use wattline_query::QueryOutput;
 
 use crate::error::{ApiError, ApiResult};
+
+/// The answer with view-typed strings (how DataFusion reads them) as
+/// plain `Utf8`, the type every client library knows.
+fn plain_strings(output: &QueryOutput) -> Result<QueryOutput, arrow::error::ArrowError> {
+    let fields: Vec<Field> = output
+        .schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            DataType::BinaryView => f.as_ref().clone().with_data_type(DataType::Binary),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        output.schema.metadata().clone(),
+    ));
+    let batches = output
+        .batches
+        .iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(QueryOutput {
+        schema,
+        batches,
+        truncated: output.truncated,
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -65,6 +106,14 @@ impl Format {
 /// Encodes `output` in `format`. A cut answer says so: `"truncated": true`
 /// in JSON, the `X-Wattline-Truncated: true` header otherwise.
 pub fn respond(output: &QueryOutput, format: Format) -> ApiResult<Response> {
+    let plain = plain_strings(output).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("converting the answer failed: {e}"),
+        )
+    })?;
+    let output = &plain;
     let body = match format {
         Format::Json => json::encode(output).map_err(|e| e.to_string()),
         Format::Csv => csv::encode(output).map_err(|e| e.to_string()),

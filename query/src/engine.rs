@@ -19,6 +19,9 @@ use arrow::array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::{
+    CacheManager, CacheManagerConfig, FileMetadataCache,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
@@ -63,13 +66,19 @@ pub struct QueryEngine {
     store: Arc<ReadingStore>,
     limits: QueryLimits,
     permits: Arc<Semaphore>,
+    /// Parquet footers and page indexes, shared by every query's runtime.
+    metadata_cache: Arc<FileMetadataCache>,
     /// Sensor names, rebuilt when the catalog's version changes.
     names: Mutex<(u64, Arc<SensorNames>)>,
 }
 
 impl QueryEngine {
     pub fn new(store: Arc<ReadingStore>, limits: QueryLimits) -> Self {
+        let metadata_cache = CacheManager::try_new(&CacheManagerConfig::default())
+            .map(|m| m.get_file_metadata_cache())
+            .expect("the default cache configuration is valid");
         Self {
+            metadata_cache,
             permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
             store,
             limits,
@@ -98,6 +107,10 @@ impl QueryEngine {
     fn context(&self, scope: &Scope) -> Result<SessionContext> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.limits.memory_limit, 1.0)
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(self.metadata_cache.clone())),
+            )
             .build_arc()?;
         let config = SessionConfig::new()
             .with_target_partitions(2)

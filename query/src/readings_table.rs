@@ -24,6 +24,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
@@ -202,9 +203,18 @@ pub(crate) fn parquet_scan(
     tenant: Option<&str>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    // Parsed footers and page indexes are cached across queries (chunk
+    // files never change once written; a rewritten rollup partition has a
+    // new size and time, which the cache checks).
+    let runtime = state.runtime_env();
+    let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+    let metadata = runtime.cache_manager.get_file_metadata_cache();
     let mut source = ParquetSource::new(schema.clone())
         .with_enable_page_index(true)
-        .with_pushdown_filters(true);
+        .with_pushdown_filters(true)
+        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+            store, metadata,
+        )));
     let mut predicates = filters.to_vec();
     if let Some(t) = tenant {
         predicates.push(col("tenant_id").eq(lit(t)));

@@ -1,13 +1,15 @@
-//! The `tenants`, `buildings` and `sensors` tables: small in-memory tables
-//! built from the catalog for each query, holding only the scope's rows.
+//! The `tenants`, `buildings` and `sensors` tables: built from the
+//! in-memory catalog when a query scans them, holding only the scope's
+//! rows.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
-use wattline_storage::CatalogView;
+use wattline_storage::{Catalog, CatalogView};
+
+use crate::lazy_table::LazyTable;
 
 use crate::scope::Scope;
 
@@ -15,13 +17,36 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
-fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<Arc<MemTable>> {
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
-pub(crate) fn tenants(view: &CatalogView<'_>, scope: &Scope) -> DfResult<Arc<MemTable>> {
+/// The three catalog tables of `scope`, as lazily built tables.
+pub(crate) fn register(
+    ctx: &datafusion::prelude::SessionContext,
+    catalog: &Arc<Catalog>,
+    scope: &Scope,
+) -> DfResult<()> {
+    type Builder = fn(&CatalogView<'_>, &Scope) -> DfResult<RecordBatch>;
+    for (name, build) in [
+        ("tenants", tenants as Builder),
+        ("buildings", buildings),
+        ("sensors", sensors),
+    ] {
+        let empty = build(&catalog.view(), &Scope::tenant_none())?;
+        let (catalog, scope) = (catalog.clone(), scope.clone());
+        ctx.register_table(
+            name,
+            LazyTable::new(empty.schema(), move || build(&catalog.view(), &scope)),
+        )?;
+    }
+    Ok(())
+}
+
+fn tenants(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
     let rows: Vec<_> = view
         .tenants()
         .filter(|t| scope.sees(t.id.as_str()))
@@ -38,7 +63,7 @@ pub(crate) fn tenants(view: &CatalogView<'_>, scope: &Scope) -> DfResult<Arc<Mem
     )
 }
 
-pub(crate) fn buildings(view: &CatalogView<'_>, scope: &Scope) -> DfResult<Arc<MemTable>> {
+fn buildings(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
     let rows: Vec<_> = match scope.restricted_to() {
         Some(t) => view.buildings_of(t).collect(),
         None => view
@@ -66,7 +91,7 @@ pub(crate) fn buildings(view: &CatalogView<'_>, scope: &Scope) -> DfResult<Arc<M
     )
 }
 
-pub(crate) fn sensors(view: &CatalogView<'_>, scope: &Scope) -> DfResult<Arc<MemTable>> {
+fn sensors(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
     let mut rows: Vec<_> = view
         .sensors()
         .filter(|s| scope.sees(s.tenant_id.as_str()))

@@ -116,12 +116,7 @@ impl QueryEngine {
             .with_target_partitions(2)
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        {
-            let view = self.store.catalog().view();
-            ctx.register_table("tenants", catalog_tables::tenants(&view, scope)?)?;
-            ctx.register_table("buildings", catalog_tables::buildings(&view, scope)?)?;
-            ctx.register_table("sensors", catalog_tables::sensors(&view, scope)?)?;
-        }
+        catalog_tables::register(&ctx, self.store.catalog(), scope)?;
         ctx.register_table(
             "readings",
             Arc::new(ReadingsTable::new(
@@ -132,14 +127,14 @@ impl QueryEngine {
         )?;
         ctx.register_table(
             "sensor_hourly",
-            Arc::new(SensorHourlyTable::new(&self.store, scope.clone())),
+            Arc::new(SensorHourlyTable::new(self.store.clone(), scope.clone())),
         )?;
         for table in [
             RollupTable::BuildingHourly,
             RollupTable::BuildingDaily,
             RollupTable::BuildingMonthly,
         ] {
-            ctx.register_table(table.name(), building_table(&self.store, table, scope)?)?;
+            ctx.register_table(table.name(), building_table(&self.store, table, scope))?;
         }
         Ok(ctx)
     }

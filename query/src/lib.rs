@@ -15,6 +15,7 @@ mod engine;
 mod error;
 mod filters;
 mod guard;
+mod lazy_table;
 mod readings_table;
 mod rollup_tables;
 mod scope;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
@@ -15,37 +14,48 @@ use datafusion::physical_plan::empty::EmptyExec;
 use wattline_storage::ReadingStore;
 use wattline_storage::rollup::{RollupTable, files::to_batch};
 
+use crate::lazy_table::LazyTable;
 use crate::readings_table::{parquet_scan, restrict_to_tenant, scan_columns};
 use crate::scope::Scope;
 
-/// A building-level rollup table with the scope's rows.
+/// A building-level rollup table with the scope's rows, built when scanned.
 pub(crate) fn building_table(
-    store: &ReadingStore,
+    store: &Arc<ReadingStore>,
     table: RollupTable,
     scope: &Scope,
-) -> DfResult<Arc<MemTable>> {
-    let rows = store.rollups().table_rows(table, |t| scope.sees(t));
-    let batch = to_batch(table, &rows)
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    Ok(Arc::new(MemTable::try_new(
-        table.schema(),
-        vec![vec![batch]],
-    )?))
+) -> Arc<LazyTable> {
+    let (store, scope) = (store.clone(), scope.clone());
+    LazyTable::new(table.schema(), move || {
+        let rows = store.rollups().table_rows(table, |t| scope.sees(t));
+        to_batch(table, &rows)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    })
 }
 
-/// `sensor_hourly`, read from its partition files.
-#[derive(Debug)]
+/// `sensor_hourly`, read from its partition files (listed when scanned).
 pub(crate) struct SensorHourlyTable {
-    files: Vec<(String, u64)>,
+    store: Arc<ReadingStore>,
     scope: Scope,
+}
+
+impl std::fmt::Debug for SensorHourlyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorHourlyTable")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Index of `tenant_id` in the `sensor_hourly` schema.
 const TENANT_COLUMN: usize = 2;
 
 impl SensorHourlyTable {
-    pub(crate) fn new(store: &ReadingStore, scope: Scope) -> Self {
-        let files = store
+    pub(crate) fn new(store: Arc<ReadingStore>, scope: Scope) -> Self {
+        Self { store, scope }
+    }
+
+    fn files(&self) -> Vec<(String, u64)> {
+        self.store
             .rollups()
             .sensor_hourly_files()
             .into_iter()
@@ -53,8 +63,7 @@ impl SensorHourlyTable {
                 let size = std::fs::metadata(&p).ok()?.len();
                 Some((p.to_string_lossy().to_string(), size))
             })
-            .collect();
-        Self { files, scope }
+            .collect()
     }
 }
 
@@ -85,10 +94,11 @@ impl TableProvider for SensorHourlyTable {
         let schema = self.schema();
         let tenant = self.scope.restricted_to();
         let (requested, columns) = scan_columns(&schema, projection, TENANT_COLUMN, tenant);
-        let scanned: Arc<dyn ExecutionPlan> = if self.files.is_empty() {
+        let files = self.files();
+        let scanned: Arc<dyn ExecutionPlan> = if files.is_empty() {
             Arc::new(EmptyExec::new(Arc::new(schema.project(&columns)?)))
         } else {
-            parquet_scan(state, &schema, &self.files, &columns, filters, tenant)?
+            parquet_scan(state, &schema, &files, &columns, filters, tenant)?
         };
         restrict_to_tenant(state, scanned, tenant, requested.len())
     }

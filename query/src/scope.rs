@@ -21,6 +21,13 @@ impl Scope {
         }
     }
 
+    /// No rows at all (used to learn a table's schema cheaply).
+    pub(crate) fn tenant_none() -> Self {
+        Self {
+            tenant: Some(TenantId::parse("-").expect("a valid id")),
+        }
+    }
+
     /// The tenant the rows are restricted to, if any.
     pub fn restricted_to(&self) -> Option<&str> {
         self.tenant.as_ref().map(|t| t.as_str())

@@ -266,3 +266,76 @@ async fn rollups_outlive_the_raw_readings() {
         NaiveDate::from_ymd_opt(2026, 10, 2).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_retention_drops_old_buckets_and_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = setup(dir.path());
+    let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+    let (old, new) = (ms("2026-09-01T10:00:00Z"), ms("2026-10-02T10:00:00Z"));
+    let readings = [old, new]
+        .iter()
+        .map(|&t| Reading {
+            sensor: SensorKey(0),
+            ts_ms: t,
+            value_kwh: 1.5,
+        })
+        .collect();
+    store.append(ReadingBatch { readings }).await.unwrap();
+    tokio::task::block_in_place(|| {
+        store.flush().unwrap();
+        store.catch_up_rollups().unwrap();
+    });
+    let tz: Tz = ZONES[0].parse().unwrap();
+    let count = |res| store.rollups().series("b0", tz, res, TimeRange::ALL).len();
+    assert_eq!(
+        (
+            count(Resolution::Hour),
+            count(Resolution::Day),
+            count(Resolution::Month)
+        ),
+        (2, 2, 2)
+    );
+    let rollups = dir.path().join("chunks/rollups");
+    assert!(
+        rollups
+            .join("building_hourly/day=2026-09-01/part.parquet")
+            .exists()
+    );
+    assert!(
+        rollups
+            .join("building_daily/month=2026-09/part.parquet")
+            .exists()
+    );
+
+    tokio::task::block_in_place(|| store.rollups().drop_expired(ms("2026-09-15T00:00:00Z")))
+        .unwrap();
+    assert_eq!(
+        (
+            count(Resolution::Hour),
+            count(Resolution::Day),
+            count(Resolution::Month)
+        ),
+        (1, 1, 1)
+    );
+    assert!(!rollups.join("building_hourly/day=2026-09-01").exists());
+    assert!(!rollups.join("sensor_hourly/day=2026-09-01").exists());
+    assert!(
+        !rollups
+            .join("building_daily/month=2026-09/part.parquet")
+            .exists()
+    );
+    assert!(
+        rollups
+            .join("building_daily/month=2026-10/part.parquet")
+            .exists()
+    );
+    // The October rollups are still right after a restart.
+    drop(store);
+    let store = ReadingStore::open(dir.path(), catalog).unwrap().0;
+    let days = store
+        .rollups()
+        .series("b0", tz, Resolution::Day, TimeRange::ALL);
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].1.kwh, 1.5);
+}

@@ -131,13 +131,17 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish in time; closing them"),
     }
-    let _ = maintenance.await;
+    // Background steps stop at their next tick. One already running on a
+    // blocking thread (a flush, a rollup step) is crash-safe: it is not
+    // waited for beyond a moment, so the exit stays within 10 s.
+    let _ = tokio::time::timeout(Duration::from_millis(500), maintenance).await;
     if let Some(demo) = demo {
-        let _ = demo.await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), demo).await;
     }
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped");
-    Ok(())
+    // Do not wait for blocking threads still finishing a background step.
+    std::process::exit(0)
 }
 
 fn web_config(s: &Settings) -> WebConfig {

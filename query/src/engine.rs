@@ -117,10 +117,12 @@ impl QueryEngine {
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         catalog_tables::register(&ctx, self.store.catalog(), scope)?;
+        let snapshot = self.store.snapshot();
         ctx.register_table(
             "readings",
             Arc::new(ReadingsTable::new(
                 self.store.clone(),
+                snapshot,
                 self.names(),
                 scope.clone(),
             )),

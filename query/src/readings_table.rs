@@ -91,9 +91,16 @@ pub(crate) struct ReadingsTable {
 }
 
 impl ReadingsTable {
-    pub(crate) fn new(store: Arc<ReadingStore>, names: Arc<SensorNames>, scope: Scope) -> Self {
+    /// `names` must be built after `snapshot` was taken, so it knows every
+    /// sensor the snapshot holds (sensors are never deleted).
+    pub(crate) fn new(
+        store: Arc<ReadingStore>,
+        snapshot: Snapshot,
+        names: Arc<SensorNames>,
+        scope: Scope,
+    ) -> Self {
         Self {
-            snapshot: store.snapshot(),
+            snapshot,
             store,
             names,
             scope,

@@ -8,7 +8,7 @@
 //! neither.
 //!
 //! Tables: `chunks` (chunk id -> [`ChunkMeta`] as JSON) and `counters`
-//! (`next_chunk_id`).
+//! (`next_chunk_id`, `next_wal_seq`).
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -19,6 +19,13 @@ use crate::wal::WAL_TABLE;
 const CHUNKS: TableDefinition<'static, u64, &'static str> = TableDefinition::new("chunks");
 const COUNTERS: TableDefinition<'static, &'static str, u64> = TableDefinition::new("counters");
 const NEXT_CHUNK_ID: &str = "next_chunk_id";
+/// Lower bound for the next write-ahead sequence number, recorded when a
+/// flush trims the write-ahead, so numbers are never reused even when the
+/// write-ahead is empty at start.
+const NEXT_WAL_SEQ: &str = "next_wal_seq";
+/// Raw readings before this instant (epoch ms, stored as `u64` bits) may
+/// have been dropped by retention.
+const RAW_FLOOR: &str = "raw_floor_ms";
 
 /// One atomic change of the manifest.
 #[derive(Debug, Default)]
@@ -28,6 +35,26 @@ pub(crate) struct ManifestChange {
     /// Write-ahead records with a smaller sequence number are deleted.
     pub(crate) trim_wal_below: Option<u64>,
     pub(crate) next_chunk_id: u64,
+    /// Retention dropped raw readings before this instant.
+    pub(crate) raw_floor_ms: Option<i64>,
+}
+
+/// The smallest next write-ahead sequence number the manifest allows.
+pub(crate) fn next_wal_seq(db: &Database) -> Result<u64> {
+    let txn = db.begin_read()?;
+    Ok(txn
+        .open_table(COUNTERS)?
+        .get(NEXT_WAL_SEQ)?
+        .map_or(0, |v| v.value()))
+}
+
+/// The instant before which retention may have dropped raw readings.
+pub(crate) fn raw_floor_ms(db: &Database) -> Result<i64> {
+    let txn = db.begin_read()?;
+    Ok(txn
+        .open_table(COUNTERS)?
+        .get(RAW_FLOOR)?
+        .map_or(i64::MIN, |v| v.value() as i64))
 }
 
 /// Creates the tables if needed and returns the chunks and the next id.
@@ -115,7 +142,18 @@ pub(crate) fn commit(db: &Database, change: &ManifestChange) -> Result<()> {
         }
         txn.open_table(COUNTERS)?
             .insert(NEXT_CHUNK_ID, change.next_chunk_id)?;
+        if let Some(floor) = change.raw_floor_ms {
+            let mut counters = txn.open_table(COUNTERS)?;
+            let current = counters
+                .get(RAW_FLOOR)?
+                .map_or(i64::MIN, |v| v.value() as i64);
+            counters.insert(RAW_FLOOR, current.max(floor) as u64)?;
+        }
         if let Some(below) = change.trim_wal_below {
+            let mut counters = txn.open_table(COUNTERS)?;
+            let current = counters.get(NEXT_WAL_SEQ)?.map_or(0, |v| v.value());
+            counters.insert(NEXT_WAL_SEQ, current.max(below))?;
+            drop(counters);
             let mut wal = txn.open_table(WAL_TABLE)?;
             wal.retain_in(..below, |_, _| false)?;
         }

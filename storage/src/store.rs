@@ -90,6 +90,8 @@ pub struct Snapshot {
     pub chunks: Vec<Arc<ChunkFile>>,
     /// Memtables, oldest first; all newer than every chunk.
     pub memtables: Vec<Arc<Memtable>>,
+    /// Raw readings before this instant may have been dropped by retention.
+    pub raw_floor_ms: i64,
 }
 
 impl Snapshot {
@@ -171,6 +173,8 @@ pub struct ReadingStore {
     /// Serialises maintenance; holds the next chunk id.
     maintenance: Mutex<u64>,
     rollups: Rollups,
+    /// See [`Snapshot::raw_floor_ms`].
+    raw_floor: std::sync::atomic::AtomicI64,
 }
 
 impl ReadingStore {
@@ -193,7 +197,9 @@ impl ReadingStore {
             chunks.insert(file.meta.id, Arc::new(file));
         }
         let active = Arc::new(Memtable::default());
-        let (next_seq, batches, readings) = replay(&wal, &active)?;
+        let (replayed_next, batches, readings) = replay(&wal, &active)?;
+        let next_seq = replayed_next.max(manifest::next_wal_seq(wal.get()?.as_ref())?);
+        let raw_floor = manifest::raw_floor_ms(wal.get()?.as_ref())?;
         let marks = Arc::new(Marks::default());
         marks.set_applied(next_seq);
         let rollups = Rollups::open(data_dir, catalog.clone(), wal.clone(), marks.clone())?;
@@ -227,6 +233,7 @@ impl ReadingStore {
             writer: Mutex::new(Some(handle)),
             maintenance: Mutex::new(next_chunk_id),
             rollups,
+            raw_floor: std::sync::atomic::AtomicI64::new(raw_floor),
         };
         store.record_chunk_metrics();
         Ok((store, report))
@@ -257,7 +264,11 @@ impl ReadingStore {
         chunks.sort_by_key(|c| c.meta.precedence);
         let mut memtables: Vec<_> = tiers.frozen.iter().map(|(m, _)| m.clone()).collect();
         memtables.push(tiers.active.clone());
-        Snapshot { chunks, memtables }
+        Snapshot {
+            chunks,
+            memtables,
+            raw_floor_ms: self.raw_floor.load(std::sync::atomic::Ordering::Acquire),
+        }
     }
 
     /// Readings in the active memtable (the trigger for a size-based flush).
@@ -310,6 +321,7 @@ impl ReadingStore {
                         remove: vec![],
                         trim_wal_below: Some(wal_upto),
                         next_chunk_id: *next_id,
+                        raw_floor_ms: None,
                     },
                 )
             })();
@@ -373,6 +385,7 @@ impl ReadingStore {
                 remove: files.iter().map(|f| f.meta.id).collect(),
                 trim_wal_below: None,
                 next_chunk_id: *next_id,
+                raw_floor_ms: None,
             };
             if let Err(e) = self.wal.get().and_then(|db| manifest::commit(&db, &change)) {
                 self.discard(std::slice::from_ref(&meta));
@@ -399,12 +412,20 @@ impl ReadingStore {
         if expired.is_empty() {
             return Ok(0);
         }
+        let floor = expired
+            .iter()
+            .map(|c| (c.meta.day + 1) * crate::chunk::DAY_MS)
+            .max()
+            .unwrap_or(i64::MIN);
         let change = ManifestChange {
             remove: expired.iter().map(|c| c.meta.id).collect(),
             next_chunk_id: *next_id,
+            raw_floor_ms: Some(floor),
             ..ManifestChange::default()
         };
         manifest::commit(self.wal.get()?.as_ref(), &change)?;
+        self.raw_floor
+            .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
         self.swap_chunks(&expired, None);
         self.record_chunk_metrics();
         Ok(expired.len())
@@ -432,7 +453,11 @@ impl ReadingStore {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         // The write-ahead first: the catalog copied after it knows every
         // sensor its records name.
-        let chunks = manifest::backup_to(self.wal.get()?.as_ref(), &dir.join("wal.redb"))?;
+        // The rollup files as of the same moment as the dirty marks copied
+        // with the write-ahead: no rollup step runs in between.
+        let chunks = self.rollups.backup_with(dir, || {
+            manifest::backup_to(self.wal.get()?.as_ref(), &dir.join("wal.redb"))
+        })?;
         self.catalog.backup_to(&dir.join("meta.redb"))?;
         let mut bytes = 0;
         for meta in &chunks {
@@ -717,6 +742,10 @@ mod tests {
         let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
         assert_eq!((report.batches, report.chunks), (0, 2));
         assert_eq!(visible(&store), before);
+        // Sequence numbers are never reused, even with the write-ahead
+        // empty at start.
+        let next = store.append(batch(&[(0, T0 + 5, 1.0)])).await.unwrap();
+        assert_eq!(next, WalSequence(1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

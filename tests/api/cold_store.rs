@@ -312,6 +312,12 @@ async fn backup_of_a_running_and_of_a_stopped_appliance_serves_the_same_data() {
     server.flush().await;
     assert_eq!(server.post_json(&spread(t, 4.0)).await.status(), 202); // hot
     let want = answers(&server).await;
+    let flushed = server.flush().await;
+    assert_eq!(flushed["flushed_readings"], 96);
+    let want_daily = server
+        .sql("SELECT sum(kwh), sum(readings) FROM building_daily")
+        .await;
+    assert_eq!(want_daily[0][1], 96);
 
     let data_dir = server.data_dir.clone();
     let backup = |target: &std::path::Path, listen: &str| {
@@ -360,6 +366,14 @@ async fn backup_of_a_running_and_of_a_stopped_appliance_serves_the_same_data() {
     std::fs::rename(&live, copy.path().join("data")).unwrap();
     let restored = Server::start(copy.path()).await;
     assert_eq!(answers(&restored).await, want, "the live backup");
+    // Rollups come along (and pending rollup work with them).
+    restored.flush().await;
+    let daily = "SELECT sum(kwh), sum(readings) FROM building_daily";
+    assert_eq!(
+        restored.sql(daily).await,
+        want_daily,
+        "rollups in the live backup"
+    );
     drop(restored);
 
     let copy = tempfile::tempdir().unwrap();

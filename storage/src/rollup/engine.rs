@@ -215,12 +215,13 @@ impl Rollups {
     fn process_day(&self, day: i64, snapshot: &impl Fn() -> Snapshot) -> Result<bool> {
         let started = Instant::now();
         // (1)-(3): see `marks`.
-        self.marks
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(d, _)| *d != day);
-        let applied = self.marks.applied();
+        // (1) and (2) under one lock: a batch marking this day again either
+        // committed before (and is below `applied`) or marks anew after.
+        let applied = {
+            let mut known = self.marks.known.lock().unwrap_or_else(|e| e.into_inner());
+            known.retain(|(d, _)| *d != day);
+            self.marks.applied()
+        };
         let snap = snapshot();
         let db = self.wal.get()?;
         let taken: Vec<(u32, u64)> = {
@@ -299,19 +300,31 @@ impl Rollups {
             .filter_map(|k| names.ids(*k))
             .map(|i| &*i.sensor_id)
             .collect();
+        // Hours that start before the raw floor may have lost readings to
+        // retention: there an existing sensor hour is kept rather than
+        // recomputed from what is left.
+        let floor = snap.raw_floor_ms;
         let mut touched: HashMap<Arc<str>, BTreeSet<NaiveDate>> = HashMap::new();
         for p in [day - 1, day] {
             let path = self.partition_path(RollupTable::SensorHourly, &day_name(p));
-            let mut rows: Vec<RollupRow> = read_partition(RollupTable::SensorHourly, &path)?
-                .into_iter()
-                .filter(|r| {
-                    !r.sensor_id
-                        .as_deref()
-                        .is_some_and(|s| dirty_ids.contains(s))
-                })
-                .collect();
+            let mut rows = Vec::new();
+            let mut kept: HashSet<(Arc<str>, i64)> = HashSet::new();
+            for r in read_partition(RollupTable::SensorHourly, &path)? {
+                match r.sensor_id.clone() {
+                    Some(s) if dirty_ids.contains(&*s) => {
+                        if r.at < floor {
+                            kept.insert((s, r.at));
+                            rows.push(r);
+                        }
+                    }
+                    _ => rows.push(r),
+                }
+            }
             for ((_, key, h), agg) in fresh.iter().filter(|((q, _, _), _)| *q == p) {
                 let Some(ids) = names.ids(*key) else { continue };
+                if *h < floor && kept.contains(&(ids.sensor_id.clone(), *h)) {
+                    continue;
+                }
                 rows.push(RollupRow {
                     sensor_id: Some(ids.sensor_id.clone()),
                     building_id: ids.building_id.clone(),
@@ -326,7 +339,7 @@ impl Rollups {
                 (&a.building_id, &a.sensor_id, a.at).cmp(&(&b.building_id, &b.sensor_id, b.at))
             });
             write_partition(RollupTable::SensorHourly, &path, &rows)?;
-            self.replace_building_hours(p, sensors, &names, &rows, &mut touched);
+            self.replace_building_hours(p, sensors, &names, &rows, &mut touched)?;
         }
         self.rederive(&touched)?;
         Ok(())
@@ -342,7 +355,7 @@ impl Rollups {
         names: &SensorNames,
         rows: &[RollupRow],
         touched: &mut HashMap<Arc<str>, BTreeSet<NaiveDate>>,
-    ) {
+    ) -> Result<()> {
         let affected: HashSet<Arc<str>> = sensors
             .iter()
             .filter_map(|k| names.ids(*k))
@@ -393,13 +406,12 @@ impl Rollups {
                 .collect()
         });
         drop(buildings);
-        if let Err(e) = write_partition(
+        // On failure the step fails and its marks stay: it is repeated.
+        write_partition(
             RollupTable::BuildingHourly,
             &self.partition_path(RollupTable::BuildingHourly, &day_name(p)),
             &rows,
-        ) {
-            tracing::error!(error = %e, "writing a building_hourly partition failed; it is rewritten at the next change");
-        }
+        )
     }
 
     /// Recomputes the `touched` local days from hours, their months from
@@ -579,6 +591,21 @@ impl Rollups {
         })
     }
 
+    /// Runs `f` while no rollup step runs, then copies the rollup files
+    /// into `dir` (hard links where possible). Used by backup, so the copy
+    /// matches the dirty marks `f` copies.
+    pub(crate) fn backup_with<T>(
+        &self,
+        dir: &std::path::Path,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f()?;
+        let from = self.data_dir.join("chunks").join("rollups");
+        copy_tree(&from, &dir.join("chunks").join("rollups"))?;
+        Ok(out)
+    }
+
     /// Files of `sensor_hourly`, for SQL.
     pub fn sensor_hourly_files(&self) -> Vec<PathBuf> {
         partitions(RollupTable::SensorHourly, &self.data_dir)
@@ -621,6 +648,28 @@ impl Rollups {
         // from memory, so their months are recomputed without them).
         self.rederive(&touched)
     }
+}
+
+/// Hard-links (or copies) every file below `from` to the same place below
+/// `to`, skipping temporary files.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(to)
+        .map_err(|e| crate::error::Error::io(format!("creating {}", to.display()), e))?;
+    for entry in entries.flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if !entry.file_name().to_string_lossy().starts_with(".tmp")
+            && std::fs::hard_link(&src, &dst).is_err()
+        {
+            std::fs::copy(&src, &dst)
+                .map_err(|e| crate::error::Error::io(format!("copying {}", src.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Rows of every building from `points`.

@@ -339,3 +339,53 @@ async fn rollup_retention_drops_old_buckets_and_their_files() {
     assert_eq!(days.len(), 1);
     assert_eq!(days[0].1.kwh, 1.5);
 }
+
+/// A late reading on the day after one whose raw readings retention
+/// dropped must not wipe that day's rollups (its recompute window reaches
+/// back a day).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reading_next_to_dropped_raw_data_keeps_its_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = setup(dir.path());
+    let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+    let reading = |t: &str, v: f64| Reading {
+        sensor: SensorKey(0),
+        ts_ms: ms(t),
+        value_kwh: v,
+    };
+    store
+        .append(ReadingBatch {
+            readings: vec![
+                reading("2026-10-01T10:00:00Z", 2.0),
+                reading("2026-10-02T10:00:00Z", 1.0),
+            ],
+        })
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        store.flush().unwrap();
+        store.catch_up_rollups().unwrap();
+        assert_eq!(store.drop_expired(ms("2026-10-02T00:00:00Z")).unwrap(), 1);
+    });
+    store
+        .append(ReadingBatch {
+            readings: vec![reading("2026-10-02T11:00:00Z", 5.0)],
+        })
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| store.catch_up_rollups()).unwrap();
+    let tz: Tz = ZONES[0].parse().unwrap();
+    let days: Vec<(NaiveDate, f64)> = store
+        .rollups()
+        .series("b0", tz, Resolution::Day, TimeRange::ALL)
+        .into_iter()
+        .map(|(t, a)| (local_date(tz, t), a.kwh))
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            (NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 2.0),
+            (NaiveDate::from_ymd_opt(2026, 10, 2).unwrap(), 6.0)
+        ]
+    );
+}

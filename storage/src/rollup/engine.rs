@@ -22,7 +22,7 @@ use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::calendar::{day_start, hour_start, local_date, month_of, next_day, next_month};
+use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
 use super::files::{RollupRow, RollupTable, partitions, read_partition, write_partition};
 use super::marks::{DIRTY, Marks};
 use crate::catalog::Catalog;
@@ -417,6 +417,16 @@ impl Rollups {
     /// Recomputes the `touched` local days from hours, their months from
     /// days, and writes the daily and monthly files concerned.
     fn rederive(&self, touched: &HashMap<Arc<str>, BTreeSet<NaiveDate>>) -> Result<()> {
+        self.rederive_with(touched, true)
+    }
+
+    /// As [`Self::rederive`]; with `from_hours` false the days are taken as
+    /// they are and only their months are recomputed.
+    fn rederive_with(
+        &self,
+        touched: &HashMap<Arc<str>, BTreeSet<NaiveDate>>,
+        from_hours: bool,
+    ) -> Result<()> {
         let view = self.catalog.view();
         let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
         let mut months_touched: BTreeSet<NaiveDate> = BTreeSet::new();
@@ -429,11 +439,13 @@ impl Rollups {
             };
             let mut months = BTreeSet::new();
             for &d in days {
-                let span = day_start(tz, d)..day_start(tz, next_day(d));
-                match Agg::sum(entry.hourly.range(span).map(|(_, a)| a)) {
-                    Some(a) => entry.daily.insert(d, a),
-                    None => entry.daily.remove(&d),
-                };
+                if from_hours {
+                    let span = day_start(tz, d)..day_start(tz, next_day(d));
+                    match Agg::sum(entry.hourly.range(span).map(|(_, a)| a)) {
+                        Some(a) => entry.daily.insert(d, a),
+                        None => entry.daily.remove(&d),
+                    };
+                }
                 months.insert(
                     NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("first of month"),
                 );
@@ -632,21 +644,26 @@ impl Rollups {
             }
         }
         let mut touched = HashMap::new();
+        let view = self.catalog.view();
         let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
         for (id, b) in buildings.iter_mut() {
             b.hourly = b.hourly.split_off(&cutoff_ms);
-            let cutoff_date = from_days(cutoff_day);
+            // Whole local days before the cutoff go; the day holding it stays.
+            let tz = view
+                .building(id)
+                .map_or(Tz::UTC, |bb| parse_tz(&bb.timezone));
+            let cutoff_date = local_date(tz, cutoff_ms);
             let old: BTreeSet<NaiveDate> = b.daily.range(..cutoff_date).map(|(d, _)| *d).collect();
             if !old.is_empty() {
                 b.daily = b.daily.split_off(&cutoff_date);
-                b.monthly = b.monthly.split_off(&month_of(Tz::UTC, cutoff_ms));
                 touched.insert(id.clone(), old);
             }
         }
         drop(buildings);
-        // Rewrites the daily and monthly files concerned (the days are gone
-        // from memory, so their months are recomputed without them).
-        self.rederive(&touched)
+        drop(view);
+        // Months of the dropped days are recomputed from the days left, and
+        // the daily and monthly files concerned rewritten.
+        self.rederive_with(&touched, false)
     }
 }
 

@@ -314,22 +314,16 @@ impl ReadingStore {
                     *next_id += 1;
                     written.push(write_chunk(&self.data_dir, id, id, day, &rows, &names)?);
                 }
-                manifest::commit(
-                    self.wal.get()?.as_ref(),
-                    &ManifestChange {
-                        add: written.clone(),
-                        remove: vec![],
-                        trim_wal_below: Some(wal_upto),
-                        next_chunk_id: *next_id,
-                        raw_floor_ms: None,
-                    },
-                )
+                self.commit_change(&ManifestChange {
+                    add: written.clone(),
+                    remove: vec![],
+                    trim_wal_below: Some(wal_upto),
+                    next_chunk_id: *next_id,
+                    raw_floor_ms: None,
+                })
             })();
             if let Err(e) = result {
                 self.discard(&written);
-                if matches!(e, Error::Database(_) | Error::StorageFull) {
-                    self.wal.reset();
-                }
                 return Err(e);
             }
             report.readings += mem.len();
@@ -387,7 +381,7 @@ impl ReadingStore {
                 next_chunk_id: *next_id,
                 raw_floor_ms: None,
             };
-            if let Err(e) = self.wal.get().and_then(|db| manifest::commit(&db, &change)) {
+            if let Err(e) = self.commit_change(&change) {
                 self.discard(std::slice::from_ref(&meta));
                 return Err(e);
             }
@@ -423,7 +417,7 @@ impl ReadingStore {
             raw_floor_ms: Some(floor),
             ..ManifestChange::default()
         };
-        manifest::commit(self.wal.get()?.as_ref(), &change)?;
+        self.commit_change(&change)?;
         self.raw_floor
             .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
         self.swap_chunks(&expired, None);
@@ -498,6 +492,34 @@ impl ReadingStore {
             tiers
                 .chunks
                 .insert(meta.id, Arc::new(ChunkFile::new(&self.data_dir, meta)));
+        }
+    }
+
+    /// Commits a manifest change. An I/O error can surface after a commit
+    /// became durable; so after an error the database is reopened and the
+    /// manifest read back, and the change counts as made if it is there.
+    /// Only a change known not to have landed is an error (whose new files
+    /// the caller then deletes).
+    fn commit_change(&self, change: &ManifestChange) -> Result<()> {
+        let Err(e) = self.wal.get().and_then(|db| manifest::commit(&db, change)) else {
+            return Ok(());
+        };
+        self.wal.reset();
+        let landed = self
+            .wal
+            .get()
+            .and_then(|db| manifest::load(&db))
+            .map(|(metas, _)| {
+                let ids: std::collections::HashSet<u64> = metas.iter().map(|m| m.id).collect();
+                change.add.iter().all(|m| ids.contains(&m.id))
+                    && change.remove.iter().all(|id| !ids.contains(id))
+            });
+        match landed {
+            Ok(true) if !change.add.is_empty() || !change.remove.is_empty() => {
+                tracing::warn!(error = %e, "a manifest commit reported an error but is durable");
+                Ok(())
+            }
+            _ => Err(e),
         }
     }
 

@@ -33,6 +33,8 @@ mod memtable;
 mod reading;
 pub mod rollup;
 mod store;
+#[cfg(test)]
+mod test_util;
 mod wal;
 
 pub use catalog::{

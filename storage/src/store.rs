@@ -614,35 +614,13 @@ fn remove_stray_files(data_dir: &Path, metas: &[ChunkMeta]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{NewBuilding, NewSensor};
-    use crate::ids::{BuildingId, SensorId, SensorKey, TenantId};
+    use crate::ids::SensorKey;
 
     const T0: i64 = 1_764_979_200_000; // 2025-12-06T00:00:00Z
     const QUARTER: i64 = 900_000;
 
     fn catalog(dir: &Path, sensors: u32) -> Arc<Catalog> {
-        let c = Catalog::open(dir).unwrap();
-        c.create_tenant(TenantId::parse("t").unwrap(), "T".into())
-            .unwrap();
-        c.create_building(NewBuilding {
-            id: BuildingId::parse("b").unwrap(),
-            tenant_id: TenantId::parse("t").unwrap(),
-            name: "B".into(),
-            floor_area_m2: None,
-            timezone: None,
-        })
-        .unwrap();
-        for i in 0..sensors {
-            c.create_sensor(NewSensor {
-                id: SensorId::parse(&format!("s{i}")).unwrap(),
-                building_id: BuildingId::parse("b").unwrap(),
-                kind: None,
-                unit: None,
-                is_active: None,
-            })
-            .unwrap();
-        }
-        Arc::new(c)
+        crate::test_util::catalog_with_sensors(dir, sensors)
     }
 
     fn batch(values: &[(u32, i64, f64)]) -> ReadingBatch {

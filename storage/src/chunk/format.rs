@@ -231,31 +231,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Catalog, NewBuilding, NewSensor};
     use crate::chunk::SensorNames;
-    use crate::ids::{BuildingId, SensorId, SensorKey, TenantId};
+    use crate::ids::SensorKey;
 
     fn names(dir: &Path) -> SensorNames {
-        let c = Catalog::open(dir).unwrap();
-        c.create_tenant(TenantId::parse("t").unwrap(), "T".into())
-            .unwrap();
-        c.create_building(NewBuilding {
-            id: BuildingId::parse("b").unwrap(),
-            tenant_id: TenantId::parse("t").unwrap(),
-            name: "B".into(),
-            floor_area_m2: None,
-            timezone: None,
-        })
-        .unwrap();
-        c.create_sensor(NewSensor {
-            id: SensorId::parse("s").unwrap(),
-            building_id: BuildingId::parse("b").unwrap(),
-            kind: None,
-            unit: None,
-            is_active: None,
-        })
-        .unwrap();
-        SensorNames::from_catalog(&c.view())
+        SensorNames::from_catalog(&crate::test_util::catalog_with_sensors(dir, 1).view())
     }
 
     fn rows(values: &[f64]) -> Vec<Reading> {

@@ -123,25 +123,20 @@ async fn the_per_address_request_rate_is_limited() {
         Server::start_with(dir.path(), with_config("[ingest]\nrate_limit_per_ip = 5\n")).await;
     server.setup("t", "b", &["s"]).await;
     let t = now_minute_ms();
-    let mut statuses = Vec::new();
-    for i in 0..8 {
-        let r = server.post_json(&batch("s", t - i * 60_000, 1)).await;
-        if r.status() == 429 {
-            assert!(r.headers().contains_key("retry-after"));
+    // Twenty requests at once: the bucket holds five, and refills at five
+    // a second, so at most a couple more can pass while they arrive.
+    let sends = (0..20).map(|i| server.post_json_owned(batch("s", t - i * 60_000, 1)));
+    let answers = futures::future::join_all(sends).await;
+    let mut accepted = 0;
+    for r in &answers {
+        match r.status().as_u16() {
+            202 => accepted += 1,
+            429 => assert!(r.headers().contains_key("retry-after")),
+            other => panic!("unexpected {other}"),
         }
-        statuses.push(r.status().as_u16());
     }
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 202).count(),
-        5,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 429).count(),
-        3,
-        "{statuses:?}"
-    );
-    assert_eq!(server.readings("s").await.len(), 5);
+    assert!((5..=7).contains(&accepted), "{accepted} accepted");
+    assert_eq!(server.readings("s").await.len(), accepted);
     // Reads are not ingestion and are not limited by it.
     let r = server
         .admin(Method::GET, "/api/v1/sensors/s")

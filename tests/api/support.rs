@@ -223,6 +223,12 @@ impl Server {
         r.json().await.unwrap()
     }
 
+    /// POSTs a JSON batch with the admin key (owning the body, for
+    /// concurrent sends).
+    pub async fn post_json_owned(&self, body: Value) -> Response {
+        self.post_json(&body).await
+    }
+
     /// All readings of a sensor as `(ts, value)`.
     pub async fn readings(&self, sensor: &str) -> Vec<(String, f64)> {
         let v = self

@@ -3,7 +3,7 @@
 //! Tenant, building and sensor ids are chosen by clients: 1 to 64 characters
 //! of `A-Za-z0-9_.:-`. Parsing them once at the edge means everything past it
 //! handles only valid ids. A [`SensorKey`] is the compact number the catalog
-//! assigns to each sensor at creation; the write-ahead and the hot buffer
+//! assigns to each sensor at creation; the write-ahead and the memtables
 //! store that instead of the id string.
 
 use std::fmt;

@@ -43,7 +43,7 @@ pub use catalog::{
 };
 pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
-pub use memtable::{Memtable, SeriesSlice};
+pub use memtable::Memtable;
 pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use store::{BackupReport, FlushReport, ReadingStore, RecoveryReport, Snapshot};
 pub use wal::WalSequence;

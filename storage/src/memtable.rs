@@ -3,9 +3,9 @@
 //! The hot data is one active memtable, which the write-ahead writer fills,
 //! plus frozen ones waiting to become chunk files. Each sensor's readings
 //! sit in a `BTreeMap` from timestamp to value, so a correction replaces the
-//! old value in place and a time-range read is one ordered range scan.
-//! Sensors are spread over shards, each behind its own lock, so the writer
-//! thread and readers of other sensors do not contend.
+//! old value in place and a time-range read is one ordered range scan per
+//! sensor. Sensors are spread over shards, each behind its own lock, so
+//! the writer thread and readers do not hold one lock for everything.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -17,15 +17,6 @@ use crate::reading::{Reading, TimeRange};
 const SHARDS: usize = 16;
 
 type Series = BTreeMap<i64, f64>;
-
-/// What reading a sensor's range found.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SeriesSlice {
-    /// `(ts_ms, value_kwh)` in timestamp order.
-    pub points: Vec<(i64, f64)>,
-    /// True when more points than the limit lay in the range.
-    pub truncated: bool,
-}
 
 pub struct Memtable {
     shards: Vec<RwLock<HashMap<SensorKey, Series>>>,
@@ -42,10 +33,6 @@ impl Default for Memtable {
 }
 
 impl Memtable {
-    fn shard(&self, key: SensorKey) -> &RwLock<HashMap<SensorKey, Series>> {
-        &self.shards[key.0 as usize % SHARDS]
-    }
-
     /// Applies readings in order; a later one for the same `(sensor, ts)`
     /// replaces an earlier one.
     pub(crate) fn apply(&self, readings: &[Reading]) {
@@ -71,23 +58,6 @@ impl Memtable {
             }
         }
         self.distinct.fetch_add(added, Ordering::Relaxed);
-    }
-
-    /// The sensor's readings in `range`, at most `limit` of them.
-    pub fn range(&self, sensor: SensorKey, range: TimeRange, limit: usize) -> SeriesSlice {
-        let map = self.shard(sensor).read().unwrap_or_else(|e| e.into_inner());
-        let Some(series) = map.get(&sensor) else {
-            return SeriesSlice::default();
-        };
-        if range.start_ms >= range.end_ms {
-            return SeriesSlice::default();
-        }
-        let mut iter = series
-            .range(range.start_ms..range.end_ms)
-            .map(|(&t, &v)| (t, v));
-        let points: Vec<_> = iter.by_ref().take(limit).collect();
-        let truncated = iter.next().is_some();
-        SeriesSlice { points, truncated }
     }
 
     /// Every reading in `range`, for sensors `wanted` accepts, in (sensor,
@@ -141,33 +111,39 @@ mod tests {
         hot.apply(&[r(1, 10, 1.0), r(1, 20, 2.0), r(2, 10, 5.0)]);
         hot.apply(&[r(1, 10, 1.5), r(1, 10, 1.75)]);
         assert_eq!(hot.len(), 3);
-        let got = hot.range(SensorKey(1), TimeRange::ALL, 10);
-        assert_eq!(got.points, vec![(10, 1.75), (20, 2.0)]);
-        assert!(!got.truncated);
+        let got = hot.readings(|k| k == SensorKey(1), TimeRange::ALL);
+        assert_eq!(got, vec![r(1, 10, 1.75), r(1, 20, 2.0)]);
     }
 
     #[test]
-    fn range_is_half_open_and_limited() {
+    fn readings_are_half_open_and_ordered_by_sensor_then_time() {
         let hot = Memtable::default();
-        hot.apply(&(0..10).map(|t| r(3, t, t as f64)).collect::<Vec<_>>());
-        let got = hot.range(
-            SensorKey(3),
-            TimeRange {
-                start_ms: 2,
-                end_ms: 8,
-            },
-            3,
+        hot.apply(&(0..10).rev().map(|t| r(3, t, t as f64)).collect::<Vec<_>>());
+        hot.apply(&[r(1, 5, 0.5)]);
+        let range = TimeRange {
+            start_ms: 2,
+            end_ms: 6,
+        };
+        let got = hot.readings(|_| true, range);
+        assert_eq!(
+            got,
+            vec![
+                r(1, 5, 0.5),
+                r(3, 2, 2.0),
+                r(3, 3, 3.0),
+                r(3, 4, 4.0),
+                r(3, 5, 5.0)
+            ]
         );
-        assert_eq!(got.points, vec![(2, 2.0), (3, 3.0), (4, 4.0)]);
-        assert!(got.truncated);
-        let empty = hot.range(
-            SensorKey(3),
-            TimeRange {
-                start_ms: 8,
-                end_ms: 2,
-            },
-            3,
+        assert!(
+            hot.readings(
+                |_| true,
+                TimeRange {
+                    start_ms: 8,
+                    end_ms: 2
+                }
+            )
+            .is_empty()
         );
-        assert!(empty.points.is_empty());
     }
 }

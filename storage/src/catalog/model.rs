@@ -36,7 +36,7 @@ pub struct Building {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sensor {
     pub id: SensorId,
-    /// Compact number used by the write-ahead and the hot buffer.
+    /// Compact number used by the write-ahead and the memtables.
     pub key: SensorKey,
     pub building_id: BuildingId,
     /// Denormalised from the building (a building never changes tenant), so

@@ -17,8 +17,9 @@
 //! it does the same on a tiny data set, which keeps the benchmark tested.
 
 mod common;
+#[path = "../tests/api/pydeps.rs"]
+mod pydeps;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,7 +183,7 @@ fn duckdb_median(sql: &str) -> Duration {
     );
     let out = Command::new("python3")
         .args(["-c", &script])
-        .env("PYTHONPATH", duckdb_path())
+        .env("PYTHONPATH", pydeps::duckdb_pythonpath())
         .output()
         .expect("python3");
     assert!(
@@ -191,33 +192,4 @@ fn duckdb_median(sql: &str) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
-}
-
-/// DuckDB for Python, installed from PyPI on first use.
-fn duckdb_path() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
-    let ok = |d: &Path| {
-        Command::new("python3")
-            .args(["-c", "import duckdb"])
-            .env("PYTHONPATH", d)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(&dir) {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg("duckdb==2.0.1")
-            .status()
-            .unwrap();
-        assert!(status.success() && ok(&dir), "installing duckdb failed");
-    }
-    dir
 }

@@ -12,6 +12,7 @@ mod energy;
 mod ingest;
 mod limits;
 mod process;
+mod pydeps;
 mod readback;
 mod sql;
 mod support;

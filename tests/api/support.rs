@@ -353,36 +353,7 @@ pub async fn error_code(r: Response) -> (u16, String, Value) {
     (status, code, v)
 }
 
-/// A Python path holding DuckDB (installed from PyPI on first use into the
-/// test build's temp folder), for checks with an independent reader.
-pub fn duckdb_pythonpath() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
-    let importable = || {
-        Command::new("python3")
-            .args(["-c", "import duckdb"])
-            .env("PYTHONPATH", &dir)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !importable() {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg("duckdb==2.0.1")
-            .status()
-            .expect("python3 -m pip");
-        assert!(status.success(), "installing duckdb from PyPI failed");
-        assert!(importable(), "duckdb still not importable");
-    }
-    dir
-}
+pub(crate) use crate::pydeps::duckdb_pythonpath;
 
 /// Runs a DuckDB SQL query in Python; returns its rows as JSON.
 pub fn duckdb_query(sql: &str) -> Value {

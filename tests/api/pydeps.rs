@@ -1,0 +1,36 @@
+//! DuckDB for Python, the independent reader of chunk files, installed
+//! from PyPI on first use into the build's temp folder. Shared by the
+//! end-to-end tests and the cold-store benchmark (`#[path]`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A `PYTHONPATH` under which `import duckdb` works.
+pub(crate) fn duckdb_pythonpath() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", "import duckdb"])
+            .env("PYTHONPATH", &dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !importable() {
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg("duckdb==2.0.1")
+            .status()
+            .expect("python3 -m pip");
+        assert!(status.success(), "installing duckdb from PyPI failed");
+        assert!(importable(), "duckdb still not importable");
+    }
+    dir
+}

@@ -18,11 +18,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{DAY_MS, QUARTER_MS, Shape, load_day, provision};
+use common::{DAY_MS, Daemon, QUARTER_MS, Shape, load_day, provision};
 use serde_json::{Value, json};
 use wattline_storage::{Catalog, ReadingStore};
 
@@ -257,60 +256,5 @@ async fn post_day(client: &reqwest::Client, server: &Daemon, shape: &Shape, day:
     }
     for t in tasks {
         t.await.unwrap();
-    }
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-    key: String,
-}
-
-impl Daemon {
-    fn start(root: &std::path::Path, data: &std::path::Path) -> Daemon {
-        let config = root.join("bench.toml");
-        std::fs::write(
-            &config,
-            "[ingest]\nmax_body_bytes = 4194304\nrate_limit_per_key = 1000000000\nrate_limit_per_ip = 1000000\n",
-        )
-        .unwrap();
-        let log_path = root.join("server.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wattline"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(data)
-            .env("RUST_LOG", "warn,wattline::serve=info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let addr = loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(rest) = text.split("ready on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-            assert!(Instant::now() < deadline, "daemon did not start: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let key = std::fs::read_to_string(data.join("admin.key"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Daemon {
-            child,
-            base: format!("http://{addr}"),
-            key,
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -22,10 +22,12 @@
 //! Run by `cargo test --all-targets` (without `--bench`) it does a short
 //! smoke run of every case, which keeps the generator itself tested.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Daemon;
 use reqwest::Client;
 use serde_json::json;
 
@@ -252,56 +254,21 @@ async fn target() -> (String, String, Option<ServerGuard>) {
         return (url.trim_end_matches('/').to_owned(), key, None);
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        "[ingest]\nmax_body_bytes = 4194304\nrate_limit_per_key = 1000000000\n\
-         rate_limit_per_ip = 1000000\n",
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_wattline"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn,wattline::serve=info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start wattline");
-    let log_path = dir.path().join("server.log");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(rest) = text.split("ready on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "server did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let key = std::fs::read_to_string(dir.path().join("data/admin.key"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let daemon = Daemon::start(dir.path(), &dir.path().join("data"));
     (
-        format!("http://{addr}"),
-        key,
-        Some(ServerGuard { child, _dir: dir }),
+        daemon.base.clone(),
+        daemon.key.clone(),
+        Some(ServerGuard {
+            _daemon: daemon,
+            _dir: dir,
+        }),
     )
 }
 
+/// Keeps the started daemon and its temporary folder for the run.
 struct ServerGuard {
-    child: Child,
+    _daemon: Daemon,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Tenant, building and sensors for the run (ids unique per run, so a

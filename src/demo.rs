@@ -30,12 +30,6 @@ const QUARTER_MS: i64 = 900_000;
 /// How often the simulated meters post live readings.
 const LIVE_EVERY: Duration = Duration::from_secs(5);
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Energy of one meter over `span_ms` ending at `ts`: an office-hours shape
 /// in the building's local time, lower at weekends, with noise; kWh at
 /// watt-hour resolution.
@@ -149,7 +143,7 @@ pub(crate) async fn run(
 }
 
 fn backfill(api: &Api) -> Result<()> {
-    let end = now_ms() / QUARTER_MS * QUARTER_MS;
+    let end = wattline_storage::now_ms() / QUARTER_MS * QUARTER_MS;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut batch = Vec::new();
     for t in ((end - BACKFILL_DAYS * 86_400_000)..end).step_by(QUARTER_MS as usize) {
@@ -173,14 +167,14 @@ fn backfill(api: &Api) -> Result<()> {
 
 async fn live(api: Api, mut stop: watch::Receiver<bool>) -> Result<()> {
     let api = std::sync::Arc::new(api);
-    let mut rng = now_ms() as u64 | 1;
-    let mut last = now_ms();
+    let mut rng = wattline_storage::now_ms() as u64 | 1;
+    let mut last = wattline_storage::now_ms();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LIVE_EVERY) => {}
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
-        let now = now_ms();
+        let now = wattline_storage::now_ms();
         let span = now - last;
         last = now;
         let readings: Vec<Value> = (0..BUILDINGS.len())

@@ -75,9 +75,10 @@ pub(crate) async fn run(
         }
         if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
             last_retention = Some(Instant::now());
-            let cutoff = now_ms().saturating_sub(schedule.retention_raw.as_millis() as i64);
-            let rollup_cutoff =
-                now_ms().saturating_sub(schedule.retention_rollups.as_millis() as i64);
+            let cutoff = wattline_storage::now_ms()
+                .saturating_sub(schedule.retention_raw.as_millis() as i64);
+            let rollup_cutoff = wattline_storage::now_ms()
+                .saturating_sub(schedule.retention_rollups.as_millis() as i64);
             let s = store.clone();
             let dropped = tokio::task::spawn_blocking(move || {
                 s.rollups().drop_expired(rollup_cutoff)?;
@@ -94,10 +95,4 @@ pub(crate) async fn run(
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -70,6 +70,8 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         .context("installing the metrics recorder")?;
     let state = Arc::new(AppState::new(catalog, web_config(&settings), metrics));
 
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -122,7 +124,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         })
     });
 
-    shutdown_signal().await;
+    shutdown_signal(term).await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
@@ -158,9 +160,8 @@ fn web_config(s: &Settings) -> WebConfig {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
 use wattline_storage::{
     BuildingId, Catalog, NewBuilding, NewSensor, Reading, ReadingBatch, ReadingStore, SensorId,
     SensorKey, TenantId,
@@ -98,4 +101,61 @@ pub async fn load_day(store: &ReadingStore, sensors: &[SensorKey], day_start: i6
             .unwrap();
     }
     n
+}
+
+/// The release daemon on a data directory, with limits raised so that
+/// rate limits do not cap a measurement; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub base: String,
+    pub key: String,
+}
+
+impl Daemon {
+    pub fn start(root: &std::path::Path, data: &std::path::Path) -> Daemon {
+        let config = root.join("bench.toml");
+        std::fs::write(
+            &config,
+            "[ingest]\nmax_body_bytes = 4194304\nrate_limit_per_key = 1000000000\nrate_limit_per_ip = 1000000\n",
+        )
+        .unwrap();
+        let log_path = root.join("server.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wattline"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "warn,wattline::serve=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let addr = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(rest) = text.split("ready on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "daemon did not start: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let key = std::fs::read_to_string(data.join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+            key,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -332,7 +332,7 @@ impl Catalog {
                     role: new.role,
                     tenant_id: new.tenant_id,
                     secret_sha256: hash,
-                    created_ms: now_ms(),
+                    created_ms: crate::now_ms(),
                 };
                 Ok((vec![Put::new(KEYS, &key.id.0, &key)], key))
             },
@@ -434,10 +434,6 @@ fn check_timezone(tz: &str) -> Result<String> {
     tz.parse::<chrono_tz::Tz>()
         .map(|z| z.name().to_owned())
         .map_err(|_| Error::InvalidTimezone(tz.to_owned()))
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]

@@ -47,3 +47,8 @@ pub use memtable::Memtable;
 pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use store::{BackupReport, FlushReport, ReadingStore, RecoveryReport, Snapshot};
 pub use wal::WalSequence;
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

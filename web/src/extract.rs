@@ -82,7 +82,8 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for PathParams<
     }
 }
 
-/// Runs a blocking catalog write off the async runtime.
+/// Runs blocking storage work (catalog writes, flush, backup) off the
+/// async runtime.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> wattline_storage::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
@@ -92,7 +93,7 @@ pub async fn blocking<T: Send + 'static>(
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
-                format!("catalog write task failed: {e}"),
+                format!("storage task failed: {e}"),
             )
         })?
         .map_err(ApiError::from)

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::blocking;
 
 #[derive(Serialize)]
 pub(super) struct FlushAnswer {
@@ -28,7 +29,7 @@ pub(super) async fn flush(
 ) -> ApiResult<Json<FlushAnswer>> {
     caller.require_admin()?;
     let store = state.store()?.clone();
-    let answer = tokio::task::spawn_blocking(move || -> wattline_storage::Result<FlushAnswer> {
+    let answer = blocking(move || {
         let flushed = store.flush()?;
         let days = store.compact(true)?;
         store.catch_up_rollups()?;
@@ -38,14 +39,7 @@ pub(super) async fn flush(
             days_compacted: days,
         })
     })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("flush task failed: {e}"),
-        )
-    })??;
+    .await?;
     Ok(Json(answer))
 }
 
@@ -80,15 +74,7 @@ pub(super) async fn backup(
         ));
     }
     let store = state.store()?.clone();
-    let report = tokio::task::spawn_blocking(move || store.backup(&dir))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("backup task failed: {e}"),
-            )
-        })??;
+    let report = blocking(move || store.backup(&dir)).await?;
     Ok(Json(BackupAnswer {
         dir: body.dir,
         chunks: report.chunks,

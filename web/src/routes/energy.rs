@@ -95,7 +95,7 @@ pub(super) async fn energy(
     };
     let end = match &params.end {
         Some(e) => parse_bound("end", e, tz)?,
-        None => super::readings::now_ms() + 1,
+        None => wattline_storage::now_ms() + 1,
     };
     let start = match &params.start {
         Some(s) => parse_bound("start", s, tz)?,

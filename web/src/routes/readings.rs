@@ -112,7 +112,7 @@ pub(super) async fn store_items(
         ));
     }
 
-    let now_ms = now_ms();
+    let now_ms = wattline_storage::now_ms();
     let window = TimeWindow {
         oldest_ms: now_ms.saturating_sub(millis(cfg.retention_raw)),
         newest_ms: now_ms.saturating_add(millis(cfg.max_future)),
@@ -142,13 +142,6 @@ pub(super) async fn store_items(
 
 fn invalid_readings(message: &str, details: Vec<Rejection>) -> ApiError {
     ApiError::bad_request("invalid_readings", message).with_details(details)
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn millis(d: Duration) -> i64 {

@@ -16,7 +16,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{QueryParams, read_body};
 use crate::ingest::line_protocol::{Precision, parse_lines};
 
-use super::readings::{now_ms, store_items};
+use super::readings::store_items;
+use wattline_storage::now_ms;
 
 #[derive(Deserialize)]
 pub(super) struct WriteParams {

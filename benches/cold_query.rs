@@ -92,6 +92,8 @@ async fn main() {
             memory_limit: 4 << 30,
             max_rows: 1_000_000,
             max_concurrent: 1,
+            max_concurrent_per_tenant: None,
+            max_join_rows: 100_000_000,
         },
     );
     let month_start = (first_day + shape.days - 30.min(shape.days)) * DAY_MS;

@@ -33,6 +33,7 @@ struct RawServer {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     request_timeout: Option<String>,
+    max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +66,8 @@ struct RawQuery {
     memory_limit: Option<i64>,
     max_rows: Option<i64>,
     max_concurrent: Option<i64>,
+    max_concurrent_per_tenant: Option<i64>,
+    max_join_rows: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +142,7 @@ pub(crate) struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub request_timeout: Duration,
+    pub max_connections: usize,
     pub max_body_bytes: usize,
     pub max_batch_readings: usize,
     pub max_future: Duration,
@@ -151,6 +155,9 @@ pub(crate) struct Settings {
     pub query_memory_limit: u64,
     pub query_max_rows: usize,
     pub query_max_concurrent: usize,
+    /// `None`: half of `query_max_concurrent`, rounded up.
+    pub query_max_concurrent_per_tenant: Option<usize>,
+    pub query_max_join_rows: usize,
     pub alerts_interval: Duration,
     pub alerts_renotify: Duration,
     pub alerts_lookback: Duration,
@@ -197,6 +204,7 @@ impl Settings {
             listen,
             data_dir,
             request_timeout: duration("server.request_timeout", raw.server.request_timeout, "30s")?,
+            max_connections: count("server.max_connections", raw.server.max_connections, 1024)?,
             max_body_bytes: count(
                 "ingest.max_body_bytes",
                 raw.ingest.max_body_bytes,
@@ -225,6 +233,16 @@ impl Settings {
             query_memory_limit: count("query.memory_limit", raw.query.memory_limit, 1_073_741_824)?,
             query_max_rows: count("query.max_rows", raw.query.max_rows, 100_000)?,
             query_max_concurrent: count("query.max_concurrent", raw.query.max_concurrent, 8)?,
+            query_max_concurrent_per_tenant: raw
+                .query
+                .max_concurrent_per_tenant
+                .map(|v| count("query.max_concurrent_per_tenant", Some(v), 1))
+                .transpose()?,
+            query_max_join_rows: count(
+                "query.max_join_rows",
+                raw.query.max_join_rows,
+                100_000_000,
+            )?,
             alerts_interval: duration("alerts.interval", raw.alerts.interval, "60s")?,
             alerts_renotify: duration("alerts.renotify", raw.alerts.renotify, "6h")?,
             alerts_lookback: duration("alerts.lookback", raw.alerts.lookback, "24h")?,

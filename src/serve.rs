@@ -94,6 +94,8 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
             memory_limit: usize::try_from(settings.query_memory_limit).unwrap_or(usize::MAX),
             max_rows: settings.query_max_rows,
             max_concurrent: settings.query_max_concurrent,
+            max_concurrent_per_tenant: settings.query_max_concurrent_per_tenant,
+            max_join_rows: settings.query_max_join_rows,
         },
     ));
     state.set_ready(store.clone(), engine);
@@ -149,6 +151,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
 fn web_config(s: &Settings) -> WebConfig {
     WebConfig {
         request_timeout: s.request_timeout,
+        max_connections: s.max_connections,
         max_body_bytes: s.max_body_bytes,
         max_batch_readings: s.max_batch_readings,
         max_future: s.max_future,

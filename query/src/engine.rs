@@ -12,29 +12,33 @@
 //! included, use CPU at once; the others wait (the wait counts against
 //! their timeout).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
-use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::cache_manager::{
     CacheManager, CacheManagerConfig, FileMetadataCache,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wattline_storage::chunk::SensorNames;
 use wattline_storage::{ReadingStore, TimeRange};
 
-use crate::catalog_tables;
+use crate::complexity::check_sql_complexity;
 use crate::error::{QueryError, Result};
+use crate::filters::ts_literal;
 use crate::guard::check_read_only;
+use crate::join_budget::BoundJoinOutput;
 use crate::readings_table::ReadingsTable;
 use crate::rollup_tables::{SensorHourlyTable, building_table};
 use crate::scope::Scope;
+use crate::{bounded_functions, catalog_tables};
 use wattline_storage::rollup::RollupTable;
 
 /// Limits from the `query.*` settings.
@@ -44,6 +48,19 @@ pub struct QueryLimits {
     pub memory_limit: usize,
     pub max_rows: usize,
     pub max_concurrent: usize,
+    /// Queries one tenant may run at once (admins count as one tenant);
+    /// `None`: half of `max_concurrent`, rounded up.
+    pub max_concurrent_per_tenant: Option<usize>,
+    /// Rows one join may produce before the query is stopped.
+    pub max_join_rows: usize,
+}
+
+impl QueryLimits {
+    fn tenant_share(&self) -> usize {
+        self.max_concurrent_per_tenant
+            .unwrap_or(self.max_concurrent.div_ceil(2))
+            .clamp(1, self.max_concurrent.max(1))
+    }
 }
 
 /// A query's answer, cut at `query.max_rows`.
@@ -66,6 +83,8 @@ pub struct QueryEngine {
     store: Arc<ReadingStore>,
     limits: QueryLimits,
     permits: Arc<Semaphore>,
+    /// Each tenant's share of `permits`.
+    tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Parquet footers and page indexes, shared by every query's runtime.
     metadata_cache: Arc<FileMetadataCache>,
     /// Sensor names, rebuilt when the catalog's version changes.
@@ -80,6 +99,7 @@ impl QueryEngine {
         Self {
             metadata_cache,
             permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            tenant_permits: Mutex::new(HashMap::new()),
             store,
             limits,
             names: Mutex::new((u64::MAX, Arc::new(SensorNames::default()))),
@@ -115,7 +135,16 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_target_partitions(2)
             .with_information_schema(false);
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(BoundJoinOutput {
+                max_rows: self.limits.max_join_rows,
+            }))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        bounded_functions::register(&ctx, self.limits.memory_limit);
         catalog_tables::register(&ctx, self.store.catalog(), scope)?;
         let snapshot = self.store.snapshot();
         ctx.register_table(
@@ -143,18 +172,25 @@ impl QueryEngine {
 
     /// Runs one read-only SQL query within `scope`.
     pub async fn sql(&self, sql: &str, scope: &Scope) -> Result<QueryOutput> {
+        check_sql_complexity(sql)?;
         let ctx = self.context(scope)?;
+        let end = end_position(sql);
         let sql = sql.to_owned();
         let max_rows = self.limits.max_rows;
-        self.run(async move {
-            let plan = ctx.state().create_logical_plan(&sql).await?;
+        let max_bytes = self.answer_bytes();
+        self.run(scope, async move {
+            let plan = ctx
+                .state()
+                .create_logical_plan(&sql)
+                .await
+                .map_err(|e| at_end_if_unplaced(e.into(), &end))?;
             check_read_only(&plan)?;
             let stream = ctx
                 .execute_logical_plan(plan)
                 .await?
                 .execute_stream()
                 .await?;
-            collect_capped(stream, max_rows).await
+            collect_capped(stream, max_rows, max_bytes).await
         })
         .await
     }
@@ -175,8 +211,9 @@ impl QueryEngine {
         if range.end_ms != i64::MAX {
             filter = filter.and(col("ts").lt(ts_literal(range.end_ms)));
         }
+        let max_bytes = self.answer_bytes();
         let output = self
-            .run(async move {
+            .run(&Scope::all(), async move {
                 let df = ctx
                     .table("readings")
                     .await?
@@ -184,7 +221,7 @@ impl QueryEngine {
                     .select(vec![col("ts"), col("value_kwh")])?
                     .sort(vec![col("ts").sort(true, false)])?
                     .limit(0, Some(limit.saturating_add(1)))?;
-                collect_capped(df.execute_stream().await?, limit).await
+                collect_capped(df.execute_stream().await?, limit, max_bytes).await
             })
             .await?;
         let mut points = Vec::new();
@@ -207,21 +244,32 @@ impl QueryEngine {
         })
     }
 
-    /// Runs `work` on a runtime of its own under the concurrency limit and
-    /// the timeout; a query past the timeout is aborted.
+    /// Runs `work` on a runtime of its own under the concurrency limits
+    /// (the tenant's share, then the appliance's) and the timeout; a query
+    /// past the timeout is aborted. When the caller stops waiting (the
+    /// client went away), the [`QueryRun`] guard aborts the work and keeps
+    /// both slots until the runtime has stopped.
     async fn run<T: Send + 'static>(
         &self,
+        scope: &Scope,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
         let started = Instant::now();
         let timeout = self.limits.timeout;
-        let permit = tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
+        let tenant_permits = self.tenant_permits(scope);
+        let slots = async {
+            let tenant = tenant_permits.acquire_owned().await;
+            let global = self.permits.clone().acquire_owned().await;
+            tenant.and_then(|t| global.map(|g| (t, g)))
+        };
+        let permits = tokio::time::timeout(timeout, slots)
             .await
             .map_err(|_| QueryError::Timeout(timeout))?
             .map_err(|_| QueryError::Internal("query limiter closed".into()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("query")
+            .thread_stack_size(QUERY_STACK_BYTES)
             .enable_time()
             .build()
             .map_err(|e| QueryError::Internal(format!("starting a query runtime: {e}")))?;
@@ -229,23 +277,13 @@ impl QueryEngine {
         let task = runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
+        let _run = QueryRun {
+            runtime: Some(runtime),
+            permits: Some(permits),
+            task: task.abort_handle(),
+        };
         let left = timeout.saturating_sub(started.elapsed());
-        let outcome = tokio::time::timeout(left, rx).await;
-        if outcome.is_err() {
-            task.abort();
-            metrics::counter!("wattline_query_timeouts_total").increment(1);
-        }
-        // Dropping a runtime waits for its tasks to stop; a runaway stops
-        // only when its operators next yield. Wait on a thread of its own,
-        // holding the permit until then.
-        std::thread::Builder::new()
-            .name("query-reaper".into())
-            .spawn(move || {
-                drop(runtime);
-                drop(permit);
-            })
-            .map_err(|e| QueryError::Internal(format!("starting a query reaper: {e}")))?;
-        match outcome {
+        match tokio::time::timeout(left, rx).await {
             Ok(Ok(result)) => {
                 metrics::histogram!("wattline_query_seconds")
                     .record(started.elapsed().as_secs_f64());
@@ -254,31 +292,118 @@ impl QueryEngine {
             Ok(Err(_)) => Err(QueryError::Internal(
                 "the query task ended without an answer".into(),
             )),
-            Err(_) => Err(QueryError::Timeout(timeout)),
+            Err(_) => {
+                metrics::counter!("wattline_query_timeouts_total").increment(1);
+                Err(QueryError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// The most memory an answer may take before it is encoded.
+    fn answer_bytes(&self) -> usize {
+        self.limits.memory_limit / 4
+    }
+
+    /// The semaphore of the scope's tenant (admins share one).
+    fn tenant_permits(&self, scope: &Scope) -> Arc<Semaphore> {
+        let owner = scope.restricted_to().unwrap_or("").to_string();
+        let mut map = self
+            .tenant_permits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(owner)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limits.tenant_share())))
+            .clone()
+    }
+}
+
+/// Stack of a query thread: deep (bounded) expression trees recurse in
+/// planning and when dropped. Reserved address space, touched only as used.
+const QUERY_STACK_BYTES: usize = 32 * 1024 * 1024;
+
+/// A running query's runtime and slots. Dropping it (answer sent, timeout,
+/// or the request dropped because the client left) aborts the query's
+/// task and stops the runtime on a reaper thread: a runaway operator that
+/// does not yield stops only when it next does, and keeps its slots until
+/// then, so at most the configured number of queries burn CPU at once.
+struct QueryRun {
+    runtime: Option<tokio::runtime::Runtime>,
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for QueryRun {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Shared with the reaper, so a reaper that cannot start has not
+        // taken (and dropped, here in possibly async code) the runtime.
+        let parts = Arc::new(Mutex::new(self.runtime.take().zip(self.permits.take())));
+        let reaper_parts = parts.clone();
+        let reaper = std::thread::Builder::new()
+            .name("query-reaper".into())
+            .spawn(move || {
+                let taken = reaper_parts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                drop(taken);
+            });
+        if let Err(e) = reaper {
+            // Let the runtime stop in the background, and keep its slots
+            // taken rather than let a possible runaway run beside others.
+            tracing::error!(error = %e, "starting a query reaper thread; the query's slots stay taken");
+            if let Some((runtime, permits)) = parts.lock().unwrap_or_else(|e| e.into_inner()).take()
+            {
+                runtime.shutdown_background();
+                std::mem::forget(permits);
+            }
         }
     }
 }
 
-fn ts_literal(ms: i64) -> Expr {
-    lit(ScalarValue::TimestampMillisecond(
-        Some(ms),
-        Some("UTC".into()),
-    ))
+/// `Line: L, Column: C` of the end of `sql` (1-based, columns in
+/// characters), as the parser names positions.
+fn end_position(sql: &str) -> String {
+    let line = sql.matches('\n').count() + 1;
+    let last = sql.rsplit('\n').next().unwrap_or("");
+    format!("Line: {line}, Column: {}", last.chars().count() + 1)
+}
+
+/// A syntax error found at the end of the input carries no position from
+/// the parser; it gets the end's, like every other syntax error has its own.
+fn at_end_if_unplaced(err: QueryError, end: &str) -> QueryError {
+    match err {
+        QueryError::InvalidSql(m) if m.contains("EOF") && !m.contains("Line:") => {
+            QueryError::InvalidSql(format!("{m} at {end}"))
+        }
+        other => other,
+    }
 }
 
 /// Collects at most `max_rows` rows; `truncated` when more were there.
+/// The answer may take at most `max_bytes` in memory: converting and
+/// encoding it for the client takes about three times as much again.
 async fn collect_capped(
     mut stream: SendableRecordBatchStream,
     max_rows: usize,
+    max_bytes: usize,
 ) -> Result<QueryOutput> {
     let schema = stream.schema();
     let mut batches = Vec::new();
     let mut rows = 0usize;
+    let mut bytes = 0usize;
     let mut truncated = false;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
             continue;
+        }
+        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        if bytes > max_bytes {
+            return Err(QueryError::MemoryLimit(format!(
+                "the answer takes more than {max_bytes} bytes (a quarter of query.memory_limit, \
+                 leaving room to encode it); select fewer rows or columns"
+            )));
         }
         if rows == max_rows {
             truncated = true;

@@ -5,11 +5,17 @@
 //! `BETWEEN`); anything else is left to DataFusion, which re-applies every
 //! filter above the scan (pushdown is `Inexact`), so an unrecognised filter
 //! costs speed, never correctness.
+//!
+//! The bounds are values, not expressions: [`ScanBounds::predicate`]
+//! rebuilds a predicate from them for the Parquet reader, so nothing the
+//! query wrote is ever evaluated inside a scan of shared files.
 
 use std::collections::HashSet;
 
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use datafusion::prelude::{col, lit};
 use wattline_storage::TimeRange;
 
 /// Bounds extracted from the filters.
@@ -19,19 +25,47 @@ pub(crate) struct ScanBounds {
     /// `None`: any sensor.
     pub(crate) sensors: Option<HashSet<String>>,
     pub(crate) buildings: Option<HashSet<String>>,
+    /// The column `range` bounds.
+    time_column: &'static str,
 }
 
 impl ScanBounds {
-    pub(crate) fn from_filters(filters: &[Expr]) -> Self {
+    /// The bounds `filters` put on `time_column`, `sensor_id` and
+    /// `building_id`.
+    pub(crate) fn from_filters(filters: &[Expr], time_column: &'static str) -> Self {
         let mut b = ScanBounds {
             range: TimeRange::ALL,
             sensors: None,
             buildings: None,
+            time_column,
         };
         for f in filters {
             b.apply(f);
         }
         b
+    }
+
+    /// The bounds (and the tenant) as a predicate made of wattline's own
+    /// column references and literals; `None` when nothing is bounded.
+    pub(crate) fn predicate(&self, time_column: &str, tenant: Option<&str>) -> Option<Expr> {
+        let ids = |name: &str, set: &Option<HashSet<String>>| {
+            set.as_ref().map(|ids| {
+                let mut ids: Vec<&String> = ids.iter().collect();
+                ids.sort_unstable();
+                col(name).in_list(ids.into_iter().map(|id| lit(id.as_str())).collect(), false)
+            })
+        };
+        let mut parts: Vec<Expr> = Vec::new();
+        parts.extend(tenant.map(|t| col("tenant_id").eq(lit(t))));
+        if self.range.start_ms != i64::MIN {
+            parts.push(col(time_column).gt_eq(ts_literal(self.range.start_ms)));
+        }
+        if self.range.end_ms != i64::MAX {
+            parts.push(col(time_column).lt(ts_literal(self.range.end_ms)));
+        }
+        parts.extend(ids("sensor_id", &self.sensors));
+        parts.extend(ids("building_id", &self.buildings));
+        conjunction(parts)
     }
 
     fn apply(&mut self, expr: &Expr) {
@@ -84,7 +118,7 @@ impl ScanBounds {
 
     fn compare(&mut self, col: &str, op: Operator, v: &ScalarValue) {
         match col {
-            "ts" => {
+            c if c == self.time_column => {
                 let Some(ms) = millis(v) else { return };
                 let r = &mut self.range;
                 match op {
@@ -119,6 +153,14 @@ impl ScanBounds {
             None => values,
         });
     }
+}
+
+/// A UTC timestamp literal of `ms` milliseconds.
+pub(crate) fn ts_literal(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(ms),
+        Some("UTC".into()),
+    ))
 }
 
 fn column(e: &Expr) -> Option<&str> {
@@ -171,11 +213,14 @@ mod tests {
 
     #[test]
     fn extracts_ranges_and_ids() {
-        let b = ScanBounds::from_filters(&[
-            col("ts").gt_eq(ts(100)).and(col("ts").lt(ts(200))),
-            col("sensor_id").eq(lit("a")),
-            col("building_id").in_list(vec![lit("x"), lit("y")], false),
-        ]);
+        let b = ScanBounds::from_filters(
+            &[
+                col("ts").gt_eq(ts(100)).and(col("ts").lt(ts(200))),
+                col("sensor_id").eq(lit("a")),
+                col("building_id").in_list(vec![lit("x"), lit("y")], false),
+            ],
+            "ts",
+        );
         assert_eq!((b.range.start_ms, b.range.end_ms), (100, 200));
         assert_eq!(b.sensors, Some(HashSet::from(["a".to_string()])));
         assert_eq!(b.buildings.unwrap().len(), 2);
@@ -183,14 +228,41 @@ mod tests {
 
     #[test]
     fn reversed_and_between_and_unknown_filters() {
-        let b = ScanBounds::from_filters(&[
-            ts(150).lt_eq(col("ts")),
-            col("ts").between(ts(0), ts(300)),
-            col("value_kwh").gt(lit(1.0)),
-        ]);
+        let b = ScanBounds::from_filters(
+            &[
+                ts(150).lt_eq(col("ts")),
+                col("ts").between(ts(0), ts(300)),
+                col("value_kwh").gt(lit(1.0)),
+            ],
+            "ts",
+        );
         assert_eq!((b.range.start_ms, b.range.end_ms), (150, 301));
         assert!(b.sensors.is_none() && b.buildings.is_none());
-        let or = ScanBounds::from_filters(&[col("ts").lt(ts(5)).or(col("ts").gt(ts(9)))]);
+        let or = ScanBounds::from_filters(&[col("ts").lt(ts(5)).or(col("ts").gt(ts(9)))], "ts");
         assert_eq!(or.range, TimeRange::ALL);
+    }
+
+    #[test]
+    fn the_predicate_holds_only_literals_of_the_bounds() {
+        // An expression that would fail or leak if evaluated in a scan.
+        let hostile = (lit(1) / col("value_kwh")).eq(lit(1));
+        let b = ScanBounds::from_filters(
+            &[
+                hostile,
+                col("hour").gt_eq(ts(100)),
+                col("sensor_id").eq(lit("s")),
+            ],
+            "hour",
+        );
+        let p = b.predicate("hour", Some("t")).unwrap().to_string();
+        assert!(!p.contains("value_kwh"), "{p}");
+        assert!(p.contains("tenant_id = Utf8(\"t\")"), "{p}");
+        assert!(p.contains("hour >="), "{p}");
+        assert!(p.contains("sensor_id IN"), "{p}");
+        assert!(
+            ScanBounds::from_filters(&[], "ts")
+                .predicate("ts", None)
+                .is_none()
+        );
     }
 }

@@ -10,15 +10,19 @@
 //!   its Parquet partitions.
 //! - The read-only guard checks the logical plan, not the SQL text.
 
+mod bounded_functions;
 mod catalog_tables;
+mod complexity;
 mod engine;
 mod error;
 mod filters;
 mod guard;
+mod join_budget;
 mod lazy_table;
 mod readings_table;
 mod rollup_tables;
 mod scope;
+mod scoped_scan;
 
 pub use engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
 pub use error::{QueryError, Result};

@@ -10,9 +10,12 @@
 //!   is merged in memory, newest first;
 //! - in-memory readings of other days are served from memory.
 //!
-//! The tenant restriction is applied here, on the plan the provider
-//! returns: memory rows are selected from the tenant's sensors only, and a
-//! filter on `tenant_id` sits above the union, whatever the SQL says.
+//! The tenant restriction is applied here: memory rows are selected from
+//! the tenant's sensors only, and the whole scan sits inside a
+//! [`ScopedScanExec`], which keeps the tenant's rows before any expression
+//! of the query sees one. The query's filters only tell which days,
+//! sensors and buildings to read; the Parquet reader evaluates a predicate
+//! rebuilt from their literals, never the filters themselves.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, LazyLock};
@@ -30,15 +33,10 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::expressions::Column;
-use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::prelude::{col, lit};
 use wattline_storage::chunk::{
     ChunkFile, SensorNames, day_of, merge_newest_wins, read_chunk, readings_schema, to_record_batch,
 };
@@ -46,6 +44,7 @@ use wattline_storage::{CatalogView, Reading, ReadingStore, SensorKey, Snapshot, 
 
 use crate::filters::ScanBounds;
 use crate::scope::Scope;
+use crate::scoped_scan::ScopedScanExec;
 
 /// Index of `tenant_id` in [`readings_schema`].
 const TENANT_COLUMN: usize = 2;
@@ -142,7 +141,7 @@ impl TableProvider for ReadingsTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = table_schema();
-        let bounds = ScanBounds::from_filters(filters);
+        let bounds = ScanBounds::from_filters(filters, "ts");
         let wanted = wanted_sensors(&self.store.catalog().view(), &self.scope, &bounds);
         let plan = ScanPlan::build(&self.snapshot, &self.names, wanted.as_ref(), bounds.range)?;
 
@@ -155,13 +154,13 @@ impl TableProvider for ReadingsTable {
                 .iter()
                 .map(|f| (f.path.to_string_lossy().to_string(), f.meta.bytes))
                 .collect();
+            let predicate = bounds.predicate("ts", tenant);
             inputs.push(parquet_scan(
                 state,
                 &schema,
                 &files,
                 &scan_columns,
-                filters,
-                tenant,
+                predicate,
             )?);
         }
         if !plan.memory.is_empty() {
@@ -177,8 +176,41 @@ impl TableProvider for ReadingsTable {
         } else {
             UnionExec::try_new(inputs)?
         };
-        restrict_to_tenant(state, scanned, tenant, requested.len())
+        scoped(
+            "readings",
+            scanned,
+            &scan_columns,
+            TENANT_COLUMN,
+            tenant,
+            requested.len(),
+        )
     }
+}
+
+/// Wraps `scanned` (the `scan_columns` of a table whose `tenant_id` is
+/// `tenant_column`) in the tenant wall, returning the first `requested`
+/// columns.
+pub(crate) fn scoped(
+    table: &'static str,
+    scanned: Arc<dyn ExecutionPlan>,
+    scan_columns: &[usize],
+    tenant_column: usize,
+    tenant: Option<&str>,
+    requested: usize,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let tenant = match tenant {
+        Some(t) => {
+            let at = scan_columns
+                .iter()
+                .position(|&c| c == tenant_column)
+                .ok_or_else(|| DataFusionError::Internal("tenant_id is not scanned".into()))?;
+            Some((at, t.to_string()))
+        }
+        None => None,
+    };
+    Ok(Arc::new(ScopedScanExec::new(
+        table, scanned, tenant, requested,
+    )?))
 }
 
 /// The requested columns, and those to read: plus `tenant_column` when the
@@ -199,15 +231,15 @@ pub(crate) fn scan_columns(
     (requested, scan)
 }
 
-/// A Parquet scan of `files` (path, size) with the query's filters (and the
-/// tenant) as pruning predicate.
+/// A Parquet scan of `files` (path, size), pruned and filtered by
+/// `predicate`: wattline's own expression (tenant, time and id bounds),
+/// never one of the query's.
 pub(crate) fn parquet_scan(
     state: &dyn Session,
     schema: &SchemaRef,
     files: &[(String, u64)],
     scan_columns: &[usize],
-    filters: &[Expr],
-    tenant: Option<&str>,
+    predicate: Option<Expr>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
     // Parsed footers and page indexes are cached across queries (chunk
@@ -222,11 +254,7 @@ pub(crate) fn parquet_scan(
         .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
             store, metadata,
         )));
-    let mut predicates = filters.to_vec();
-    if let Some(t) = tenant {
-        predicates.push(col("tenant_id").eq(lit(t)));
-    }
-    if let Some(predicate) = conjunction(predicates) {
+    if let Some(predicate) = predicate {
         source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
     }
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
@@ -234,35 +262,6 @@ pub(crate) fn parquet_scan(
         .with_projection_indices(Some(scan_columns.to_vec()))?
         .build();
     Ok(DataSourceExec::from_data_source(config))
-}
-
-/// Keeps only `tenant`'s rows of `scanned` (whose first `requested` columns
-/// are the ones asked for, followed by `tenant_id` if it was added), and
-/// drops the added column again. No tenant: `scanned` as it is.
-pub(crate) fn restrict_to_tenant(
-    state: &dyn Session,
-    scanned: Arc<dyn ExecutionPlan>,
-    tenant: Option<&str>,
-    requested: usize,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let Some(tenant) = tenant else {
-        return Ok(scanned);
-    };
-    let scanned_schema = DFSchema::try_from(scanned.schema().as_ref().clone())?;
-    let only_tenant =
-        state.create_physical_expr(col("tenant_id").eq(lit(tenant)), &scanned_schema)?;
-    let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(only_tenant, scanned)?);
-    if filtered.schema().fields().len() == requested {
-        return Ok(filtered);
-    }
-    let out_schema = filtered.schema();
-    let columns: Vec<(Arc<dyn datafusion::physical_plan::PhysicalExpr>, String)> = (0..requested)
-        .map(|i| {
-            let name = out_schema.field(i).name().clone();
-            (Arc::new(Column::new(&name, i)) as _, name)
-        })
-        .collect();
-    Ok(Arc::new(ProjectionExec::try_new(columns, filtered)?))
 }
 
 /// The sensors a scan may return: the scope's tenant and the filters'

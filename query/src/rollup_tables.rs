@@ -14,8 +14,9 @@ use datafusion::physical_plan::empty::EmptyExec;
 use wattline_storage::ReadingStore;
 use wattline_storage::rollup::{RollupTable, files::to_batch};
 
+use crate::filters::ScanBounds;
 use crate::lazy_table::LazyTable;
-use crate::readings_table::{parquet_scan, restrict_to_tenant, scan_columns};
+use crate::readings_table::{parquet_scan, scan_columns, scoped};
 use crate::scope::Scope;
 
 /// A building-level rollup table with the scope's rows, built when scanned.
@@ -98,8 +99,16 @@ impl TableProvider for SensorHourlyTable {
         let scanned: Arc<dyn ExecutionPlan> = if files.is_empty() {
             Arc::new(EmptyExec::new(Arc::new(schema.project(&columns)?)))
         } else {
-            parquet_scan(state, &schema, &files, &columns, filters, tenant)?
+            let predicate = ScanBounds::from_filters(filters, "hour").predicate("hour", tenant);
+            parquet_scan(state, &schema, &files, &columns, predicate)?
         };
-        restrict_to_tenant(state, scanned, tenant, requested.len())
+        scoped(
+            "sensor_hourly",
+            scanned,
+            &columns,
+            TENANT_COLUMN,
+            tenant,
+            requested.len(),
+        )
     }
 }

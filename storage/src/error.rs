@@ -37,6 +37,18 @@ pub enum Error {
     #[error("the write-ahead has stopped; the daemon is shutting down")]
     WalClosed,
 
+    /// Writes are refused until background work catches up.
+    #[error("ingestion is paused: {0}; retry later")]
+    Overloaded(String),
+
+    /// A write-ahead commit failed in a way that leaves its outcome unknown
+    /// (an fsync error): nothing more is acknowledged and the daemon exits,
+    /// so recovery replays from what is durable.
+    #[error(
+        "the write-ahead failed and the daemon is stopping; it replays the write-ahead when restarted"
+    )]
+    Stopped,
+
     #[error("write-ahead record {seq} is unreadable: {reason}")]
     WalCorrupt { seq: u64, reason: String },
 

@@ -120,15 +120,35 @@ impl From<wattline_storage::Error> for ApiError {
             E::InvalidArgument(_) => Self::bad_request("invalid_argument", message),
             E::StorageFull => Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message),
             E::WalClosed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message),
-            _ => {
-                tracing::error!(error = %message, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("internal error: {message}"),
-                )
+            E::Overloaded(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message),
+            E::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", message),
+            E::ChunkUnreadable { .. } | E::ChunkMissing { .. } | E::Io { .. } => {
+                Self::unavailable(&message)
             }
+            _ => Self::internal(&message),
         }
+    }
+}
+
+impl ApiError {
+    /// 500 without detail: the detail (paths, ids) goes to the log only.
+    fn internal(detail: &str) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the daemon's log has the details",
+        )
+    }
+
+    /// 503 for stored data that could not be read, detail logged only.
+    fn unavailable(detail: &str) -> Self {
+        tracing::error!(error = %detail, "reading stored data failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "stored data could not be read; the daemon's log has the details, retry later",
+        )
     }
 }
 
@@ -139,14 +159,13 @@ impl From<wattline_query::QueryError> for ApiError {
         match err {
             Q::InvalidSql(_) => Self::bad_request("invalid_sql", message),
             Q::NotReadOnly(_) => Self::bad_request("read_only", message),
+            Q::TooComplex(_) => Self::bad_request("query_too_complex", message),
             Q::Timeout(_) => Self::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", message),
             Q::MemoryLimit(_) => Self::bad_request("memory_limit", message),
             Q::Execution(_) => Self::bad_request("query_failed", message),
             Q::Storage(e) => Self::from(e),
-            _ => {
-                tracing::error!(error = %message, "internal query error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-            }
+            Q::ReadFailed(_) => Self::unavailable(&message),
+            _ => Self::internal(&message),
         }
     }
 }

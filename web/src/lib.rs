@@ -18,9 +18,12 @@ pub mod ingest;
 pub mod middleware;
 pub mod rate_limit;
 pub mod routes;
+pub mod server;
 pub mod sql_output;
 
-use std::net::{IpAddr, SocketAddr};
+pub use server::serve;
+
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +38,8 @@ use crate::rate_limit::RateLimiter;
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     pub request_timeout: Duration,
+    /// Connections open at once (`server.max_connections`).
+    pub max_connections: usize,
     pub max_body_bytes: usize,
     pub max_batch_readings: usize,
     pub max_future: Duration,
@@ -103,19 +108,4 @@ impl AppState {
             )
         })
     }
-}
-
-/// Serves `router(state)` on `listener` until `shutdown` resolves, then
-/// finishes in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        routes::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }

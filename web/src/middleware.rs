@@ -12,14 +12,26 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::error::ApiError;
 
+/// Routes that run a query, whose own timeout (`query.timeout`, answered
+/// 408 by the engine) must be able to fire before the request's.
+const QUERY_ROUTES: &[&str] = &["/api/v1/sql", "/api/v1/buildings/{b}/energy"];
+
 /// Answers 408 when the request (body included) takes longer than
-/// `server.request_timeout`.
+/// `server.request_timeout`; on query routes, not before `query.timeout`
+/// plus a second has passed.
 pub async fn request_timeout(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let limit = state.config.request_timeout;
+    let mut limit = state.config.request_timeout;
+    let runs_query = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| QUERY_ROUTES.contains(&p.as_str()));
+    if runs_query && let Ok(engine) = state.engine() {
+        limit = limit.max(engine.limits().timeout + std::time::Duration::from_secs(1));
+    }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
         Err(_) => ApiError::new(
@@ -32,8 +44,9 @@ pub async fn request_timeout(
 }
 
 /// Records `wattline_http_request_duration_seconds{method,route,status}`.
-/// The route label is the matched pattern (`/api/v1/sensors/{s}`), never the
-/// raw path, so label cardinality stays bounded.
+/// Labels never carry a client's string: the route is the matched pattern
+/// (`/api/v1/sensors/{s}`) or `unmatched`, the method one of the standard
+/// ones or `other`, so label cardinality stays bounded.
 pub async fn record_latency(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
@@ -41,7 +54,7 @@ pub async fn record_latency(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let res = next.run(req).await;
     metrics::histogram!(
         "wattline_http_request_duration_seconds",
@@ -51,6 +64,20 @@ pub async fn record_latency(req: Request, next: Next) -> Response {
     )
     .record(started.elapsed().as_secs_f64());
     res
+}
+
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Per-client-address request limit (`ingest.rate_limit_per_ip`), applied to

@@ -6,7 +6,8 @@ use super::timestamp::parse_text_ms;
 use super::{Item, RawReading};
 
 /// Parses a CSV body; `Err` when the header is wrong.
-pub fn parse_csv(body: &[u8]) -> Result<Vec<Item>, String> {
+/// At most `limit + 1` readings are parsed (one more than a batch may hold).
+pub fn parse_csv(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -53,6 +54,9 @@ pub fn parse_csv(body: &[u8]) -> Result<Vec<Item>, String> {
             },
         };
         items.push(item);
+        if items.len() > limit {
+            break;
+        }
     }
     Ok(items)
 }
@@ -112,7 +116,7 @@ mod tests {
     #[test]
     fn parses_rows_with_line_numbers() {
         let body = b"sensor_id,ts,value_kwh\r\ns1,2025-12-06T00:00:00Z,1.5\r\n\r\ns1,1764979200000,x\ns2,5\n";
-        let items = parse_csv(body).unwrap();
+        let items = parse_csv(body, 100).unwrap();
         assert_eq!(items.len(), 3);
         assert_eq!(items[0].line, Some(2));
         assert_eq!(
@@ -136,10 +140,10 @@ mod tests {
 
     #[test]
     fn accepts_reordered_columns_and_refuses_bad_headers() {
-        let items = parse_csv(b"ts,value_kwh,sensor_id\n1,2,s\n").unwrap();
+        let items = parse_csv(b"ts,value_kwh,sensor_id\n1,2,s\n", 100).unwrap();
         assert_eq!(items[0].reading.clone().unwrap().sensor_id, "s");
-        assert!(parse_csv(b"sensor,ts,value\n").is_err());
-        assert!(parse_csv(b"sensor_id,ts,value_kwh,extra\n").is_err());
-        assert_eq!(parse_csv(b"sensor_id,ts,value_kwh\n").unwrap(), vec![]);
+        assert!(parse_csv(b"sensor,ts,value\n", 100).is_err());
+        assert!(parse_csv(b"sensor_id,ts,value_kwh,extra\n", 100).is_err());
+        assert_eq!(parse_csv(b"sensor_id,ts,value_kwh\n", 100).unwrap(), vec![]);
     }
 }

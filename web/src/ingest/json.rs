@@ -29,12 +29,16 @@ struct JsonReading<'a> {
 
 /// Parses a JSON document body; `Err` when the document itself is not the
 /// expected envelope.
-pub fn parse_document(body: &[u8]) -> Result<Vec<Item>, String> {
+/// At most `limit + 1` readings are parsed: one more than a batch may
+/// hold tells the caller the batch is too large, without building an item
+/// (and an error message) for every reading of a huge body.
+pub fn parse_document(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
     let envelope: Envelope<'_> = serde_json::from_slice(body)
         .map_err(|e| format!("body is not {{\"readings\": [...]}}: {e}"))?;
     Ok(envelope
         .readings
         .iter()
+        .take(limit.saturating_add(1))
         .map(|raw| Item {
             line: None,
             reading: parse_reading(raw.get()),
@@ -42,13 +46,15 @@ pub fn parse_document(body: &[u8]) -> Result<Vec<Item>, String> {
         .collect())
 }
 
-/// Parses an NDJSON body; blank lines are skipped.
-pub fn parse_ndjson(body: &[u8]) -> Result<Vec<Item>, String> {
+/// Parses an NDJSON body, at most `limit + 1` readings; blank lines are
+/// skipped.
+pub fn parse_ndjson(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     Ok(text
         .split('\n')
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
+        .take(limit.saturating_add(1))
         .map(|(i, l)| Item {
             line: Some(i + 1),
             reading: parse_reading(l),
@@ -99,7 +105,7 @@ mod tests {
             {"sensor_id":"s1","ts":1.5,"value_kwh":1},
             {"sensor_id":"s1","value_kwh":1}
         ]}"#;
-        let items = parse_document(body).unwrap();
+        let items = parse_document(body, 100).unwrap();
         assert_eq!(items.len(), 7);
         assert_eq!(
             items[0].reading,
@@ -124,15 +130,18 @@ mod tests {
 
     #[test]
     fn refuses_a_bad_envelope() {
-        assert!(parse_document(b"{\"readings\":[").is_err());
-        assert!(parse_document(b"[1,2]").is_err());
-        assert!(parse_document(b"{\"readings\":[],\"x\":1}").is_err());
+        assert!(parse_document(b"{\"readings\":[", 100).is_err());
+        assert!(parse_document(b"[1,2]", 100).is_err());
+        assert!(parse_document(b"{\"readings\":[],\"x\":1}", 100).is_err());
     }
 
     #[test]
     fn an_infinite_value_is_a_reading_error() {
-        let items = parse_document(br#"{"readings":[{"sensor_id":"s","ts":0,"value_kwh":1e999}]}"#)
-            .unwrap();
+        let items = parse_document(
+            br#"{"readings":[{"sensor_id":"s","ts":0,"value_kwh":1e999}]}"#,
+            100,
+        )
+        .unwrap();
         let err = items[0].reading.clone().unwrap_err();
         assert!(err.contains("out of range"), "{err}");
     }
@@ -140,7 +149,7 @@ mod tests {
     #[test]
     fn ndjson_keeps_line_numbers() {
         let body = b"{\"sensor_id\":\"a\",\"ts\":1,\"value_kwh\":1}\n\n{bad\r\n";
-        let items = parse_ndjson(body).unwrap();
+        let items = parse_ndjson(body, 100).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].line, Some(1));
         assert_eq!(items[1].line, Some(3));

@@ -43,14 +43,21 @@ impl Precision {
     }
 }
 
-/// Parses a line-protocol body. Blank lines and `#` comments are skipped.
-pub fn parse_lines(body: &[u8], precision: Precision, now_ms: i64) -> Result<Vec<Item>, String> {
+/// Parses a line-protocol body, at most `limit + 1` readings (one more
+/// than a batch may hold). Blank lines and `#` comments are skipped.
+pub fn parse_lines(
+    body: &[u8],
+    precision: Precision,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<Item>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     Ok(text
         .split('\n')
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim_end_matches('\r').trim_start()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .take(limit.saturating_add(1))
         .map(|(line, l)| Item {
             line: Some(line),
             reading: parse_line(l, precision, now_ms),
@@ -250,7 +257,7 @@ mod tests {
     #[test]
     fn skips_comments_and_blank_lines_and_numbers_lines() {
         let body = b"# header\n\ne,sensor_id=A value_kwh=1 1\r\nbad line here x\n";
-        let items = parse_lines(body, Precision::Nanoseconds, 0).unwrap();
+        let items = parse_lines(body, Precision::Nanoseconds, 0, 100).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].line, Some(3));
         assert_eq!(items[1].line, Some(4));

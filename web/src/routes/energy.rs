@@ -112,7 +112,7 @@ pub(super) async fn energy(
         end_ms: end,
     };
     let series: Vec<(i64, Agg)> = match resolution {
-        "15m" => quarters(&state, building.id.as_str(), range).await?,
+        "15m" => quarters(&state, building.id.as_str(), &building.tenant_id, range).await?,
         "hour" => {
             state
                 .store()?
@@ -150,6 +150,7 @@ pub(super) async fn energy(
 async fn quarters(
     state: &AppState,
     building: &str,
+    tenant: &wattline_storage::TenantId,
     range: TimeRange,
 ) -> ApiResult<Vec<(i64, Agg)>> {
     // Building ids are limited to A-Za-z0-9_.:- and cannot break the quoting.
@@ -161,7 +162,11 @@ async fn quarters(
         range.start_ms.max(-8_000_000_000_000),
         range.end_ms.min(8_000_000_000_000)
     );
-    let out = state.engine()?.sql(&sql, &Scope::all()).await?;
+    // Scoped to the building's tenant: it shares that tenant's query slots.
+    let out = state
+        .engine()?
+        .sql(&sql, &Scope::tenant(tenant.clone()))
+        .await?;
     let mut points = Vec::new();
     let as_type = |a: &ArrayRef, t: &DataType| cast(a, t).ok();
     let ms = DataType::Timestamp(TimeUnit::Millisecond, None);

@@ -54,7 +54,7 @@ pub(super) async fn ingest(
                 .to_ascii_lowercase()
         })
         .unwrap_or_default();
-    let parse: fn(&[u8]) -> Result<Vec<Item>, String> = match content_type.as_str() {
+    let parse: fn(&[u8], usize) -> Result<Vec<Item>, String> = match content_type.as_str() {
         "application/json" => json::parse_document,
         "application/x-ndjson" | "application/ndjson" => json::parse_ndjson,
         "text/csv" => csv::parse_csv,
@@ -70,7 +70,8 @@ pub(super) async fn ingest(
         }
     };
     let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let items = parse(&bytes).map_err(|msg| ApiError::bad_request("invalid_body", msg))?;
+    let items = parse(&bytes, state.config.max_batch_readings)
+        .map_err(|msg| ApiError::bad_request("invalid_body", msg))?;
     let (accepted, rejected) = store_items(&state, &caller, items, params.partial).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -89,9 +90,9 @@ pub(super) async fn store_items(
     let cfg = &state.config;
     let store = state.store()?;
     if items.len() > cfg.max_batch_readings {
+        // Parsers stop one past the limit, so the count is a lower bound.
         return Err(ApiError::payload_too_large(format!(
-            "the batch holds {} readings; at most {} are allowed (ingest.max_batch_readings)",
-            items.len(),
+            "the batch holds more than {} readings, the most allowed (ingest.max_batch_readings)",
             cfg.max_batch_readings
         )));
     }

@@ -35,7 +35,7 @@ pub(super) async fn ingest(
     let precision = Precision::parse(params.precision.as_deref().unwrap_or("ns"))
         .map_err(|msg| ApiError::bad_request("invalid_query", msg))?;
     let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let items = parse_lines(&bytes, precision, now_ms())
+    let items = parse_lines(&bytes, precision, now_ms(), state.config.max_batch_readings)
         .map_err(|msg| ApiError::bad_request("invalid_body", msg))?;
     store_items(&state, &caller, items, params.partial).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -6,8 +6,11 @@
 //!
 //! Each step runs on a blocking thread and ends with one small manifest
 //! commit; ingestion and queries go on meanwhile. A failed step is logged
-//! and retried at the next tick: nothing is lost, the data stays in the
-//! write-ahead until a flush succeeds.
+//! and retried after a back-off that doubles up to a minute: nothing is
+//! lost, the data stays in the write-ahead until a flush succeeds, and the
+//! store refuses new batches (503) once too many wait in memory. Flush and
+//! compaction back off separately, so a day that cannot be compacted does
+//! not hold up flushing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,14 +19,54 @@ use tokio::sync::watch;
 use wattline_storage::ReadingStore;
 
 /// Readings in the active memtable that trigger a flush before the interval.
-const MAX_HOT_READINGS: u64 = 10_000_000;
+const MAX_HOT_READINGS: u64 = wattline_storage::MAX_HOT_READINGS / 2;
 const TICK: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 pub(crate) struct Schedule {
     pub(crate) flush_interval: Duration,
     pub(crate) retention_raw: Duration,
     pub(crate) retention_rollups: Duration,
+}
+
+/// When a step that failed may run again.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
+impl Backoff {
+    fn ready(&self, now: Instant) -> bool {
+        self.not_before.is_none_or(|t| now >= t)
+    }
+
+    fn record<T, E: std::fmt::Display>(&mut self, step: &str, outcome: &Result<T, E>) {
+        match outcome {
+            Ok(_) => *self = Backoff::default(),
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = TICK
+                    .saturating_mul(1 << self.failures.min(6))
+                    .min(MAX_BACKOFF);
+                self.not_before = Some(Instant::now() + delay);
+                tracing::error!(error = %e, retry_in = ?delay, "{step} failed");
+            }
+        }
+    }
+}
+
+/// Runs a blocking store step; a panicked task counts as a failure.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<ReadingStore>,
+    step: impl FnOnce(&ReadingStore) -> wattline_storage::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || step(&s)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the task failed: {e}")),
+    }
 }
 
 pub(crate) async fn run(
@@ -33,65 +76,64 @@ pub(crate) async fn run(
 ) {
     let mut last_flush = Instant::now();
     let mut last_retention: Option<Instant> = None;
+    let (mut flush_backoff, mut compact_backoff, mut rollup_backoff, mut retention_backoff) = (
+        Backoff::default(),
+        Backoff::default(),
+        Backoff::default(),
+        Backoff::default(),
+    );
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if last_flush.elapsed() >= schedule.flush_interval || store.active_len() >= MAX_HOT_READINGS
-        {
-            let s = store.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let flushed = s.flush()?;
-                let merged = s.compact(false)?;
-                Ok::<_, wattline_storage::Error>((flushed, merged))
-            })
-            .await;
-            match outcome {
-                Ok(Ok((flushed, merged))) => {
-                    last_flush = Instant::now();
-                    tracing::debug!(
-                        readings = flushed.readings,
-                        chunks = flushed.chunks_written,
-                        merged,
-                        "flushed"
-                    );
+        if store.fatal().is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let due = last_flush.elapsed() >= schedule.flush_interval
+            || store.active_len() >= MAX_HOT_READINGS;
+        if due && flush_backoff.ready(now) {
+            let flushed = blocking(&store, |s| s.flush()).await;
+            flush_backoff.record("flush", &flushed);
+            if let Ok(report) = flushed {
+                last_flush = Instant::now();
+                tracing::debug!(
+                    readings = report.readings,
+                    chunks = report.chunks_written,
+                    "flushed"
+                );
+                if compact_backoff.ready(Instant::now()) {
+                    let merged = blocking(&store, |s| s.compact(false)).await;
+                    compact_backoff.record("compaction", &merged);
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "flush failed; retrying at the next tick")
-                }
-                Err(e) => tracing::error!(error = %e, "flush task failed"),
             }
         }
         // Rollups catch up every tick (seconds behind ingestion), and
         // always before retention can drop raw readings behind them.
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.catch_up_rollups()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "rollup step failed; retrying at the next tick")
-            }
-            Err(e) => tracing::error!(error = %e, "rollup task failed"),
+        if rollup_backoff.ready(Instant::now()) {
+            let caught_up = blocking(&store, |s| s.catch_up_rollups()).await;
+            rollup_backoff.record("rollup step", &caught_up);
         }
-        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+            && retention_backoff.ready(Instant::now())
+        {
             last_retention = Some(Instant::now());
             let cutoff = wattline_storage::now_ms()
                 .saturating_sub(schedule.retention_raw.as_millis() as i64);
             let rollup_cutoff = wattline_storage::now_ms()
                 .saturating_sub(schedule.retention_rollups.as_millis() as i64);
-            let s = store.clone();
-            let dropped = tokio::task::spawn_blocking(move || {
+            let dropped = blocking(&store, move |s| {
                 s.rollups().drop_expired(rollup_cutoff)?;
                 s.drop_expired(cutoff)
-            });
-            match dropped.await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(
+            })
+            .await;
+            retention_backoff.record("retention", &dropped);
+            if let Ok(n @ 1..) = dropped {
+                tracing::info!(
                     files = n,
                     "retention dropped chunk files past retention.raw"
-                ),
-                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
-                Err(e) => tracing::error!(error = %e, "retention task failed"),
+                );
             }
         }
     }

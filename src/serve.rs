@@ -126,7 +126,16 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         })
     });
 
-    shutdown_signal(term).await;
+    let fatal = tokio::select! {
+        () = shutdown_signal(term) => false,
+        () = stopped(&store) => true,
+    };
+    if fatal {
+        tracing::error!(
+            reason = store.fatal().unwrap_or_default(),
+            "stopping: the write-ahead cannot go on; a restart recovers from what is durable"
+        );
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
@@ -145,7 +154,8 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped");
     // Do not wait for blocking threads still finishing a background step.
-    std::process::exit(0)
+    // Non-zero after a fatal write-ahead error: systemd restarts the unit.
+    std::process::exit(if fatal { 1 } else { 0 })
 }
 
 fn web_config(s: &Settings) -> WebConfig {
@@ -160,6 +170,14 @@ fn web_config(s: &Settings) -> WebConfig {
         retention_raw: s.retention_raw,
         query_max_rows: s.query_max_rows,
         metrics_require_auth: s.metrics_require_auth,
+    }
+}
+
+/// Resolves once the store has stopped for good (see
+/// [`ReadingStore::fatal`]).
+async fn stopped(store: &ReadingStore) {
+    while store.fatal().is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -22,6 +22,11 @@
 //! - Files not named by the manifest (a crash before the commit, or after a
 //!   compaction's commit but before the old files were deleted) and
 //!   temporary files are deleted at start.
+//! - `chunks/readings/` holds exactly the files the manifest names: readers
+//!   open a second hard link of each file under `chunks/open/`, so a file
+//!   that compaction or retention replaced leaves `chunks/readings/` at
+//!   once, while a query still reading it keeps its link until it ends.
+//!   The links are rebuilt at start.
 
 mod format;
 mod names;
@@ -81,20 +86,39 @@ impl ChunkMeta {
     }
 }
 
-/// A chunk file in use. Dropping the last handle of a chunk that
-/// compaction or retention retired deletes the file, so a query that still
-/// reads it is never cut short.
+/// The folder of the readers' links (see the module docs).
+pub(crate) fn open_links_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("chunks").join("open")
+}
+
+/// A chunk file in use. Retiring it (compaction or retention replaced it)
+/// removes its name under `chunks/readings/`; dropping its last handle then
+/// deletes the readers' link, so a query that still reads it is never cut
+/// short.
 #[derive(Debug)]
 pub struct ChunkFile {
     pub meta: ChunkMeta,
+    /// What readers open: the link under `chunks/open/` (or the file itself
+    /// where the file system has no hard links).
     pub path: PathBuf,
+    /// The name the manifest records.
+    public: PathBuf,
     retired: AtomicBool,
 }
 
 impl ChunkFile {
+    /// The chunk `meta` names, with its readers' link (made if missing).
     pub(crate) fn new(data_dir: &Path, meta: ChunkMeta) -> Self {
+        let public = data_dir.join(&meta.file);
+        let dir = open_links_dir(data_dir);
+        let link = dir.join(format!("part-{:020}.parquet", meta.id));
+        let linked = link.exists()
+            || std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::hard_link(&public, &link))
+                .is_ok();
         Self {
-            path: data_dir.join(&meta.file),
+            path: if linked { link } else { public.clone() },
+            public,
             meta,
             retired: AtomicBool::new(false),
         }
@@ -103,23 +127,34 @@ impl ChunkFile {
     /// Marks the file for deletion once nobody reads it any more.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+        if self.path != self.public {
+            remove_chunk_file(&self.public);
+        }
+    }
+}
+
+/// Deletes a chunk file (a missing one is fine) and its day folder once
+/// empty.
+fn remove_chunk_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not delete a retired chunk");
+    }
+    // Only succeeds when empty.
+    if let Some(dir) = path.parent()
+        && dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("day="))
+    {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
 impl Drop for ChunkFile {
     fn drop(&mut self) {
-        if !self.retired.load(Ordering::Acquire) {
-            return;
-        }
-        if let Err(e) = std::fs::remove_file(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not delete a retired chunk");
-        }
-        // The day's folder goes with its last file (this fails while it
-        // still holds others).
-        if let Some(dir) = self.path.parent() {
-            let _ = std::fs::remove_dir(dir);
+        if self.retired.load(Ordering::Acquire) {
+            remove_chunk_file(&self.path);
         }
     }
 }

@@ -82,8 +82,12 @@ pub enum Error {
 }
 
 /// True for an I/O error that means "no space left on the device".
+/// (ENOSPC, or EDQUOT: a quota is a full disk for this process.)
 fn is_disk_full(err: &std::io::Error) -> bool {
-    err.kind() == std::io::ErrorKind::StorageFull || err.raw_os_error() == Some(28)
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(err.raw_os_error(), Some(28 | 122))
 }
 
 impl From<redb::Error> for Error {
@@ -122,9 +126,30 @@ impl Error {
         }
     }
 
+    /// A failed Parquet write: a full disk stays [`Error::StorageFull`].
+    pub(crate) fn parquet_write(
+        path: &std::path::Path,
+        err: parquet::errors::ParquetError,
+    ) -> Self {
+        if let parquet::errors::ParquetError::External(inner) = &err
+            && let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && is_disk_full(io)
+        {
+            return Error::StorageFull;
+        }
+        Error::ChunkUnreadable {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        }
+    }
+
     pub(crate) fn open(path: PathBuf, source: redb::DatabaseError) -> Self {
         match source {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::DataDirInUse { path },
+            // Reopening after an error may repair, which writes.
+            redb::DatabaseError::Storage(redb::StorageError::Io(ref io)) if is_disk_full(io) => {
+                Error::StorageFull
+            }
             source => Error::OpenDatabase { path, source },
         }
     }

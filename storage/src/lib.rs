@@ -27,6 +27,9 @@
 mod catalog;
 pub mod chunk;
 mod error;
+#[cfg(test)]
+mod fault_tests;
+mod faults;
 mod ids;
 mod manifest;
 mod memtable;
@@ -45,7 +48,9 @@ pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
 pub use memtable::Memtable;
 pub use reading::{Reading, ReadingBatch, TimeRange};
-pub use store::{BackupReport, FlushReport, ReadingStore, RecoveryReport, Snapshot};
+pub use store::{
+    BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport, Snapshot,
+};
 pub use wal::WalSequence;
 
 /// Now, in milliseconds since the Unix epoch.

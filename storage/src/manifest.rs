@@ -129,8 +129,25 @@ pub(crate) fn backup_to(db: &Database, path: &std::path::Path) -> Result<Vec<Chu
 }
 
 /// Applies `change` in one durable transaction.
-pub(crate) fn commit(db: &Database, change: &ManifestChange) -> Result<()> {
-    let txn = db.begin_write()?;
+/// A failed [`commit`], by whether the change may have landed.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    /// Failed while the change was being written: it did not land.
+    Before(Error),
+    /// The commit itself failed; it may have landed, unless the disk was
+    /// full (which fails before the commit record is written).
+    Commit(Error),
+}
+
+pub(crate) fn commit(db: &Database, change: &ManifestChange) -> Result<(), CommitError> {
+    let txn = db
+        .begin_write()
+        .map_err(|e| CommitError::Before(e.into()))?;
+    write_change(&txn, change).map_err(CommitError::Before)?;
+    txn.commit().map_err(|e| CommitError::Commit(e.into()))
+}
+
+fn write_change(txn: &redb::WriteTransaction, change: &ManifestChange) -> Result<()> {
     {
         let mut chunks = txn.open_table(CHUNKS)?;
         for meta in &change.add {
@@ -158,6 +175,5 @@ pub(crate) fn commit(db: &Database, change: &ManifestChange) -> Result<()> {
             wal.retain_in(..below, |_, _| false)?;
         }
     }
-    txn.commit()?;
     Ok(())
 }

@@ -38,6 +38,12 @@ use crate::wal::{WalSequence, codec};
 /// A day with this many files is compacted even if they do not overlap.
 pub(crate) const MANY_FILES: usize = 8;
 
+/// Readings in memory (active and frozen memtables) past which new batches
+/// are refused with [`Error::Overloaded`] until a flush succeeds: a flush
+/// that keeps failing must not grow memory and the write-ahead without
+/// bound. Twice the daemon's size trigger for a flush.
+pub const MAX_HOT_READINGS: u64 = 20_000_000;
+
 /// What recovery found.
 #[derive(Debug, Clone)]
 pub struct RecoveryReport {
@@ -182,12 +188,25 @@ impl ReadingStore {
     /// chunk files, and replays the write-ahead into the active memtable.
     /// Blocking: run it off the async runtime.
     pub fn open(data_dir: &Path, catalog: Arc<Catalog>) -> Result<(Self, RecoveryReport)> {
+        let wal = WalDb::open(&data_dir.join("wal.redb"))?;
+        Self::open_with(data_dir, catalog, wal)
+    }
+
+    /// [`ReadingStore::open`] on a write-ahead opened by the caller.
+    pub(crate) fn open_with(
+        data_dir: &Path,
+        catalog: Arc<Catalog>,
+        wal: WalDb,
+    ) -> Result<(Self, RecoveryReport)> {
         let started = Instant::now();
-        let wal = Arc::new(WalDb::open(&data_dir.join("wal.redb"))?);
+        let wal = Arc::new(wal);
         let (metas, next_chunk_id) = manifest::load(wal.get()?.as_ref())?;
-        let removed_stray_files = remove_stray_files(data_dir, &metas)?;
+        // Every named file must be there before anything unnamed is
+        // deleted: a directory restored wrongly is refused untouched.
+        // Readers' links are rebuilt (none is in use before the store is).
+        let _ = std::fs::remove_dir_all(crate::chunk::open_links_dir(data_dir));
         let mut chunks = BTreeMap::new();
-        for meta in metas {
+        for meta in metas.iter().cloned() {
             let file = ChunkFile::new(data_dir, meta);
             if !file.path.exists() {
                 return Err(Error::ChunkMissing {
@@ -196,6 +215,7 @@ impl ReadingStore {
             }
             chunks.insert(file.meta.id, Arc::new(file));
         }
+        let removed_stray_files = remove_stray_files(data_dir, &metas)?;
         let active = Arc::new(Memtable::default());
         let (replayed_next, batches, readings) = replay(&wal, &active)?;
         let next_seq = replayed_next.max(manifest::next_wal_seq(wal.get()?.as_ref())?);
@@ -239,9 +259,27 @@ impl ReadingStore {
         Ok((store, report))
     }
 
+    /// Why the store stopped for good (a commit of unknown outcome), if it
+    /// has: the daemon then reports not ready and exits, and the next start
+    /// recovers from what is durable.
+    pub fn fatal(&self) -> Option<&str> {
+        self.wal.fatal()
+    }
+
     /// Stores `batch` durably. When this returns `Ok`, the batch survives a
     /// crash or power loss and readers see it.
     pub async fn append(&self, batch: ReadingBatch) -> Result<WalSequence> {
+        if self.wal.fatal().is_some() {
+            return Err(Error::Stopped);
+        }
+        let hot = self.hot_len_total();
+        if hot >= MAX_HOT_READINGS {
+            metrics::counter!("wattline_ingest_backpressure_total").increment(1);
+            return Err(Error::Overloaded(format!(
+                "{hot} readings wait in memory for a flush to chunk files (the most allowed is \
+                 {MAX_HOT_READINGS}); check the log for why flushing fails"
+            )));
+        }
         let record = codec::encode(&batch.readings);
         let (reply, answer) = oneshot::channel();
         self.send(WriterMsg::Append(AppendRequest {
@@ -271,6 +309,12 @@ impl ReadingStore {
         }
     }
 
+    /// Readings in every memtable, active and frozen.
+    pub fn hot_len_total(&self) -> u64 {
+        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner());
+        tiers.active.len() + tiers.frozen.iter().map(|(m, _)| m.len()).sum::<u64>()
+    }
+
     /// Readings in the active memtable (the trigger for a size-based flush).
     pub fn active_len(&self) -> u64 {
         self.tiers
@@ -282,15 +326,41 @@ impl ReadingStore {
 
     /// Writes everything in memory to chunk files and trims the
     /// write-ahead. Blocking.
+    ///
+    /// Memtables frozen by an earlier flush that failed are written first,
+    /// before the active one is frozen: retries of a failing flush do not
+    /// pile up frozen memtables.
     pub fn flush(&self) -> Result<FlushReport> {
         let mut next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
+        let names = SensorNames::from_catalog(&self.catalog.view());
+        let mut report = FlushReport::default();
+        let left_over = !self
+            .tiers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .frozen
+            .is_empty();
+        if left_over {
+            self.flush_frozen(&mut next_id, &names, &mut report)?;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(WriterMsg::Freeze(reply))?;
         answer.blocking_recv().map_err(|_| Error::WalClosed)?;
+        self.flush_frozen(&mut next_id, &names, &mut report)?;
+        metrics::histogram!("wattline_flush_seconds").record(started.elapsed().as_secs_f64());
+        record_wal_size(&self.wal);
+        self.record_chunk_metrics();
+        Ok(report)
+    }
 
-        let names = SensorNames::from_catalog(&self.catalog.view());
-        let mut report = FlushReport::default();
+    /// Writes the frozen memtables, oldest first, one manifest commit each.
+    fn flush_frozen(
+        &self,
+        next_id: &mut u64,
+        names: &SensorNames,
+        report: &mut FlushReport,
+    ) -> Result<()> {
         loop {
             let Some((mem, wal_upto)) = self
                 .tiers
@@ -307,25 +377,28 @@ impl ReadingStore {
                 by_day.entry(day_of(r.ts_ms)).or_default().push(r);
             }
             let mut written = Vec::new();
-            let result = (|| -> Result<()> {
-                for (day, mut rows) in by_day {
-                    rows.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
-                    let id = *next_id;
-                    *next_id += 1;
-                    written.push(write_chunk(&self.data_dir, id, id, day, &rows, &names)?);
+            for (day, mut rows) in by_day {
+                rows.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
+                let id = *next_id;
+                *next_id += 1;
+                match write_chunk(&self.data_dir, id, id, day, &rows, names) {
+                    Ok(meta) => written.push(meta),
+                    Err(e) => {
+                        self.discard(&written);
+                        return Err(e);
+                    }
                 }
-                self.commit_change(&ManifestChange {
+            }
+            self.commit_or_discard(
+                &ManifestChange {
                     add: written.clone(),
                     remove: vec![],
                     trim_wal_below: Some(wal_upto),
                     next_chunk_id: *next_id,
                     raw_floor_ms: None,
-                })
-            })();
-            if let Err(e) = result {
-                self.discard(&written);
-                return Err(e);
-            }
+                },
+                &written,
+            )?;
             report.readings += mem.len();
             report.chunks_written += written.len();
             let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
@@ -336,10 +409,7 @@ impl ReadingStore {
                     .insert(meta.id, Arc::new(ChunkFile::new(&self.data_dir, meta)));
             }
         }
-        metrics::histogram!("wattline_flush_seconds").record(started.elapsed().as_secs_f64());
-        record_wal_size(&self.wal);
-        self.record_chunk_metrics();
-        Ok(report)
+        Ok(())
     }
 
     /// Merges a day's files into one: with `all`, every day with two or
@@ -364,60 +434,86 @@ impl ReadingStore {
             files.len() >= 2
                 && (all || files.len() >= MANY_FILES || spans.windows(2).any(|w| w[1].0 <= w[0].1))
         };
+        // A day that fails is logged and skipped: it does not hold up the
+        // others. The first error is returned once all were tried.
+        let mut first_error = None;
         for (day, files) in by_day.into_iter().filter(|(_, f)| needed(f)) {
-            let sources = files
-                .iter()
-                .map(|f| read_chunk(&f.path, &names))
-                .collect::<Result<Vec<_>>>()?;
-            let rows = merge_newest_wins(sources, &names);
-            let precedence = files.iter().map(|f| f.meta.precedence).max().unwrap_or(0);
-            let id = *next_id;
-            *next_id += 1;
-            let meta = write_chunk(&self.data_dir, id, precedence, day, &rows, &names)?;
-            let change = ManifestChange {
-                add: vec![meta.clone()],
-                remove: files.iter().map(|f| f.meta.id).collect(),
-                trim_wal_below: None,
-                next_chunk_id: *next_id,
-                raw_floor_ms: None,
-            };
-            if let Err(e) = self.commit_change(&change) {
-                self.discard(std::slice::from_ref(&meta));
-                return Err(e);
+            match self.compact_day(&mut next_id, day, &files, &names) {
+                Ok(()) => {
+                    merged_days += 1;
+                    metrics::counter!("wattline_compactions_total").increment(1);
+                }
+                Err(Error::Stopped) => return Err(Error::Stopped),
+                Err(e) => {
+                    metrics::counter!("wattline_compaction_failures_total").increment(1);
+                    tracing::error!(day = %crate::chunk::day_name(day), error = %e, "compacting a day failed");
+                    first_error.get_or_insert(e);
+                }
             }
-            self.swap_chunks(&files, Some(meta));
-            merged_days += 1;
-            metrics::counter!("wattline_compactions_total").increment(1);
         }
         self.record_chunk_metrics();
-        Ok(merged_days)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(merged_days),
+        }
     }
 
-    /// Drops chunk files whose readings are all older than `cutoff_ms` and
-    /// frees their space. Returns how many files were dropped. Blocking.
+    /// Merges one day's `files` into one file.
+    fn compact_day(
+        &self,
+        next_id: &mut u64,
+        day: i64,
+        files: &[Arc<ChunkFile>],
+        names: &SensorNames,
+    ) -> Result<()> {
+        let sources = files
+            .iter()
+            .map(|f| read_chunk(&f.path, names))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = merge_newest_wins(sources, names);
+        let precedence = files.iter().map(|f| f.meta.precedence).max().unwrap_or(0);
+        let id = *next_id;
+        *next_id += 1;
+        let meta = write_chunk(&self.data_dir, id, precedence, day, &rows, names)?;
+        let change = ManifestChange {
+            add: vec![meta.clone()],
+            remove: files.iter().map(|f| f.meta.id).collect(),
+            trim_wal_below: None,
+            next_chunk_id: *next_id,
+            raw_floor_ms: None,
+        };
+        self.commit_or_discard(&change, std::slice::from_ref(&meta))?;
+        self.swap_chunks(files, Some(meta));
+        Ok(())
+    }
+
+    /// Drops the chunk files of every UTC day that ends before `cutoff_ms`
+    /// and frees their space. Returns how many files were dropped.
+    /// Blocking.
+    ///
+    /// Whole days only: a day's files overlap (a correction in a newer
+    /// file), and dropping one of them could bring an older value back.
+    /// The raw floor becomes the start of the day holding the cutoff.
     pub fn drop_expired(&self, cutoff_ms: i64) -> Result<usize> {
         let next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let cut_day = day_of(cutoff_ms);
         let expired: Vec<_> = self
             .snapshot()
             .chunks
             .into_iter()
-            .filter(|c| c.meta.max_ts_ms < cutoff_ms)
+            .filter(|c| c.meta.day < cut_day)
             .collect();
         if expired.is_empty() {
             return Ok(0);
         }
-        let floor = expired
-            .iter()
-            .map(|c| (c.meta.day + 1) * crate::chunk::DAY_MS)
-            .max()
-            .unwrap_or(i64::MIN);
+        let floor = cut_day * crate::chunk::DAY_MS;
         let change = ManifestChange {
             remove: expired.iter().map(|c| c.meta.id).collect(),
             next_chunk_id: *next_id,
             raw_floor_ms: Some(floor),
             ..ManifestChange::default()
         };
-        self.commit_change(&change)?;
+        self.commit_or_discard(&change, &[])?;
         self.raw_floor
             .fetch_max(floor, std::sync::atomic::Ordering::AcqRel);
         self.swap_chunks(&expired, None);
@@ -495,31 +591,41 @@ impl ReadingStore {
         }
     }
 
-    /// Commits a manifest change. An I/O error can surface after a commit
-    /// became durable; so after an error the database is reopened and the
-    /// manifest read back, and the change counts as made if it is there.
-    /// Only a change known not to have landed is an error (whose new files
-    /// the caller then deletes).
-    fn commit_change(&self, change: &ManifestChange) -> Result<()> {
-        let Err(e) = self.wal.get().and_then(|db| manifest::commit(&db, change)) else {
-            return Ok(());
+    /// Commits a manifest change. [`CommitOutcome::NotCommitted`] is the
+    /// only failure whose new files the caller may delete. A commit that
+    /// failed in a way that may have come after it became durable (an
+    /// fsync error) is [`CommitOutcome::Unknown`]: its files are kept, the
+    /// write-ahead is poisoned, and the next start tells live files (named
+    /// by the manifest on disk) from orphans.
+    fn commit_change(&self, change: &ManifestChange) -> CommitOutcome {
+        use manifest::CommitError;
+        let db = match self.wal.get() {
+            Ok(db) => db,
+            Err(e) => return CommitOutcome::NotCommitted(e),
         };
-        self.wal.reset();
-        let landed = self
-            .wal
-            .get()
-            .and_then(|db| manifest::load(&db))
-            .map(|(metas, _)| {
-                let ids: std::collections::HashSet<u64> = metas.iter().map(|m| m.id).collect();
-                change.add.iter().all(|m| ids.contains(&m.id))
-                    && change.remove.iter().all(|id| !ids.contains(id))
-            });
-        match landed {
-            Ok(true) if !change.add.is_empty() || !change.remove.is_empty() => {
-                tracing::warn!(error = %e, "a manifest commit reported an error but is durable");
-                Ok(())
+        match manifest::commit(&db, change) {
+            Ok(()) => CommitOutcome::Committed,
+            Err(CommitError::Before(e) | CommitError::Commit(e @ Error::StorageFull)) => {
+                self.wal.reset();
+                CommitOutcome::NotCommitted(e)
             }
-            _ => Err(e),
+            Err(CommitError::Commit(e)) => {
+                self.wal.poison(format!("manifest commit: {e}"));
+                CommitOutcome::Unknown
+            }
+        }
+    }
+
+    /// Commits `change`; deletes `written` (the files it adds) only when
+    /// the change is known not to have landed.
+    fn commit_or_discard(&self, change: &ManifestChange, written: &[ChunkMeta]) -> Result<()> {
+        match self.commit_change(change) {
+            CommitOutcome::Committed => Ok(()),
+            CommitOutcome::NotCommitted(e) => {
+                self.discard(written);
+                Err(e)
+            }
+            CommitOutcome::Unknown => Err(Error::Stopped),
         }
     }
 
@@ -577,6 +683,14 @@ impl Drop for ReadingStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// How a manifest commit ended.
+enum CommitOutcome {
+    Committed,
+    NotCommitted(Error),
+    /// See [`ReadingStore::commit_change`].
+    Unknown,
 }
 
 /// Deletes temporary files and files the manifest does not name under
@@ -799,6 +913,9 @@ mod tests {
         let held = store.snapshot();
         tokio::task::block_in_place(|| store.compact(true)).unwrap();
         assert!(held.chunks.iter().all(|c| c.path.exists()));
+        // The replaced files left the readings folder at once.
+        let day = dir.path().join("chunks/readings/day=2025-12-06");
+        assert_eq!(std::fs::read_dir(&day).unwrap().count(), 1);
         let paths: Vec<_> = held.chunks.iter().map(|c| c.path.clone()).collect();
         drop(held);
         assert!(paths.iter().all(|p| !p.exists()));

@@ -16,3 +16,4 @@ mod pydeps;
 mod readback;
 mod sql;
 mod support;
+mod tenant_wall;

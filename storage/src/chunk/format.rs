@@ -10,6 +10,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
+
+use crate::faults::{FailPoint, inject};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -119,30 +121,24 @@ pub fn write_chunk(
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let tmp = dir.join(format!(".tmp-{id:020}.parquet"));
-    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
-
     let batch = to_record_batch(rows, names)?;
-    // A retired file's last reader may remove an emptied day folder just
-    // after it was created here: create it again once.
-    let out = File::create(&tmp)
-        .or_else(|e| {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(e);
-            }
-            std::fs::create_dir_all(dir)?;
-            File::create(&tmp)
-        })
-        .map_err(|e| io("creating", e))?;
-    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(writer_properties()))
-        .map_err(|e| parquet_error(&tmp, e))?;
-    writer.write(&batch).map_err(|e| parquet_error(&tmp, e))?;
-    let out = writer.into_inner().map_err(|e| parquet_error(&tmp, e))?;
-    // (The rename below cannot lose the folder: it holds the temp file.)
-    out.sync_all().map_err(|e| io("fsync of", e))?;
-    let bytes = out.metadata().map_err(|e| io("stat of", e))?.len();
-    drop(out);
-    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
-    sync_dir(dir)?;
+    let bytes = write_synced(&tmp, dir, &batch).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("renaming {}", tmp.display()), e));
+    }
+    let synced = inject(FailPoint::ChunkDirSync)
+        .map_err(|e| Error::io(format!("fsync of {}", dir.display()), e))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = synced {
+        // The new name may or may not be durable: take it back, so no file
+        // the manifest will never name is left in the folder.
+        let _ = std::fs::remove_file(&path);
+        let _ = sync_dir(dir);
+        return Err(e);
+    }
     Ok(ChunkMeta {
         id,
         precedence,
@@ -153,6 +149,38 @@ pub fn write_chunk(
         min_ts_ms: rows.iter().map(|r| r.ts_ms).min().unwrap_or(0),
         max_ts_ms: rows.iter().map(|r| r.ts_ms).max().unwrap_or(0),
     })
+}
+
+/// Writes `batch` as Parquet to `tmp` (in `dir`) and fsyncs it; returns
+/// its size.
+fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<u64> {
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
+    // A retired file's last reader may remove an emptied day folder just
+    // after it was created here: create it again once.
+    let out = File::create(tmp)
+        .or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            std::fs::create_dir_all(dir)?;
+            File::create(tmp)
+        })
+        .map_err(|e| io("creating", e))?;
+    inject(FailPoint::ChunkWrite).map_err(|e| io("writing", e))?;
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(writer_properties()))
+        .map_err(|e| Error::parquet_write(tmp, e))?;
+    writer
+        .write(batch)
+        .map_err(|e| Error::parquet_write(tmp, e))?;
+    let out = writer
+        .into_inner()
+        .map_err(|e| Error::parquet_write(tmp, e))?;
+    // (The rename after this cannot lose the folder: it holds the file.)
+    inject(FailPoint::ChunkSync)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| io("fsync of", e))?;
+    let bytes = out.metadata().map_err(|e| io("stat of", e))?.len();
+    Ok(bytes)
 }
 
 /// Reads a whole chunk back as readings, in file order.

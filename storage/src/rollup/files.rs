@@ -146,10 +146,8 @@ pub(crate) fn write_partition(table: RollupTable, path: &Path, rows: &[RollupRow
         ))
         .build();
     let out = File::create(&tmp).map_err(|e| io("creating", e))?;
-    let bad = |e: parquet::errors::ParquetError| Error::ChunkUnreadable {
-        path: tmp.clone(),
-        reason: e.to_string(),
-    };
+    crate::faults::inject(crate::faults::FailPoint::RollupWrite).map_err(|e| io("writing", e))?;
+    let bad = |e: parquet::errors::ParquetError| Error::parquet_write(&tmp, e);
     let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(bad)?;
     writer.write(&batch).map_err(bad)?;
     let out = writer.into_inner().map_err(bad)?;

@@ -55,8 +55,13 @@ pub(crate) struct WalWriter {
 
 /// Why a group's commit failed, in a form every waiter can get a copy of.
 enum CommitFailure {
+    /// Known not to have landed: the disk was full.
     DiskFull,
+    /// Known not to have landed: failed before the commit.
     Other(String),
+    /// The commit itself failed (an fsync error): it may have landed. The
+    /// write-ahead is poisoned and the daemon stops.
+    Unknown,
 }
 
 impl CommitFailure {
@@ -64,6 +69,7 @@ impl CommitFailure {
         match self {
             CommitFailure::DiskFull => Error::StorageFull,
             CommitFailure::Other(msg) => Error::WalCommit(msg.clone()),
+            CommitFailure::Unknown => Error::Stopped,
         }
     }
 }
@@ -167,7 +173,9 @@ impl WalWriter {
                 for req in group {
                     let _ = req.reply.send(Err(failure.to_error()));
                 }
-                self.wal.reset();
+                if !matches!(failure, CommitFailure::Unknown) {
+                    self.wal.reset();
+                }
             }
         }
     }
@@ -181,11 +189,12 @@ impl WalWriter {
     ) -> Result<u64, CommitFailure> {
         let classify = |e: Error| match e {
             Error::StorageFull => CommitFailure::DiskFull,
+            Error::Stopped => CommitFailure::Unknown,
             e => CommitFailure::Other(e.to_string()),
         };
         let db = self.wal.get().map_err(classify)?;
         let first_seq = self.next_seq;
-        let write = || -> Result<()> {
+        let write = || -> Result<redb::WriteTransaction> {
             let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(WAL_TABLE)?;
@@ -197,10 +206,20 @@ impl WalWriter {
                     dirty.insert(pair, first_seq)?;
                 }
             }
-            txn.commit()?;
-            Ok(())
+            Ok(txn)
         };
-        write().map_err(classify)?;
+        let txn = write().map_err(classify)?;
+        // A full disk fails while the pages are written, before the commit
+        // record: the commit did not land. Any other failure here may have
+        // come after it (an fsync): the outcome is unknown.
+        match txn.commit().map_err(Error::from) {
+            Ok(()) => {}
+            Err(Error::StorageFull) => return Err(CommitFailure::DiskFull),
+            Err(e) => {
+                self.wal.poison(format!("write-ahead commit: {e}"));
+                return Err(CommitFailure::Unknown);
+            }
+        }
         self.next_seq += group.len() as u64;
         Ok(first_seq)
     }

@@ -15,7 +15,9 @@ pub(super) async fn healthz() -> impl IntoResponse {
 }
 
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    state.store()?;
+    if state.store()?.fatal().is_some() {
+        return Err(wattline_storage::Error::Stopped.into());
+    }
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 

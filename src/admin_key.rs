@@ -39,14 +39,27 @@ pub(crate) fn ensure(catalog: &Catalog, data_dir: &Path) -> Result<Option<PathBu
         (None, false) => return Ok(None),
     };
     let path = data_dir.join("admin.key");
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// Writes `secret` to `path` with mode 0600, whatever was there: a new
+/// file is written (created 0600), fsynced and renamed over `path`, and
+/// the folder fsynced.
+fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("key.tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .open(&tmp)?;
     writeln!(file, "{secret}")?;
     file.sync_all()?;
-    Ok(Some(path))
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -7,10 +7,12 @@
 //! process is using them.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use wattline_storage::tree::Transfer;
 
 use crate::config::Settings;
 
@@ -69,37 +71,32 @@ fn post_backup(settings: &Settings, key: &str, dir: &Path) -> Result<String> {
     Ok(answer)
 }
 
-/// Copies a data directory no daemon is using.
+/// Copies a data directory no daemon is using. Its databases stay open
+/// (locked) until the copy is done, so a daemon starting meanwhile fails
+/// to open them instead of changing them under the copy. Everything is
+/// copied (databases change in place: no hard links) and fsynced; the
+/// readers' links under `chunks/open` are left out (rebuilt at start).
 fn copy_offline(from: &Path, to: &Path) -> Result<()> {
+    let mut held = Vec::new();
     for db in ["meta.redb", "wal.redb"] {
         let path = from.join(db);
         if path.exists() {
             // Fails while another process holds the database.
-            redb::Database::open(&path).with_context(|| {
+            held.push(redb::Database::open(&path).with_context(|| {
                 format!(
                     "{} is in use, but no daemon answers at the configured address",
                     path.display()
                 )
-            })?;
+            })?);
         }
     }
     if to.exists() && std::fs::read_dir(to)?.next().is_some() {
         bail!("backup directory {} is not empty", to.display());
     }
-    copy_tree(from, to)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
-        let entry = entry?;
-        let target: PathBuf = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("copying {}", entry.path().display()))?;
-        }
-    }
+    let readers_links = from.join("chunks").join("open");
+    wattline_storage::tree::copy_tree(from, to, Transfer::Copy, &|p: &Path| {
+        p == readers_links.as_path()
+    })?;
+    drop(held);
     Ok(())
 }

@@ -38,6 +38,7 @@ pub mod rollup;
 mod store;
 #[cfg(test)]
 mod test_util;
+pub mod tree;
 mod wal;
 
 pub use catalog::{

@@ -13,6 +13,7 @@ pub mod files;
 pub(crate) mod marks;
 #[cfg(test)]
 mod tests;
+mod zones;
 
 pub use engine::{Agg, Resolution, Rollups};
 pub use files::{RollupRow, RollupTable};

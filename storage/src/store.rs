@@ -31,6 +31,7 @@ use crate::memtable::Memtable;
 use crate::reading::{Reading, ReadingBatch, TimeRange};
 use crate::rollup::Rollups;
 use crate::rollup::marks::Marks;
+use crate::tree::{Transfer, link_or_copy};
 use crate::wal::db::WalDb;
 use crate::wal::writer::{AppendRequest, WalWriter, WriterMsg, record_wal_size, replay};
 use crate::wal::{WalSequence, codec};
@@ -545,31 +546,29 @@ impl ReadingStore {
         // sensor its records name.
         // The rollup files as of the same moment as the dirty marks copied
         // with the write-ahead: no rollup step runs in between.
+        // The catalog as of the same moment too (a zone changed since is
+        // reconciled by the rollups when the copy is opened).
         let chunks = self.rollups.backup_with(dir, || {
-            manifest::backup_to(self.wal.get()?.as_ref(), &dir.join("wal.redb"))
+            let chunks = manifest::backup_to(self.wal.get()?.as_ref(), &dir.join("wal.redb"))?;
+            self.catalog.backup_to(&dir.join("meta.redb"))?;
+            Ok(chunks)
         })?;
-        self.catalog.backup_to(&dir.join("meta.redb"))?;
         let mut bytes = 0;
         for meta in &chunks {
-            let from = self.data_dir.join(&meta.file);
-            let to = dir.join(&meta.file);
-            let parent = to.parent().expect("chunk paths have a folder");
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
             // A hard link is instant and safe: chunk files are never
             // modified, only replaced.
-            if std::fs::hard_link(&from, &to).is_err() {
-                std::fs::copy(&from, &to)
-                    .map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
-            }
+            link_or_copy(
+                &self.data_dir.join(&meta.file),
+                &dir.join(&meta.file),
+                Transfer::LinkOrCopy,
+            )?;
             bytes += meta.bytes;
         }
         let key = self.data_dir.join("admin.key");
         if key.exists() {
-            std::fs::copy(&key, dir.join("admin.key"))
-                .map_err(|e| Error::io("copying admin.key", e))?;
+            link_or_copy(&key, &dir.join("admin.key"), Transfer::Copy)?;
         }
-        crate::chunk::sync_dir(dir)?;
+        crate::tree::sync_dirs(dir)?;
         Ok(BackupReport {
             chunks: chunks.len(),
             chunk_bytes: bytes,
@@ -655,10 +654,16 @@ impl ReadingStore {
         self.rollups.catch_up(|| self.snapshot())
     }
 
-    /// Rebuilds a building's rollups after its time zone changed. Blocking.
-    pub fn rebuild_building_rollups(&self, building: &str) -> Result<()> {
-        self.rollups.rebuild_building(building, &self.snapshot())?;
-        self.catch_up_rollups().map(|_| ())
+    /// Rebuilds a building's rollups after its time zone changed, unless
+    /// it was rebuilt within the last minute (the rollup worker then does
+    /// it later; see [`crate::rollup`]). Returns whether it rebuilt now.
+    /// Blocking.
+    pub fn rebuild_building_rollups(&self, building: &str) -> Result<bool> {
+        if !self.rollups.rebuild_building(building, &self.snapshot())? {
+            return Ok(false);
+        }
+        self.catch_up_rollups()?;
+        Ok(true)
     }
 
     pub fn data_dir(&self) -> &Path {

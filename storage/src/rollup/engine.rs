@@ -25,6 +25,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
 use super::files::{RollupRow, RollupTable, partitions, read_partition, write_partition};
 use super::marks::{DIRTY, Marks};
+use super::zones::ZoneLedger;
 use crate::catalog::Catalog;
 use crate::chunk::{DAY_MS, SensorNames, day_name};
 use crate::error::Result;
@@ -101,6 +102,7 @@ pub struct Rollups {
     step: Mutex<()>,
     /// Since when marks have been waiting (for the lag metric).
     pending_since: Mutex<Option<Instant>>,
+    zones: ZoneLedger,
 }
 
 fn days_since_epoch(d: NaiveDate) -> i64 {
@@ -151,6 +153,7 @@ impl Rollups {
                 }
             }
         }
+        let zones = ZoneLedger::load(wal.get()?.as_ref(), &catalog.view())?;
         Ok(Self {
             data_dir: data_dir.to_owned(),
             catalog,
@@ -159,6 +162,7 @@ impl Rollups {
             buildings: RwLock::new(buildings),
             step: Mutex::new(()),
             pending_since: Mutex::new(None),
+            zones,
         })
     }
 
@@ -191,8 +195,17 @@ impl Rollups {
 
     /// Processes every mark whose batch is in memory. `snapshot` gives the
     /// raw readings. Returns how many days were processed. Blocking.
+    ///
+    /// First, at most one building whose time zone changed is rebuilt
+    /// (see [`super::zones`]).
     pub fn catch_up(&self, snapshot: impl Fn() -> Snapshot) -> Result<usize> {
         let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        self.zones
+            .adopt_new(self.wal.get()?.as_ref(), &self.catalog.view())?;
+        let due = self.zones.due(&self.catalog.view(), Instant::now());
+        if let Some(building) = due {
+            self.rebuild_locked(&building, &snapshot())?;
+        }
         let mut processed = 0;
         for day in self.dirty_days()? {
             if self.process_day(day, &snapshot)? {
@@ -492,14 +505,37 @@ impl Rollups {
     /// After a building's time zone changed: re-derives its days and months
     /// from its hours now, and marks every day with raw readings of its
     /// sensors, so its hours are recomputed in the new zone. Blocking.
-    pub fn rebuild_building(&self, building: &str, snapshot: &Snapshot) -> Result<()> {
+    ///
+    /// Returns false, doing nothing, when the building was rebuilt less
+    /// than a minute ago: the rollup worker then rebuilds it once that
+    /// minute is over, in whatever zone it has by then.
+    pub fn rebuild_building(&self, building: &str, snapshot: &Snapshot) -> Result<bool> {
         let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
-        let (sensors, tz): (Vec<u32>, Tz) = {
+        if !self.zones.may_rebuild(building, Instant::now()) {
+            return Ok(false);
+        }
+        self.rebuild_locked(building, snapshot)?;
+        Ok(true)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_rebuild_spacing(&self, spacing: std::time::Duration) {
+        self.zones.set_spacing(spacing);
+    }
+
+    /// [`Rollups::rebuild_building`] with the step lock held.
+    fn rebuild_locked(&self, building: &str, snapshot: &Snapshot) -> Result<()> {
+        let (sensors, tz, zone): (Vec<u32>, Tz, String) = {
             let view = self.catalog.view();
-            let tz = view
-                .building(building)
-                .map_or(Tz::UTC, |b| parse_tz(&b.timezone));
-            (view.sensors_of(building).map(|s| s.key.0).collect(), tz)
+            let Some(b) = view.building(building) else {
+                return Ok(());
+            };
+            let zone = b.timezone.clone();
+            (
+                view.sensors_of(building).map(|s| s.key.0).collect(),
+                parse_tz(&zone),
+                zone,
+            )
         };
         let mut days: BTreeSet<i64> = snapshot.chunks.iter().map(|c| c.meta.day).collect();
         let wanted: HashSet<u32> = sensors.iter().copied().collect();
@@ -516,7 +552,9 @@ impl Rollups {
                 }
             }
         }
+        ZoneLedger::record(&txn, building, &zone)?;
         txn.commit()?;
+        self.zones.rebuilt(building, &zone, Instant::now());
         let key: Arc<str> = Arc::from(building);
         let mut touched = HashMap::new();
         {
@@ -533,7 +571,8 @@ impl Rollups {
                 );
             }
         }
-        self.rederive(&touched)
+        self.rederive(&touched)?;
+        self.zones.rederived(&db, building)
     }
 
     /// The building's buckets whose start lies in `range`, in order.
@@ -614,7 +653,12 @@ impl Rollups {
         let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
         let out = f()?;
         let from = self.data_dir.join("chunks").join("rollups");
-        copy_tree(&from, &dir.join("chunks").join("rollups"))?;
+        crate::tree::copy_tree(
+            &from,
+            &dir.join("chunks").join("rollups"),
+            crate::tree::Transfer::LinkOrCopy,
+            &|_| false,
+        )?;
         Ok(out)
     }
 
@@ -669,26 +713,6 @@ impl Rollups {
 
 /// Hard-links (or copies) every file below `from` to the same place below
 /// `to`, skipping temporary files.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(from) else {
-        return Ok(());
-    };
-    std::fs::create_dir_all(to)
-        .map_err(|e| crate::error::Error::io(format!("creating {}", to.display()), e))?;
-    for entry in entries.flatten() {
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_tree(&src, &dst)?;
-        } else if !entry.file_name().to_string_lossy().starts_with(".tmp")
-            && std::fs::hard_link(&src, &dst).is_err()
-        {
-            std::fs::copy(&src, &dst)
-                .map_err(|e| crate::error::Error::io(format!("copying {}", src.display()), e))?;
-        }
-    }
-    Ok(())
-}
-
 /// Rows of every building from `points`.
 fn buildings_rows(
     buildings: &HashMap<Arc<str>, BuildingRollups>,

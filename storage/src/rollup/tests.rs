@@ -389,3 +389,81 @@ async fn a_late_reading_next_to_dropped_raw_data_keeps_its_rollups() {
         ]
     );
 }
+
+/// A zone change the rollups missed (the daemon stopped between the
+/// catalog's commit and the rebuild) is found and rebuilt at the next
+/// step; and rebuilds of one building are spaced, later changes coalesced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_zone_change_is_rebuilt_and_rebuilds_are_spaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = setup(dir.path());
+    let readings = [
+        (ms("2026-10-02T20:00:00Z"), 1.0), // Berlin 22:00 on the 2nd
+        (ms("2026-10-02T22:30:00Z"), 2.0), // Berlin 00:30 on the 3rd
+    ];
+    let days = |store: &ReadingStore, zone: &str| -> Vec<(NaiveDate, f64)> {
+        let tz: Tz = zone.parse().unwrap();
+        store
+            .rollups()
+            .series("b0", tz, Resolution::Day, TimeRange::ALL)
+            .into_iter()
+            .map(|(t, a)| (local_date(tz, t), a.kwh))
+            .collect()
+    };
+    let set_zone = |zone: &str| {
+        catalog
+            .update_building(
+                &BuildingId::parse("b0").unwrap(),
+                crate::catalog::BuildingPatch {
+                    name: None,
+                    floor_area_m2: None,
+                    timezone: Some(zone.into()),
+                },
+            )
+            .unwrap();
+    };
+    let d = |day: u32| NaiveDate::from_ymd_opt(2026, 10, day).unwrap();
+    {
+        let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+        for (ts, v) in readings {
+            store
+                .append(ReadingBatch {
+                    readings: vec![Reading {
+                        sensor: SensorKey(0),
+                        ts_ms: ts,
+                        value_kwh: v,
+                    }],
+                })
+                .await
+                .unwrap();
+        }
+        tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
+        assert_eq!(
+            days(&store, "Europe/Berlin"),
+            vec![(d(2), 1.0), (d(3), 2.0)]
+        );
+        // The zone changes; the daemon stops before rebuilding.
+        set_zone("UTC");
+    }
+    let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+    tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
+    assert_eq!(days(&store, "UTC"), vec![(d(2), 3.0)]);
+
+    // Rebuilt just now: a change within the spacing waits, and the
+    // worker does not rebuild either until it is over.
+    set_zone("Europe/Berlin");
+    let now = tokio::task::block_in_place(|| store.rebuild_building_rollups("b0").unwrap());
+    assert!(!now);
+    tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
+    assert_eq!(days(&store, "UTC"), vec![(d(2), 3.0)]);
+    set_zone("Asia/Kolkata");
+    set_zone("Europe/Berlin");
+    store
+        .rollups()
+        .set_rebuild_spacing(std::time::Duration::ZERO);
+    tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
+    assert_eq!(
+        days(&store, "Europe/Berlin"),
+        vec![(d(2), 1.0), (d(3), 2.0)]
+    );
+}

@@ -134,7 +134,10 @@ pub(super) async fn update(
     .await?;
     if b.timezone != old_zone {
         // Days and months follow the new zone: rebuild them before
-        // answering, so the next /energy request already does.
+        // answering, so the next /energy request already does. (A building
+        // rebuilt within the last minute is rebuilt by the rollup worker
+        // once it is over; the catalog's zone is what counts, so nothing
+        // is lost if this fails or the daemon stops now.)
         let store = state.store()?.clone();
         let id = b.id.to_string();
         blocking(move || store.rebuild_building_rollups(&id)).await?;

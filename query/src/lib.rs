@@ -16,6 +16,8 @@ mod complexity;
 mod engine;
 mod error;
 mod filters;
+#[cfg(test)]
+mod fuzz_tests;
 mod guard;
 mod join_budget;
 mod lazy_table;

@@ -959,4 +959,38 @@ mod tests {
         assert!(!old.exists());
         assert_eq!(visible(&store), vec![(0, T0 + 86_400_000, 2.0)]);
     }
+
+    /// Issue 7, finding 15: a day with an old file and a newer correction
+    /// file, the retention cutoff inside the day. Dropping files by their
+    /// own span dropped the correction (all of it before the cutoff) and
+    /// kept the old file, whose stale value came back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_never_brings_back_a_corrected_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), 1);
+        let store = open(dir.path(), &cat);
+        let evening = T0 + 20 * 3_600_000;
+        store
+            .append(batch(&[(0, T0, 1.0), (0, evening, 5.0)]))
+            .await
+            .unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        store.append(batch(&[(0, T0, 9.0)])).await.unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+        assert_eq!(store.snapshot().chunks.len(), 2);
+        // The cutoff falls between the correction and the evening reading.
+        let cutoff = T0 + 12 * 3_600_000;
+        let dropped = tokio::task::block_in_place(|| store.drop_expired(cutoff)).unwrap();
+        assert_eq!(dropped, 0, "the day holding the cutoff is kept whole");
+        assert_eq!(visible(&store), vec![(0, T0, 9.0), (0, evening, 5.0)]);
+        assert_eq!(store.snapshot().raw_floor_ms, i64::MIN);
+        // Once the whole day is past the cutoff, it goes as a whole, and
+        // the raw floor is the start of the cutoff's day.
+        let next_day = T0 + 86_400_000;
+        let dropped =
+            tokio::task::block_in_place(|| store.drop_expired(next_day + 3_600_000)).unwrap();
+        assert_eq!(dropped, 2);
+        assert!(visible(&store).is_empty());
+        assert_eq!(store.snapshot().raw_floor_ms, next_day);
+    }
 }

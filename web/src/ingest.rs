@@ -6,6 +6,8 @@
 //! exactly which reading was bad.
 
 pub mod csv;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod json;
 pub mod line_protocol;
 pub mod timestamp;

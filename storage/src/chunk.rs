@@ -42,13 +42,7 @@ pub use names::SensorNames;
 
 use crate::reading::Reading;
 
-/// Milliseconds in a UTC day.
-pub const DAY_MS: i64 = 86_400_000;
-
-/// The UTC day number (days since 1970-01-01) of a timestamp.
-pub fn day_of(ts_ms: i64) -> i64 {
-    ts_ms.div_euclid(DAY_MS)
-}
+pub use crate::reading::{DAY_MS, day_of};
 
 /// `YYYY-MM-DD` of a day number.
 pub fn day_name(day: i64) -> String {

@@ -38,6 +38,7 @@ pub mod rollup;
 mod store;
 #[cfg(test)]
 mod test_util;
+mod tiers;
 pub mod tree;
 mod wal;
 
@@ -49,9 +50,8 @@ pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
 pub use memtable::Memtable;
 pub use reading::{Reading, ReadingBatch, TimeRange};
-pub use store::{
-    BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport, Snapshot,
-};
+pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
+pub use tiers::Snapshot;
 pub use wal::WalSequence;
 
 /// Now, in milliseconds since the Unix epoch.

@@ -63,7 +63,7 @@ pub(crate) fn load(db: &Database) -> Result<(Vec<ChunkMeta>, u64)> {
     txn.open_table(CHUNKS)?;
     txn.open_table(COUNTERS)?;
     txn.open_table(WAL_TABLE)?;
-    txn.open_table(crate::rollup::marks::DIRTY)?;
+    txn.open_table(crate::wal::marks::DIRTY)?;
     txn.commit()?;
 
     let txn = db.begin_read()?;
@@ -117,7 +117,7 @@ pub(crate) fn backup_to(db: &Database, path: &std::path::Path) -> Result<Vec<Chu
             let (k, v) = entry?;
             to.insert(k.value(), v.value())?;
         }
-        let dirty = crate::rollup::marks::DIRTY;
+        let dirty = crate::wal::marks::DIRTY;
         let mut to = txn.open_table(dirty)?;
         for entry in src.open_table(dirty)?.iter()? {
             let (k, v) = entry?;

@@ -48,3 +48,11 @@ impl TimeRange {
         self.start_ms <= ts_ms && ts_ms < self.end_ms
     }
 }
+
+/// Milliseconds in a UTC day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day number (days since 1970-01-01) of a timestamp.
+pub fn day_of(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(DAY_MS)
+}

@@ -3,17 +3,22 @@
 //! data and corrections.
 //!
 //! - [`calendar`]: buckets in a building's IANA time zone.
-//! - [`marks`]: which (day, sensor) pairs changed, recorded with the batch.
-//! - [`engine`]: the small idempotent steps that recompute exactly those.
+//! - [`rollups`]: the building tables in memory and their files; [`steps`]
+//!   recompute exactly what changed, [`zone_rebuild`] after a time zone
+//!   change, [`reads`] serve them, [`retention`] drops old buckets.
+//! - [`zones`]: which time zone each building's rollups follow.
 //! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
 
 pub mod calendar;
-mod engine;
 pub mod files;
-pub(crate) mod marks;
+mod reads;
+mod retention;
+mod rollups;
+mod steps;
 #[cfg(test)]
 mod tests;
+mod zone_rebuild;
 mod zones;
 
-pub use engine::{Agg, Resolution, Rollups};
 pub use files::{RollupRow, RollupTable};
+pub use rollups::{Agg, Resolution, Rollups};

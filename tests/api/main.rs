@@ -9,6 +9,7 @@ mod catalog;
 mod cold_store;
 mod crash;
 mod energy;
+mod fault_paths;
 mod ingest;
 mod limits;
 mod process;

@@ -26,8 +26,8 @@ use crate::chunk::day_of;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::reading::Reading;
-use crate::rollup::marks::{DIRTY, Marks};
-use crate::store::Tiers;
+use crate::tiers::Tiers;
+use crate::wal::marks::{DIRTY, Marks};
 
 /// Upper bound on the encoded bytes committed in one transaction.
 const MAX_GROUP_BYTES: usize = 64 << 20;

@@ -1,0 +1,80 @@
+//! Reading the building-level rollups: energy series for `/energy` and
+//! table rows for SQL, from memory.
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+use super::calendar::{day_start, local_date};
+use super::files::{RollupRow, RollupTable};
+use crate::reading::TimeRange;
+
+use super::rollups::*;
+
+impl Rollups {
+    /// The building's buckets whose start lies in `range`, in order.
+    pub fn series(
+        &self,
+        building: &str,
+        tz: Tz,
+        resolution: Resolution,
+        range: TimeRange,
+    ) -> Vec<(i64, Agg)> {
+        let buildings = self.buildings.read().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = buildings.get(building) else {
+            return vec![];
+        };
+        if range.start_ms >= range.end_ms {
+            return vec![];
+        }
+        match resolution {
+            Resolution::Hour => b
+                .hourly
+                .range(range.start_ms..range.end_ms)
+                .map(|(h, a)| (*h, *a))
+                .collect(),
+            Resolution::Day => {
+                let from = local_date(tz, range.start_ms.max(-8_000_000_000_000))
+                    .pred_opt()
+                    .unwrap_or(NaiveDate::MIN);
+                let to = local_date(tz, range.end_ms.min(8_000_000_000_000))
+                    .succ_opt()
+                    .unwrap_or(NaiveDate::MAX);
+                b.daily
+                    .range(from..=to)
+                    .map(|(d, a)| (day_start(tz, *d), *a))
+                    .filter(|(t, _)| range.contains(*t))
+                    .collect()
+            }
+            Resolution::Month => b
+                .monthly
+                .iter()
+                .map(|(m, a)| (day_start(tz, *m), *a))
+                .filter(|(t, _)| range.contains(*t))
+                .collect(),
+        }
+    }
+
+    /// Rows of a building-level table for the tenants `sees` accepts.
+    pub fn table_rows(&self, table: RollupTable, sees: impl Fn(&str) -> bool) -> Vec<RollupRow> {
+        let buildings = self.buildings.read().unwrap_or_else(|e| e.into_inner());
+        buildings_rows(&buildings, |b| {
+            if !sees(&b.tenant) {
+                return vec![];
+            }
+            match table {
+                RollupTable::BuildingHourly => b.hourly.iter().map(|(h, a)| (*h, *a)).collect(),
+                RollupTable::BuildingDaily => b
+                    .daily
+                    .iter()
+                    .map(|(d, a)| (days_since_epoch(*d), *a))
+                    .collect(),
+                RollupTable::BuildingMonthly => b
+                    .monthly
+                    .iter()
+                    .map(|(d, a)| (days_since_epoch(*d), *a))
+                    .collect(),
+                RollupTable::SensorHourly => vec![],
+            }
+        })
+    }
+}

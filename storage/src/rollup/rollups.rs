@@ -1,0 +1,221 @@
+//! [`Rollups`]: the rollup tables, kept current in small idempotent steps.
+//!
+//! One step takes one UTC day `D` that has dirty marks (see
+//! [`crate::wal::marks`]) and recomputes, for the marked sensors only, the
+//! sensor-hour buckets that start on `D-1` and `D` (a reading's local hour
+//! may start on the UTC day before), from the merged raw readings of a
+//! window around them. Building hours are re-aggregated from the sensor
+//! hours of the partitions touched, then the local days and months of the
+//! affected buildings from their hours. Every step rewrites whole
+//! partition files and ends by deleting exactly the marks it processed;
+//! a crash anywhere just repeats the step.
+//!
+//! Building-level tables (hourly, daily, monthly) are held in memory, so
+//! `/energy` answers from a map range; `sensor_hourly` stays on disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::{Datelike, NaiveDate};
+use chrono_tz::Tz;
+
+use super::files::{RollupRow, RollupTable, partitions, read_partition};
+use super::zones::ZoneLedger;
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::wal::db::WalDb;
+use crate::wal::marks::Marks;
+
+pub(super) const HOUR_MS: i64 = 3_600_000;
+
+/// Energy in one bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agg {
+    pub kwh: f64,
+    /// The largest single reading.
+    pub peak_kwh: f64,
+    pub readings: i64,
+}
+
+impl Agg {
+    pub(super) fn one(v: f64) -> Self {
+        Self {
+            kwh: v,
+            peak_kwh: v,
+            readings: 1,
+        }
+    }
+
+    pub(super) fn add(&mut self, o: &Agg) {
+        self.kwh += o.kwh;
+        self.peak_kwh = self.peak_kwh.max(o.peak_kwh);
+        self.readings += o.readings;
+    }
+
+    pub(super) fn sum<'a>(it: impl IntoIterator<Item = &'a Agg>) -> Option<Agg> {
+        it.into_iter().fold(None, |acc: Option<Agg>, a| {
+            Some(match acc {
+                Some(mut s) => {
+                    s.add(a);
+                    s
+                }
+                None => *a,
+            })
+        })
+    }
+}
+
+/// A building's rollups, in memory.
+#[derive(Debug, Default)]
+pub(super) struct BuildingRollups {
+    pub(super) tenant: Arc<str>,
+    /// Hour bucket start (UTC ms) -> energy.
+    pub(super) hourly: BTreeMap<i64, Agg>,
+    pub(super) daily: BTreeMap<NaiveDate, Agg>,
+    /// First day of the month -> energy.
+    pub(super) monthly: BTreeMap<NaiveDate, Agg>,
+}
+
+/// Resolution of an energy series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Hour,
+    Day,
+    Month,
+}
+
+pub struct Rollups {
+    pub(super) data_dir: PathBuf,
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) wal: Arc<WalDb>,
+    pub(super) marks: Arc<Marks>,
+    pub(super) buildings: RwLock<HashMap<Arc<str>, BuildingRollups>>,
+    /// One step at a time.
+    pub(super) step: Mutex<()>,
+    /// Since when marks have been waiting (for the lag metric).
+    pub(super) pending_since: Mutex<Option<Instant>>,
+    pub(super) zones: ZoneLedger,
+}
+
+pub(super) fn days_since_epoch(d: NaiveDate) -> i64 {
+    i64::from(
+        d.num_days_from_ce()
+            - NaiveDate::from_ymd_opt(1970, 1, 1)
+                .expect("epoch")
+                .num_days_from_ce(),
+    )
+}
+
+pub(super) fn from_days(days: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days)
+}
+
+pub(super) fn parse_tz(name: &str) -> Tz {
+    name.parse().unwrap_or(Tz::UTC)
+}
+
+impl Rollups {
+    /// Loads the building tables from their files.
+    pub(crate) fn open(
+        data_dir: &std::path::Path,
+        catalog: Arc<Catalog>,
+        wal: Arc<WalDb>,
+        marks: Arc<Marks>,
+    ) -> Result<Self> {
+        let mut buildings: HashMap<Arc<str>, BuildingRollups> = HashMap::new();
+        for (table, _) in [
+            (RollupTable::BuildingHourly, ()),
+            (RollupTable::BuildingDaily, ()),
+            (RollupTable::BuildingMonthly, ()),
+        ] {
+            for path in partitions(table, data_dir) {
+                for r in read_partition(table, &path)? {
+                    let b = buildings.entry(r.building_id.clone()).or_default();
+                    b.tenant = r.tenant_id.clone();
+                    let agg = Agg {
+                        kwh: r.kwh,
+                        peak_kwh: r.peak_kwh,
+                        readings: r.readings,
+                    };
+                    match table {
+                        RollupTable::BuildingHourly => b.hourly.insert(r.at, agg),
+                        RollupTable::BuildingDaily => b.daily.insert(from_days(r.at), agg),
+                        _ => b.monthly.insert(from_days(r.at), agg),
+                    };
+                }
+            }
+        }
+        let zones = ZoneLedger::load(wal.get()?.as_ref(), &catalog.view())?;
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            catalog,
+            wal,
+            marks,
+            buildings: RwLock::new(buildings),
+            step: Mutex::new(()),
+            pending_since: Mutex::new(None),
+            zones,
+        })
+    }
+
+    pub(super) fn partition_path(&self, table: RollupTable, key: &str) -> PathBuf {
+        let dir = table.dir(&self.data_dir);
+        match table {
+            RollupTable::SensorHourly | RollupTable::BuildingHourly => {
+                dir.join(format!("day={key}")).join("part.parquet")
+            }
+            RollupTable::BuildingDaily => dir.join(format!("month={key}")).join("part.parquet"),
+            RollupTable::BuildingMonthly => dir.join("part.parquet"),
+        }
+    }
+
+    /// Runs `f` while no rollup step runs, then copies the rollup files
+    /// into `dir` (hard links where possible). Used by backup, so the copy
+    /// matches the dirty marks `f` copies.
+    pub(crate) fn backup_with<T>(
+        &self,
+        dir: &std::path::Path,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f()?;
+        let from = self.data_dir.join("chunks").join("rollups");
+        crate::tree::copy_tree(
+            &from,
+            &dir.join("chunks").join("rollups"),
+            crate::tree::Transfer::LinkOrCopy,
+            &|_| false,
+        )?;
+        Ok(out)
+    }
+
+    /// Files of `sensor_hourly`, for SQL.
+    pub fn sensor_hourly_files(&self) -> Vec<PathBuf> {
+        partitions(RollupTable::SensorHourly, &self.data_dir)
+    }
+}
+
+/// Rows of every building from `points`.
+pub(super) fn buildings_rows(
+    buildings: &HashMap<Arc<str>, BuildingRollups>,
+    points: impl Fn(&BuildingRollups) -> Vec<(i64, Agg)>,
+) -> Vec<RollupRow> {
+    let mut ids: Vec<&Arc<str>> = buildings.keys().collect();
+    ids.sort();
+    let mut rows = Vec::new();
+    for id in ids {
+        let b = &buildings[id];
+        rows.extend(points(b).into_iter().map(|(at, a)| RollupRow {
+            sensor_id: None,
+            building_id: id.clone(),
+            tenant_id: b.tenant.clone(),
+            at,
+            kwh: a.kwh,
+            peak_kwh: a.peak_kwh,
+            readings: a.readings,
+        }));
+    }
+    rows
+}

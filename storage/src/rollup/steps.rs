@@ -1,0 +1,356 @@
+//! The rollup steps: one UTC day with dirty marks at a time, recomputing
+//! exactly the marked sensors' hours, then the buildings' hours, local
+//! days and months they touch. Each step rewrites whole partition files
+//! and ends by deleting exactly the marks it processed; a crash anywhere
+//! just repeats the step.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{Datelike, NaiveDate};
+use chrono_tz::Tz;
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
+use super::files::{RollupRow, RollupTable, read_partition, write_partition};
+use crate::chunk::{DAY_MS, SensorNames, day_name};
+use crate::error::Result;
+use crate::ids::SensorKey;
+use crate::reading::TimeRange;
+use crate::tiers::Snapshot;
+use crate::wal::marks::DIRTY;
+
+use super::rollups::*;
+
+impl Rollups {
+    /// Days that have dirty marks, oldest first.
+    pub(super) fn dirty_days(&self) -> Result<Vec<i64>> {
+        let db = self.wal.get()?;
+        let txn = db.begin_read()?;
+        let table = match txn.open_table(DIRTY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut days = BTreeSet::new();
+        for entry in table.iter()? {
+            days.insert(entry?.0.value().0);
+        }
+        Ok(days.into_iter().collect())
+    }
+
+    /// Processes every mark whose batch is in memory. `snapshot` gives the
+    /// raw readings. Returns how many days were processed. Blocking.
+    ///
+    /// First, at most one building whose time zone changed is rebuilt
+    /// (see [`super::zones`]).
+    pub fn catch_up(&self, snapshot: impl Fn() -> Snapshot) -> Result<usize> {
+        let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        self.zones
+            .adopt_new(self.wal.get()?.as_ref(), &self.catalog.view())?;
+        let due = self.zones.due(&self.catalog.view(), Instant::now());
+        if let Some(building) = due {
+            self.rebuild_locked(&building, &snapshot())?;
+        }
+        let mut processed = 0;
+        for day in self.dirty_days()? {
+            if self.process_day(day, &snapshot)? {
+                processed += 1;
+            }
+        }
+        let left = self.dirty_days()?.len();
+        metrics::gauge!("wattline_rollup_dirty_days").set(left as f64);
+        let mut since = self.pending_since.lock().unwrap_or_else(|e| e.into_inner());
+        if left == 0 {
+            *since = None;
+        } else if since.is_none() {
+            *since = Some(Instant::now());
+        }
+        metrics::gauge!("wattline_rollup_lag_seconds")
+            .set(since.map_or(0.0, |t| t.elapsed().as_secs_f64()));
+        Ok(processed)
+    }
+
+    pub(super) fn process_day(&self, day: i64, snapshot: &impl Fn() -> Snapshot) -> Result<bool> {
+        let started = Instant::now();
+        // (1)-(3): see `marks`.
+        // (1) and (2) under one lock: a batch marking this day again either
+        // committed before (and is below `applied`) or marks anew after.
+        let applied = {
+            let mut known = self.marks.known.lock().unwrap_or_else(|e| e.into_inner());
+            known.retain(|(d, _)| *d != day);
+            self.marks.applied()
+        };
+        let snap = snapshot();
+        let db = self.wal.get()?;
+        let taken: Vec<(u32, u64)> = {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(DIRTY)?;
+            let mut out = Vec::new();
+            for entry in table.range((day, 0)..=(day, u32::MAX))? {
+                let (k, v) = entry?;
+                if v.value() < applied {
+                    out.push((k.value().1, v.value()));
+                }
+            }
+            out
+        };
+        if taken.is_empty() {
+            return Ok(false);
+        }
+        let sensors: HashSet<SensorKey> = taken.iter().map(|&(s, _)| SensorKey(s)).collect();
+        self.recompute(day, &sensors, &snap)?;
+
+        // (5): delete the marks processed, unless marked again meanwhile.
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(DIRTY)?;
+            for (sensor, seq) in &taken {
+                let current = table.get((day, *sensor))?.map(|v| v.value());
+                if current == Some(*seq) {
+                    table.remove((day, *sensor))?;
+                }
+            }
+        }
+        txn.commit()?;
+        metrics::histogram!("wattline_rollup_step_seconds").record(started.elapsed().as_secs_f64());
+        Ok(true)
+    }
+
+    /// Recomputes the rollups of `sensors` for readings on UTC day `day`.
+    pub(super) fn recompute(
+        &self,
+        day: i64,
+        sensors: &HashSet<SensorKey>,
+        snap: &Snapshot,
+    ) -> Result<()> {
+        let (names, zones) = {
+            let view = self.catalog.view();
+            let names = SensorNames::from_catalog(&view);
+            let zones: HashMap<SensorKey, Tz> = sensors
+                .iter()
+                .filter_map(|k| {
+                    let s = view.sensor_by_key(*k)?;
+                    let b = view.building(s.building_id.as_str())?;
+                    Some((*k, parse_tz(&b.timezone)))
+                })
+                .collect();
+            (names, zones)
+        };
+        // Hours starting on `day - 1` or `day` hold readings from the start
+        // of `day - 1` up to at most 90 minutes past the end of `day` (the
+        // longest local hour, at a 30-minute DST shift back).
+        let window = TimeRange {
+            start_ms: (day - 1) * DAY_MS,
+            end_ms: (day + 1) * DAY_MS + 2 * HOUR_MS,
+        };
+        let raw = snap.merged_readings(&|k| sensors.contains(&k), window, &names)?;
+        let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
+        for r in raw {
+            let Some(&tz) = zones.get(&r.sensor) else {
+                continue;
+            };
+            let h = hour_start(tz, r.ts_ms);
+            let p = h.div_euclid(DAY_MS);
+            if p == day - 1 || p == day {
+                fresh
+                    .entry((p, r.sensor, h))
+                    .and_modify(|a| a.add(&Agg::one(r.value_kwh)))
+                    .or_insert_with(|| Agg::one(r.value_kwh));
+            }
+        }
+        let dirty_ids: HashSet<&str> = sensors
+            .iter()
+            .filter_map(|k| names.ids(*k))
+            .map(|i| &*i.sensor_id)
+            .collect();
+        // Hours that start before the raw floor may have lost readings to
+        // retention: there an existing sensor hour is kept rather than
+        // recomputed from what is left.
+        let floor = snap.raw_floor_ms;
+        let mut touched: HashMap<Arc<str>, BTreeSet<NaiveDate>> = HashMap::new();
+        for p in [day - 1, day] {
+            let path = self.partition_path(RollupTable::SensorHourly, &day_name(p));
+            let mut rows = Vec::new();
+            let mut kept: HashSet<(Arc<str>, i64)> = HashSet::new();
+            for r in read_partition(RollupTable::SensorHourly, &path)? {
+                match r.sensor_id.clone() {
+                    Some(s) if dirty_ids.contains(&*s) => {
+                        if r.at < floor {
+                            kept.insert((s, r.at));
+                            rows.push(r);
+                        }
+                    }
+                    _ => rows.push(r),
+                }
+            }
+            for ((_, key, h), agg) in fresh.iter().filter(|((q, _, _), _)| *q == p) {
+                let Some(ids) = names.ids(*key) else { continue };
+                if *h < floor && kept.contains(&(ids.sensor_id.clone(), *h)) {
+                    continue;
+                }
+                rows.push(RollupRow {
+                    sensor_id: Some(ids.sensor_id.clone()),
+                    building_id: ids.building_id.clone(),
+                    tenant_id: ids.tenant_id.clone(),
+                    at: *h,
+                    kwh: agg.kwh,
+                    peak_kwh: agg.peak_kwh,
+                    readings: agg.readings,
+                });
+            }
+            rows.sort_by(|a, b| {
+                (&a.building_id, &a.sensor_id, a.at).cmp(&(&b.building_id, &b.sensor_id, b.at))
+            });
+            write_partition(RollupTable::SensorHourly, &path, &rows)?;
+            self.replace_building_hours(p, sensors, &names, &rows, &mut touched)?;
+        }
+        self.rederive(&touched)?;
+        Ok(())
+    }
+
+    /// Replaces the building hours in partition `p` of the buildings of
+    /// `sensors` by the sums of `rows`, writes the partition, and records
+    /// the local days touched.
+    pub(super) fn replace_building_hours(
+        &self,
+        p: i64,
+        sensors: &HashSet<SensorKey>,
+        names: &SensorNames,
+        rows: &[RollupRow],
+        touched: &mut HashMap<Arc<str>, BTreeSet<NaiveDate>>,
+    ) -> Result<()> {
+        let affected: HashSet<Arc<str>> = sensors
+            .iter()
+            .filter_map(|k| names.ids(*k))
+            .map(|i| i.building_id.clone())
+            .collect();
+        let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
+        let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
+        for r in rows.iter().filter(|r| affected.contains(&r.building_id)) {
+            tenants.insert(r.building_id.clone(), r.tenant_id.clone());
+            let agg = Agg {
+                kwh: r.kwh,
+                peak_kwh: r.peak_kwh,
+                readings: r.readings,
+            };
+            sums.entry(r.building_id.clone())
+                .or_default()
+                .entry(r.at)
+                .and_modify(|a| a.add(&agg))
+                .or_insert(agg);
+        }
+        let range = p * DAY_MS..(p + 1) * DAY_MS;
+        let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
+        let view = self.catalog.view();
+        for b in &affected {
+            let tz = view.building(b).map_or(Tz::UTC, |b| parse_tz(&b.timezone));
+            let entry = buildings.entry(b.clone()).or_default();
+            if let Some(t) = tenants.get(b) {
+                entry.tenant = t.clone();
+            } else if let Some(bb) = view.building(b) {
+                entry.tenant = Arc::from(bb.tenant_id.as_str());
+            }
+            let old: Vec<i64> = entry.hourly.range(range.clone()).map(|(h, _)| *h).collect();
+            let days = touched.entry(b.clone()).or_default();
+            for h in old {
+                entry.hourly.remove(&h);
+                days.insert(local_date(tz, h));
+            }
+            for (h, agg) in sums.remove(b).unwrap_or_default() {
+                days.insert(local_date(tz, h));
+                entry.hourly.insert(h, agg);
+            }
+        }
+        drop(view);
+        let rows: Vec<RollupRow> = buildings_rows(&buildings, |b| {
+            b.hourly
+                .range(range.clone())
+                .map(|(h, a)| (*h, *a))
+                .collect()
+        });
+        drop(buildings);
+        // On failure the step fails and its marks stay: it is repeated.
+        write_partition(
+            RollupTable::BuildingHourly,
+            &self.partition_path(RollupTable::BuildingHourly, &day_name(p)),
+            &rows,
+        )
+    }
+
+    /// Recomputes the `touched` local days from hours, their months from
+    /// days, and writes the daily and monthly files concerned.
+    pub(super) fn rederive(&self, touched: &HashMap<Arc<str>, BTreeSet<NaiveDate>>) -> Result<()> {
+        self.rederive_with(touched, true)
+    }
+
+    /// As [`Self::rederive`]; with `from_hours` false the days are taken as
+    /// they are and only their months are recomputed.
+    pub(super) fn rederive_with(
+        &self,
+        touched: &HashMap<Arc<str>, BTreeSet<NaiveDate>>,
+        from_hours: bool,
+    ) -> Result<()> {
+        let view = self.catalog.view();
+        let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
+        let mut months_touched: BTreeSet<NaiveDate> = BTreeSet::new();
+        for (b, days) in touched {
+            let tz = view
+                .building(b)
+                .map_or(Tz::UTC, |bb| parse_tz(&bb.timezone));
+            let Some(entry) = buildings.get_mut(b) else {
+                continue;
+            };
+            let mut months = BTreeSet::new();
+            for &d in days {
+                if from_hours {
+                    let span = day_start(tz, d)..day_start(tz, next_day(d));
+                    match Agg::sum(entry.hourly.range(span).map(|(_, a)| a)) {
+                        Some(a) => entry.daily.insert(d, a),
+                        None => entry.daily.remove(&d),
+                    };
+                }
+                months.insert(
+                    NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("first of month"),
+                );
+            }
+            for m in months {
+                match Agg::sum(entry.daily.range(m..next_month(m)).map(|(_, a)| a)) {
+                    Some(a) => entry.monthly.insert(m, a),
+                    None => entry.monthly.remove(&m),
+                };
+                months_touched.insert(m);
+            }
+        }
+        drop(view);
+        for m in &months_touched {
+            let rows = buildings_rows(&buildings, |b| {
+                b.daily
+                    .range(*m..next_month(*m))
+                    .map(|(d, a)| (days_since_epoch(*d), *a))
+                    .collect()
+            });
+            let key = format!("{:04}-{:02}", m.year(), m.month());
+            write_partition(
+                RollupTable::BuildingDaily,
+                &self.partition_path(RollupTable::BuildingDaily, &key),
+                &rows,
+            )?;
+        }
+        if !months_touched.is_empty() {
+            let rows = buildings_rows(&buildings, |b| {
+                b.monthly
+                    .iter()
+                    .map(|(d, a)| (days_since_epoch(*d), *a))
+                    .collect()
+            });
+            write_partition(
+                RollupTable::BuildingMonthly,
+                &self.partition_path(RollupTable::BuildingMonthly, ""),
+                &rows,
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! Tests of the reading store: tiers, flush, compaction, retention,
+//! recovery and backup.
+
+use super::*;
+use crate::chunk::{SensorNames, merge_newest_wins, read_chunk};
+use crate::ids::SensorKey;
+use crate::reading::{Reading, TimeRange};
+
+const T0: i64 = 1_764_979_200_000; // 2025-12-06T00:00:00Z
+const QUARTER: i64 = 900_000;
+
+fn catalog(dir: &Path, sensors: u32) -> Arc<Catalog> {
+    crate::test_util::catalog_with_sensors(dir, sensors)
+}
+
+fn batch(values: &[(u32, i64, f64)]) -> ReadingBatch {
+    ReadingBatch {
+        readings: values
+            .iter()
+            .map(|&(s, t, v)| Reading {
+                sensor: SensorKey(s),
+                ts_ms: t,
+                value_kwh: v,
+            })
+            .collect(),
+    }
+}
+
+/// Everything a reader sees: cold then hot, newest wins, as the query
+/// layer merges it.
+fn visible(store: &ReadingStore) -> Vec<(u32, i64, f64)> {
+    let snap = store.snapshot();
+    let names = SensorNames::from_catalog(&store.catalog.view());
+    let mut sources: Vec<Vec<Reading>> = snap
+        .chunks
+        .iter()
+        .map(|c| read_chunk(&c.path, &names).unwrap())
+        .collect();
+    sources.push(snap.hot_readings(|_| true, TimeRange::ALL));
+    merge_newest_wins(sources, &names)
+        .into_iter()
+        .map(|r| (r.sensor.0, r.ts_ms, r.value_kwh))
+        .collect()
+}
+
+fn open(dir: &Path, cat: &Arc<Catalog>) -> ReadingStore {
+    ReadingStore::open(dir, cat.clone()).unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_batches_survive_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 2);
+    {
+        let store = open(dir.path(), &cat);
+        let a = store
+            .append(batch(&[(1, T0, 1.0), (1, T0 + QUARTER, 2.0)]))
+            .await
+            .unwrap();
+        let b = store.append(batch(&[(1, T0, 3.0)])).await.unwrap();
+        assert!(b > a);
+        assert_eq!(visible(&store), vec![(1, T0, 3.0), (1, T0 + QUARTER, 2.0)]);
+    }
+    let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
+    assert_eq!((report.batches, report.readings), (2, 3));
+    assert_eq!(visible(&store), vec![(1, T0, 3.0), (1, T0 + QUARTER, 2.0)]);
+    let c = store.append(batch(&[(0, T0, 1.0)])).await.unwrap();
+    assert_eq!(c, WalSequence(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 64);
+    let store = Arc::new(open(dir.path(), &cat));
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(batch(&[(i, T0, f64::from(i)), (i, T0 + 1, 1.0)]))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(visible(&store).len(), 128);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_moves_memory_to_chunks_and_trims_the_write_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 3);
+    let store = open(dir.path(), &cat);
+    // Two UTC days, three sensors, out of order.
+    store
+        .append(batch(&[
+            (2, T0 + 86_400_000, 5.0),
+            (0, T0, 1.0),
+            (1, T0, 2.0),
+        ]))
+        .await
+        .unwrap();
+    let before = visible(&store);
+    let report = tokio::task::block_in_place(|| store.flush()).unwrap();
+    assert_eq!(
+        report,
+        FlushReport {
+            readings: 3,
+            chunks_written: 2
+        }
+    );
+    assert_eq!(visible(&store), before);
+    assert_eq!(store.snapshot().hot_len(), 0);
+    let files: Vec<_> = store
+        .snapshot()
+        .chunks
+        .iter()
+        .map(|c| c.meta.file.clone())
+        .collect();
+    assert!(
+        files[0].starts_with("chunks/readings/day=2025-12-06/part-"),
+        "{files:?}"
+    );
+    assert!(
+        files[1].starts_with("chunks/readings/day=2025-12-07/part-"),
+        "{files:?}"
+    );
+    drop(store);
+    let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
+    assert_eq!((report.batches, report.chunks), (0, 2));
+    assert_eq!(visible(&store), before);
+    // Sequence numbers are never reused, even with the write-ahead
+    // empty at start.
+    let next = store.append(batch(&[(0, T0 + 5, 1.0)])).await.unwrap();
+    assert_eq!(next, WalSequence(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrections_across_tiers_resolve_newest_first_and_compaction_keeps_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 2);
+    let store = open(dir.path(), &cat);
+    store
+        .append(batch(&[(0, T0, 1.0), (1, T0, 1.0)]))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    store
+        .append(batch(&[(0, T0, 2.0), (0, T0 + QUARTER, 7.0)]))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    store.append(batch(&[(0, T0, 3.0)])).await.unwrap();
+    let want = vec![(0, T0, 3.0), (0, T0 + QUARTER, 7.0), (1, T0, 1.0)];
+    assert_eq!(visible(&store), want);
+    assert_eq!(store.snapshot().chunks.len(), 2);
+    let old: Vec<PathBuf> = store
+        .snapshot()
+        .chunks
+        .iter()
+        .map(|c| c.path.clone())
+        .collect();
+
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    assert_eq!(
+        tokio::task::block_in_place(|| store.compact(true)).unwrap(),
+        1
+    );
+    let snap = store.snapshot();
+    assert_eq!(snap.chunks.len(), 1);
+    assert_eq!(snap.chunks[0].meta.rows, 3);
+    drop(snap);
+    assert!(old.iter().all(|p| !p.exists()), "merged files are deleted");
+    assert_eq!(visible(&store), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_file_stays_readable_while_a_snapshot_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 1);
+    let store = open(dir.path(), &cat);
+    store.append(batch(&[(0, T0, 1.0)])).await.unwrap();
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    store.append(batch(&[(0, T0 + 1, 1.0)])).await.unwrap();
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    let held = store.snapshot();
+    tokio::task::block_in_place(|| store.compact(true)).unwrap();
+    assert!(held.chunks.iter().all(|c| c.path.exists()));
+    // The replaced files left the readings folder at once.
+    let day = dir.path().join("chunks/readings/day=2025-12-06");
+    assert_eq!(std::fs::read_dir(&day).unwrap().count(), 1);
+    let paths: Vec<_> = held.chunks.iter().map(|c| c.path.clone()).collect();
+    drop(held);
+    assert!(paths.iter().all(|p| !p.exists()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_and_temporary_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 1);
+    {
+        let store = open(dir.path(), &cat);
+        store.append(batch(&[(0, T0, 1.0)])).await.unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+    }
+    let day = dir.path().join("chunks/readings/day=2025-12-06");
+    std::fs::write(day.join(".tmp-00000000000000000099.parquet"), b"half").unwrap();
+    std::fs::write(day.join("part-00000000000000000098.parquet"), b"orphan").unwrap();
+    let (store, report) = ReadingStore::open(dir.path(), cat.clone()).unwrap();
+    assert_eq!(report.removed_stray_files, 2);
+    assert_eq!(visible(&store), vec![(0, T0, 1.0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_old_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 1);
+    let store = open(dir.path(), &cat);
+    store
+        .append(batch(&[(0, T0, 1.0), (0, T0 + 86_400_000, 2.0)]))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    let old = store.snapshot().chunks[0].path.clone();
+    let dropped = tokio::task::block_in_place(|| store.drop_expired(T0 + 86_400_000)).unwrap();
+    assert_eq!(dropped, 1);
+    assert!(!old.exists());
+    assert_eq!(visible(&store), vec![(0, T0 + 86_400_000, 2.0)]);
+}
+
+/// Issue 7, finding 15: a day with an old file and a newer correction
+/// file, the retention cutoff inside the day. Dropping files by their
+/// own span dropped the correction (all of it before the cutoff) and
+/// kept the old file, whose stale value came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_brings_back_a_corrected_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 1);
+    let store = open(dir.path(), &cat);
+    let evening = T0 + 20 * 3_600_000;
+    store
+        .append(batch(&[(0, T0, 1.0), (0, evening, 5.0)]))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    store.append(batch(&[(0, T0, 9.0)])).await.unwrap();
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    assert_eq!(store.snapshot().chunks.len(), 2);
+    // The cutoff falls between the correction and the evening reading.
+    let cutoff = T0 + 12 * 3_600_000;
+    let dropped = tokio::task::block_in_place(|| store.drop_expired(cutoff)).unwrap();
+    assert_eq!(dropped, 0, "the day holding the cutoff is kept whole");
+    assert_eq!(visible(&store), vec![(0, T0, 9.0), (0, evening, 5.0)]);
+    assert_eq!(store.snapshot().raw_floor_ms, i64::MIN);
+    // Once the whole day is past the cutoff, it goes as a whole, and
+    // the raw floor is the start of the cutoff's day.
+    let next_day = T0 + 86_400_000;
+    let dropped = tokio::task::block_in_place(|| store.drop_expired(next_day + 3_600_000)).unwrap();
+    assert_eq!(dropped, 2);
+    assert!(visible(&store).is_empty());
+    assert_eq!(store.snapshot().raw_floor_ms, next_day);
+}

@@ -162,6 +162,7 @@ fn web_config(s: &Settings) -> WebConfig {
     WebConfig {
         request_timeout: s.request_timeout,
         max_connections: s.max_connections,
+        query_timeout: s.query_timeout,
         max_body_bytes: s.max_body_bytes,
         max_batch_readings: s.max_batch_readings,
         max_future: s.max_future,

@@ -43,22 +43,21 @@ pub(crate) fn check_sql_complexity(sql: &str) -> Result<()> {
                 operators += 1;
             }
             Token::RParen => depth = depth.saturating_sub(1),
-            Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat
-            | Token::Eq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Ampersand
-            | Token::Pipe
-            | Token::Caret => operators += 1,
-            Token::Word(w)
+            // Not operators: names, literals and punctuation.
+            Token::Whitespace(_)
+            | Token::Comma
+            | Token::Period
+            | Token::RBracket
+            | Token::RBrace
+            | Token::SemiColon
+            | Token::EOF
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::HexStringLiteral(_) => {}
+            Token::Word(w) => {
                 if matches!(
                     w.keyword,
                     Keyword::AND
@@ -69,11 +68,21 @@ pub(crate) fn check_sql_complexity(sql: &str) -> Result<()> {
                         | Keyword::SELECT
                         | Keyword::UNION
                         | Keyword::JOIN
-                ) =>
-            {
-                operators += 1
+                        | Keyword::IS
+                        | Keyword::LIKE
+                        | Keyword::ILIKE
+                        | Keyword::IN
+                        | Keyword::BETWEEN
+                        | Keyword::CAST
+                        | Keyword::TRY_CAST
+                        | Keyword::EXISTS
+                ) {
+                    operators += 1;
+                }
             }
-            _ => {}
+            // Every other token is an operator of some kind (`+`, `::`,
+            // `<<`, `->`, `[`, ...).
+            _ => operators += 1,
         }
     }
     if deepest > MAX_NESTING {
@@ -118,6 +127,11 @@ mod tests {
     fn long_flat_and_deep_queries_are_refused() {
         assert!(too_complex(&format!("SELECT 1{}", "+1".repeat(100_000))));
         assert!(too_complex(&format!("SELECT 1{}", "+1".repeat(5_000))));
+        assert!(too_complex(&format!("SELECT 1{}", "::INT".repeat(10_000))));
+        assert!(too_complex(&format!(
+            "SELECT 1{}",
+            " IS NULL".repeat(5_000)
+        )));
         assert!(too_complex(&format!(
             "SELECT {}1{}",
             "(".repeat(20_000),

@@ -28,8 +28,10 @@ use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wattline_storage::chunk::SensorNames;
-use wattline_storage::{ReadingStore, TimeRange};
+use wattline_storage::{ReadingStore, TenantId, TimeRange};
 
+use crate::bounded_functions::{self, CallShare};
+use crate::catalog_tables;
 use crate::complexity::check_sql_complexity;
 use crate::error::{QueryError, Result};
 use crate::filters::ts_literal;
@@ -38,7 +40,6 @@ use crate::join_budget::BoundJoinOutput;
 use crate::readings_table::ReadingsTable;
 use crate::rollup_tables::{SensorHourlyTable, building_table};
 use crate::scope::Scope;
-use crate::{bounded_functions, catalog_tables};
 use wattline_storage::rollup::RollupTable;
 
 /// Limits from the `query.*` settings.
@@ -123,8 +124,9 @@ impl QueryEngine {
         cached.1.clone()
     }
 
-    /// A session holding the scope's tables.
-    fn context(&self, scope: &Scope) -> Result<SessionContext> {
+    /// A session holding the scope's tables, and the share of its bounded
+    /// string functions (see [`bounded_functions`]).
+    fn context(&self, scope: &Scope) -> Result<(SessionContext, CallShare)> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.limits.memory_limit, 1.0)
             .with_cache_manager(
@@ -134,7 +136,8 @@ impl QueryEngine {
             .build_arc()?;
         let config = SessionConfig::new()
             .with_target_partitions(2)
-            .with_information_schema(false);
+            .with_information_schema(false)
+            .set_bool("datafusion.execution.enable_recursive_ctes", false);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -144,7 +147,8 @@ impl QueryEngine {
             }))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        bounded_functions::register(&ctx, self.limits.memory_limit);
+        let share = CallShare::new(self.limits.memory_limit / 4);
+        bounded_functions::register(&ctx, &share);
         catalog_tables::register(&ctx, self.store.catalog(), scope)?;
         let snapshot = self.store.snapshot();
         ctx.register_table(
@@ -167,13 +171,13 @@ impl QueryEngine {
         ] {
             ctx.register_table(table.name(), building_table(&self.store, table, scope))?;
         }
-        Ok(ctx)
+        Ok((ctx, share))
     }
 
     /// Runs one read-only SQL query within `scope`.
     pub async fn sql(&self, sql: &str, scope: &Scope) -> Result<QueryOutput> {
         check_sql_complexity(sql)?;
-        let ctx = self.context(scope)?;
+        let (ctx, share) = self.context(scope)?;
         let end = end_position(sql);
         let sql = sql.to_owned();
         let max_rows = self.limits.max_rows;
@@ -185,6 +189,7 @@ impl QueryEngine {
                 .await
                 .map_err(|e| at_end_if_unplaced(e.into(), &end))?;
             check_read_only(&plan)?;
+            share.fit_to(&plan)?;
             let stream = ctx
                 .execute_logical_plan(plan)
                 .await?
@@ -195,15 +200,18 @@ impl QueryEngine {
         .await
     }
 
-    /// The readings of one sensor in `range`, at most `limit`, deduplicated
-    /// across memory and chunk files. The caller has checked access.
+    /// The readings of one sensor of `tenant` in `range`, at most `limit`,
+    /// deduplicated across memory and chunk files. The caller has checked
+    /// access; the query runs in the tenant's scope and takes its slots.
     pub async fn sensor_readings(
         &self,
         sensor_id: &str,
+        tenant: &TenantId,
         range: TimeRange,
         limit: usize,
     ) -> Result<SensorReadings> {
-        let ctx = self.context(&Scope::all())?;
+        let scope = Scope::tenant(tenant.clone());
+        let (ctx, _) = self.context(&scope)?;
         let mut filter = col("sensor_id").eq(lit(sensor_id));
         if range.start_ms != i64::MIN {
             filter = filter.and(col("ts").gt_eq(ts_literal(range.start_ms)));
@@ -213,7 +221,7 @@ impl QueryEngine {
         }
         let max_bytes = self.answer_bytes();
         let output = self
-            .run(&Scope::all(), async move {
+            .run(&scope, async move {
                 let df = ctx
                     .table("readings")
                     .await?
@@ -398,7 +406,14 @@ async fn collect_capped(
         if batch.num_rows() == 0 {
             continue;
         }
-        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        // Only the rows kept count (a slice shares its parent's buffers).
+        let kept = batch.slice(0, batch.num_rows().min(max_rows - rows));
+        bytes = bytes.saturating_add(
+            kept.columns()
+                .iter()
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(usize::MAX))
+                .fold(0usize, usize::saturating_add),
+        );
         if bytes > max_bytes {
             return Err(QueryError::MemoryLimit(format!(
                 "the answer takes more than {max_bytes} bytes (a quarter of query.memory_limit, \

@@ -119,17 +119,23 @@ impl ScanBounds {
     fn compare(&mut self, col: &str, op: Operator, v: &ScalarValue) {
         match col {
             c if c == self.time_column => {
-                let Some(ms) = millis(v) else { return };
+                // `floor` is the literal rounded down to a millisecond;
+                // stored times are whole milliseconds, so a bound between
+                // two of them keeps every time the filter keeps.
+                let Some((floor, exact)) = millis(v) else {
+                    return;
+                };
+                let next = floor.saturating_add(1);
                 let r = &mut self.range;
                 match op {
                     Operator::Eq => {
-                        r.start_ms = r.start_ms.max(ms);
-                        r.end_ms = r.end_ms.min(ms.saturating_add(1));
+                        r.start_ms = r.start_ms.max(floor);
+                        r.end_ms = r.end_ms.min(next);
                     }
-                    Operator::Gt => r.start_ms = r.start_ms.max(ms.saturating_add(1)),
-                    Operator::GtEq => r.start_ms = r.start_ms.max(ms),
-                    Operator::Lt => r.end_ms = r.end_ms.min(ms),
-                    Operator::LtEq => r.end_ms = r.end_ms.min(ms.saturating_add(1)),
+                    Operator::Gt => r.start_ms = r.start_ms.max(next),
+                    Operator::GtEq => r.start_ms = r.start_ms.max(if exact { floor } else { next }),
+                    Operator::Lt => r.end_ms = r.end_ms.min(if exact { floor } else { next }),
+                    Operator::LtEq => r.end_ms = r.end_ms.min(next),
                     _ => {}
                 }
             }
@@ -163,10 +169,26 @@ pub(crate) fn ts_literal(ms: i64) -> Expr {
     ))
 }
 
+/// The column `e` names, directly or through a cast that keeps every
+/// value apart (to a timestamp of millisecond precision or finer, or
+/// between string types); a cast that merges values (to a date, to whole
+/// seconds) would make a comparison mean a range.
 fn column(e: &Expr) -> Option<&str> {
     match e {
         Expr::Column(c) => Some(c.name.as_str()),
-        Expr::Cast(c) => column(&c.expr),
+        Expr::Cast(c) => {
+            use datafusion::arrow::datatypes::{DataType, TimeUnit};
+            let lossless = matches!(
+                c.field.data_type(),
+                DataType::Timestamp(
+                    TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond,
+                    _
+                ) | DataType::Utf8
+                    | DataType::Utf8View
+                    | DataType::LargeUtf8
+            );
+            if lossless { column(&c.expr) } else { None }
+        }
         _ => None,
     }
 }
@@ -187,14 +209,18 @@ fn utf8(v: &ScalarValue) -> Option<String> {
     }
 }
 
-/// A timestamp literal in epoch milliseconds, rounded so that the derived
-/// range is never narrower than the filter (sub-millisecond bounds widen).
-fn millis(v: &ScalarValue) -> Option<i64> {
+/// A timestamp literal in epoch milliseconds, rounded down, and whether
+/// that was exact.
+fn millis(v: &ScalarValue) -> Option<(i64, bool)> {
     match v {
-        ScalarValue::TimestampMillisecond(Some(ms), _) => Some(*ms),
-        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000),
-        ScalarValue::TimestampMicrosecond(Some(us), _) => Some(us.div_euclid(1000)),
-        ScalarValue::TimestampNanosecond(Some(ns), _) => Some(ns.div_euclid(1_000_000)),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => Some((*ms, true)),
+        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000).map(|ms| (ms, true)),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => {
+            Some((us.div_euclid(1000), us.rem_euclid(1000) == 0))
+        }
+        ScalarValue::TimestampNanosecond(Some(ns), _) => {
+            Some((ns.div_euclid(1_000_000), ns.rem_euclid(1_000_000) == 0))
+        }
         _ => None,
     }
 }
@@ -240,6 +266,29 @@ mod tests {
         assert!(b.sensors.is_none() && b.buildings.is_none());
         let or = ScanBounds::from_filters(&[col("ts").lt(ts(5)).or(col("ts").gt(ts(9)))], "ts");
         assert_eq!(or.range, TimeRange::ALL);
+    }
+
+    #[test]
+    fn sub_millisecond_bounds_and_lossy_casts_never_narrow() {
+        let ns = |v: i64| Expr::Literal(ScalarValue::TimestampNanosecond(Some(v), None), None);
+        // ts < 100.0005 ms keeps ts = 100 ms.
+        let b = ScanBounds::from_filters(&[col("ts").lt(ns(100_000_500))], "ts");
+        assert_eq!(b.range.end_ms, 101);
+        // ts >= 100.0005 ms starts at 101 ms; ts >= 100 ms at 100.
+        let b = ScanBounds::from_filters(&[col("ts").gt_eq(ns(100_000_500))], "ts");
+        assert_eq!(b.range.start_ms, 101);
+        let b = ScanBounds::from_filters(&[col("ts").gt_eq(ns(100_000_000))], "ts");
+        assert_eq!(b.range.start_ms, 100);
+        // A cast to whole seconds makes `=` a range: no bound is taken.
+        let secs = Expr::Cast(datafusion::logical_expr::Cast::new(
+            Box::new(col("ts")),
+            datafusion::arrow::datatypes::DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Second,
+                None,
+            ),
+        ));
+        let b = ScanBounds::from_filters(&[secs.eq(ts(100_000))], "ts");
+        assert_eq!(b.range, TimeRange::ALL);
     }
 
     #[test]

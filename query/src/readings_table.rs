@@ -177,6 +177,7 @@ impl TableProvider for ReadingsTable {
             UnionExec::try_new(inputs)?
         };
         scoped(
+            state,
             "readings",
             scanned,
             &scan_columns,
@@ -191,6 +192,7 @@ impl TableProvider for ReadingsTable {
 /// `tenant_column`) in the tenant wall, returning the first `requested`
 /// columns.
 pub(crate) fn scoped(
+    state: &dyn Session,
     table: &'static str,
     scanned: Arc<dyn ExecutionPlan>,
     scan_columns: &[usize],
@@ -209,7 +211,11 @@ pub(crate) fn scoped(
         None => None,
     };
     Ok(Arc::new(ScopedScanExec::new(
-        table, scanned, tenant, requested,
+        table,
+        scanned,
+        tenant,
+        requested,
+        state.config().target_partitions(),
     )?))
 }
 

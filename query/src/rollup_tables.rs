@@ -103,6 +103,7 @@ impl TableProvider for SensorHourlyTable {
             parquet_scan(state, &schema, &files, &columns, predicate)?
         };
         scoped(
+            state,
             "sensor_hourly",
             scanned,
             &columns,

@@ -10,7 +10,9 @@
 //! literals); the caller's rows are selected here, with arrow kernels, and
 //! only then does any expression of the query see a row. Statistics are
 //! reported as unknown, so no aggregate is answered from other tenants'
-//! row counts.
+//! row counts, and the node has the session's number of partitions
+//! whatever the scan inside has (which would tell how many files of all
+//! tenants a range holds).
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,16 +48,18 @@ pub(crate) struct ScopedScanExec {
 
 impl ScopedScanExec {
     /// Wraps `inner`, whose output has `tenant_id` at `tenant_column`
-    /// (when a tenant is given) and the requested columns first.
+    /// (when a tenant is given) and the requested columns first, as
+    /// `partitions` partitions.
     pub(crate) fn new(
         table: &'static str,
         inner: Arc<dyn ExecutionPlan>,
         tenant: Option<(usize, String)>,
         requested: usize,
+        partitions: usize,
     ) -> DfResult<Self> {
         let output: Vec<usize> = (0..requested).collect();
         let schema: SchemaRef = Arc::new(inner.schema().project(&output)?);
-        let partitions = inner.output_partitioning().partition_count();
+        let partitions = partitions.max(1);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
             Partitioning::UnknownPartitioning(partitions),
@@ -122,7 +126,14 @@ impl ExecutionPlan for ScopedScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let input = self.inner.execute(partition, context)?;
+        // Inner partitions p, p + n, p + 2n, ... one after the other.
+        let n = self.properties.output_partitioning().partition_count();
+        let inner_partitions = self.inner.output_partitioning().partition_count();
+        let inputs = (partition..inner_partitions)
+            .step_by(n)
+            .map(|p| self.inner.execute(p, context.clone()))
+            .collect::<DfResult<Vec<_>>>()?;
+        let input = futures::stream::iter(inputs).flatten();
         let tenant = self.tenant.clone();
         let output = self.output.clone();
         let schema = self.schema();
@@ -187,7 +198,8 @@ mod tests {
     async fn run(tenant: Option<&str>) -> Vec<f64> {
         let b = batch();
         let inner = MemorySourceConfig::try_new_exec(&[vec![b.clone()]], b.schema(), None).unwrap();
-        let exec = ScopedScanExec::new("t", inner, tenant.map(|t| (1, t.to_string())), 1).unwrap();
+        let exec =
+            ScopedScanExec::new("t", inner, tenant.map(|t| (1, t.to_string())), 1, 1).unwrap();
         assert_eq!(exec.schema().fields().len(), 1);
         let batches: Vec<RecordBatch> = exec
             .execute(0, Arc::new(TaskContext::default()))
@@ -215,7 +227,7 @@ mod tests {
     fn hides_the_wrapped_scan_from_the_plan_tree() {
         let b = batch();
         let inner = MemorySourceConfig::try_new_exec(&[vec![b.clone()]], b.schema(), None).unwrap();
-        let exec = ScopedScanExec::new("readings", inner, Some((1, "a".into())), 2).unwrap();
+        let exec = ScopedScanExec::new("readings", inner, Some((1, "a".into())), 2, 2).unwrap();
         assert!(exec.children().is_empty());
         let shown = datafusion::physical_plan::displayable(&exec)
             .indent(true)

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, StorageBackend};
+use redb::StorageBackend;
 
 use crate::catalog::Catalog;
 use crate::chunk::SensorNames;
@@ -49,6 +49,9 @@ struct SimDisk {
     full: AtomicBool,
     /// Decides whether a failed fsync made the data durable.
     coin: AtomicU64,
+    /// A failed fsync reports a full disk (as some file systems do)
+    /// rather than an I/O error.
+    sync_says_full: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +136,9 @@ impl StorageBackend for SimBackend {
             if self.0.coin.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
                 s.durable = s.written.clone();
             }
+            if self.0.sync_says_full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
             return Err(std::io::Error::other("injected fsync failure"));
         }
         s.durable = s.written.clone();
@@ -160,7 +166,7 @@ fn open_store(dir: &Path, cat: &Arc<Catalog>, disk: &Arc<SimDisk>) -> ReadingSto
     let disk = disk.clone();
     let wal = WalDb::open_with(
         &dir.join("wal.redb"),
-        Arc::new(move |_: &Path| Database::builder().create_with_backend(SimBackend(disk.clone()))),
+        Arc::new(move |_: &Path| Ok(Box::new(SimBackend(disk.clone())) as Box<dyn StorageBackend>)),
     )
     .unwrap();
     ReadingStore::open_with(dir, cat.clone(), wal).unwrap().0
@@ -386,6 +392,8 @@ async fn a_failed_fsync_at_any_commit_stops_the_store_and_loses_nothing_acknowle
             let store = open_store(dir.path(), &cat, &disk);
             disk.syncs.store(0, Ordering::SeqCst);
             disk.fail_sync_at.store(fail_at, Ordering::SeqCst);
+            disk.sync_says_full
+                .store(fail_at % 2 == 1, Ordering::SeqCst);
             run_steps(&store, &mut model, &steps, &mut Rng(fail_at + 1)).await;
         }
         reboot_and_check(

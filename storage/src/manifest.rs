@@ -112,17 +112,10 @@ pub(crate) fn backup_to(db: &Database, path: &std::path::Path) -> Result<Vec<Chu
                 })?,
             );
         }
-        let mut to = txn.open_table(COUNTERS)?;
-        for entry in src.open_table(COUNTERS)?.iter()? {
-            let (k, v) = entry?;
-            to.insert(k.value(), v.value())?;
-        }
-        let dirty = crate::wal::marks::DIRTY;
-        let mut to = txn.open_table(dirty)?;
-        for entry in src.open_table(dirty)?.iter()? {
-            let (k, v) = entry?;
-            to.insert(k.value(), v.value())?;
-        }
+        copy_table(&src, &txn, COUNTERS)?;
+        copy_table(&src, &txn, crate::wal::marks::DIRTY)?;
+        copy_table(&src, &txn, crate::wal::marks::ZONES)?;
+        copy_table(&src, &txn, crate::wal::marks::REDERIVE)?;
     }
     txn.commit()?;
     Ok(chunks)
@@ -174,6 +167,26 @@ fn write_change(txn: &redb::WriteTransaction, change: &ManifestChange) -> Result
             let mut wal = txn.open_table(WAL_TABLE)?;
             wal.retain_in(..below, |_, _| false)?;
         }
+    }
+    Ok(())
+}
+
+/// Copies table `def` from `src` into `dst` (a missing table copies
+/// nothing).
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &redb::ReadTransaction,
+    dst: &redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<()> {
+    let from = match src.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut to = dst.open_table(def)?;
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@
 
 pub(crate) mod codec;
 pub(crate) mod db;
+mod fsync_guard;
 pub(crate) mod marks;
 pub(crate) mod writer;
 

@@ -818,6 +818,47 @@ async fn function_results_are_bounded_by_the_memory_limit() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(server.sql("SELECT length(repeat('x', 10))").await[0][0], 10);
+    // Amplifying several calls together, through other functions, `||`
+    // or a recursive CTE is bounded too: each call gets a share.
+    for sql in [
+        "SELECT length(concat(repeat('x', 20000000), repeat('x', 20000000)))",
+        "SELECT length(repeat('x', 20000000) || repeat('x', 20000000))",
+        "SELECT length(replace(repeat('a', 40000), 'a', repeat('b', 40000)))",
+        "SELECT length(regexp_replace(repeat('a', 40000), '', repeat('b', 40000), 'g'))",
+        "WITH RECURSIVE r(s, n) AS (SELECT 'x', 1 UNION ALL SELECT s || s, n + 1 FROM r WHERE n < 40) \
+         SELECT max(length(s)) FROM r",
+    ] {
+        let (status, code, m) = sql_status(&server, &server.admin, sql).await;
+        assert_eq!(status, 400, "{sql}: {code}: {m}");
+    }
+    assert_eq!(
+        server
+            .sql("SELECT length(concat('ab', repeat('x', 1000)))")
+            .await[0][0],
+        1002
+    );
+}
+
+/// The answer's size counts only the rows kept: a small LIMIT over a big
+/// in-memory batch is not refused for the size of the whole batch.
+#[tokio::test]
+async fn a_small_answer_from_a_big_batch_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Server::start_with(dir.path(), with_config("[query]\nmemory_limit = 2000000\n")).await;
+    server.setup("t", "b", &["s"]).await;
+    let t0 = crate::support::now_minute_ms() - 40 * 86_400_000;
+    for chunk in 0..4 {
+        let readings: Vec<serde_json::Value> = (0..10_000)
+            .map(|i| crate::support::reading("s", t0 + (chunk * 10_000 + i) * 60_000, 1.0))
+            .collect();
+        let r = server
+            .post_json(&serde_json::json!({"readings": readings}))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let rows = server.sql("SELECT * FROM readings LIMIT 10").await;
+    assert_eq!(rows.len(), 10);
 }
 
 const RUNAWAY: &str =

@@ -38,6 +38,8 @@ use crate::rate_limit::RateLimiter;
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     pub request_timeout: Duration,
+    /// `query.timeout`: query routes wait for it (see the request timeout).
+    pub query_timeout: Duration,
     /// Connections open at once (`server.max_connections`).
     pub max_connections: usize,
     pub max_body_bytes: usize,

@@ -7,11 +7,18 @@
 //! - A client must send its request headers within `server.request_timeout`
 //!   (a client dripping header lines is cut), and they must fit in
 //!   [`MAX_HEADER_BYTES`] (larger: 431).
+//! - A connection on which a read or a write makes no progress for
+//!   `server.request_timeout` past the longest a request may take (its own
+//!   timeout, or `query.timeout` on query routes) is closed: a client that
+//!   stops reading its answer does not hold its slot (and the answer's
+//!   memory) forever, and the request's own 408 always comes first.
+//! - One client address holds at most a quarter of the connections.
 //! - On shutdown the listener closes, idle connections close, and requests
 //!   in flight finish.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,6 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tower_service::Service;
 
 use crate::AppState;
@@ -38,7 +46,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = routes::router(state.clone());
     let header_timeout = state.config.request_timeout;
+    let idle_timeout =
+        header_timeout.max(state.config.query_timeout) + state.config.request_timeout;
     let slots = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let per_address = (state.config.max_connections / 4).max(1);
+    let open: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = JoinSet::new();
@@ -62,11 +74,16 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(address_slot) = AddressSlot::take(&open, addr.ip(), per_address) else {
+            // Closed at once: this address holds its share already.
+            metrics::counter!("wattline_http_connections_refused_total").increment(1);
+            continue;
+        };
         metrics::gauge!("wattline_http_connections").increment(1.0);
         let (router, stop) = (router.clone(), stop_rx.clone());
         connections.spawn(async move {
-            serve_connection(stream, addr, router, header_timeout, stop).await;
-            drop(permit);
+            serve_connection(stream, addr, router, header_timeout, idle_timeout, stop).await;
+            drop((permit, address_slot));
             metrics::gauge!("wattline_http_connections").decrement(1.0);
         });
         while connections.try_join_next().is_some() {}
@@ -82,6 +99,7 @@ async fn serve_connection(
     addr: SocketAddr,
     router: Router,
     header_timeout: Duration,
+    idle_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -94,7 +112,10 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_read_timeout(Some(idle_timeout));
+    stream.set_write_timeout(Some(idle_timeout));
+    let conn = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
     let mut conn = std::pin::pin!(conn);
     let finished = tokio::select! {
         result = conn.as_mut() => Some(result),
@@ -109,5 +130,39 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, %addr, "connection ended with an error");
+    }
+}
+
+/// One connection of a client address, counted while it is open.
+struct AddressSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// Counts a connection of `ip`, unless it has `cap` open already.
+    fn take(open: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, cap: usize) -> Option<Self> {
+        let mut map = open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }

@@ -50,8 +50,11 @@ impl Rollups {
         self.zones
             .adopt_new(self.wal.get()?.as_ref(), &self.catalog.view())?;
         let due = self.zones.due(&self.catalog.view(), Instant::now());
-        if let Some(building) = due {
-            self.rebuild_locked(&building, &snapshot())?;
+        if let Some(building) = due
+            && let Err(e) = self.rebuild_locked(&building, &snapshot())
+        {
+            // Tried again at a later step; the others' rollups go on.
+            tracing::error!(building = %building, error = %e, "rebuilding a building's rollups failed");
         }
         let mut processed = 0;
         for day in self.dirty_days()? {

@@ -458,6 +458,19 @@ async fn a_missed_zone_change_is_rebuilt_and_rebuilds_are_spaced() {
     assert_eq!(days(&store, "UTC"), vec![(d(2), 3.0)]);
     set_zone("Asia/Kolkata");
     set_zone("Europe/Berlin");
+    // A backup taken now carries the pending change: opened, its rollups
+    // follow the zone of its catalog.
+    let copy = dir.path().join("copy");
+    tokio::task::block_in_place(|| store.backup(&copy).unwrap());
+    {
+        let copied_catalog = Arc::new(Catalog::open(&copy).unwrap());
+        let restored = ReadingStore::open(&copy, copied_catalog).unwrap().0;
+        tokio::task::block_in_place(|| restored.catch_up_rollups().unwrap());
+        assert_eq!(
+            days(&restored, "Europe/Berlin"),
+            vec![(d(2), 1.0), (d(3), 2.0)]
+        );
+    }
     store
         .rollups()
         .set_rebuild_spacing(std::time::Duration::ZERO);

@@ -20,15 +20,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::catalog::CatalogView;
 use crate::error::Result;
 
-/// Building -> the zone its rollups follow.
-const ZONES: TableDefinition<'static, &str, &str> = TableDefinition::new("rollup_zones");
-/// Buildings whose days and months await re-derivation after a rebuild.
-const REDERIVE: TableDefinition<'static, &str, ()> = TableDefinition::new("rollup_rederive");
+use crate::wal::marks::{REDERIVE, ZONES};
 
 /// Least time between two rebuilds of one building.
 pub(crate) const REBUILD_SPACING: Duration = Duration::from_secs(60);

@@ -254,7 +254,11 @@ impl ReadingStore {
         };
         match manifest::commit(&db, change) {
             Ok(()) => CommitOutcome::Committed,
-            Err(CommitError::Before(e) | CommitError::Commit(e @ Error::StorageFull)) => {
+            Err(CommitError::Commit(Error::StorageFull)) if self.wal.fatal().is_none() => {
+                self.wal.reset();
+                CommitOutcome::NotCommitted(Error::StorageFull)
+            }
+            Err(CommitError::Before(e)) => {
                 self.wal.reset();
                 CommitOutcome::NotCommitted(e)
             }

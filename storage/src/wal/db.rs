@@ -15,38 +15,69 @@
 //! and recovery at the next start reads what the disk really holds.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use redb::Database;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use redb::{Database, StorageBackend};
+
+use super::fsync_guard::{FatalFlag, FsyncGuard};
 use crate::error::{Error, Result};
 
-/// Opens (or creates) the database file; tests put a fault-injecting
-/// storage backend here.
+/// Opens the storage under the database file; tests put a simulated disk
+/// here.
 pub(crate) type Opener =
-    Arc<dyn Fn(&Path) -> std::result::Result<Database, redb::DatabaseError> + Send + Sync>;
+    Arc<dyn Fn(&Path) -> std::io::Result<Box<dyn StorageBackend>> + Send + Sync>;
 
 pub(crate) struct WalDb {
     path: PathBuf,
     opener: Opener,
     db: Mutex<Option<Arc<Database>>>,
     /// Why the write-ahead stopped, once it has.
-    fatal: OnceLock<String>,
+    fatal: FatalFlag,
+    /// Whether the stop was logged.
+    reported: AtomicBool,
+}
+
+/// The file itself, as redb opens it.
+fn open_file(path: &Path) -> std::io::Result<Box<dyn StorageBackend>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let backend = redb::backends::FileBackend::new(file).map_err(std::io::Error::other)?;
+    Ok(Box::new(backend))
 }
 
 impl WalDb {
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, Arc::new(|p: &Path| Database::create(p)))
+        Self::open_with(path, Arc::new(open_file))
     }
 
     pub(crate) fn open_with(path: &Path, opener: Opener) -> Result<Self> {
-        let db = opener(path).map_err(|e| Error::open(path.to_owned(), e))?;
-        Ok(Self {
+        let wal = Self {
             path: path.to_owned(),
             opener,
-            db: Mutex::new(Some(Arc::new(db))),
-            fatal: OnceLock::new(),
-        })
+            db: Mutex::new(None),
+            fatal: FatalFlag::default(),
+            reported: AtomicBool::new(false),
+        };
+        wal.get()?;
+        Ok(wal)
+    }
+
+    fn open_database(&self) -> Result<Database> {
+        let inner = (self.opener)(&self.path)
+            .map_err(|e| Error::io(format!("opening {}", self.path.display()), e))?;
+        let backend = FsyncGuard {
+            inner,
+            fatal: self.fatal.clone(),
+        };
+        Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| Error::open(self.path.clone(), e))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -55,15 +86,14 @@ impl WalDb {
 
     /// The open database, reopening it after a [`WalDb::reset`].
     pub(crate) fn get(&self) -> Result<Arc<Database>> {
-        if self.fatal.get().is_some() {
+        if self.fatal().is_some() {
             return Err(Error::Stopped);
         }
         let mut slot = self.db.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
-        let db =
-            Arc::new((self.opener)(&self.path).map_err(|e| Error::open(self.path.clone(), e))?);
+        let db = Arc::new(self.open_database()?);
         *slot = Some(db.clone());
         Ok(db)
     }
@@ -75,14 +105,19 @@ impl WalDb {
 
     /// Stops every further use after a commit of unknown outcome.
     pub(crate) fn poison(&self, why: String) {
-        tracing::error!(error = %why, "the write-ahead stopped: a commit's outcome is unknown; exiting so recovery can replay");
-        metrics::counter!("wattline_wal_fatal_total").increment(1);
         let _ = self.fatal.set(why);
+        self.fatal();
         self.reset();
     }
 
-    /// Why the write-ahead stopped, if it has.
+    /// Why the write-ahead stopped, if it has: a commit of unknown outcome,
+    /// or any failed fsync of the file (see [`super::fsync_guard`]).
     pub(crate) fn fatal(&self) -> Option<&str> {
-        self.fatal.get().map(String::as_str)
+        let why = self.fatal.get().map(String::as_str)?;
+        if !self.reported.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %why, "the write-ahead stopped: nothing more is acknowledged; exiting so recovery can replay what is durable");
+            metrics::counter!("wattline_wal_fatal_total").increment(1);
+        }
+        Some(why)
     }
 }

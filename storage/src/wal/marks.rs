@@ -25,6 +25,14 @@ use redb::TableDefinition;
 pub(crate) const DIRTY: TableDefinition<'static, (i64, u32), u64> =
     TableDefinition::new("rollup_dirty");
 
+/// Building -> the time zone its rollups follow (see the rollups' zone
+/// ledger), committed with the marks of a rebuild.
+pub(crate) const ZONES: TableDefinition<'static, &str, &str> = TableDefinition::new("rollup_zones");
+
+/// Buildings whose days and months await re-derivation after a rebuild.
+pub(crate) const REDERIVE: TableDefinition<'static, &str, ()> =
+    TableDefinition::new("rollup_rederive");
+
 #[derive(Default)]
 pub(crate) struct Marks {
     /// Pairs marked in redb and not yet taken by the worker. The writer

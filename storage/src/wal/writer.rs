@@ -209,12 +209,15 @@ impl WalWriter {
             Ok(txn)
         };
         let txn = write().map_err(classify)?;
-        // A full disk fails while the pages are written, before the commit
-        // record: the commit did not land. Any other failure here may have
-        // come after it (an fsync): the outcome is unknown.
+        // A full disk refusing a page write fails before the commit record:
+        // the commit did not land. Any other failure here, and a full disk
+        // reported by an fsync (the guard under the file has then stopped
+        // the write-ahead), may have come after it: the outcome is unknown.
         match txn.commit().map_err(Error::from) {
             Ok(()) => {}
-            Err(Error::StorageFull) => return Err(CommitFailure::DiskFull),
+            Err(Error::StorageFull) if self.wal.fatal().is_none() => {
+                return Err(CommitFailure::DiskFull);
+            }
             Err(e) => {
                 self.wal.poison(format!("write-ahead commit: {e}"));
                 return Err(CommitFailure::Unknown);

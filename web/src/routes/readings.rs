@@ -194,7 +194,12 @@ pub(super) async fn list(
     }
     let got = state
         .engine()?
-        .sensor_readings(sensor.id.as_str(), range, state.config.query_max_rows)
+        .sensor_readings(
+            sensor.id.as_str(),
+            &sensor.tenant_id,
+            range,
+            state.config.query_max_rows,
+        )
         .await?;
     Ok(Json(SensorReadingsOut {
         sensor_id: sensor.id.to_string(),

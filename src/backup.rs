@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use wattline_storage::tree::Transfer;
+use wattline_storage::Transfer;
 
 use crate::config::Settings;
 
@@ -94,7 +94,7 @@ fn copy_offline(from: &Path, to: &Path) -> Result<()> {
         bail!("backup directory {} is not empty", to.display());
     }
     let readers_links = from.join("chunks").join("open");
-    wattline_storage::tree::copy_tree(from, to, Transfer::Copy, &|p: &Path| {
+    wattline_storage::copy_tree(from, to, Transfer::Copy, &|p: &Path| {
         p == readers_links.as_path()
     })?;
     drop(held);

@@ -86,7 +86,7 @@ fn buildings(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
             Arc::new(Float64Array::from_iter(
                 rows.iter().map(|b| b.floor_area_m2),
             )),
-            strings(rows.iter().map(|b| b.timezone.as_str())),
+            strings(rows.iter().map(|b| b.timezone.name())),
         ],
     )
 }

@@ -27,7 +27,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wattline_storage::chunk::SensorNames;
+use wattline_storage::SensorNames;
 use wattline_storage::{ReadingStore, TenantId, TimeRange};
 
 use crate::bounded_functions::{self, CallShare};
@@ -40,7 +40,7 @@ use crate::join_budget::BoundJoinOutput;
 use crate::readings_table::ReadingsTable;
 use crate::rollup_tables::{SensorHourlyTable, building_table};
 use crate::scope::Scope;
-use wattline_storage::rollup::RollupTable;
+use wattline_storage::RollupTable;
 
 /// Limits from the `query.*` settings.
 #[derive(Debug, Clone)]

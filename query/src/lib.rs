@@ -21,6 +21,7 @@ mod fuzz_tests;
 mod guard;
 mod join_budget;
 mod lazy_table;
+mod quarter_hours;
 mod readings_table;
 mod rollup_tables;
 mod scope;

@@ -37,10 +37,10 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use wattline_storage::chunk::{
+use wattline_storage::{CatalogView, Reading, ReadingStore, SensorKey, Snapshot, TimeRange};
+use wattline_storage::{
     ChunkFile, SensorNames, day_of, merge_newest_wins, read_chunk, readings_schema, to_record_batch,
 };
-use wattline_storage::{CatalogView, Reading, ReadingStore, SensorKey, Snapshot, TimeRange};
 
 use crate::filters::ScanBounds;
 use crate::scope::Scope;

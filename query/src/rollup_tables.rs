@@ -12,7 +12,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use wattline_storage::ReadingStore;
-use wattline_storage::rollup::{RollupTable, files::to_batch};
+use wattline_storage::{RollupTable, rollup_batch};
 
 use crate::filters::ScanBounds;
 use crate::lazy_table::LazyTable;
@@ -28,7 +28,7 @@ pub(crate) fn building_table(
     let (store, scope) = (store.clone(), scope.clone());
     LazyTable::new(table.schema(), move || {
         let rows = store.rollups().table_rows(table, |t| scope.sees(t));
-        to_batch(table, &rows)
+        rollup_batch(table, &rows)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
     })
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use model::{
-    ApiKey, Building, BuildingPatch, NewApiKey, NewBuilding, NewSensor, Role, Sensor, Tenant,
+    ApiKey, Building, BuildingPatch, NewApiKey, NewBuilding, NewSensor, Role, Sensor, Tenant, Zone,
 };
 pub use secret::hash_secret;
 use view::CatalogState;
@@ -151,7 +151,7 @@ impl Catalog {
     pub fn create_building(&self, new: NewBuilding) -> Result<Building> {
         check_name(&new.name)?;
         check_floor_area(new.floor_area_m2)?;
-        let timezone = check_timezone(new.timezone.as_deref().unwrap_or("UTC"))?;
+        let timezone = new.timezone.as_deref().map_or(Ok(Zone::UTC), Zone::parse)?;
         self.write(
             |view| {
                 if view.tenant(new.tenant_id.as_str()).is_none() {
@@ -180,7 +180,7 @@ impl Catalog {
         if let Some(area) = patch.floor_area_m2 {
             check_floor_area(area)?;
         }
-        let timezone = patch.timezone.as_deref().map(check_timezone).transpose()?;
+        let timezone = patch.timezone.as_deref().map(Zone::parse).transpose()?;
         self.write(
             |view| {
                 let mut b = view
@@ -429,13 +429,6 @@ fn check_floor_area(area: Option<f64>) -> Result<()> {
     }
 }
 
-/// Validates an IANA zone name and returns its canonical spelling.
-fn check_timezone(tz: &str) -> Result<String> {
-    tz.parse::<chrono_tz::Tz>()
-        .map(|z| z.name().to_owned())
-        .map_err(|_| Error::InvalidTimezone(tz.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,7 +487,7 @@ mod tests {
         let c = Catalog::open(dir.path()).unwrap();
         let v = c.view();
         assert_eq!(v.tenant("t1").unwrap().name, "One");
-        assert_eq!(v.building("b1").unwrap().timezone, "Europe/Berlin");
+        assert_eq!(v.building("b1").unwrap().timezone.name(), "Europe/Berlin");
         let counts: Vec<_> = v
             .buildings_with_active_sensor_counts("t1")
             .map(|(b, n)| (b.id.to_string(), n))
@@ -525,7 +518,7 @@ mod tests {
             Err(Error::InvalidTimezone(_))
         ));
         c.create_building(building("b1", "t1", None)).unwrap();
-        assert_eq!(c.view().building("b1").unwrap().timezone, "UTC");
+        assert_eq!(c.view().building("b1").unwrap().timezone.name(), "UTC");
         c.create_sensor(sensor("s1", "b1")).unwrap();
         assert!(matches!(
             c.delete_building(&bid("b1")),

@@ -37,15 +37,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use format::sync_dir;
-pub use format::{read_chunk, readings_schema, to_record_batch, write_chunk};
+pub(crate) use format::write_chunk;
+pub use format::{read_chunk, readings_schema, to_record_batch};
 pub use names::SensorNames;
 
 use crate::reading::Reading;
 
-pub use crate::reading::{DAY_MS, day_of};
+pub(crate) use crate::reading::{DAY_MS, day_of};
 
 /// `YYYY-MM-DD` of a day number.
-pub fn day_name(day: i64) -> String {
+pub(crate) fn day_name(day: i64) -> String {
     chrono::DateTime::from_timestamp_millis(day * DAY_MS)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| format!("day{day}"))

@@ -133,7 +133,7 @@ impl StorageBackend for SimBackend {
         let mut s = self.0.state.lock().unwrap();
         if n == self.0.fail_sync_at.load(Ordering::SeqCst) {
             // A failed fsync may have written some, all or none of it.
-            if self.0.coin.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if self.0.coin.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 s.durable = s.written.clone();
             }
             if self.0.sync_says_full.load(Ordering::SeqCst) {

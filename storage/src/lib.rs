@@ -10,7 +10,7 @@
 //!   appended to the write-ahead (`wal.redb`) by a single writer thread that
 //!   groups concurrent batches into one fsynced commit (group commit), then
 //!   applied to the active [`Memtable`], and only then acknowledged. A flush
-//!   writes memtables out as zstd Parquet [chunk] files and trims the
+//!   writes memtables out as zstd Parquet chunk files and trims the
 //!   write-ahead in the same manifest commit; compaction merges a day's
 //!   files; retention drops old ones. On open, the manifest is loaded and
 //!   the write-ahead replayed before the store is handed out.
@@ -25,7 +25,7 @@
 //! ```
 
 mod catalog;
-pub mod chunk;
+mod chunk;
 mod error;
 #[cfg(test)]
 mod fault_tests;
@@ -34,24 +34,32 @@ mod ids;
 mod manifest;
 mod memtable;
 mod reading;
-pub mod rollup;
+mod rollup;
 mod store;
 #[cfg(test)]
 mod test_util;
 mod tiers;
-pub mod tree;
+mod tree;
 mod wal;
 
 pub use catalog::{
     ApiKey, Building, BuildingPatch, Catalog, CatalogView, NewApiKey, NewBuilding, NewSensor, Role,
-    Sensor, Tenant, hash_secret,
+    Sensor, Tenant, Zone, hash_secret,
+};
+pub use chunk::{
+    ChunkFile, ChunkMeta, SensorNames, merge_newest_wins, read_chunk, readings_schema,
+    to_record_batch,
 };
 pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
 pub use memtable::Memtable;
+pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};
+pub use rollup::calendar::{day_start, format_local};
+pub use rollup::{Agg, Resolution, RollupRow, RollupTable, Rollups, rollup_batch};
 pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
 pub use tiers::Snapshot;
+pub use tree::{Transfer, copy_tree};
 pub use wal::WalSequence;
 
 /// Now, in milliseconds since the Unix epoch.

@@ -9,8 +9,8 @@
 //! - [`zones`]: which time zone each building's rollups follow.
 //! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
 
-pub mod calendar;
-pub mod files;
+pub(crate) mod calendar;
+pub(crate) mod files;
 mod reads;
 mod retention;
 mod rollups;
@@ -20,5 +20,5 @@ mod tests;
 mod zone_rebuild;
 mod zones;
 
-pub use files::{RollupRow, RollupTable};
+pub use files::{RollupRow, RollupTable, to_batch as rollup_batch};
 pub use rollups::{Agg, Resolution, Rollups};

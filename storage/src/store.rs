@@ -210,7 +210,7 @@ impl ReadingStore {
 
     /// Rebuilds a building's rollups after its time zone changed, unless
     /// it was rebuilt within the last minute (the rollup worker then does
-    /// it later; see [`crate::rollup`]). Returns whether it rebuilt now.
+    /// it later; see the rollups' zone ledger). Returns whether it rebuilt now.
     /// Blocking.
     pub fn rebuild_building_rollups(&self, building: &str) -> Result<bool> {
         if !self.rollups.rebuild_building(building, &self.snapshot())? {

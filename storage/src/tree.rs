@@ -23,7 +23,7 @@ pub enum Transfer {
 
 /// Brings `from` to `to` (creating its folder): a hard link or a copy, the
 /// copy fsynced.
-pub fn link_or_copy(from: &Path, to: &Path, transfer: Transfer) -> Result<()> {
+pub(crate) fn link_or_copy(from: &Path, to: &Path, transfer: Transfer) -> Result<()> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
@@ -81,7 +81,7 @@ fn copy_files(
 }
 
 /// fsyncs `root` and every folder below it, deepest first.
-pub fn sync_dirs(root: &Path) -> Result<()> {
+pub(crate) fn sync_dirs(root: &Path) -> Result<()> {
     let entries =
         std::fs::read_dir(root).map_err(|e| Error::io(format!("listing {}", root.display()), e))?;
     for entry in entries.flatten() {

@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 
 /// The authenticated key behind a request.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub key: ApiKey,
 }
 
@@ -50,11 +50,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 impl Caller {
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.key.role == Role::Admin
     }
 
-    pub fn require_admin(&self) -> ApiResult<()> {
+    pub(crate) fn require_admin(&self) -> ApiResult<()> {
         if self.is_admin() {
             Ok(())
         } else {
@@ -63,7 +63,7 @@ impl Caller {
     }
 
     /// Admin or tenant keys: the roles that read and manage catalog objects.
-    pub fn require_manager(&self) -> ApiResult<()> {
+    pub(crate) fn require_manager(&self) -> ApiResult<()> {
         match self.key.role {
             Role::Admin | Role::Tenant => Ok(()),
             Role::Ingest => Err(ApiError::forbidden("an ingest key may only write readings")),
@@ -71,7 +71,7 @@ impl Caller {
     }
 
     /// Whether the caller may see objects of tenant `tenant`.
-    pub fn sees_tenant(&self, tenant: &str) -> bool {
+    pub(crate) fn sees_tenant(&self, tenant: &str) -> bool {
         self.is_admin()
             || self
                 .key
@@ -81,7 +81,7 @@ impl Caller {
     }
 
     /// Checks that the caller manages `tenant`; another tenant's id is 404.
-    pub fn check_tenant(&self, tenant: &str) -> ApiResult<()> {
+    pub(crate) fn check_tenant(&self, tenant: &str) -> ApiResult<()> {
         self.require_manager()?;
         if self.sees_tenant(tenant) {
             Ok(())
@@ -91,7 +91,7 @@ impl Caller {
     }
 
     /// The building if the caller manages it; 404 otherwise.
-    pub fn visible_building(&self, b: Option<&Building>, id: &str) -> ApiResult<Building> {
+    pub(crate) fn visible_building(&self, b: Option<&Building>, id: &str) -> ApiResult<Building> {
         self.require_manager()?;
         b.filter(|b| self.sees_tenant(b.tenant_id.as_str()))
             .cloned()
@@ -99,7 +99,7 @@ impl Caller {
     }
 
     /// The sensor if the caller manages it; 404 otherwise.
-    pub fn visible_sensor(&self, s: Option<&Sensor>, id: &str) -> ApiResult<Sensor> {
+    pub(crate) fn visible_sensor(&self, s: Option<&Sensor>, id: &str) -> ApiResult<Sensor> {
         self.require_manager()?;
         s.filter(|s| self.sees_tenant(s.tenant_id.as_str()))
             .cloned()

@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
 /// Reads a whole body, refusing more than `limit` bytes with 413.
-pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(
@@ -28,7 +28,7 @@ pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
 
 /// Parses `bytes` as JSON into `T`; a syntax error, a wrong type or an
 /// unknown field is a 400 naming the problem.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
 }
@@ -36,10 +36,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 /// A JSON request body, read (up to `ingest.max_body_bytes`) but not yet
 /// parsed: handlers check the caller's rights first, so a caller without
 /// them learns nothing from validation errors.
-pub struct JsonBody(Bytes);
+pub(crate) struct JsonBody(Bytes);
 
 impl JsonBody {
-    pub fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
+    pub(crate) fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
         parse_json(&self.0)
     }
 }
@@ -55,7 +55,7 @@ impl FromRequest<Arc<AppState>> for JsonBody {
 }
 
 /// Query parameters, with a JSON 400 for bad ones.
-pub struct QueryParams<T>(pub T);
+pub(crate) struct QueryParams<T>(pub T);
 
 impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for QueryParams<T> {
     type Rejection = ApiError;
@@ -69,7 +69,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for QueryParams
 }
 
 /// Path parameters, with a JSON 400 for bad ones.
-pub struct PathParams<T>(pub T);
+pub(crate) struct PathParams<T>(pub T);
 
 impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for PathParams<T> {
     type Rejection = ApiError;
@@ -84,7 +84,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<AppState>> for PathParams<
 
 /// Runs blocking storage work (catalog writes, flush, backup) off the
 /// async runtime.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> wattline_storage::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)

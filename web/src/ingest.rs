@@ -5,19 +5,20 @@
 //! readings, `line` for line-oriented formats) so that an error can name
 //! exactly which reading was bad.
 
-pub mod csv;
+pub(crate) mod csv;
 #[cfg(test)]
 mod fuzz_tests;
-pub mod json;
-pub mod line_protocol;
-pub mod timestamp;
-pub mod validate;
+pub(crate) mod json;
+pub(crate) mod line_protocol;
+pub(crate) mod pipeline;
+pub(crate) mod timestamp;
+pub(crate) mod validate;
 
 use serde::Serialize;
 
 /// A reading as the client wrote it, not yet checked against the catalog.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawReading {
+pub(crate) struct RawReading {
     pub sensor_id: String,
     pub ts_ms: i64,
     pub value_kwh: f64,
@@ -25,7 +26,7 @@ pub struct RawReading {
 
 /// One reading of the body: parsed, or the reason it could not be.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Item {
+pub(crate) struct Item {
     /// 1-based line for CSV, NDJSON and line protocol.
     pub line: Option<usize>,
     pub reading: Result<RawReading, String>,
@@ -33,7 +34,7 @@ pub struct Item {
 
 /// A refused reading, as listed in `details` or `rejected`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,

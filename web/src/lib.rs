@@ -4,22 +4,26 @@
 //! and settings; the crate answers HTTP with them. It opens no files:
 //! everything durable goes through `wattline-storage`.
 //!
-//! - [`routes`]: one module per endpoint family.
-//! - [`ingest`]: the four body formats and reading validation.
-//! - [`auth`]: keys, roles and tenant scoping.
-//! - [`error`]: the JSON error shape and the single error-to-status mapping.
-//! - [`middleware`]: request timeout, per-route metrics, per-address limit.
-//! - [`sql_output`]: query answers as JSON, CSV, Arrow IPC or Parquet.
+//! - `server`: the accept loop (connection limits, header and idle
+//!   timeouts, graceful shutdown).
+//! - `routes`: one module per endpoint family; handlers parse, authorise,
+//!   call one function and map its result.
+//! - `ingest`: the four body formats, reading validation and the
+//!   ingestion pipeline (limits, rate limit, durable append).
+//! - `auth`: keys, roles and tenant scoping.
+//! - `error`: the JSON error shape and the single error-to-status mapping.
+//! - `middleware`: request timeout, per-route metrics, per-address limit.
+//! - `sql_output`: query answers as JSON, CSV, Arrow IPC or Parquet.
 
-pub mod auth;
-pub mod error;
-pub mod extract;
-pub mod ingest;
-pub mod middleware;
-pub mod rate_limit;
-pub mod routes;
-pub mod server;
-pub mod sql_output;
+mod auth;
+mod error;
+mod extract;
+mod ingest;
+mod middleware;
+mod rate_limit;
+mod routes;
+mod server;
+mod sql_output;
 
 pub use server::serve;
 

@@ -19,7 +19,7 @@ const QUERY_ROUTES: &[&str] = &["/api/v1/sql", "/api/v1/buildings/{b}/energy"];
 /// Answers 408 when the request (body included) takes longer than
 /// `server.request_timeout`; on query routes, not before `query.timeout`
 /// plus a second has passed.
-pub async fn request_timeout(
+pub(crate) async fn request_timeout(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
@@ -47,7 +47,7 @@ pub async fn request_timeout(
 /// Labels never carry a client's string: the route is the matched pattern
 /// (`/api/v1/sensors/{s}`) or `unmatched`, the method one of the standard
 /// ones or `other`, so label cardinality stays bounded.
-pub async fn record_latency(req: Request, next: Next) -> Response {
+pub(crate) async fn record_latency(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
         .extensions()
@@ -82,7 +82,7 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 
 /// Per-client-address request limit (`ingest.rate_limit_per_ip`), applied to
 /// the ingestion routes before authentication.
-pub async fn limit_per_ip(
+pub(crate) async fn limit_per_ip(
     State(state): State<Arc<AppState>>,
     axum::extract::ConnectInfo(addr): axum::extract::ConnectInfo<std::net::SocketAddr>,
     req: Request,

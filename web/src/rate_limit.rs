@@ -20,14 +20,14 @@ struct Bucket {
     updated: Instant,
 }
 
-pub struct RateLimiter<K> {
+pub(crate) struct RateLimiter<K> {
     /// Tokens per second; also the burst (one second's worth).
     rate: f64,
     buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
-    pub fn new(per_second: u64) -> Self {
+    pub(crate) fn new(per_second: u64) -> Self {
         Self {
             rate: per_second as f64,
             buckets: Mutex::new(HashMap::new()),
@@ -35,7 +35,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Takes `cost` tokens for `key`, or says how long to wait.
-    pub fn check(&self, key: &K, cost: u64, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &K, cost: u64, now: Instant) -> Result<(), Duration> {
         let cost = cost as f64;
         let burst = self.rate;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::middleware::{limit_per_ip, record_latency, request_timeout};
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let ip_limit = from_fn_with_state(state.clone(), limit_per_ip);
     Router::new()
         .route("/healthz", get(health::healthz))

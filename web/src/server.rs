@@ -35,7 +35,7 @@ use crate::AppState;
 use crate::routes;
 
 /// The most bytes of request line and headers a request may have.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes
 /// the requests in flight.

@@ -54,7 +54,7 @@ fn plain_strings(output: &QueryOutput) -> Result<QueryOutput, arrow::error::Arro
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Csv,
     Arrow,
@@ -63,7 +63,7 @@ pub enum Format {
 
 impl Format {
     /// From `?format=`, else from `Accept`.
-    pub fn choose(param: Option<&str>, headers: &HeaderMap) -> ApiResult<Self> {
+    pub(crate) fn choose(param: Option<&str>, headers: &HeaderMap) -> ApiResult<Self> {
         if let Some(p) = param {
             return match p {
                 "json" => Ok(Self::Json),
@@ -105,7 +105,7 @@ impl Format {
 
 /// Encodes `output` in `format`. A cut answer says so: `"truncated": true`
 /// in JSON, the `X-Wattline-Truncated: true` header otherwise.
-pub fn respond(output: &QueryOutput, format: Format) -> ApiResult<Response> {
+pub(crate) fn respond(output: &QueryOutput, format: Format) -> ApiResult<Response> {
     let plain = plain_strings(output).map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,

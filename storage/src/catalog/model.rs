@@ -1,6 +1,7 @@
 //! Catalog records: what is stored in `meta.redb` (as JSON) and served from
 //! memory.
 
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BuildingId, KeyId, SensorId, SensorKey, TenantId};
@@ -29,8 +30,54 @@ pub struct Building {
     pub tenant_id: TenantId,
     pub name: String,
     pub floor_area_m2: Option<f64>,
-    /// IANA zone name, validated on every write.
-    pub timezone: String,
+    /// Its IANA time zone (validated; a record with an unknown zone does
+    /// not load).
+    pub timezone: Zone,
+}
+
+/// A valid IANA time zone, stored and shown by its canonical name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Zone(Tz);
+
+impl Zone {
+    pub const UTC: Zone = Zone(Tz::UTC);
+
+    /// The zone named `name`, or [`crate::Error::InvalidTimezone`].
+    pub fn parse(name: &str) -> crate::Result<Self> {
+        name.parse::<Tz>()
+            .map(Zone)
+            .map_err(|_| crate::Error::InvalidTimezone(name.to_owned()))
+    }
+
+    pub fn tz(self) -> Tz {
+        self.0
+    }
+
+    /// The canonical IANA name.
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+}
+
+impl std::fmt::Display for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for Zone {
+    type Error = crate::Error;
+
+    fn try_from(name: String) -> crate::Result<Self> {
+        Zone::parse(&name)
+    }
+}
+
+impl From<Zone> for String {
+    fn from(zone: Zone) -> String {
+        zone.name().to_owned()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

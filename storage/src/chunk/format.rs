@@ -106,7 +106,7 @@ pub fn to_record_batch(rows: &[Reading], names: &SensorNames) -> Result<RecordBa
 /// Writes `rows` (one day, sorted by `(rank, ts)`, no duplicates) as chunk
 /// `id`: temporary name, fsync, rename, directory fsync. Returns its
 /// manifest entry; the caller commits it.
-pub fn write_chunk(
+pub(crate) fn write_chunk(
     data_dir: &Path,
     id: u64,
     precedence: u64,

@@ -8,7 +8,7 @@
 //! date and starts at its first existing instant; a month starts with its
 //! first day. Every bucket is named by the UTC instant at which it starts.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -18,7 +18,7 @@ fn utc(ms: i64) -> DateTime<Utc> {
 }
 
 /// The UTC offset in force at `ms`, in milliseconds.
-pub fn offset_ms(tz: Tz, ms: i64) -> i64 {
+pub(crate) fn offset_ms(tz: Tz, ms: i64) -> i64 {
     i64::from(
         tz.offset_from_utc_datetime(&utc(ms).naive_utc())
             .fix()
@@ -37,7 +37,7 @@ fn first_where(mut lo: i64, mut hi: i64, pred: impl Fn(i64) -> bool) -> i64 {
 }
 
 /// Start (UTC ms) of the local hour bucket holding `ts`.
-pub fn hour_start(tz: Tz, ts: i64) -> i64 {
+pub(crate) fn hour_start(tz: Tz, ts: i64) -> i64 {
     let off = offset_ms(tz, ts);
     let local = ts + off;
     let candidate = local - local.rem_euclid(HOUR_MS) - off;
@@ -50,7 +50,7 @@ pub fn hour_start(tz: Tz, ts: i64) -> i64 {
 }
 
 /// The local date of `ts`.
-pub fn local_date(tz: Tz, ts: i64) -> NaiveDate {
+pub(crate) fn local_date(tz: Tz, ts: i64) -> NaiveDate {
     utc(ts).with_timezone(&tz).date_naive()
 }
 
@@ -71,14 +71,8 @@ pub fn day_start(tz: Tz, date: NaiveDate) -> i64 {
     }
 }
 
-/// The first day of the local month of `ts`.
-pub fn month_of(tz: Tz, ts: i64) -> NaiveDate {
-    let d = local_date(tz, ts);
-    NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("first of month")
-}
-
 /// The first day of the month after `first`.
-pub fn next_month(first: NaiveDate) -> NaiveDate {
+pub(crate) fn next_month(first: NaiveDate) -> NaiveDate {
     let (y, m) = if first.month() == 12 {
         (first.year() + 1, 1)
     } else {
@@ -96,14 +90,8 @@ pub fn format_local(tz: Tz, ms: i64) -> String {
 }
 
 /// The day after `d`.
-pub fn next_day(d: NaiveDate) -> NaiveDate {
+pub(crate) fn next_day(d: NaiveDate) -> NaiveDate {
     d + Duration::days(1)
-}
-
-/// Whether a local time has minutes (an hour bucket that is not whole).
-pub fn is_whole_hour(tz: Tz, ms: i64) -> bool {
-    let t = utc(ms).with_timezone(&tz);
-    t.minute() == 0 && t.second() == 0
 }
 
 #[cfg(test)]
@@ -206,7 +194,9 @@ mod tests {
     #[test]
     fn months() {
         let tz: Tz = "Europe/Berlin".parse().unwrap();
-        let m = month_of(tz, ms("2026-01-31T23:30:00Z"));
+        let m = local_date(tz, ms("2026-01-31T23:30:00Z"))
+            .with_day(1)
+            .unwrap();
         assert_eq!(m, NaiveDate::from_ymd_opt(2026, 2, 1).unwrap());
         assert_eq!(
             next_month(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()),

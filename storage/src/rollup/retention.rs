@@ -40,9 +40,7 @@ impl Rollups {
         for (id, b) in buildings.iter_mut() {
             b.hourly = b.hourly.split_off(&cutoff_ms);
             // Whole local days before the cutoff go; the day holding it stays.
-            let tz = view
-                .building(id)
-                .map_or(Tz::UTC, |bb| parse_tz(&bb.timezone));
+            let tz = view.building(id).map_or(Tz::UTC, |bb| bb.timezone.tz());
             let cutoff_date = local_date(tz, cutoff_ms);
             let old: BTreeSet<NaiveDate> = b.daily.range(..cutoff_date).map(|(d, _)| *d).collect();
             if !old.is_empty() {

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate};
-use chrono_tz::Tz;
 
 use super::files::{RollupRow, RollupTable, partitions, read_partition};
 use super::zones::ZoneLedger;
@@ -110,10 +109,6 @@ pub(super) fn days_since_epoch(d: NaiveDate) -> i64 {
 
 pub(super) fn from_days(days: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days)
-}
-
-pub(super) fn parse_tz(name: &str) -> Tz {
-    name.parse().unwrap_or(Tz::UTC)
 }
 
 impl Rollups {

@@ -44,7 +44,7 @@ impl Rollups {
     /// raw readings. Returns how many days were processed. Blocking.
     ///
     /// First, at most one building whose time zone changed is rebuilt
-    /// (see [`super::zones`]).
+    /// (see `rollup::zones`).
     pub fn catch_up(&self, snapshot: impl Fn() -> Snapshot) -> Result<usize> {
         let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
         self.zones
@@ -136,7 +136,7 @@ impl Rollups {
                 .filter_map(|k| {
                     let s = view.sensor_by_key(*k)?;
                     let b = view.building(s.building_id.as_str())?;
-                    Some((*k, parse_tz(&b.timezone)))
+                    Some((*k, b.timezone.tz()))
                 })
                 .collect();
             (names, zones)
@@ -248,7 +248,7 @@ impl Rollups {
         let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
         let view = self.catalog.view();
         for b in &affected {
-            let tz = view.building(b).map_or(Tz::UTC, |b| parse_tz(&b.timezone));
+            let tz = view.building(b).map_or(Tz::UTC, |b| b.timezone.tz());
             let entry = buildings.entry(b.clone()).or_default();
             if let Some(t) = tenants.get(b) {
                 entry.tenant = t.clone();
@@ -299,9 +299,7 @@ impl Rollups {
         let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
         let mut months_touched: BTreeSet<NaiveDate> = BTreeSet::new();
         for (b, days) in touched {
-            let tz = view
-                .building(b)
-                .map_or(Tz::UTC, |bb| parse_tz(&bb.timezone));
+            let tz = view.building(b).map_or(Tz::UTC, |bb| bb.timezone.tz());
             let Some(entry) = buildings.get_mut(b) else {
                 continue;
             };

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use chrono_tz::Tz;
 
 use super::calendar::local_date;
 use super::zones::ZoneLedger;
@@ -17,6 +16,7 @@ use crate::tiers::Snapshot;
 use crate::wal::marks::DIRTY;
 
 use super::rollups::*;
+use crate::catalog::Zone;
 
 impl Rollups {
     /// After a building's time zone changed: re-derives its days and months
@@ -42,18 +42,17 @@ impl Rollups {
 
     /// [`Rollups::rebuild_building`] with the step lock held.
     pub(super) fn rebuild_locked(&self, building: &str, snapshot: &Snapshot) -> Result<()> {
-        let (sensors, tz, zone): (Vec<u32>, Tz, String) = {
+        let (sensors, zone): (Vec<u32>, Zone) = {
             let view = self.catalog.view();
             let Some(b) = view.building(building) else {
                 return Ok(());
             };
-            let zone = b.timezone.clone();
             (
                 view.sensors_of(building).map(|s| s.key.0).collect(),
-                parse_tz(&zone),
-                zone,
+                b.timezone,
             )
         };
+        let (tz, zone) = (zone.tz(), zone.name());
         let mut days: BTreeSet<i64> = snapshot.chunks.iter().map(|c| c.meta.day).collect();
         let wanted: HashSet<u32> = sensors.iter().copied().collect();
         for r in snapshot.hot_readings(|k| wanted.contains(&k.0), TimeRange::ALL) {
@@ -69,9 +68,9 @@ impl Rollups {
                 }
             }
         }
-        ZoneLedger::record(&txn, building, &zone)?;
+        ZoneLedger::record(&txn, building, zone)?;
         txn.commit()?;
-        self.zones.rebuilt(building, &zone, Instant::now());
+        self.zones.rebuilt(building, zone, Instant::now());
         let key: Arc<str> = Arc::from(building);
         let mut touched = HashMap::new();
         {

@@ -90,7 +90,7 @@ impl ZoneLedger {
             .tenants()
             .flat_map(|t| view.buildings_of(t.id.as_str()))
             .filter(|b| !entries.contains_key(b.id.as_str()))
-            .map(|b| (b.id.to_string(), b.timezone.clone()))
+            .map(|b| (b.id.to_string(), b.timezone.name().to_owned()))
             .collect();
         if new.is_empty() {
             return Ok(());
@@ -148,7 +148,8 @@ impl ZoneLedger {
         view.tenants()
             .flat_map(|t| view.buildings_of(t.id.as_str()))
             .find(|b| {
-                !self.settled(b.id.as_str(), &b.timezone) && self.may_rebuild(b.id.as_str(), now)
+                !self.settled(b.id.as_str(), b.timezone.name())
+                    && self.may_rebuild(b.id.as_str(), now)
             })
             .map(|b| b.id.to_string())
     }

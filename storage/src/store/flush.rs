@@ -119,7 +119,7 @@ impl ReadingStore {
     /// Merges a day's files into one: with `all`, every day with two or
     /// more files (so each reading is in exactly one file afterwards);
     /// otherwise days whose files overlap in time (late data or
-    /// corrections) or that have [`MANY_FILES`] or more. Returns how many
+    /// corrections) or that have `MANY_FILES` (8) or more. Returns how many
     /// days were merged. Blocking.
     pub fn compact(&self, all: bool) -> Result<usize> {
         let mut next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());

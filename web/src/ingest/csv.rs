@@ -7,7 +7,7 @@ use super::{Item, RawReading};
 
 /// Parses a CSV body; `Err` when the header is wrong.
 /// At most `limit + 1` readings are parsed (one more than a batch may hold).
-pub fn parse_csv(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
+pub(crate) fn parse_csv(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)

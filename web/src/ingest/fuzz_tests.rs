@@ -10,7 +10,10 @@ use super::{Item, RawReading, csv, json};
 
 const LIMIT: usize = 50;
 
-fn parsers() -> [(&'static str, fn(&[u8]) -> Result<Vec<Item>, String>); 4] {
+/// A parser under test, by name.
+type Parser = (&'static str, fn(&[u8]) -> Result<Vec<Item>, String>);
+
+fn parsers() -> [Parser; 4] {
     [
         ("json", |b| json::parse_document(b, LIMIT)),
         ("ndjson", |b| json::parse_ndjson(b, LIMIT)),

@@ -32,7 +32,7 @@ struct JsonReading<'a> {
 /// At most `limit + 1` readings are parsed: one more than a batch may
 /// hold tells the caller the batch is too large, without building an item
 /// (and an error message) for every reading of a huge body.
-pub fn parse_document(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
+pub(crate) fn parse_document(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
     let envelope: Envelope<'_> = serde_json::from_slice(body)
         .map_err(|e| format!("body is not {{\"readings\": [...]}}: {e}"))?;
     Ok(envelope
@@ -48,7 +48,7 @@ pub fn parse_document(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
 
 /// Parses an NDJSON body, at most `limit + 1` readings; blank lines are
 /// skipped.
-pub fn parse_ndjson(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
+pub(crate) fn parse_ndjson(body: &[u8], limit: usize) -> Result<Vec<Item>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     Ok(text
         .split('\n')

@@ -14,7 +14,7 @@ use super::{Item, RawReading};
 
 /// Unit of the timestamps in a line-protocol body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
+pub(crate) enum Precision {
     Nanoseconds,
     Microseconds,
     Milliseconds,
@@ -22,7 +22,7 @@ pub enum Precision {
 }
 
 impl Precision {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         match s {
             "ns" => Ok(Self::Nanoseconds),
             "us" => Ok(Self::Microseconds),
@@ -45,7 +45,7 @@ impl Precision {
 
 /// Parses a line-protocol body, at most `limit + 1` readings (one more
 /// than a batch may hold). Blank lines and `#` comments are skipped.
-pub fn parse_lines(
+pub(crate) fn parse_lines(
     body: &[u8],
     precision: Precision,
     now_ms: i64,

@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Parses an RFC 3339 instant (offset required) to epoch milliseconds;
 /// fractions below a millisecond are dropped (rounded towards the past).
-pub fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("ts {s:?} is not an RFC 3339 time with offset ({e})"))
@@ -13,7 +13,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
 
 /// Parses `ts` given as text: digits are epoch milliseconds, anything else
 /// RFC 3339.
-pub fn parse_text_ms(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_text_ms(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if !t.is_empty()
         && t.trim_start_matches('-')
@@ -29,7 +29,7 @@ pub fn parse_text_ms(s: &str) -> Result<i64, String> {
 
 /// Formats epoch milliseconds as RFC 3339 in UTC (`...Z`, with milliseconds
 /// only when there are some).
-pub fn format_utc(ms: i64) -> String {
+pub(crate) fn format_utc(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
         .unwrap_or_else(|| ms.to_string())

@@ -7,7 +7,7 @@ use super::{Item, Rejection};
 
 /// The window of acceptable timestamps, fixed per request.
 #[derive(Debug, Clone, Copy)]
-pub struct TimeWindow {
+pub(crate) struct TimeWindow {
     /// Oldest accepted `ts` (now minus `retention.raw`).
     pub oldest_ms: i64,
     /// Newest accepted `ts` (now plus `ingest.max_future`).
@@ -16,7 +16,7 @@ pub struct TimeWindow {
 
 /// Valid readings, and the others with their reasons.
 #[derive(Debug, Default)]
-pub struct Checked {
+pub(crate) struct Checked {
     pub readings: Vec<Reading>,
     pub rejected: Vec<Rejection>,
 }
@@ -24,7 +24,7 @@ pub struct Checked {
 /// Validates every item. `tenant` is the caller's tenant, `None` for admin
 /// keys (which may write to any sensor). A sensor of another tenant gets
 /// the same message as an unknown one.
-pub fn check_items(
+pub(crate) fn check_items(
     items: Vec<Item>,
     tenant: Option<&str>,
     view: &CatalogView<'_>,

@@ -54,7 +54,7 @@ impl BuildingOut {
             name: b.name.clone(),
             tenant_id: b.tenant_id.clone(),
             floor_area_m2: b.floor_area_m2,
-            timezone: b.timezone.clone(),
+            timezone: b.timezone.name().to_owned(),
             sensor_count,
         }
     }
@@ -119,7 +119,7 @@ pub(super) async fn update(
 ) -> ApiResult<Json<BuildingOut>> {
     let b = caller.visible_building(state.catalog.view().building(&id), &id)?;
     let body: PatchBuilding = body.parse()?;
-    let old_zone = b.timezone.clone();
+    let old_zone = b.timezone;
     let catalog = state.catalog.clone();
     let b = blocking(move || {
         catalog.update_building(

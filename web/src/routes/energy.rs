@@ -4,18 +4,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, TimestampMillisecondArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimeUnit};
 use axum::Json;
 use axum::extract::State;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
-use wattline_query::Scope;
 use wattline_storage::TimeRange;
-use wattline_storage::rollup::calendar::{day_start, format_local};
-use wattline_storage::rollup::{Agg, Resolution};
+use wattline_storage::{Agg, Resolution, day_start, format_local};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -28,7 +23,35 @@ use crate::ingest::timestamp::parse_text_ms;
 pub(super) struct EnergyParams {
     start: Option<String>,
     end: Option<String>,
-    resolution: Option<String>,
+    #[serde(default)]
+    resolution: EnergyResolution,
+}
+
+/// The buckets of an energy series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum EnergyResolution {
+    /// 15-minute clock intervals, from the raw readings.
+    #[serde(rename = "15m")]
+    Quarter,
+    /// Local hours, days and months, from the rollups.
+    #[default]
+    Hour,
+    Day,
+    Month,
+}
+
+impl EnergyResolution {
+    /// How far back the series reaches when `start` is not given.
+    fn default_span_ms(self) -> i64 {
+        const DAY: i64 = 86_400_000;
+        match self {
+            Self::Quarter => DAY,
+            Self::Hour => 7 * DAY,
+            Self::Day => 31 * DAY,
+            Self::Month => 366 * DAY,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -42,21 +65,10 @@ pub(super) struct Point {
 #[derive(Serialize)]
 pub(super) struct EnergyAnswer {
     building_id: String,
-    resolution: &'static str,
+    resolution: EnergyResolution,
     timezone: String,
     unit: &'static str,
     points: Vec<Point>,
-}
-
-/// How far back the series reaches when `start` is not given.
-fn default_span_ms(resolution: &str) -> i64 {
-    const DAY: i64 = 86_400_000;
-    match resolution {
-        "15m" => DAY,
-        "hour" => 7 * DAY,
-        "day" => 31 * DAY,
-        _ => 366 * DAY,
-    }
 }
 
 /// An RFC 3339 instant, epoch milliseconds, or a local date `YYYY-MM-DD`
@@ -80,26 +92,15 @@ pub(super) async fn energy(
     QueryParams(params): QueryParams<EnergyParams>,
 ) -> ApiResult<Json<EnergyAnswer>> {
     let building = caller.visible_building(state.catalog.view().building(&id), &id)?;
-    let tz: Tz = building.timezone.parse().unwrap_or(Tz::UTC);
-    let resolution: &'static str = match params.resolution.as_deref().unwrap_or("hour") {
-        "15m" => "15m",
-        "hour" => "hour",
-        "day" => "day",
-        "month" => "month",
-        other => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("resolution {other:?} is not one of 15m, hour, day, month"),
-            ));
-        }
-    };
+    let tz = building.timezone.tz();
+    let resolution = params.resolution;
     let end = match &params.end {
         Some(e) => parse_bound("end", e, tz)?,
         None => wattline_storage::now_ms() + 1,
     };
     let start = match &params.start {
         Some(s) => parse_bound("start", s, tz)?,
-        None => end - default_span_ms(resolution),
+        None => end - resolution.default_span_ms(),
     };
     if start > end {
         return Err(ApiError::bad_request(
@@ -111,27 +112,27 @@ pub(super) async fn energy(
         start_ms: start,
         end_ms: end,
     };
-    let series: Vec<(i64, Agg)> = match resolution {
-        "15m" => quarters(&state, building.id.as_str(), &building.tenant_id, range).await?,
-        "hour" => {
+    let rollups = |r: Resolution| -> ApiResult<Vec<(i64, Agg)>> {
+        Ok(state
+            .store()?
+            .rollups()
+            .series(building.id.as_str(), tz, r, range))
+    };
+    let series = match resolution {
+        EnergyResolution::Quarter => {
             state
-                .store()?
-                .rollups()
-                .series(building.id.as_str(), tz, Resolution::Hour, range)
+                .engine()?
+                .quarter_hours(&building.id, &building.tenant_id, range)
+                .await?
         }
-        "day" => state
-            .store()?
-            .rollups()
-            .series(building.id.as_str(), tz, Resolution::Day, range),
-        _ => state
-            .store()?
-            .rollups()
-            .series(building.id.as_str(), tz, Resolution::Month, range),
+        EnergyResolution::Hour => rollups(Resolution::Hour)?,
+        EnergyResolution::Day => rollups(Resolution::Day)?,
+        EnergyResolution::Month => rollups(Resolution::Month)?,
     };
     Ok(Json(EnergyAnswer {
         building_id: building.id.to_string(),
         resolution,
-        timezone: building.timezone.clone(),
+        timezone: building.timezone.name().to_owned(),
         unit: "kWh",
         points: series
             .into_iter()
@@ -143,69 +144,4 @@ pub(super) async fn energy(
             })
             .collect(),
     }))
-}
-
-/// 15-minute clock intervals from the raw readings (every real UTC offset
-/// is a multiple of 15 minutes, so UTC quarters are local quarters).
-async fn quarters(
-    state: &AppState,
-    building: &str,
-    tenant: &wattline_storage::TenantId,
-    range: TimeRange,
-) -> ApiResult<Vec<(i64, Agg)>> {
-    // Building ids are limited to A-Za-z0-9_.:- and cannot break the quoting.
-    let sql = format!(
-        "SELECT date_bin(INTERVAL '15 minutes', ts, TIMESTAMP '1970-01-01T00:00:00Z') AS q, \
-         sum(value_kwh), max(value_kwh), count(*) FROM readings \
-         WHERE building_id = '{building}' AND ts >= to_timestamp_millis({}) AND ts < to_timestamp_millis({}) \
-         GROUP BY q ORDER BY q",
-        range.start_ms.max(-8_000_000_000_000),
-        range.end_ms.min(8_000_000_000_000)
-    );
-    // Scoped to the building's tenant: it shares that tenant's query slots.
-    let out = state
-        .engine()?
-        .sql(&sql, &Scope::tenant(tenant.clone()))
-        .await?;
-    let mut points = Vec::new();
-    let as_type = |a: &ArrayRef, t: &DataType| cast(a, t).ok();
-    let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
-    for b in &out.batches {
-        let (ts, kwh, peak, n) = (
-            as_type(b.column(0), &ms),
-            as_type(b.column(1), &DataType::Float64),
-            as_type(b.column(2), &DataType::Float64),
-            as_type(b.column(3), &DataType::Int64),
-        );
-        let ts = ts
-            .as_ref()
-            .and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>());
-        let kwh = kwh
-            .as_ref()
-            .and_then(|a| a.as_any().downcast_ref::<Float64Array>());
-        let peak = peak
-            .as_ref()
-            .and_then(|a| a.as_any().downcast_ref::<Float64Array>());
-        let n = n
-            .as_ref()
-            .and_then(|a| a.as_any().downcast_ref::<Int64Array>());
-        let (Some(ts), Some(kwh), Some(peak), Some(n)) = (ts, kwh, peak, n) else {
-            return Err(ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "15-minute energy has an unexpected schema",
-            ));
-        };
-        for i in 0..b.num_rows() {
-            points.push((
-                ts.value(i),
-                Agg {
-                    kwh: kwh.value(i),
-                    peak_kwh: peak.value(i),
-                    readings: n.value(i),
-                },
-            ));
-        }
-    }
-    Ok(points)
 }

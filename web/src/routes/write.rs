@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{QueryParams, read_body};
 use crate::ingest::line_protocol::{Precision, parse_lines};
 
-use super::readings::store_items;
+use crate::ingest::pipeline::store_items;
 use wattline_storage::now_ms;
 
 #[derive(Deserialize)]

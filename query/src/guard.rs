@@ -65,3 +65,62 @@ pub(crate) fn check_read_only(plan: &LogicalPlan) -> Result<()> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// A session with an empty `readings` table and a foreign `secrets`.
+    fn session() -> SessionContext {
+        let ctx = SessionContext::new();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        for name in ["readings", "secrets"] {
+            let table = MemTable::try_new(schema.clone(), vec![vec![]]).unwrap();
+            ctx.register_table(name, Arc::new(table)).unwrap();
+        }
+        ctx
+    }
+
+    async fn check(sql: &str) -> Result<()> {
+        let plan = session().state().create_logical_plan(sql).await?;
+        check_read_only(&plan)
+    }
+
+    #[tokio::test]
+    async fn queries_of_wattline_tables_pass() {
+        for sql in [
+            "SELECT count(*) FROM readings",
+            "WITH r AS (SELECT v FROM readings) SELECT * FROM r WHERE v IN (SELECT v FROM readings)",
+            "EXPLAIN SELECT v FROM readings",
+            "SELECT 1",
+        ] {
+            check(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_statements_analyze_and_foreign_tables_are_refused() {
+        for sql in [
+            "CREATE TABLE t AS SELECT 1",
+            "CREATE VIEW w AS SELECT * FROM readings",
+            "DROP TABLE readings",
+            "INSERT INTO readings VALUES (1)",
+            "COPY (SELECT 1) TO '/tmp/x.csv'",
+            "SET datafusion.execution.batch_size = 1",
+            "EXPLAIN ANALYZE SELECT * FROM readings",
+            "SELECT * FROM secrets",
+            "SELECT * FROM readings WHERE v IN (SELECT v FROM secrets)",
+        ] {
+            assert!(
+                matches!(check(sql).await, Err(QueryError::NotReadOnly(_))),
+                "{sql} passed"
+            );
+        }
+    }
+}

@@ -37,3 +37,22 @@ impl Scope {
         self.restricted_to().is_none_or(|t| t == tenant)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_scope_sees_only_its_tenant_and_all_sees_everyone() {
+        let a = Scope::tenant(TenantId::parse("a").unwrap());
+        assert_eq!(a.restricted_to(), Some("a"));
+        assert!(a.sees("a"));
+        assert!(!a.sees("b") && !a.sees("") && !a.sees("A"));
+        let all = Scope::all();
+        assert_eq!(all.restricted_to(), None);
+        assert!(all.sees("a") && all.sees("b"));
+        // The schema-only scope matches no valid tenant id.
+        let none = Scope::tenant_none();
+        assert!(!none.sees("a"));
+    }
+}

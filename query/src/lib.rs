@@ -13,7 +13,6 @@
 mod bounded_functions;
 mod catalog_tables;
 mod complexity;
-mod engine;
 mod error;
 mod filters;
 #[cfg(test)]
@@ -22,11 +21,12 @@ mod guard;
 mod join_budget;
 mod lazy_table;
 mod quarter_hours;
+mod query_engine;
 mod readings_table;
 mod rollup_tables;
 mod scope;
 mod scoped_scan;
 
-pub use engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
 pub use error::{QueryError, Result};
+pub use query_engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
 pub use scope::Scope;

@@ -37,7 +37,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use wattline_storage::{CatalogView, Reading, ReadingStore, SensorKey, Snapshot, TimeRange};
+use wattline_storage::{
+    CatalogView, Reading, ReadingStore, SensorKey, Snapshot, TimeRange, spans_overlap,
+};
 use wattline_storage::{
     ChunkFile, SensorNames, day_of, merge_newest_wins, read_chunk, readings_schema, to_record_batch,
 };
@@ -332,7 +334,7 @@ impl ScanPlan {
         }
         let mut files_by_day: BTreeMap<i64, Vec<Arc<ChunkFile>>> = BTreeMap::new();
         for c in snapshot.chunks.iter().cloned() {
-            if c.meta.max_ts_ms >= range.start_ms && c.meta.min_ts_ms < range.end_ms {
+            if c.meta.overlaps(range) {
                 files_by_day.entry(c.meta.day).or_default().push(c);
             }
         }
@@ -375,16 +377,10 @@ impl ScanPlan {
 /// in-memory readings: the files' time spans are disjoint (data that
 /// arrived in time order) and no in-memory reading falls inside one.
 fn is_clean(files: &[Arc<ChunkFile>], hot: &[Reading]) -> bool {
-    let mut spans: Vec<(i64, i64)> = files
-        .iter()
-        .map(|f| (f.meta.min_ts_ms, f.meta.max_ts_ms))
-        .collect();
-    spans.sort_unstable();
-    let disjoint = spans.windows(2).all(|w| w[1].0 > w[0].1);
-    disjoint
+    !spans_overlap(files)
         && !hot
             .iter()
-            .any(|r| spans.iter().any(|&(lo, hi)| r.ts_ms >= lo && r.ts_ms <= hi))
+            .any(|r| files.iter().any(|f| f.meta.spans(r.ts_ms)))
 }
 
 /// Spreads files (path, size) over `partitions` groups of similar size.

@@ -11,6 +11,7 @@ mod model;
 mod secret;
 mod view;
 
+use crate::sync::{Recover, RecoverRw};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -86,7 +87,7 @@ impl Catalog {
     /// A read-only view. Cheap; hold it only for the lookups at hand.
     pub fn view(&self) -> CatalogView<'_> {
         CatalogView {
-            state: self.state.read().unwrap_or_else(|e| e.into_inner()),
+            state: self.state.read_locked(),
         }
     }
 
@@ -97,7 +98,7 @@ impl Catalog {
         plan: impl FnOnce(&CatalogView<'_>) -> Result<(Vec<Put>, T)>,
         apply: impl FnOnce(&mut CatalogState, &T),
     ) -> Result<T> {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.db.locked();
         let (puts, out) = plan(&self.view())?;
         let txn = db.begin_write()?;
         for put in &puts {
@@ -108,17 +109,14 @@ impl Catalog {
             };
         }
         txn.commit()?;
-        apply(
-            &mut self.state.write().unwrap_or_else(|e| e.into_inner()),
-            &out,
-        );
+        apply(&mut self.state.write_locked(), &out);
         self.version.fetch_add(1, Ordering::Release);
         Ok(out)
     }
 
     /// Writes a consistent copy of the catalog to a new database at `path`.
     pub fn backup_to(&self, path: &Path) -> Result<()> {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.db.locked();
         let src = db.begin_read()?;
         let out = Database::create(path).map_err(|e| Error::open(path.to_owned(), e))?;
         let txn = out.begin_write()?;

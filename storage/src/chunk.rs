@@ -32,16 +32,16 @@ mod format;
 mod names;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use format::sync_dir;
 pub(crate) use format::write_chunk;
 pub use format::{read_chunk, readings_schema, to_record_batch};
 pub use names::SensorNames;
 
-use crate::reading::Reading;
+use crate::reading::{Reading, TimeRange};
 
 pub(crate) use crate::reading::{DAY_MS, day_of};
 
@@ -52,11 +52,31 @@ pub(crate) fn day_name(day: i64) -> String {
         .unwrap_or_else(|| format!("day{day}"))
 }
 
+/// A chunk file's id: unique, never reused, and in the file's name.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct ChunkId(pub u64);
+
+impl ChunkId {
+    /// The id after this one.
+    pub(crate) fn next(self) -> ChunkId {
+        ChunkId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:020}", self.0)
+    }
+}
+
 /// What the manifest records about one chunk file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkMeta {
     /// Unique, never reused; names the file.
-    pub id: u64,
+    pub id: ChunkId,
     /// Which file wins on a duplicate `(sensor_id, ts)`: the higher. A flush
     /// gives its chunks fresh, higher values; a compaction gives its output
     /// the highest precedence of its inputs.
@@ -72,13 +92,31 @@ pub struct ChunkMeta {
 }
 
 impl ChunkMeta {
-    /// The relative path a chunk with this id and day gets.
-    pub fn relative_path(id: u64, day: i64) -> String {
-        format!(
-            "chunks/readings/day={}/part-{id:020}.parquet",
-            day_name(day)
-        )
+    /// Whether the file may hold a reading in `range`.
+    pub fn overlaps(&self, range: TimeRange) -> bool {
+        self.max_ts_ms >= range.start_ms && self.min_ts_ms < range.end_ms
     }
+
+    /// Whether a reading at `ts_ms` falls inside the file's time span.
+    pub fn spans(&self, ts_ms: i64) -> bool {
+        ts_ms >= self.min_ts_ms && ts_ms <= self.max_ts_ms
+    }
+
+    /// The relative path a chunk with this id and day gets.
+    pub fn relative_path(id: ChunkId, day: i64) -> String {
+        format!("chunks/readings/day={}/part-{id}.parquet", day_name(day))
+    }
+}
+
+/// Whether the time spans of `files` overlap, so that a reading may be
+/// in several of them.
+pub fn spans_overlap(files: &[Arc<ChunkFile>]) -> bool {
+    let mut spans: Vec<(i64, i64)> = files
+        .iter()
+        .map(|f| (f.meta.min_ts_ms, f.meta.max_ts_ms))
+        .collect();
+    spans.sort_unstable();
+    spans.windows(2).any(|w| w[1].0 <= w[0].1)
 }
 
 /// The folder of the readers' links (see the module docs).
@@ -106,7 +144,7 @@ impl ChunkFile {
     pub(crate) fn new(data_dir: &Path, meta: ChunkMeta) -> Self {
         let public = data_dir.join(&meta.file);
         let dir = open_links_dir(data_dir);
-        let link = dir.join(format!("part-{:020}.parquet", meta.id));
+        let link = dir.join(format!("part-{}.parquet", meta.id));
         let linked = link.exists()
             || std::fs::create_dir_all(&dir)
                 .and_then(|()| std::fs::hard_link(&public, &link))
@@ -189,7 +227,7 @@ mod tests {
         assert_eq!(day_of(-1), -1);
         assert_eq!(day_name(day_of(1_764_979_200_000)), "2025-12-06");
         assert_eq!(
-            ChunkMeta::relative_path(42, 20_428),
+            ChunkMeta::relative_path(ChunkId(42), 20_428),
             "chunks/readings/day=2025-12-06/part-00000000000000000042.parquet"
         );
     }

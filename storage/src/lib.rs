@@ -36,6 +36,7 @@ mod memtable;
 mod reading;
 mod rollup;
 mod store;
+mod sync;
 #[cfg(test)]
 mod test_util;
 mod tiers;
@@ -48,7 +49,7 @@ pub use catalog::{
 };
 pub use chunk::{
     ChunkFile, ChunkMeta, SensorNames, merge_newest_wins, read_chunk, readings_schema,
-    to_record_batch,
+    spans_overlap, to_record_batch,
 };
 pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
@@ -58,6 +59,7 @@ pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use rollup::calendar::{day_start, format_local};
 pub use rollup::{Agg, Resolution, RollupRow, RollupTable, Rollups, rollup_batch};
 pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
+pub use sync::{Recover, RecoverRw};
 pub use tiers::Snapshot;
 pub use tree::{Transfer, copy_tree};
 pub use wal::WalSequence;

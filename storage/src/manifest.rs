@@ -12,9 +12,10 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::chunk::ChunkMeta;
+use crate::chunk::{ChunkId, ChunkMeta};
 use crate::error::{Error, Result};
 use crate::wal::WAL_TABLE;
+use crate::wal::WalSequence;
 
 const CHUNKS: TableDefinition<'static, u64, &'static str> = TableDefinition::new("chunks");
 const COUNTERS: TableDefinition<'static, &'static str, u64> = TableDefinition::new("counters");
@@ -31,21 +32,22 @@ const RAW_FLOOR: &str = "raw_floor_ms";
 #[derive(Debug, Default)]
 pub(crate) struct ManifestChange {
     pub(crate) add: Vec<ChunkMeta>,
-    pub(crate) remove: Vec<u64>,
+    pub(crate) remove: Vec<ChunkId>,
     /// Write-ahead records with a smaller sequence number are deleted.
-    pub(crate) trim_wal_below: Option<u64>,
-    pub(crate) next_chunk_id: u64,
+    pub(crate) trim_wal_below: Option<WalSequence>,
+    pub(crate) next_chunk_id: ChunkId,
     /// Retention dropped raw readings before this instant.
     pub(crate) raw_floor_ms: Option<i64>,
 }
 
 /// The smallest next write-ahead sequence number the manifest allows.
-pub(crate) fn next_wal_seq(db: &Database) -> Result<u64> {
+pub(crate) fn next_wal_seq(db: &Database) -> Result<WalSequence> {
     let txn = db.begin_read()?;
-    Ok(txn
-        .open_table(COUNTERS)?
-        .get(NEXT_WAL_SEQ)?
-        .map_or(0, |v| v.value()))
+    Ok(WalSequence(
+        txn.open_table(COUNTERS)?
+            .get(NEXT_WAL_SEQ)?
+            .map_or(0, |v| v.value()),
+    ))
 }
 
 /// The instant before which retention may have dropped raw readings.
@@ -58,7 +60,7 @@ pub(crate) fn raw_floor_ms(db: &Database) -> Result<i64> {
 }
 
 /// Creates the tables if needed and returns the chunks and the next id.
-pub(crate) fn load(db: &Database) -> Result<(Vec<ChunkMeta>, u64)> {
+pub(crate) fn load(db: &Database) -> Result<(Vec<ChunkMeta>, ChunkId)> {
     let txn = db.begin_write()?;
     txn.open_table(CHUNKS)?;
     txn.open_table(COUNTERS)?;
@@ -83,8 +85,8 @@ pub(crate) fn load(db: &Database) -> Result<(Vec<ChunkMeta>, u64)> {
         .open_table(COUNTERS)?
         .get(NEXT_CHUNK_ID)?
         .map_or(0, |v| v.value());
-    let next = chunks.iter().map(|c| c.id + 1).fold(next, u64::max);
-    Ok((chunks, next))
+    let next = chunks.iter().map(|c| c.id.0 + 1).fold(next, u64::max);
+    Ok((chunks, ChunkId(next)))
 }
 
 /// Copies the write-ahead and the manifest as of one read transaction into
@@ -145,13 +147,13 @@ fn write_change(txn: &redb::WriteTransaction, change: &ManifestChange) -> Result
         let mut chunks = txn.open_table(CHUNKS)?;
         for meta in &change.add {
             let json = serde_json::to_string(meta).expect("chunk metadata serialises");
-            chunks.insert(meta.id, json.as_str())?;
+            chunks.insert(meta.id.0, json.as_str())?;
         }
         for id in &change.remove {
-            chunks.remove(*id)?;
+            chunks.remove(id.0)?;
         }
         txn.open_table(COUNTERS)?
-            .insert(NEXT_CHUNK_ID, change.next_chunk_id)?;
+            .insert(NEXT_CHUNK_ID, change.next_chunk_id.0)?;
         if let Some(floor) = change.raw_floor_ms {
             let mut counters = txn.open_table(COUNTERS)?;
             let current = counters
@@ -159,7 +161,7 @@ fn write_change(txn: &redb::WriteTransaction, change: &ManifestChange) -> Result
                 .map_or(i64::MIN, |v| v.value() as i64);
             counters.insert(RAW_FLOOR, current.max(floor) as u64)?;
         }
-        if let Some(below) = change.trim_wal_below {
+        if let Some(WalSequence(below)) = change.trim_wal_below {
             let mut counters = txn.open_table(COUNTERS)?;
             let current = counters.get(NEXT_WAL_SEQ)?.map_or(0, |v| v.value());
             counters.insert(NEXT_WAL_SEQ, current.max(below))?;

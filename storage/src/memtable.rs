@@ -7,6 +7,7 @@
 //! sensor. Sensors are spread over shards, each behind its own lock, so
 //! the writer thread and readers do not hold one lock for everything.
 
+use crate::sync::RecoverRw;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +46,7 @@ impl Memtable {
             if mine.peek().is_none() {
                 continue;
             }
-            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            let mut map = shard.write_locked();
             for r in mine {
                 if map
                     .entry(r.sensor)
@@ -68,7 +69,7 @@ impl Memtable {
             return out;
         }
         for shard in &self.shards {
-            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            let map = shard.read_locked();
             for (&sensor, series) in map.iter().filter(|(k, _)| wanted(**k)) {
                 out.extend(series.range(range.start_ms..range.end_ms).map(
                     |(&ts_ms, &value_kwh)| Reading {

@@ -22,6 +22,7 @@ pub use backup::BackupReport;
 pub use flush::FlushReport;
 pub use recovery::RecoveryReport;
 
+use crate::sync::{Recover, RecoverRw};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
@@ -31,6 +32,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::catalog::Catalog;
+use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
 use crate::manifest::{self};
 use crate::memtable::Memtable;
@@ -56,7 +58,7 @@ pub struct ReadingStore {
     queue: Mutex<Option<Sender<WriterMsg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Serialises maintenance; holds the next chunk id.
-    maintenance: Mutex<u64>,
+    maintenance: Mutex<ChunkId>,
     rollups: Rollups,
     /// See [`Snapshot::raw_floor_ms`].
     raw_floor: std::sync::atomic::AtomicI64,
@@ -156,13 +158,13 @@ impl ReadingStore {
     }
 
     fn send(&self, msg: WriterMsg) -> Result<()> {
-        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = self.queue.locked();
         let queue = queue.as_ref().ok_or(Error::WalClosed)?;
         queue.send(msg).map_err(|_| Error::WalClosed)
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner());
+        let tiers = self.tiers.read_locked();
         let mut chunks: Vec<_> = tiers.chunks.values().cloned().collect();
         chunks.sort_by_key(|c| c.meta.precedence);
         let mut memtables: Vec<_> = tiers.frozen.iter().map(|(m, _)| m.clone()).collect();
@@ -176,21 +178,17 @@ impl ReadingStore {
 
     /// Readings in every memtable, active and frozen.
     pub fn hot_len_total(&self) -> u64 {
-        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner());
+        let tiers = self.tiers.read_locked();
         tiers.active.len() + tiers.frozen.iter().map(|(m, _)| m.len()).sum::<u64>()
     }
 
     /// Readings in the active memtable (the trigger for a size-based flush).
     pub fn active_len(&self) -> u64 {
-        self.tiers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .active
-            .len()
+        self.tiers.read_locked().active.len()
     }
 
     fn record_chunk_metrics(&self) {
-        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner());
+        let tiers = self.tiers.read_locked();
         metrics::gauge!("wattline_chunks").set(tiers.chunks.len() as f64);
         let bytes: u64 = tiers.chunks.values().map(|c| c.meta.bytes).sum();
         metrics::gauge!("wattline_chunk_bytes").set(bytes as f64);
@@ -231,8 +229,8 @@ impl ReadingStore {
     /// Stops accepting batches, lets the writer commit what is queued and
     /// waits for it. Blocking.
     pub fn close(&self) {
-        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(handle) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        drop(self.queue.locked().take());
+        if let Some(handle) = self.writer.locked().take() {
             let _ = handle.join();
         }
     }

@@ -8,18 +8,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::chunk::{ChunkFile, SensorNames, merge_newest_wins, read_chunk};
+use crate::chunk::{ChunkFile, ChunkId, SensorNames, merge_newest_wins, read_chunk};
 use crate::error::Result;
 use crate::memtable::Memtable;
 use crate::reading::{Reading, TimeRange, day_of};
+use crate::wal::WalSequence;
 
 /// The tiers, as the writer and maintenance change them.
 pub(crate) struct Tiers {
     pub(crate) active: Arc<Memtable>,
     /// Oldest first, each with the first write-ahead sequence number it
     /// does not hold.
-    pub(crate) frozen: Vec<(Arc<Memtable>, u64)>,
-    pub(crate) chunks: BTreeMap<u64, Arc<ChunkFile>>,
+    pub(crate) frozen: Vec<(Arc<Memtable>, WalSequence)>,
+    pub(crate) chunks: BTreeMap<ChunkId, Arc<ChunkFile>>,
 }
 
 impl Tiers {
@@ -27,7 +28,7 @@ impl Tiers {
         self.active.clone()
     }
 
-    pub(crate) fn freeze_active(&mut self, wal_upto: u64) {
+    pub(crate) fn freeze_active(&mut self, wal_upto: WalSequence) {
         let old = std::mem::take(&mut self.active);
         self.frozen.push((old, wal_upto));
     }
@@ -84,7 +85,7 @@ impl Snapshot {
         // that has several sources, and concatenate the days.
         let mut by_day: BTreeMap<i64, Vec<Vec<Reading>>> = BTreeMap::new();
         for c in &self.chunks {
-            if c.meta.max_ts_ms >= range.start_ms && c.meta.min_ts_ms < range.end_ms {
+            if c.meta.overlaps(range) {
                 let rows = read_chunk(&c.path, names)?;
                 by_day.entry(c.meta.day).or_default().push(
                     rows.into_iter()

@@ -1,5 +1,6 @@
-//! Copying directory trees durably: the one helper behind backups (online
-//! and offline) and the rollup files' copy.
+//! Durable file-system steps: fsync of a folder, and copying directory
+//! trees durably (the one helper behind backups, online and offline, and
+//! the rollup files' copy).
 //!
 //! A file is hard-linked where that is safe and possible (files that are
 //! only ever replaced, never changed in place: chunk and rollup files) and
@@ -80,6 +81,13 @@ fn copy_files(
     Ok(())
 }
 
+/// fsyncs a directory, making a rename or unlink in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))
+}
+
 /// fsyncs `root` and every folder below it, deepest first.
 pub(crate) fn sync_dirs(root: &Path) -> Result<()> {
     let entries =
@@ -89,7 +97,7 @@ pub(crate) fn sync_dirs(root: &Path) -> Result<()> {
             sync_dirs(&entry.path())?;
         }
     }
-    crate::chunk::sync_dir(root)
+    sync_dir(root)
 }
 
 #[cfg(test)]

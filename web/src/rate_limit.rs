@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use wattline_storage::Recover;
 
 /// Buckets kept before idle, refilled ones are forgotten.
 const MAX_TRACKED: usize = 10_000;
@@ -38,7 +39,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub(crate) fn check(&self, key: &K, cost: u64, now: Instant) -> Result<(), Duration> {
         let cost = cost as f64;
         let burst = self.rate;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.locked();
         if buckets.len() >= MAX_TRACKED {
             let rate = self.rate;
             buckets.retain(|_, b| {

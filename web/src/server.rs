@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wattline_storage::Recover;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -142,7 +143,7 @@ struct AddressSlot {
 impl AddressSlot {
     /// Counts a connection of `ip`, unless it has `cap` open already.
     fn take(open: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, cap: usize) -> Option<Self> {
-        let mut map = open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = open.locked();
         let count = map.entry(ip).or_insert(0);
         if *count >= cap {
             return None;
@@ -157,7 +158,7 @@ impl AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut map = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.open.locked();
         if let Some(count) = map.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

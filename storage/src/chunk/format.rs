@@ -11,7 +11,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 
+use super::ChunkId;
 use crate::faults::{FailPoint, inject};
+use crate::tree::sync_dir;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -108,7 +110,7 @@ pub fn to_record_batch(rows: &[Reading], names: &SensorNames) -> Result<RecordBa
 /// manifest entry; the caller commits it.
 pub(crate) fn write_chunk(
     data_dir: &Path,
-    id: u64,
+    id: ChunkId,
     precedence: u64,
     day: i64,
     rows: &[Reading],
@@ -249,13 +251,6 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// fsyncs a directory, making a rename or unlink in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +283,7 @@ mod tests {
             (3, vec![f64::MAX, f64::MIN_POSITIVE]),
         ] {
             let written = rows(&values);
-            let meta = write_chunk(dir.path(), id, id, 0, &written, &names).unwrap();
+            let meta = write_chunk(dir.path(), ChunkId(id), id, 0, &written, &names).unwrap();
             let path = dir.path().join(&meta.file);
             let file = File::open(&path).unwrap();
             let schema = ParquetRecordBatchReaderBuilder::try_new(file)

@@ -24,8 +24,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::chunk::sync_dir;
 use crate::error::{Error, Result};
+use crate::tree::sync_dir;
 
 /// One rollup row: who, when (UTC ms of the bucket start, or days since
 /// the epoch for daily and monthly), and the aggregate.

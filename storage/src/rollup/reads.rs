@@ -1,6 +1,7 @@
 //! Reading the building-level rollups: energy series for `/energy` and
 //! table rows for SQL, from memory.
 
+use crate::sync::RecoverRw;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
@@ -19,7 +20,7 @@ impl Rollups {
         resolution: Resolution,
         range: TimeRange,
     ) -> Vec<(i64, Agg)> {
-        let buildings = self.buildings.read().unwrap_or_else(|e| e.into_inner());
+        let buildings = self.buildings.read_locked();
         let Some(b) = buildings.get(building) else {
             return vec![];
         };
@@ -56,7 +57,7 @@ impl Rollups {
 
     /// Rows of a building-level table for the tenants `sees` accepts.
     pub fn table_rows(&self, table: RollupTable, sees: impl Fn(&str) -> bool) -> Vec<RollupRow> {
-        let buildings = self.buildings.read().unwrap_or_else(|e| e.into_inner());
+        let buildings = self.buildings.read_locked();
         buildings_rows(&buildings, |b| {
             if !sees(&b.tenant) {
                 return vec![];

@@ -1,6 +1,7 @@
 //! Rollup retention: buckets older than `retention.rollups` are dropped,
 //! cutting at each building's local date.
 
+use crate::sync::{Recover, RecoverRw};
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::NaiveDate;
@@ -16,7 +17,7 @@ use super::rollups::*;
 impl Rollups {
     /// Drops rollups whose buckets start before `cutoff_ms`. Blocking.
     pub fn drop_expired(&self, cutoff_ms: i64) -> Result<()> {
-        let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        let _step = self.step.locked();
         let cutoff_day = cutoff_ms.div_euclid(DAY_MS);
         for table in [RollupTable::SensorHourly, RollupTable::BuildingHourly] {
             for path in partitions(table, &self.data_dir) {
@@ -36,7 +37,7 @@ impl Rollups {
         }
         let mut touched = HashMap::new();
         let view = self.catalog.view();
-        let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
+        let mut buildings = self.buildings.write_locked();
         for (id, b) in buildings.iter_mut() {
             b.hourly = b.hourly.split_off(&cutoff_ms);
             // Whole local days before the cutoff go; the day holding it stays.

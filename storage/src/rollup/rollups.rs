@@ -13,6 +13,7 @@
 //! Building-level tables (hourly, daily, monthly) are held in memory, so
 //! `/energy` answers from a map range; `sensor_hourly` stays on disk.
 
+use crate::sync::Recover;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -174,7 +175,7 @@ impl Rollups {
         dir: &std::path::Path,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        let _step = self.step.locked();
         let out = f()?;
         let from = self.data_dir.join("chunks").join("rollups");
         crate::tree::copy_tree(

@@ -4,6 +4,7 @@
 //! and ends by deleting exactly the marks it processed; a crash anywhere
 //! just repeats the step.
 
+use crate::sync::{Recover, RecoverRw};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,7 +47,7 @@ impl Rollups {
     /// First, at most one building whose time zone changed is rebuilt
     /// (see `rollup::zones`).
     pub fn catch_up(&self, snapshot: impl Fn() -> Snapshot) -> Result<usize> {
-        let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        let _step = self.step.locked();
         self.zones
             .adopt_new(self.wal.get()?.as_ref(), &self.catalog.view())?;
         let due = self.zones.due(&self.catalog.view(), Instant::now());
@@ -64,7 +65,7 @@ impl Rollups {
         }
         let left = self.dirty_days()?.len();
         metrics::gauge!("wattline_rollup_dirty_days").set(left as f64);
-        let mut since = self.pending_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = self.pending_since.locked();
         if left == 0 {
             *since = None;
         } else if since.is_none() {
@@ -81,7 +82,7 @@ impl Rollups {
         // (1) and (2) under one lock: a batch marking this day again either
         // committed before (and is below `applied`) or marks anew after.
         let applied = {
-            let mut known = self.marks.known.lock().unwrap_or_else(|e| e.into_inner());
+            let mut known = self.marks.known.locked();
             known.retain(|(d, _)| *d != day);
             self.marks.applied()
         };
@@ -93,7 +94,7 @@ impl Rollups {
             let mut out = Vec::new();
             for entry in table.range((day, 0)..=(day, u32::MAX))? {
                 let (k, v) = entry?;
-                if v.value() < applied {
+                if v.value() < applied.0 {
                     out.push((k.value().1, v.value()));
                 }
             }
@@ -245,7 +246,7 @@ impl Rollups {
                 .or_insert(agg);
         }
         let range = p * DAY_MS..(p + 1) * DAY_MS;
-        let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
+        let mut buildings = self.buildings.write_locked();
         let view = self.catalog.view();
         for b in &affected {
             let tz = view.building(b).map_or(Tz::UTC, |b| b.timezone.tz());
@@ -296,7 +297,7 @@ impl Rollups {
         from_hours: bool,
     ) -> Result<()> {
         let view = self.catalog.view();
-        let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
+        let mut buildings = self.buildings.write_locked();
         let mut months_touched: BTreeSet<NaiveDate> = BTreeSet::new();
         for (b, days) in touched {
             let tz = view.building(b).map_or(Tz::UTC, |bb| bb.timezone.tz());

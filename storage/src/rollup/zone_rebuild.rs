@@ -1,6 +1,7 @@
 //! Rebuilding a building's rollups after its time zone changed (see
 //! [`super::zones`] for when).
 
+use crate::sync::{Recover, RecoverRw};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +28,7 @@ impl Rollups {
     /// than a minute ago: the rollup worker then rebuilds it once that
     /// minute is over, in whatever zone it has by then.
     pub fn rebuild_building(&self, building: &str, snapshot: &Snapshot) -> Result<bool> {
-        let _step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+        let _step = self.step.locked();
         if !self.zones.may_rebuild(building, Instant::now()) {
             return Ok(false);
         }
@@ -74,7 +75,7 @@ impl Rollups {
         let key: Arc<str> = Arc::from(building);
         let mut touched = HashMap::new();
         {
-            let mut buildings = self.buildings.write().unwrap_or_else(|e| e.into_inner());
+            let mut buildings = self.buildings.write_locked();
             if let Some(entry) = buildings.get_mut(&key) {
                 let dates: BTreeSet<NaiveDate> =
                     entry.hourly.keys().map(|h| local_date(tz, *h)).collect();

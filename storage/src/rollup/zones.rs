@@ -16,6 +16,7 @@
 //! tenant flipping a zone back and forth delays its own rollups, not
 //! everyone's. Changes in between are coalesced into the next rebuild.
 
+use crate::sync::Recover;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -85,7 +86,7 @@ impl ZoneLedger {
     /// built in their catalog zone: the rollup worker calls this before
     /// each step, so that is the zone their first rollups use.
     pub(crate) fn adopt_new(&self, db: &Database, view: &CatalogView<'_>) -> Result<()> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.locked();
         let new: Vec<(String, String)> = view
             .tenants()
             .flat_map(|t| view.buildings_of(t.id.as_str()))
@@ -119,7 +120,7 @@ impl ZoneLedger {
 
     /// Whether `building`'s rollups follow `zone` with nothing pending.
     fn settled(&self, building: &str, zone: &str) -> bool {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.locked();
         // A building created after start is built in its zone from its
         // first reading on.
         entries
@@ -130,8 +131,8 @@ impl ZoneLedger {
     /// Whether `building` may be rebuilt now (not rebuilt within
     /// [`REBUILD_SPACING`]).
     pub(crate) fn may_rebuild(&self, building: &str, now: Instant) -> bool {
-        let spacing = *self.spacing.lock().unwrap_or_else(|e| e.into_inner());
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let spacing = *self.spacing.locked();
+        let entries = self.entries.locked();
         entries
             .get(building)
             .and_then(|e| e.last_rebuild)
@@ -140,7 +141,7 @@ impl ZoneLedger {
 
     #[cfg(test)]
     pub(crate) fn set_spacing(&self, spacing: Duration) {
-        *self.spacing.lock().unwrap_or_else(|e| e.into_inner()) = spacing;
+        *self.spacing.locked() = spacing;
     }
 
     /// A building whose rollups must be rebuilt and may be now.
@@ -164,7 +165,7 @@ impl ZoneLedger {
 
     /// The rebuild's transaction committed.
     pub(crate) fn rebuilt(&self, building: &str, zone: &str, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.locked();
         entries.insert(
             building.to_string(),
             Entry {
@@ -180,12 +181,7 @@ impl ZoneLedger {
         let txn = db.begin_write()?;
         txn.open_table(REDERIVE)?.remove(building)?;
         txn.commit()?;
-        if let Some(e) = self
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(building)
-        {
+        if let Some(e) = self.entries.locked().get_mut(building) {
             e.rederive = false;
         }
         Ok(())

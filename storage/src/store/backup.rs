@@ -1,6 +1,7 @@
 //! Online backup: a consistent copy of the data directory while ingestion
 //! goes on.
 
+use crate::sync::Recover;
 use std::path::Path;
 
 use super::ReadingStore;
@@ -22,7 +23,7 @@ impl ReadingStore {
     /// meanwhile, ingestion does not: the copy is the state as of its first
     /// step. Blocking.
     pub fn backup(&self, dir: &Path) -> Result<BackupReport> {
-        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let _maintenance = self.maintenance.locked();
         if dir.exists()
             && std::fs::read_dir(dir)
                 .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?

@@ -3,6 +3,7 @@
 //! step ends with one manifest commit (see [`crate::manifest`]); only a
 //! change known not to have landed deletes the files it wrote.
 
+use crate::sync::{Recover, RecoverRw};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +11,10 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::ReadingStore;
-use crate::chunk::{ChunkFile, ChunkMeta, SensorNames, merge_newest_wins, read_chunk, write_chunk};
+use crate::chunk::{
+    ChunkFile, ChunkId, ChunkMeta, SensorNames, merge_newest_wins, read_chunk, spans_overlap,
+    write_chunk,
+};
 use crate::error::{Error, Result};
 use crate::manifest::{self, ManifestChange};
 use crate::reading::{Reading, TimeRange, day_of};
@@ -35,16 +39,11 @@ impl ReadingStore {
     /// before the active one is frozen: retries of a failing flush do not
     /// pile up frozen memtables.
     pub fn flush(&self) -> Result<FlushReport> {
-        let mut next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next_id = self.maintenance.locked();
         let started = Instant::now();
         let names = SensorNames::from_catalog(&self.catalog.view());
         let mut report = FlushReport::default();
-        let left_over = !self
-            .tiers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .frozen
-            .is_empty();
+        let left_over = !self.tiers.read_locked().frozen.is_empty();
         if left_over {
             self.flush_frozen(&mut next_id, &names, &mut report)?;
         }
@@ -61,19 +60,12 @@ impl ReadingStore {
     /// Writes the frozen memtables, oldest first, one manifest commit each.
     fn flush_frozen(
         &self,
-        next_id: &mut u64,
+        next_id: &mut ChunkId,
         names: &SensorNames,
         report: &mut FlushReport,
     ) -> Result<()> {
         loop {
-            let Some((mem, wal_upto)) = self
-                .tiers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .frozen
-                .first()
-                .cloned()
-            else {
+            let Some((mem, wal_upto)) = self.tiers.read_locked().frozen.first().cloned() else {
                 break;
             };
             let mut by_day: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
@@ -84,8 +76,8 @@ impl ReadingStore {
             for (day, mut rows) in by_day {
                 rows.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
                 let id = *next_id;
-                *next_id += 1;
-                match write_chunk(&self.data_dir, id, id, day, &rows, names) {
+                *next_id = id.next();
+                match write_chunk(&self.data_dir, id, id.0, day, &rows, names) {
                     Ok(meta) => written.push(meta),
                     Err(e) => {
                         self.discard(&written);
@@ -105,7 +97,7 @@ impl ReadingStore {
             )?;
             report.readings += mem.len();
             report.chunks_written += written.len();
-            let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
+            let mut tiers = self.tiers.write_locked();
             tiers.frozen.remove(0);
             for meta in written {
                 tiers
@@ -122,7 +114,7 @@ impl ReadingStore {
     /// corrections) or that have `MANY_FILES` (8) or more. Returns how many
     /// days were merged. Blocking.
     pub fn compact(&self, all: bool) -> Result<usize> {
-        let mut next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next_id = self.maintenance.locked();
         let mut by_day: BTreeMap<i64, Vec<Arc<ChunkFile>>> = BTreeMap::new();
         for c in self.snapshot().chunks {
             by_day.entry(c.meta.day).or_default().push(c);
@@ -130,13 +122,7 @@ impl ReadingStore {
         let names = SensorNames::from_catalog(&self.catalog.view());
         let mut merged_days = 0;
         let needed = |files: &[Arc<ChunkFile>]| {
-            let mut spans: Vec<(i64, i64)> = files
-                .iter()
-                .map(|f| (f.meta.min_ts_ms, f.meta.max_ts_ms))
-                .collect();
-            spans.sort_unstable();
-            files.len() >= 2
-                && (all || files.len() >= MANY_FILES || spans.windows(2).any(|w| w[1].0 <= w[0].1))
+            files.len() >= 2 && (all || files.len() >= MANY_FILES || spans_overlap(files))
         };
         // A day that fails is logged and skipped: it does not hold up the
         // others. The first error is returned once all were tried.
@@ -165,7 +151,7 @@ impl ReadingStore {
     /// Merges one day's `files` into one file.
     fn compact_day(
         &self,
-        next_id: &mut u64,
+        next_id: &mut ChunkId,
         day: i64,
         files: &[Arc<ChunkFile>],
         names: &SensorNames,
@@ -177,7 +163,7 @@ impl ReadingStore {
         let rows = merge_newest_wins(sources, names);
         let precedence = files.iter().map(|f| f.meta.precedence).max().unwrap_or(0);
         let id = *next_id;
-        *next_id += 1;
+        *next_id = id.next();
         let meta = write_chunk(&self.data_dir, id, precedence, day, &rows, names)?;
         let change = ManifestChange {
             add: vec![meta.clone()],
@@ -199,7 +185,7 @@ impl ReadingStore {
     /// file), and dropping one of them could bring an older value back.
     /// The raw floor becomes the start of the day holding the cutoff.
     pub fn drop_expired(&self, cutoff_ms: i64) -> Result<usize> {
-        let next_id = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let next_id = self.maintenance.locked();
         let cut_day = day_of(cutoff_ms);
         let expired: Vec<_> = self
             .snapshot()
@@ -228,7 +214,7 @@ impl ReadingStore {
     /// Replaces `old` chunks by `new` in the tiers; old files are deleted
     /// once no reader holds them.
     fn swap_chunks(&self, old: &[Arc<ChunkFile>], new: Option<ChunkMeta>) {
-        let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
+        let mut tiers = self.tiers.write_locked();
         for f in old {
             tiers.chunks.remove(&f.meta.id);
             f.retire();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chunk::{ChunkFile, ChunkMeta};
+use crate::chunk::{ChunkFile, ChunkId, ChunkMeta};
 use crate::error::{Error, Result};
 
 /// What recovery found.
@@ -25,7 +25,7 @@ pub struct RecoveryReport {
 pub(super) fn recover_chunks(
     data_dir: &Path,
     metas: &[ChunkMeta],
-) -> Result<(BTreeMap<u64, Arc<ChunkFile>>, usize)> {
+) -> Result<(BTreeMap<ChunkId, Arc<ChunkFile>>, usize)> {
     // Every named file must be there before anything unnamed is
     // deleted: a directory restored wrongly is refused untouched.
     // Readers' links are rebuilt (none is in use before the store is).

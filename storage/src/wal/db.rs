@@ -14,6 +14,7 @@
 //! fails with [`Error::Stopped`], the daemon reports not ready and exits,
 //! and recovery at the next start reads what the disk really holds.
 
+use crate::sync::Recover;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -89,7 +90,7 @@ impl WalDb {
         if self.fatal().is_some() {
             return Err(Error::Stopped);
         }
-        let mut slot = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.db.locked();
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
@@ -100,7 +101,7 @@ impl WalDb {
 
     /// Forgets the handle after an I/O error.
     pub(crate) fn reset(&self) {
-        self.db.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.db.locked().take();
     }
 
     /// Stops every further use after a commit of unknown outcome.

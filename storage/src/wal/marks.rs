@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::TableDefinition;
 
+use super::WalSequence;
+
 /// `(UTC day of the reading, sensor key)` -> sequence number of the batch
 /// that marked it.
 pub(crate) const DIRTY: TableDefinition<'static, (i64, u32), u64> =
@@ -44,11 +46,11 @@ pub(crate) struct Marks {
 }
 
 impl Marks {
-    pub(crate) fn applied(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
+    pub(crate) fn applied(&self) -> WalSequence {
+        WalSequence(self.applied.load(Ordering::Acquire))
     }
 
-    pub(crate) fn set_applied(&self, next_seq: u64) {
-        self.applied.store(next_seq, Ordering::Release);
+    pub(crate) fn set_applied(&self, next_seq: WalSequence) {
+        self.applied.store(next_seq.0, Ordering::Release);
     }
 }

@@ -13,6 +13,7 @@
 //! this thread, between two groups, so the frozen memtable holds exactly the
 //! records below the sequence number it reports.
 
+use crate::sync::{Recover, RecoverRw};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -22,10 +23,10 @@ use tokio::sync::oneshot;
 
 use super::db::WalDb;
 use super::{WAL_TABLE, WalSequence};
-use crate::chunk::day_of;
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::reading::Reading;
+use crate::reading::day_of;
 use crate::tiers::Tiers;
 use crate::wal::marks::{DIRTY, Marks};
 
@@ -43,12 +44,12 @@ pub(crate) enum WriterMsg {
     Append(AppendRequest),
     /// Swap in a fresh active memtable; answers with the first sequence
     /// number *not* in the frozen one.
-    Freeze(oneshot::Sender<u64>),
+    Freeze(oneshot::Sender<WalSequence>),
 }
 
 pub(crate) struct WalWriter {
     pub(crate) wal: Arc<WalDb>,
-    pub(crate) next_seq: u64,
+    pub(crate) next_seq: WalSequence,
     pub(crate) tiers: Arc<RwLock<Tiers>>,
     pub(crate) marks: Arc<Marks>,
 }
@@ -123,8 +124,8 @@ impl WalWriter {
         }
     }
 
-    fn freeze(&mut self, reply: oneshot::Sender<u64>) {
-        let mut tiers = self.tiers.write().unwrap_or_else(|e| e.into_inner());
+    fn freeze(&mut self, reply: oneshot::Sender<WalSequence>) {
+        let mut tiers = self.tiers.write_locked();
         tiers.freeze_active(self.next_seq);
         let _ = reply.send(self.next_seq);
     }
@@ -133,7 +134,7 @@ impl WalWriter {
         let started = Instant::now();
         let marks = self.marks.clone();
         // Held until the batch is applied: see `rollup::marks`.
-        let mut known = marks.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = marks.known.locked();
         let mut new_marks: Vec<(i64, u32)> = Vec::new();
         for r in group.iter().flat_map(|r| r.readings.iter()) {
             let pair = (day_of(r.ts_ms), r.sensor.0);
@@ -145,11 +146,7 @@ impl WalWriter {
         new_marks.dedup();
         match self.commit(&group, &new_marks) {
             Ok(first_seq) => {
-                let active = self
-                    .tiers
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .active();
+                let active = self.tiers.read_locked().active();
                 for req in &group {
                     active.apply(&req.readings);
                 }
@@ -164,7 +161,7 @@ impl WalWriter {
                 for (i, req) in group.into_iter().enumerate() {
                     // A requester that gave up (timeout, closed connection)
                     // no longer listens; its batch is durable all the same.
-                    let _ = req.reply.send(Ok(WalSequence(first_seq + i as u64)));
+                    let _ = req.reply.send(Ok(first_seq.after(i as u64)));
                 }
             }
             Err(failure) => {
@@ -186,7 +183,7 @@ impl WalWriter {
         &mut self,
         group: &[AppendRequest],
         new_marks: &[(i64, u32)],
-    ) -> Result<u64, CommitFailure> {
+    ) -> Result<WalSequence, CommitFailure> {
         let classify = |e: Error| match e {
             Error::StorageFull => CommitFailure::DiskFull,
             Error::Stopped => CommitFailure::Unknown,
@@ -199,11 +196,11 @@ impl WalWriter {
             {
                 let mut table = txn.open_table(WAL_TABLE)?;
                 for (i, req) in group.iter().enumerate() {
-                    table.insert(first_seq + i as u64, req.record.as_slice())?;
+                    table.insert(first_seq.after(i as u64).0, req.record.as_slice())?;
                 }
                 let mut dirty = txn.open_table(DIRTY)?;
                 for &pair in new_marks {
-                    dirty.insert(pair, first_seq)?;
+                    dirty.insert(pair, first_seq.0)?;
                 }
             }
             Ok(txn)
@@ -223,26 +220,26 @@ impl WalWriter {
                 return Err(CommitFailure::Unknown);
             }
         }
-        self.next_seq += group.len() as u64;
+        self.next_seq = self.next_seq.after(group.len() as u64);
         Ok(first_seq)
     }
 }
 
 /// Replays every write-ahead record, in sequence order, into `mem`.
 /// Returns the next free sequence number, batches and readings replayed.
-pub(crate) fn replay(wal: &WalDb, mem: &Memtable) -> Result<(u64, u64, u64)> {
+pub(crate) fn replay(wal: &WalDb, mem: &Memtable) -> Result<(WalSequence, u64, u64)> {
     use redb::{ReadableDatabase, ReadableTable};
     let db = wal.get()?;
     let txn = db.begin_read()?;
     let table = txn.open_table(WAL_TABLE)?;
-    let (mut next_seq, mut batches, mut readings) = (0u64, 0u64, 0u64);
+    let (mut next_seq, mut batches, mut readings) = (WalSequence(0), 0u64, 0u64);
     for entry in table.iter()? {
         let (seq, record) = entry?;
         let seq = seq.value();
         let decoded = super::codec::decode(record.value())
             .map_err(|reason| Error::WalCorrupt { seq, reason })?;
         mem.apply(&decoded);
-        next_seq = seq + 1;
+        next_seq = WalSequence(seq).after(1);
         batches += 1;
         readings += decoded.len() as u64;
     }

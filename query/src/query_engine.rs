@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wattline_storage::Recover;
 
 use arrow::array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
@@ -113,7 +114,7 @@ impl QueryEngine {
 
     fn names(&self) -> Arc<SensorNames> {
         let catalog = self.store.catalog();
-        let mut cached = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = self.names.locked();
         let version = catalog.version();
         if cached.0 != version {
             *cached = (
@@ -315,10 +316,7 @@ impl QueryEngine {
     /// The semaphore of the scope's tenant (admins share one).
     fn tenant_permits(&self, scope: &Scope) -> Arc<Semaphore> {
         let owner = scope.restricted_to().unwrap_or("").to_string();
-        let mut map = self
-            .tenant_permits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.tenant_permits.locked();
         map.entry(owner)
             .or_insert_with(|| Arc::new(Semaphore::new(self.limits.tenant_share())))
             .clone()
@@ -350,18 +348,14 @@ impl Drop for QueryRun {
         let reaper = std::thread::Builder::new()
             .name("query-reaper".into())
             .spawn(move || {
-                let taken = reaper_parts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
+                let taken = reaper_parts.locked().take();
                 drop(taken);
             });
         if let Err(e) = reaper {
             // Let the runtime stop in the background, and keep its slots
             // taken rather than let a possible runaway run beside others.
             tracing::error!(error = %e, "starting a query reaper thread; the query's slots stay taken");
-            if let Some((runtime, permits)) = parts.lock().unwrap_or_else(|e| e.into_inner()).take()
-            {
+            if let Some((runtime, permits)) = parts.locked().take() {
                 runtime.shutdown_background();
                 std::mem::forget(permits);
             }

@@ -62,6 +62,8 @@ pub struct ReadingStore {
     rollups: Rollups,
     /// See [`Snapshot::raw_floor_ms`].
     raw_floor: std::sync::atomic::AtomicI64,
+    /// [`MAX_HOT_READINGS`]; tests lower it.
+    hot_limit: std::sync::atomic::AtomicU64,
 }
 
 impl ReadingStore {
@@ -121,6 +123,7 @@ impl ReadingStore {
             maintenance: Mutex::new(next_chunk_id),
             rollups,
             raw_floor: std::sync::atomic::AtomicI64::new(raw_floor),
+            hot_limit: std::sync::atomic::AtomicU64::new(MAX_HOT_READINGS),
         };
         store.record_chunk_metrics();
         Ok((store, report))
@@ -140,11 +143,12 @@ impl ReadingStore {
             return Err(Error::Stopped);
         }
         let hot = self.hot_len_total();
-        if hot >= MAX_HOT_READINGS {
+        let limit = self.hot_limit.load(std::sync::atomic::Ordering::Relaxed);
+        if hot >= limit {
             metrics::counter!("wattline_ingest_backpressure_total").increment(1);
             return Err(Error::Overloaded(format!(
                 "{hot} readings wait in memory for a flush to chunk files (the most allowed is \
-                 {MAX_HOT_READINGS}); check the log for why flushing fails"
+                 {limit}); check the log for why flushing fails"
             )));
         }
         let record = codec::encode(&batch.readings);

@@ -263,3 +263,69 @@ async fn retention_never_brings_back_a_corrected_value() {
     assert!(visible(&store).is_empty());
     assert_eq!(store.snapshot().raw_floor_ms, next_day);
 }
+
+/// Issue 7, finding 13: a flush that keeps failing keeps one frozen
+/// memtable (retries do not pile up more), ingestion is refused with
+/// `Overloaded` once too much waits in memory, and both recover when the
+/// flush succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_flush_neither_piles_up_memtables_nor_grows_memory_without_bound() {
+    use crate::faults::{FailPoint, arm};
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 1);
+    let store = open(dir.path(), &cat);
+    store
+        .hot_limit
+        .store(100, std::sync::atomic::Ordering::Relaxed);
+    let rows = |n: i64| -> Vec<(u32, i64, f64)> {
+        (0..40)
+            .map(|i| (0, T0 + (n * 40 + i) * QUARTER, 1.0))
+            .collect()
+    };
+    for n in 0..3 {
+        store.append(batch(&rows(n))).await.unwrap();
+    }
+    for _ in 0..3 {
+        tokio::task::block_in_place(|| {
+            arm(FailPoint::ChunkWrite, std::io::ErrorKind::Other);
+            assert!(store.flush().is_err());
+        });
+        assert_eq!(store.tiers.read_locked().frozen.len(), 1);
+    }
+    match store.append(batch(&rows(3))).await {
+        Err(Error::Overloaded(m)) => assert!(m.contains("120 readings"), "{m}"),
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+    tokio::task::block_in_place(|| store.flush()).unwrap();
+    assert!(store.tiers.read_locked().frozen.is_empty());
+    store.append(batch(&rows(3))).await.unwrap();
+    assert_eq!(visible(&store).len(), 160);
+}
+
+/// Issue 7, finding 13: a day whose compaction fails does not stop the
+/// compaction of the other days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_day_does_not_stop_compaction_of_the_others() {
+    use crate::faults::{FailPoint, arm};
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 1);
+    let store = open(dir.path(), &cat);
+    let day = 86_400_000;
+    for v in [1.0, 2.0] {
+        store
+            .append(batch(&[(0, T0, v), (0, T0 + day, v)]))
+            .await
+            .unwrap();
+        tokio::task::block_in_place(|| store.flush()).unwrap();
+    }
+    assert_eq!(store.snapshot().chunks.len(), 4);
+    tokio::task::block_in_place(|| {
+        // The first day's merged file cannot be written.
+        arm(FailPoint::ChunkWrite, std::io::ErrorKind::Other);
+        assert!(store.compact(true).is_err());
+    });
+    let days: Vec<i64> = store.snapshot().chunks.iter().map(|c| c.meta.day).collect();
+    assert_eq!(days.iter().filter(|d| **d == T0 / day).count(), 2);
+    assert_eq!(days.iter().filter(|d| **d == T0 / day + 1).count(), 1);
+    assert_eq!(visible(&store), vec![(0, T0, 2.0), (0, T0 + day, 2.0)]);
+}

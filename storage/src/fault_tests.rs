@@ -27,9 +27,9 @@ use crate::catalog::Catalog;
 use crate::chunk::SensorNames;
 use crate::error::Error;
 use crate::faults::{FailPoint, arm};
-use crate::ids::SensorKey;
-use crate::reading::{Reading, ReadingBatch, TimeRange};
+use crate::reading::TimeRange;
 use crate::store::ReadingStore;
+use crate::test_util::batch;
 use crate::wal::db::WalDb;
 
 const T0: i64 = 1_764_979_200_000; // 2025-12-06T00:00:00Z
@@ -229,19 +229,6 @@ impl Model {
             );
         }
         // A failed batch is all or nothing: checked through `maybe` below.
-    }
-}
-
-fn batch(rows: &[(u32, i64, f64)]) -> ReadingBatch {
-    ReadingBatch {
-        readings: rows
-            .iter()
-            .map(|&(s, t, v)| Reading {
-                sensor: SensorKey(s),
-                ts_ms: t,
-                value_kwh: v,
-            })
-            .collect(),
     }
 }
 

@@ -32,3 +32,17 @@ pub(crate) fn catalog_with_sensors(dir: &Path, sensors: u32) -> Arc<Catalog> {
     c.create_sensors(new).unwrap();
     Arc::new(c)
 }
+
+/// A batch of `(sensor key, ts_ms, value_kwh)` readings.
+pub(crate) fn batch(rows: &[(u32, i64, f64)]) -> crate::reading::ReadingBatch {
+    crate::reading::ReadingBatch {
+        readings: rows
+            .iter()
+            .map(|&(s, t, v)| crate::reading::Reading {
+                sensor: crate::ids::SensorKey(s),
+                ts_ms: t,
+                value_kwh: v,
+            })
+            .collect(),
+    }
+}

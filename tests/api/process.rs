@@ -118,13 +118,7 @@ async fn an_example_config_file_is_accepted() {
         },
     )
     .await;
-    let r = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    server.assert_alive().await;
 }
 
 #[tokio::test]

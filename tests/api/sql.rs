@@ -6,7 +6,7 @@ use std::io::Cursor;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, error_code, now_minute_ms, reading};
+use crate::support::{Options, Server, error_code, now_minute_ms, reading, sql_status};
 
 const QUARTER: i64 = 900_000;
 
@@ -29,21 +29,6 @@ async fn two_tenants(server: &Server) -> (String, String) {
     let key_a = server.create_key("tenant", Some("a")).await;
     let key_b = server.create_key("tenant", Some("b")).await;
     (key_a, key_b)
-}
-
-async fn sql_status(server: &Server, key: &str, sql: &str) -> (u16, String, String) {
-    let r = server
-        .with_key(key, Method::POST, "/api/v1/sql")
-        .json(&json!({"sql": sql}))
-        .send()
-        .await
-        .unwrap();
-    let (status, code, v) = error_code(r).await;
-    (
-        status,
-        code,
-        v["error"]["message"].as_str().unwrap().to_owned(),
-    )
 }
 
 #[tokio::test]

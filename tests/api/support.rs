@@ -230,6 +230,12 @@ impl Server {
     }
 
     /// All readings of a sensor as `(ts, value)`.
+    /// Asserts that the daemon still answers `/healthz`.
+    pub async fn assert_alive(&self) {
+        let r = self.client.get(self.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the daemon stopped answering");
+    }
+
     pub async fn readings(&self, sensor: &str) -> Vec<(String, f64)> {
         let v = self
             .get_json(&format!("/api/v1/sensors/{sensor}/readings"))
@@ -371,4 +377,23 @@ pub fn duckdb_query(sql: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A SQL request with `key`: status, error code and message.
+pub async fn sql_status(server: &Server, key: &str, sql: &str) -> (u16, String, String) {
+    let r = server
+        .with_key(key, reqwest::Method::POST, "/api/v1/sql")
+        .json(&serde_json::json!({"sql": sql}))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, v) = error_code(r).await;
+    (
+        status,
+        code,
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, error_code, now_minute_ms, reading};
+use crate::support::{Options, Server, error_code, now_minute_ms, reading, sql_status};
 
 const QUARTER: i64 = 900_000;
 
@@ -65,22 +65,6 @@ async fn ask(server: &Server, key: &str, sql: &str) -> (u16, Value) {
     let text = r.text().await.unwrap();
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, v)
-}
-
-/// Runs SQL with `key`, expecting an error; returns status, code, message.
-async fn sql_status(server: &Server, key: &str, sql: &str) -> (u16, String, String) {
-    let r = server
-        .with_key(key, Method::POST, "/api/v1/sql")
-        .json(&json!({"sql": sql}))
-        .send()
-        .await
-        .unwrap();
-    let (status, code, v) = error_code(r).await;
-    (
-        status,
-        code,
-        v["error"]["message"].as_str().unwrap().to_owned(),
-    )
 }
 
 fn message(v: &Value) -> String {
@@ -492,13 +476,7 @@ async fn deep_sql_is_refused_and_the_daemon_survives() {
         let (status, code, v) = error_code(r).await;
         assert_eq!(status, 400, "{what}: {code} {v}");
     }
-    let r = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    server.assert_alive().await;
     assert_eq!(server.sql("SELECT 1").await[0][0], 1);
 }
 
@@ -639,13 +617,7 @@ async fn huge_headers_answer_431() {
             );
         }
     }
-    let r = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    server.assert_alive().await;
 }
 
 #[tokio::test]
@@ -810,13 +782,7 @@ async fn function_results_are_bounded_by_the_memory_limit() {
     let (status, code, m) =
         sql_status(&server, &server.admin, "SELECT lpad('a', 2000000000)").await;
     assert_eq!(status, 400, "{code}: {m}");
-    let r = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    server.assert_alive().await;
     assert_eq!(server.sql("SELECT length(repeat('x', 10))").await[0][0], 10);
     // Amplifying several calls together, through other functions, `||`
     // or a recursive CTE is bounded too: each call gets a share.
@@ -981,13 +947,7 @@ async fn client_disconnect_during_a_query_does_not_kill_the_daemon() {
             Err(e) => assert!(e.is_timeout(), "{e}"),
         }
     }
-    let r = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    server.assert_alive().await;
     // The abandoned queries may hold the slots until their timeout.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

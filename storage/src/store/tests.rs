@@ -3,27 +3,14 @@
 
 use super::*;
 use crate::chunk::{SensorNames, merge_newest_wins, read_chunk};
-use crate::ids::SensorKey;
 use crate::reading::{Reading, TimeRange};
+use crate::test_util::batch;
 
 const T0: i64 = 1_764_979_200_000; // 2025-12-06T00:00:00Z
 const QUARTER: i64 = 900_000;
 
 fn catalog(dir: &Path, sensors: u32) -> Arc<Catalog> {
     crate::test_util::catalog_with_sensors(dir, sensors)
-}
-
-fn batch(values: &[(u32, i64, f64)]) -> ReadingBatch {
-    ReadingBatch {
-        readings: values
-            .iter()
-            .map(|&(s, t, v)| Reading {
-                sensor: SensorKey(s),
-                ts_ms: t,
-                value_kwh: v,
-            })
-            .collect(),
-    }
 }
 
 /// Everything a reader sees: cold then hot, newest wins, as the query

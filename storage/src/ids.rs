@@ -107,6 +107,17 @@ impl fmt::Display for KeyId {
 #[serde(transparent)]
 pub struct SensorKey(pub u32);
 
+/// Position of a batch in the write-ahead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WalSequence(pub u64);
+
+impl WalSequence {
+    /// The position `n` batches further.
+    pub(crate) fn after(self, n: u64) -> WalSequence {
+        WalSequence(self.0 + n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,7 +52,7 @@ pub use chunk::{
     spans_overlap, to_record_batch,
 };
 pub use error::{Error, Result};
-pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId};
+pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId, WalSequence};
 pub use memtable::Memtable;
 pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};
@@ -62,7 +62,6 @@ pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, Recov
 pub use sync::{Recover, RecoverRw};
 pub use tiers::Snapshot;
 pub use tree::{Transfer, copy_tree};
-pub use wal::WalSequence;
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -14,8 +14,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::chunk::{ChunkId, ChunkMeta};
 use crate::error::{Error, Result};
+use crate::ids::WalSequence;
 use crate::wal::WAL_TABLE;
-use crate::wal::WalSequence;
 
 const CHUNKS: TableDefinition<'static, u64, &'static str> = TableDefinition::new("chunks");
 const COUNTERS: TableDefinition<'static, &'static str, u64> = TableDefinition::new("counters");

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use crate::chunk::{ChunkFile, ChunkId, SensorNames, merge_newest_wins, read_chunk};
 use crate::error::Result;
+use crate::ids::WalSequence;
 use crate::memtable::Memtable;
 use crate::reading::{Reading, TimeRange, day_of};
-use crate::wal::WalSequence;
 
 /// The tiers, as the writer and maintenance change them.
 pub(crate) struct Tiers {

@@ -24,16 +24,7 @@ pub(crate) mod writer;
 
 use redb::TableDefinition;
 
-/// Position of a batch in the write-ahead.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WalSequence(pub u64);
-
-impl WalSequence {
-    /// The position `n` batches further.
-    pub(crate) fn after(self, n: u64) -> WalSequence {
-        WalSequence(self.0 + n)
-    }
-}
+pub(crate) use crate::ids::WalSequence;
 
 pub(crate) const WAL_TABLE: TableDefinition<'static, u64, &'static [u8]> =
     TableDefinition::new("wal");

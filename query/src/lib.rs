@@ -8,7 +8,14 @@
 //!   catalog per query; `building_hourly`, `building_daily` and
 //!   `building_monthly` from the in-memory rollups; `sensor_hourly` reads
 //!   its Parquet partitions.
-//! - The read-only guard checks the logical plan, not the SQL text.
+//! - `readings` and `sensor_hourly` read shared files through
+//!   `scoped_scan`, the tenant wall: a plan leaf that keeps the caller's
+//!   rows before any expression of the query sees one.
+//! - The read-only guard (`guard`) checks the logical plan, not the SQL
+//!   text; `complexity` caps SQL size and nesting before parsing;
+//!   `join_budget` bounds join output and `bounded_functions` the strings
+//!   functions build.
+//! - `quarter_hours`: a building's 15-minute energy from raw readings.
 
 mod bounded_functions;
 mod catalog_tables;

@@ -15,12 +15,22 @@
 //!   files; retention drops old ones. On open, the manifest is loaded and
 //!   the write-ahead replayed before the store is handed out.
 //!
+//! Modules, bottom-up (each uses only those above it in this list):
+//! `ids`, `error`, `sync` (the poisoned-lock policy), `faults` (test fail
+//! points), `reading`, `tree` (fsync of folders, durable copies),
+//! `catalog`, `memtable`, `chunk` (Parquet chunk files), `tiers`
+//! (memtables and chunks, snapshots), `wal` (codec, database handle and
+//! fsync guard, dirty marks, writer thread), `manifest`, `rollup`, and
+//! `store`, which wires them into [`ReadingStore`].
+//!
 //! Data directory layout:
 //!
 //! ```text
 //! <data-dir>/meta.redb                 catalog (tenants, buildings, sensors, key hashes)
 //! <data-dir>/wal.redb                  write-ahead (sequence -> batch) and chunk manifest
 //! <data-dir>/chunks/readings/day=D/    raw readings of UTC day D, Parquet
+//! <data-dir>/chunks/open/              readers' hard links of the chunk files
+//! <data-dir>/chunks/rollups/           rollup tables, Parquet
 //! <data-dir>/admin.key                 the first admin key, mode 0600
 //! ```
 

@@ -76,6 +76,7 @@ struct RawAlerts {
     interval: Option<String>,
     renotify: Option<String>,
     lookback: Option<String>,
+    dashboard_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,10 +120,6 @@ pub(crate) enum SmtpTls {
 }
 
 #[derive(Debug, Clone)]
-#[expect(
-    dead_code,
-    reason = "validated at start; the mailer reads it when alerts land"
-)]
 pub(crate) struct SmtpSettings {
     pub host: String,
     pub port: u16,
@@ -161,6 +158,8 @@ pub(crate) struct Settings {
     pub alerts_interval: Duration,
     pub alerts_renotify: Duration,
     pub alerts_lookback: Duration,
+    /// Base URL of the dashboard links in alert mail.
+    pub alerts_dashboard_url: String,
     /// `None`: mail is disabled (no `smtp.host`).
     pub smtp: Option<SmtpSettings>,
     pub reports_workers: usize,
@@ -246,6 +245,7 @@ impl Settings {
             alerts_interval: duration("alerts.interval", raw.alerts.interval, "60s")?,
             alerts_renotify: duration("alerts.renotify", raw.alerts.renotify, "6h")?,
             alerts_lookback: duration("alerts.lookback", raw.alerts.lookback, "24h")?,
+            alerts_dashboard_url: dashboard_url(raw.alerts.dashboard_url, listen)?,
             smtp,
             reports_workers: count("reports.workers", raw.reports.workers, 2)?,
             reports_cache_ttl: duration("reports.cache_ttl", raw.reports.cache_ttl, "1h")?,
@@ -309,6 +309,19 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
     n.checked_mul(unit_ms)
         .map(Duration::from_millis)
         .ok_or_else(|| anyhow!("{text:?} is too long"))
+}
+
+/// `alerts.dashboard_url`, by default the listen address over http.
+fn dashboard_url(raw: Option<String>, listen: SocketAddr) -> Result<String> {
+    match raw {
+        None => Ok(format!("http://{listen}")),
+        Some(u) if (u.starts_with("http://") || u.starts_with("https://"))
+            && !u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(u.trim_end_matches('/').to_owned())
+        }
+        Some(u) => bail!("alerts.dashboard_url: {u:?} is not an http:// or https:// URL"),
+    }
 }
 
 fn smtp_settings(raw: RawSmtp) -> Result<Option<SmtpSettings>> {

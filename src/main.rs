@@ -5,8 +5,10 @@
 //! waits for a shutdown signal. See `README.md` for the architecture.
 
 mod admin_key;
+mod alerting;
 mod backup;
 mod config;
+mod delivery;
 mod demo;
 mod http_client;
 mod maintenance;
@@ -60,6 +62,8 @@ pub(crate) struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // TLS for alert mail and webhooks: ring, the one provider built in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

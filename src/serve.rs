@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::watch;
 use wattline_query::{QueryEngine, QueryLimits};
-use wattline_storage::{Catalog, ReadingStore};
+use wattline_storage::{AlertStore, Catalog, ReadingStore};
 use wattline_web::{AppState, WebConfig};
 
 use crate::ServeArgs;
@@ -56,6 +56,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     let data_dir = std::fs::canonicalize(&settings.data_dir)
         .with_context(|| format!("resolving {}", settings.data_dir.display()))?;
     let catalog = Arc::new(Catalog::open(&data_dir)?);
+    let alerts = Arc::new(AlertStore::open(&data_dir)?);
     if let Some(path) = crate::admin_key::ensure(&catalog, &data_dir)? {
         println!("admin key written to {}", path.display());
     }
@@ -68,7 +69,12 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let state = Arc::new(AppState::new(catalog, web_config(&settings), metrics));
+    let state = Arc::new(AppState::new(
+        catalog,
+        alerts.clone(),
+        web_config(&settings),
+        metrics,
+    ));
 
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -87,17 +93,20 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         .await
         .context("recovery task")??;
     let store = Arc::new(store);
-    let engine = Arc::new(QueryEngine::new(
-        store.clone(),
-        QueryLimits {
-            timeout: settings.query_timeout,
-            memory_limit: usize::try_from(settings.query_memory_limit).unwrap_or(usize::MAX),
-            max_rows: settings.query_max_rows,
-            max_concurrent: settings.query_max_concurrent,
-            max_concurrent_per_tenant: settings.query_max_concurrent_per_tenant,
-            max_join_rows: settings.query_max_join_rows,
-        },
-    ));
+    let engine = Arc::new(
+        QueryEngine::new(
+            store.clone(),
+            QueryLimits {
+                timeout: settings.query_timeout,
+                memory_limit: usize::try_from(settings.query_memory_limit).unwrap_or(usize::MAX),
+                max_rows: settings.query_max_rows,
+                max_concurrent: settings.query_max_concurrent,
+                max_concurrent_per_tenant: settings.query_max_concurrent_per_tenant,
+                max_join_rows: settings.query_max_join_rows,
+            },
+        )
+        .with_alerts(alerts.clone()),
+    );
     state.set_ready(store.clone(), engine);
     let maintenance = tokio::spawn(crate::maintenance::run(
         store.clone(),
@@ -108,6 +117,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         },
         stop_tx.subscribe(),
     ));
+    let alert_tasks = spawn_alerts(&settings, &alerts, &store, &stop_tx)?;
     tracing::info!(
         "wattline ready on http://{addr} (data dir {}; {} chunk files; recovered {} readings from {} write-ahead batches in {:?})",
         data_dir.display(),
@@ -148,6 +158,9 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     // blocking thread (a flush, a rollup step) is crash-safe: it is not
     // waited for beyond a moment, so the exit stays within 10 s.
     let _ = tokio::time::timeout(Duration::from_millis(500), maintenance).await;
+    for task in alert_tasks {
+        let _ = tokio::time::timeout(Duration::from_millis(200), task).await;
+    }
     if let Some(demo) = demo {
         let _ = tokio::time::timeout(Duration::from_millis(200), demo).await;
     }
@@ -156,6 +169,48 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     // Do not wait for blocking threads still finishing a background step.
     // Non-zero after a fatal write-ahead error: systemd restarts the unit.
     std::process::exit(if fatal { 1 } else { 0 })
+}
+
+/// The alert scheduler, the mail loop and the webhook loop.
+fn spawn_alerts(
+    settings: &Settings,
+    alerts: &Arc<AlertStore>,
+    store: &Arc<ReadingStore>,
+    stop: &watch::Sender<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::delivery::{MailSettings, Mailer, Webhooks};
+    let mail_wake = Arc::new(tokio::sync::Notify::new());
+    let hook_wake = Arc::new(tokio::sync::Notify::new());
+    let mailer = Mailer::new(MailSettings {
+        smtp: settings.smtp.clone(),
+        dashboard_url: settings.alerts_dashboard_url.clone(),
+    })?;
+    Ok(vec![
+        tokio::spawn(crate::alerting::run(
+            alerts.clone(),
+            store.clone(),
+            crate::alerting::AlertSchedule {
+                interval: settings.alerts_interval,
+                lookback: settings.alerts_lookback,
+                renotify: settings.alerts_renotify,
+            },
+            vec![mail_wake.clone(), hook_wake.clone()],
+            stop.subscribe(),
+        )),
+        tokio::spawn(crate::delivery::run_mail(
+            alerts.clone(),
+            store.catalog().clone(),
+            mailer,
+            mail_wake,
+            stop.subscribe(),
+        )),
+        tokio::spawn(crate::delivery::run_webhooks(
+            alerts.clone(),
+            Webhooks::new()?,
+            hook_wake,
+            stop.subscribe(),
+        )),
+    ])
 }
 
 fn web_config(s: &Settings) -> WebConfig {

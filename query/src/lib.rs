@@ -17,6 +17,7 @@
 //!   functions build.
 //! - `quarter_hours`: a building's 15-minute energy from raw readings.
 
+mod alert_tables;
 mod bounded_functions;
 mod catalog_tables;
 mod complexity;

@@ -29,9 +29,10 @@ use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wattline_storage::SensorNames;
-use wattline_storage::{ReadingStore, TenantId, TimeRange};
+use wattline_storage::{AlertStore, ReadingStore, TenantId, TimeRange};
 
 use crate::bounded_functions::{self, CallShare};
+use crate::alert_tables;
 use crate::catalog_tables;
 use crate::complexity::check_sql_complexity;
 use crate::error::{QueryError, Result};
@@ -91,6 +92,8 @@ pub struct QueryEngine {
     metadata_cache: Arc<FileMetadataCache>,
     /// Sensor names, rebuilt when the catalog's version changes.
     names: Mutex<(u64, Arc<SensorNames>)>,
+    /// Rules and events for `alert_rules` and `alert_events`.
+    alerts: Option<Arc<AlertStore>>,
 }
 
 impl QueryEngine {
@@ -105,7 +108,14 @@ impl QueryEngine {
             store,
             limits,
             names: Mutex::new((u64::MAX, Arc::new(SensorNames::default()))),
+            alerts: None,
         }
+    }
+
+    /// Serves `alert_rules` and `alert_events` from `alerts`.
+    pub fn with_alerts(mut self, alerts: Arc<AlertStore>) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -151,6 +161,9 @@ impl QueryEngine {
         let share = CallShare::new(self.limits.memory_limit / 4);
         bounded_functions::register(&ctx, &share);
         catalog_tables::register(&ctx, self.store.catalog(), scope)?;
+        if let Some(alerts) = &self.alerts {
+            alert_tables::register(&ctx, alerts, scope)?;
+        }
         let snapshot = self.store.snapshot();
         ctx.register_table(
             "readings",

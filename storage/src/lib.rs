@@ -20,13 +20,14 @@
 //! points), `reading`, `tree` (fsync of folders, durable copies),
 //! `catalog`, `memtable`, `chunk` (Parquet chunk files), `tiers`
 //! (memtables and chunks, snapshots), `wal` (codec, database handle and
-//! fsync guard, dirty marks, writer thread), `manifest`, `rollup`, and
-//! `store`, which wires them into [`ReadingStore`].
+//! fsync guard, dirty marks, writer thread), `manifest`, `rollup`, `alerts`
+//! (rules, evaluation, outbox), and `store`, which wires them into [`ReadingStore`].
 //!
 //! Data directory layout:
 //!
 //! ```text
 //! <data-dir>/meta.redb                 catalog (tenants, buildings, sensors, key hashes)
+//! <data-dir>/alerts.redb               alert rules, episode state, events, delivery outbox
 //! <data-dir>/wal.redb                  write-ahead (sequence -> batch) and chunk manifest
 //! <data-dir>/chunks/readings/day=D/    raw readings of UTC day D, Parquet
 //! <data-dir>/chunks/open/              readers' hard links of the chunk files
@@ -34,6 +35,7 @@
 //! <data-dir>/admin.key                 the first admin key, mode 0600
 //! ```
 
+mod alerts;
 mod catalog;
 mod chunk;
 mod error;
@@ -53,6 +55,10 @@ mod tiers;
 mod tree;
 mod wal;
 
+pub use alerts::{
+    AlertEvent, AlertRule, AlertStore, Delivery, Due, EvalSettings, EventKind, NewRule, PassReport,
+    Recipient, RuleKind, RulePatch, is_mail_address,
+};
 pub use catalog::{
     ApiKey, Building, BuildingPatch, Catalog, CatalogView, NewApiKey, NewBuilding, NewSensor, Role,
     Sensor, Tenant, Zone, hash_secret,
@@ -67,7 +73,10 @@ pub use memtable::Memtable;
 pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use rollup::calendar::{day_start, format_local};
-pub use rollup::{Agg, Resolution, RollupRow, RollupTable, Rollups, rollup_batch};
+pub use rollup::{
+    Agg, QUARTER_DAYS, Resolution, RollupRow, RollupTable, Rollups, WindowReader, WindowSpan,
+    rollup_batch,
+};
 pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
 pub use sync::{Recover, RecoverRw};
 pub use tiers::Snapshot;

@@ -6,11 +6,14 @@
 //! - [`rollups`]: the building tables in memory and their files; [`steps`]
 //!   recompute exactly what changed, [`zone_rebuild`] after a time zone
 //!   change, [`reads`] serve them, [`retention`] drops old buckets.
+//! - [`quarters`]: recent 15-minute building totals, for alert windows.
+//! - [`windows`]: clock-aligned windows read in one pass (alert rules).
 //! - [`zones`]: which time zone each building's rollups follow.
 //! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
 
 pub(crate) mod calendar;
 pub(crate) mod files;
+mod quarters;
 mod reads;
 mod retention;
 mod rollups;
@@ -18,7 +21,10 @@ mod steps;
 #[cfg(test)]
 mod tests;
 mod zone_rebuild;
+mod windows;
 mod zones;
 
 pub use files::{RollupRow, RollupTable, to_batch as rollup_batch};
+pub use quarters::QUARTER_DAYS;
 pub use rollups::{Agg, Resolution, Rollups};
+pub use windows::{WindowReader, WindowSpan};

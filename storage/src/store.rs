@@ -126,6 +126,7 @@ impl ReadingStore {
             hot_limit: std::sync::atomic::AtomicU64::new(MAX_HOT_READINGS),
         };
         store.record_chunk_metrics();
+        store.rollups.rebuild_quarters(&store.snapshot())?;
         Ok((store, report))
     }
 

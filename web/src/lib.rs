@@ -13,8 +13,10 @@
 //! - `auth`: keys, roles and tenant scoping.
 //! - `error`: the JSON error shape and the single error-to-status mapping.
 //! - `middleware`: request timeout, per-route metrics, per-address limit.
+//! - `alert_json`: rules and events as the API and webhooks show them.
 //! - `sql_output`: query answers as JSON, CSV, Arrow IPC or Parquet.
 
+mod alert_json;
 mod auth;
 mod error;
 mod extract;
@@ -25,6 +27,7 @@ mod routes;
 mod server;
 mod sql_output;
 
+pub use alert_json::EventOut;
 pub use server::serve;
 
 use std::net::IpAddr;
@@ -33,7 +36,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use wattline_query::QueryEngine;
-use wattline_storage::{Catalog, KeyId, ReadingStore};
+use wattline_storage::{AlertStore, Catalog, KeyId, ReadingStore};
 
 use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::RateLimiter;
@@ -65,6 +68,7 @@ struct Ready {
 /// Everything a request handler can reach.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
+    pub alerts: Arc<AlertStore>,
     /// Set once recovery has replayed the write-ahead; until then `/readyz`
     /// answers 503 and so does every route that needs readings.
     ready: OnceLock<Ready>,
@@ -75,9 +79,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(catalog: Arc<Catalog>, config: WebConfig, metrics: PrometheusHandle) -> Self {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        alerts: Arc<AlertStore>,
+        config: WebConfig,
+        metrics: PrometheusHandle,
+    ) -> Self {
         Self {
             catalog,
+            alerts,
             ready: OnceLock::new(),
             key_limiter: RateLimiter::new(config.rate_limit_per_key),
             ip_limiter: RateLimiter::new(config.rate_limit_per_ip),

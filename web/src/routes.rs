@@ -1,6 +1,7 @@
 //! The route table. One module per endpoint family.
 
 mod admin;
+mod alerts;
 mod buildings;
 mod energy;
 mod health;
@@ -42,6 +43,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .delete(buildings::delete),
         )
         .route("/api/v1/buildings/{b}/energy", get(energy::energy))
+        .route(
+            "/api/v1/buildings/{b}/alerts",
+            post(alerts::create).get(alerts::list),
+        )
+        .route("/api/v1/buildings/{b}/alert-events", get(alerts::events))
+        .route(
+            "/api/v1/alerts/{id}",
+            get(alerts::show)
+                .patch(alerts::update)
+                .delete(alerts::delete),
+        )
         .route(
             "/api/v1/buildings/{b}/sensors",
             post(sensors::create).get(sensors::list),

@@ -16,6 +16,7 @@
 use crate::sync::Recover;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -69,13 +70,53 @@ impl Agg {
 
 /// A building's rollups, in memory.
 #[derive(Debug, Default)]
-pub(super) struct BuildingRollups {
+pub(crate) struct BuildingRollups {
     pub(super) tenant: Arc<str>,
     /// Hour bucket start (UTC ms) -> energy.
     pub(super) hourly: BTreeMap<i64, Agg>,
     pub(super) daily: BTreeMap<NaiveDate, Agg>,
     /// First day of the month -> energy.
     pub(super) monthly: BTreeMap<NaiveDate, Agg>,
+    /// 15-minute interval start (UTC ms) -> energy, recent days only (see
+    /// `quarters`).
+    pub(super) quarters: BTreeMap<i64, Agg>,
+    /// Recent changes: ([`Rollups::generation`] after the change, earliest
+    /// bucket start it touched), oldest first, so alert evaluation re-reads
+    /// only the windows that changed.
+    pub(super) changes: std::collections::VecDeque<(u64, i64)>,
+    /// The generation of the newest change no longer in `changes`.
+    pub(super) forgotten: u64,
+}
+
+/// Changes remembered per building; an evaluator further behind re-reads
+/// everything.
+const KEPT_CHANGES: usize = 64;
+
+impl BuildingRollups {
+    /// Records that buckets from `from_ms` on changed.
+    pub(super) fn note_change(&mut self, generation: &AtomicU64, from_ms: i64) {
+        let g = generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.changes.len() == KEPT_CHANGES
+            && let Some((old, _)) = self.changes.pop_front()
+        {
+            self.forgotten = old;
+        }
+        self.changes.push_back((g, from_ms));
+    }
+
+    /// The earliest bucket start changed after generation `seen`
+    /// (`i64::MIN` when `seen` is older than what is remembered), or `None`
+    /// when nothing changed since.
+    pub(super) fn changed_since(&self, seen: u64) -> Option<i64> {
+        if seen < self.forgotten {
+            return Some(i64::MIN);
+        }
+        self.changes
+            .iter()
+            .filter(|(g, _)| *g > seen)
+            .map(|(_, from)| *from)
+            .min()
+    }
 }
 
 /// Resolution of an energy series.
@@ -97,6 +138,8 @@ pub struct Rollups {
     /// Since when marks have been waiting (for the lag metric).
     pub(super) pending_since: Mutex<Option<Instant>>,
     pub(super) zones: ZoneLedger,
+    /// Bumped whenever a building's buckets change.
+    pub(super) generation: AtomicU64,
 }
 
 pub(super) fn days_since_epoch(d: NaiveDate) -> i64 {
@@ -153,6 +196,7 @@ impl Rollups {
             step: Mutex::new(()),
             pending_since: Mutex::new(None),
             zones,
+            generation: AtomicU64::new(1),
         })
     }
 

@@ -211,7 +211,12 @@ impl Rollups {
             self.replace_building_hours(p, sensors, &names, &rows, &mut touched)?;
         }
         self.rederive(&touched)?;
-        Ok(())
+        let buildings: HashSet<Arc<str>> = sensors
+            .iter()
+            .filter_map(|k| names.ids(*k))
+            .map(|i| i.building_id.clone())
+            .collect();
+        self.recompute_quarters(day, Some(&buildings), snap)
     }
 
     /// Replaces the building hours in partition `p` of the buildings of
@@ -251,6 +256,7 @@ impl Rollups {
         for b in &affected {
             let tz = view.building(b).map_or(Tz::UTC, |b| b.timezone.tz());
             let entry = buildings.entry(b.clone()).or_default();
+            entry.note_change(&self.generation, range.start);
             if let Some(t) = tenants.get(b) {
                 entry.tenant = t.clone();
             } else if let Some(bb) = view.building(b) {
@@ -304,6 +310,9 @@ impl Rollups {
             let Some(entry) = buildings.get_mut(b) else {
                 continue;
             };
+            if let Some(first) = days.first() {
+                entry.note_change(&self.generation, day_start(tz, *first));
+            }
             let mut months = BTreeSet::new();
             for &d in days {
                 if from_hours {

@@ -1,0 +1,303 @@
+//! [`AlertStore`]: rules, events, episode state and the delivery outbox in
+//! `<data-dir>/alerts.redb`.
+//!
+//! Rules are mirrored in memory (evaluation and the API read no disk).
+//! An evaluation pass commits its events, their outbox rows and the
+//! rules' episode state in one transaction, so an event is either fully
+//! recorded and queued for every recipient or not at all, and a restart
+//! neither repeats nor loses one. The deliverer removes an outbox row
+//! only once the recipient has taken the event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::episodes::RuleState;
+use super::model::{AlertEvent, AlertRule, NewRule, Recipient, RulePatch};
+use crate::error::{Error, Result};
+use crate::sync::{Recover, RecoverRw};
+
+pub(super) const RULES: TableDefinition<&str, &str> = TableDefinition::new("rules");
+pub(super) const RULE_STATE: TableDefinition<&str, &str> = TableDefinition::new("rule_state");
+pub(super) const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+/// (building id, event id) -> (): a building's events in order.
+pub(super) const BUILDING_EVENTS: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("building_events");
+/// (event id, recipient key) -> delivery state.
+pub(super) const OUTBOX: TableDefinition<(u64, &str), &str> = TableDefinition::new("outbox");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub attempts: u32,
+    /// Not before this instant (UTC ms).
+    pub next_ms: i64,
+    /// Set once the recipient refused for good; the row stays for the record.
+    pub failed: bool,
+    pub last_error: Option<String>,
+}
+
+/// One outbox row that is due.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub event: AlertEvent,
+    pub recipient: Recipient,
+    pub delivery: Delivery,
+}
+
+pub struct AlertStore {
+    pub(super) db: Database,
+    pub(super) rules: RwLock<BTreeMap<String, AlertRule>>,
+    /// Episode state per rule, as last committed, plus evaluation caches.
+    pub(super) states: Mutex<HashMap<String, RuleState>>,
+    /// One writer of rules at a time (ids, validation against memory).
+    write: Mutex<()>,
+}
+
+fn corrupt(table: &'static str, key: impl ToString, e: impl ToString) -> Error {
+    Error::CatalogCorrupt {
+        table,
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+pub(super) fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("alert records serialise")
+}
+
+impl AlertStore {
+    /// Opens (or creates) `<data_dir>/alerts.redb`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join("alerts.redb");
+        let db = Database::create(&path).map_err(|e| Error::open(path.clone(), e))?;
+        let txn = db.begin_write()?;
+        txn.open_table(RULES)?;
+        txn.open_table(RULE_STATE)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(BUILDING_EVENTS)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        let mut rules = BTreeMap::new();
+        let mut states = HashMap::new();
+        let txn = db.begin_read()?;
+        for entry in txn.open_table(RULES)?.iter()? {
+            let (k, v) = entry?;
+            let rule: AlertRule =
+                serde_json::from_str(v.value()).map_err(|e| corrupt("rules", k.value(), e))?;
+            rules.insert(k.value().to_owned(), rule);
+        }
+        for entry in txn.open_table(RULE_STATE)?.iter()? {
+            let (k, v) = entry?;
+            let state: RuleState = serde_json::from_str(v.value())
+                .map_err(|e| corrupt("rule_state", k.value(), e))?;
+            states.insert(k.value().to_owned(), state);
+        }
+        drop(txn);
+        Ok(Self {
+            db,
+            rules: RwLock::new(rules),
+            states: Mutex::new(states),
+            write: Mutex::new(()),
+        })
+    }
+
+    pub fn rule(&self, id: &str) -> Option<AlertRule> {
+        self.rules.read_locked().get(id).cloned()
+    }
+
+    /// The rules of `building`, by id.
+    pub fn rules_of(&self, building: &str) -> Vec<AlertRule> {
+        self.rules
+            .read_locked()
+            .values()
+            .filter(|r| r.building_id.as_str() == building)
+            .cloned()
+            .collect()
+    }
+
+    /// Every rule `sees` accepts the tenant of.
+    pub fn rules_where(&self, sees: impl Fn(&str) -> bool) -> Vec<AlertRule> {
+        self.rules
+            .read_locked()
+            .values()
+            .filter(|r| sees(r.tenant_id.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    pub fn create_rule(&self, new: NewRule) -> Result<AlertRule> {
+        let _w = self.write.locked();
+        let id = new_rule_id()?;
+        let rule = AlertRule::new(id, new)?;
+        self.put_rule(&rule)?;
+        Ok(rule)
+    }
+
+    pub fn update_rule(&self, id: &str, patch: RulePatch) -> Result<AlertRule> {
+        let _w = self.write.locked();
+        let old = self.rule(id).ok_or_else(|| Error::NotFound {
+            kind: "alert rule",
+            id: id.to_owned(),
+        })?;
+        let rule = old.patched(patch)?;
+        self.put_rule(&rule)?;
+        Ok(rule)
+    }
+
+    fn put_rule(&self, rule: &AlertRule) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(RULES)?
+            .insert(rule.id.as_str(), to_json(rule).as_str())?;
+        txn.commit()?;
+        self.rules
+            .write_locked()
+            .insert(rule.id.clone(), rule.clone());
+        // Whatever changed, the next pass re-reads the whole look-back.
+        if let Some(s) = self.states.locked().get_mut(&rule.id) {
+            s.forget_cache();
+        }
+        Ok(())
+    }
+
+    /// Deletes a rule and its episode state; its events stay, and so do
+    /// their deliveries still in the outbox.
+    pub fn delete_rule(&self, id: &str) -> Result<()> {
+        let _w = self.write.locked();
+        if self.rule(id).is_none() {
+            return Err(Error::NotFound {
+                kind: "alert rule",
+                id: id.to_owned(),
+            });
+        }
+        let mut states = self.states.locked();
+        let txn = self.db.begin_write()?;
+        txn.open_table(RULES)?.remove(id)?;
+        txn.open_table(RULE_STATE)?.remove(id)?;
+        txn.commit()?;
+        self.rules.write_locked().remove(id);
+        states.remove(id);
+        Ok(())
+    }
+
+    /// Events of `building` with `window_start` in `[start, end)`, oldest
+    /// first, at most `limit`.
+    pub fn events_of(
+        &self,
+        building: &str,
+        start: i64,
+        end: i64,
+        limit: usize,
+    ) -> Result<Vec<AlertEvent>> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(BUILDING_EVENTS)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in index.range((building, 0)..=(building, u64::MAX))? {
+            let id = entry?.0.value().1;
+            if let Some(v) = events.get(id)? {
+                let e: AlertEvent =
+                    serde_json::from_str(v.value()).map_err(|e| corrupt("events", id, e))?;
+                if e.window_start >= start && e.window_start < end {
+                    out.push(e);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every event of the tenants `sees` accepts, oldest first.
+    pub fn events_where(&self, sees: impl Fn(&str) -> bool) -> Result<Vec<AlertEvent>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(EVENTS)?.iter()? {
+            let (k, v) = entry?;
+            let e: AlertEvent =
+                serde_json::from_str(v.value()).map_err(|e| corrupt("events", k.value(), e))?;
+            if sees(e.tenant_id.as_str()) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox rows not failed for good and due at `now_ms`, with their
+    /// events, oldest event first.
+    pub fn due(&self, now_ms: i64) -> Result<Vec<Due>> {
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in outbox.iter()? {
+            let (k, v) = entry?;
+            let (id, who) = k.value();
+            let delivery: Delivery =
+                serde_json::from_str(v.value()).map_err(|e| corrupt("outbox", id, e))?;
+            if delivery.failed || delivery.next_ms > now_ms {
+                continue;
+            }
+            let (Some(recipient), Some(ev)) = (Recipient::from_key(who), events.get(id)?) else {
+                continue;
+            };
+            let event: AlertEvent =
+                serde_json::from_str(ev.value()).map_err(|e| corrupt("events", id, e))?;
+            out.push(Due {
+                event,
+                recipient,
+                delivery,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Pending deliveries (not failed for good): the outbox depth.
+    pub fn outbox_depth(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let mut n = 0;
+        for entry in txn.open_table(OUTBOX)?.iter()? {
+            let (_, v) = entry?;
+            if !v.value().contains("\"failed\":true") {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Records the outcome of deliveries: `None` removes the row (done),
+    /// `Some` stores the new state (retry later, or failed for good).
+    pub fn settle(&self, outcomes: &[(u64, Recipient, Option<Delivery>)]) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for (id, who, state) in outcomes {
+                let key = who.key();
+                match state {
+                    None => outbox.remove((*id, key.as_str()))?,
+                    Some(d) => outbox.insert((*id, key.as_str()), to_json(d).as_str())?,
+                };
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// A random rule id, `r` and 16 hex digits (no count of other tenants'
+/// rules shows through).
+fn new_rule_id() -> Result<String> {
+    let mut buf = [0u8; 8];
+    getrandom::fill(&mut buf).map_err(|e| Error::io("reading random bytes", e.into()))?;
+    let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("r{hex}"))
+}

@@ -1,0 +1,256 @@
+//! One evaluation pass over every enabled rule of every building.
+//!
+//! The pass reads window energy from the rollups in memory (no query per
+//! building) and re-reads only windows whose buckets changed since the
+//! last pass, plus the windows completed since. Its events, their outbox
+//! rows and the changed episode state are committed in one transaction.
+
+use std::time::Instant;
+
+use chrono_tz::Tz;
+use redb::ReadableTable;
+
+use super::db::{AlertStore, BUILDING_EVENTS, EVENTS, META, OUTBOX, RULE_STATE, Delivery, to_json};
+use super::episodes::{Cache, Clock, Episode, Found, Measure, RuleState, Windows};
+use super::model::{AlertEvent, AlertRule, Recipient, RuleKind};
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::rollup::{Rollups, WindowReader, WindowSpan};
+use crate::sync::{Recover, RecoverRw};
+
+/// Timing of evaluation (from `alerts.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct EvalSettings {
+    /// How far back a window may still change and be announced.
+    pub lookback_ms: i64,
+    /// Re-announce an episode still over after this long.
+    pub renotify_ms: i64,
+    /// A window is read once it has been complete this long, so readings
+    /// on their way and the rollup step have landed.
+    pub settle_ms: i64,
+}
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub rules: usize,
+    pub windows_read: usize,
+    pub events: Vec<AlertEvent>,
+}
+
+/// A rule whose episodes changed: its new episodes and the events.
+type Pending<'a> = (&'a AlertRule, Vec<Episode>, Vec<Found>);
+
+/// One rule's view of its building's windows.
+struct RuleWindows<'a> {
+    reader: &'a WindowReader<'a>,
+    rule: &'a AlertRule,
+    tz: Tz,
+}
+
+impl Windows for RuleWindows<'_> {
+    fn next(&self, start: i64) -> i64 {
+        self.rule.window.next(self.tz, start)
+    }
+
+    fn measure(&self, start: i64) -> Measure {
+        let b = self.rule.building_id.as_str();
+        let span = self.rule.window;
+        let kwh = self
+            .reader
+            .energy(b, span, self.tz, start)
+            .map_or(0.0, |a| a.kwh);
+        let threshold = match self.rule.kind {
+            RuleKind::Threshold => self.rule.threshold_kwh.unwrap_or(f64::INFINITY),
+            RuleKind::Baseline => baseline(self.reader, self.rule, self.tz, start),
+        };
+        Measure { kwh, threshold }
+    }
+}
+
+/// The median of the same local window over the rule's weeks, raised by
+/// its percent; infinite (never over) with fewer than half the weeks seen.
+fn baseline(reader: &WindowReader<'_>, rule: &AlertRule, tz: Tz, start: i64) -> f64 {
+    let weeks = rule.weeks.unwrap_or(4);
+    let mut seen: Vec<f64> = (1..=weeks)
+        .filter_map(|k| {
+            reader
+                .weeks_earlier(rule.building_id.as_str(), rule.window, tz, start, k)
+                .map(|a| a.kwh)
+        })
+        .collect();
+    if seen.is_empty() || seen.len() * 2 < weeks as usize {
+        return f64::INFINITY;
+    }
+    seen.sort_by(f64::total_cmp);
+    let n = seen.len();
+    let median = if n % 2 == 1 {
+        seen[n / 2]
+    } else {
+        (seen[n / 2 - 1] + seen[n / 2]) / 2.0
+    };
+    median * (1.0 + rule.percent.unwrap_or(0.0) / 100.0)
+}
+
+impl AlertStore {
+    /// Evaluates every enabled rule at `now_ms`. Blocking; one at a time.
+    pub fn evaluate(
+        &self,
+        now_ms: i64,
+        rollups: &Rollups,
+        catalog: &Catalog,
+        settings: &EvalSettings,
+    ) -> Result<PassReport> {
+        let started = Instant::now();
+        let rules = self.rules.read_locked();
+        let mut states = self.states.locked();
+        let view = catalog.view();
+        let reader = rollups.windows();
+        let mut report = PassReport::default();
+        let mut pending: Vec<Pending<'_>> = Vec::new();
+        for rule in rules.values().filter(|r| r.enabled) {
+            let Some(b) = view.building(rule.building_id.as_str()) else {
+                continue;
+            };
+            if b.tenant_id != rule.tenant_id {
+                continue;
+            }
+            report.rules += 1;
+            let tz = b.timezone.tz();
+            let span: WindowSpan = rule.window;
+            let first = span.start_of(tz, now_ms - settings.lookback_ms);
+            let newest = span.start_of(tz, now_ms - settings.settle_ms);
+            let w = RuleWindows {
+                reader: &reader,
+                rule,
+                tz,
+            };
+            let state = states.entry(rule.id.clone()).or_default();
+            let mut cache = state.cache.take().unwrap_or(Cache {
+                over: Default::default(),
+                seen: 0,
+                evaluated_to: i64::MIN,
+            });
+            // Re-read from the earliest changed window, then the new ones.
+            let from = match reader.changed_since(rule.building_id.as_str(), cache.seen) {
+                Some(changed) => cache.evaluated_to.min(span.start_of(tz, changed.max(first))),
+                None => cache.evaluated_to,
+            }
+            .max(first);
+            cache.seen = reader.generation();
+            cache.over = cache.over.split_off(&first);
+            let _ = cache.over.split_off(&from);
+            let mut start = from;
+            while start < newest {
+                let m = w.measure(start);
+                report.windows_read += 1;
+                if m.over() {
+                    cache.over.insert(start, m);
+                }
+                start = span.next(tz, start);
+            }
+            cache.evaluated_to = newest.max(from);
+            let clock = Clock {
+                first,
+                newest,
+                now_ms,
+                renotify_ms: settings.renotify_ms,
+            };
+            let (episodes, found) = state.reconcile(&cache.over, &clock, &w);
+            state.cache = Some(cache);
+            if episodes != state.episodes {
+                pending.push((rule, episodes, found));
+            }
+        }
+        drop(reader);
+        drop(view);
+        if !pending.is_empty() {
+            let view = catalog.view();
+            let outcome = self.commit_pass(now_ms, &pending, &view, &mut report);
+            if outcome.is_err() {
+                // Nothing was recorded: read these rules afresh next pass.
+                for (rule, ..) in &pending {
+                    if let Some(s) = states.get_mut(&rule.id) {
+                        s.forget_cache();
+                    }
+                }
+                outcome?;
+            }
+            for (rule, episodes, ..) in pending {
+                if let Some(s) = states.get_mut(&rule.id) {
+                    s.episodes = episodes;
+                }
+            }
+        }
+        metrics::histogram!("wattline_alert_pass_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("wattline_alert_events_total").increment(report.events.len() as u64);
+        Ok(report)
+    }
+
+    fn commit_pass(
+        &self,
+        now_ms: i64,
+        pending: &[Pending<'_>],
+        view: &crate::catalog::CatalogView<'_>,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut next = meta.get("next_event")?.map_or(1, |v| v.value());
+            let mut events = txn.open_table(EVENTS)?;
+            let mut index = txn.open_table(BUILDING_EVENTS)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut states = txn.open_table(RULE_STATE)?;
+            let queued = to_json(&Delivery {
+                attempts: 0,
+                next_ms: now_ms,
+                failed: false,
+                last_error: None,
+            });
+            for (rule, episodes, found) in pending {
+                let tz = view
+                    .building(rule.building_id.as_str())
+                    .map_or(Tz::UTC, |b| b.timezone.tz());
+                for f in found {
+                    let event = AlertEvent {
+                        event_id: next,
+                        rule_id: rule.id.clone(),
+                        building_id: rule.building_id.clone(),
+                        tenant_id: rule.tenant_id.clone(),
+                        kind: f.kind,
+                        window_start: f.window,
+                        window_end: rule.window.next(tz, f.window),
+                        measured_kwh: f.measure.kwh,
+                        threshold_kwh: if f.measure.threshold.is_finite() {
+                            f.measure.threshold
+                        } else {
+                            0.0
+                        },
+                        at: now_ms,
+                    };
+                    next += 1;
+                    events.insert(event.event_id, to_json(&event).as_str())?;
+                    index.insert((rule.building_id.as_str(), event.event_id), ())?;
+                    let recipients = rule
+                        .emails
+                        .iter()
+                        .map(|e| Recipient::Email(e.clone()))
+                        .chain(rule.webhook_url.iter().map(|u| Recipient::Webhook(u.clone())));
+                    for r in recipients {
+                        outbox.insert((event.event_id, r.key().as_str()), queued.as_str())?;
+                    }
+                    report.events.push(event);
+                }
+                let state = RuleState {
+                    episodes: episodes.clone(),
+                    cache: None,
+                };
+                states.insert(rule.id.as_str(), to_json(&state).as_str())?;
+            }
+            meta.insert("next_event", next)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}

@@ -86,7 +86,7 @@ async fn main() {
     };
 
     let server = Daemon::start(dir.path(), &data);
-    let client = reqwest::Client::new();
+    let client = common::client_builder().build().unwrap();
     let get = |path: String| {
         let (client, url, key) = (
             client.clone(),

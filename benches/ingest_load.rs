@@ -62,7 +62,7 @@ async fn main() {
     let clients: usize = env_or("WATTLINE_BENCH_CLIENTS", 8);
     let sensors: usize = if full { 2_000 } else { 100 };
     let (base, key, _server) = target().await;
-    let client = Client::builder()
+    let client = common::client_builder()
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();

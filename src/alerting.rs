@@ -44,7 +44,12 @@ pub(crate) async fn run(
         }
         let (a, s) = (alerts.clone(), store.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            a.evaluate(wattline_storage::now_ms(), s.rollups(), s.catalog(), &settings)
+            a.evaluate(
+                wattline_storage::now_ms(),
+                s.rollups(),
+                s.catalog(),
+                &settings,
+            )
         })
         .await;
         match pass {

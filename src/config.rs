@@ -315,8 +315,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
 fn dashboard_url(raw: Option<String>, listen: SocketAddr) -> Result<String> {
     match raw {
         None => Ok(format!("http://{listen}")),
-        Some(u) if (u.starts_with("http://") || u.starts_with("https://"))
-            && !u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        Some(u)
+            if (u.starts_with("http://") || u.starts_with("https://"))
+                && !u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
         {
             Ok(u.trim_end_matches('/').to_owned())
         }

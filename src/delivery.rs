@@ -96,7 +96,10 @@ impl Channel {
 async fn due(alerts: &Arc<AlertStore>, channel: Channel) -> Vec<Due> {
     let a = alerts.clone();
     match tokio::task::spawn_blocking(move || a.due(wattline_storage::now_ms())).await {
-        Ok(Ok(rows)) => rows.into_iter().filter(|d| channel.takes(&d.recipient)).collect(),
+        Ok(Ok(rows)) => rows
+            .into_iter()
+            .filter(|d| channel.takes(&d.recipient))
+            .collect(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reading the alert outbox failed");
             vec![]
@@ -133,7 +136,9 @@ async fn settle(alerts: &Arc<AlertStore>, channel: Channel, results: Vec<(Due, O
     let a = alerts.clone();
     match tokio::task::spawn_blocking(move || a.settle(&rows)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "recording alert deliveries failed; they are sent again"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "recording alert deliveries failed; they are sent again")
+        }
         Err(_) => {}
     }
     let a = alerts.clone();
@@ -228,7 +233,10 @@ mod tests {
         for attempts in 1..40 {
             let b = backoff_ms(attempts);
             let base = (2_000i64 << (attempts - 1).min(20)).min(3_600_000);
-            assert!(b >= base * 3 / 4 - 1 && b <= base * 5 / 4 + 1, "{attempts}: {b}");
+            assert!(
+                b >= base * 3 / 4 - 1 && b <= base * 5 / 4 + 1,
+                "{attempts}: {b}"
+            );
         }
     }
 
@@ -243,11 +251,19 @@ mod tests {
         assert_eq!(next_state(&fresh, &Outcome::Delivered, 0), None);
         let retry = next_state(&fresh, &Outcome::Transient("421".into()), 0).unwrap();
         assert!(!retry.failed && retry.attempts == 1 && retry.next_ms > 0);
-        assert!(next_state(&fresh, &Outcome::Permanent("550".into()), 0).unwrap().failed);
+        assert!(
+            next_state(&fresh, &Outcome::Permanent("550".into()), 0)
+                .unwrap()
+                .failed
+        );
         let worn = Delivery {
             attempts: MAX_ATTEMPTS - 1,
             ..fresh
         };
-        assert!(next_state(&worn, &Outcome::Transient("421".into()), 0).unwrap().failed);
+        assert!(
+            next_state(&worn, &Outcome::Transient("421".into()), 0)
+                .unwrap()
+                .failed
+        );
     }
 }

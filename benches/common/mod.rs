@@ -159,3 +159,11 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A reqwest client builder; reqwest shares the daemon's TLS set-up
+/// (rustls without a built-in provider), so ring is installed first.
+#[allow(dead_code)]
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

@@ -29,7 +29,11 @@ fn utc_ms() -> DataType {
 }
 
 /// Registers both tables for `scope`.
-pub(crate) fn register(ctx: &SessionContext, alerts: &Arc<AlertStore>, scope: &Scope) -> DfResult<()> {
+pub(crate) fn register(
+    ctx: &SessionContext,
+    alerts: &Arc<AlertStore>,
+    scope: &Scope,
+) -> DfResult<()> {
     type Builder = fn(&AlertStore, &Scope) -> DfResult<RecordBatch>;
     for (name, build) in [("alert_rules", rules as Builder), ("alert_events", events)] {
         let empty = build(alerts, &Scope::tenant_none())?;
@@ -75,13 +79,17 @@ fn rules(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
         strings(rows.iter().map(|r| r.building_id.as_str())),
         strings(rows.iter().map(|r| r.tenant_id.as_str())),
         strings(rows.iter().map(|r| kind(r.kind))),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.threshold_kwh))),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.threshold_kwh),
+        )),
         strings(rows.iter().map(|r| r.window.name())),
         Arc::new(emails.finish()),
         Arc::new(StringArray::from_iter(
             rows.iter().map(|r| r.webhook_url.as_deref()),
         )),
-        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.enabled)))),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.enabled)),
+        )),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
@@ -103,15 +111,21 @@ fn events(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
         Field::new("at", utc_ms(), false),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|e| e.event_id))),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|e| e.event_id),
+        )),
         strings(rows.iter().map(|e| e.rule_id.as_str())),
         strings(rows.iter().map(|e| e.building_id.as_str())),
         strings(rows.iter().map(|e| e.tenant_id.as_str())),
         strings(rows.iter().map(|e| e.kind.name())),
         timestamps(rows.iter().map(|e| e.window_start)),
         timestamps(rows.iter().map(|e| e.window_end)),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|e| e.measured_kwh))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|e| e.threshold_kwh))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|e| e.measured_kwh),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|e| e.threshold_kwh),
+        )),
         timestamps(rows.iter().map(|e| e.at)),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)

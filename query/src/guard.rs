@@ -22,6 +22,8 @@ pub(crate) const TABLES: &[&str] = &[
     "building_hourly",
     "building_daily",
     "building_monthly",
+    "alert_rules",
+    "alert_events",
 ];
 
 pub(crate) fn check_read_only(plan: &LogicalPlan) -> Result<()> {

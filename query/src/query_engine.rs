@@ -31,8 +31,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wattline_storage::SensorNames;
 use wattline_storage::{AlertStore, ReadingStore, TenantId, TimeRange};
 
-use crate::bounded_functions::{self, CallShare};
 use crate::alert_tables;
+use crate::bounded_functions::{self, CallShare};
 use crate::catalog_tables;
 use crate::complexity::check_sql_complexity;
 use crate::error::{QueryError, Result};

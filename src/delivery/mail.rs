@@ -82,7 +82,10 @@ impl Mailer {
             .to(to)
             .subject(content.subject)
             .message_id(Some(message_id(&events, address, &self.from)))
-            .multipart(MultiPart::alternative_plain_html(content.text, content.html));
+            .multipart(MultiPart::alternative_plain_html(
+                content.text,
+                content.html,
+            ));
         let message = match message {
             Ok(m) => m,
             Err(e) => return Outcome::Permanent(format!("cannot build the message: {e}")),
@@ -147,7 +150,12 @@ fn describe(catalog: &Catalog, e: &AlertEvent, dashboard: &str) -> Line {
             "{:.3} kWh measured {cmp} {:.3} kWh threshold",
             e.measured_kwh, e.threshold_kwh
         ),
-        rule: format!("rule {}, event {} ({})", e.rule_id, e.event_id, e.kind.name()),
+        rule: format!(
+            "rule {}, event {} ({})",
+            e.rule_id,
+            e.event_id,
+            e.kind.name()
+        ),
         link: format!("{dashboard}/dashboard/buildings/{}", e.building_id),
     }
 }
@@ -160,7 +168,10 @@ fn escape(s: &str) -> String {
 }
 
 fn compose(catalog: &Catalog, events: &[&AlertEvent], dashboard: &str) -> Content {
-    let lines: Vec<Line> = events.iter().map(|e| describe(catalog, e, dashboard)).collect();
+    let lines: Vec<Line> = events
+        .iter()
+        .map(|e| describe(catalog, e, dashboard))
+        .collect();
     let subject = match (lines.as_slice(), events) {
         ([one], [e]) => format!(
             "[wattline] {} ({} kWh, threshold {} kWh)",

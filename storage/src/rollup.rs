@@ -20,8 +20,8 @@ mod rollups;
 mod steps;
 #[cfg(test)]
 mod tests;
-mod zone_rebuild;
 mod windows;
+mod zone_rebuild;
 mod zones;
 
 pub use files::{RollupRow, RollupTable, to_batch as rollup_batch};

@@ -160,7 +160,7 @@ async fn sigkill_during_flush_and_compaction_loses_and_doubles_nothing() {
 
     for round in 0..3u64 {
         let (url, key) = (server.url(""), server.admin.clone());
-        let client = reqwest::Client::new();
+        let client = crate::support::client();
         let mut tasks = Vec::new();
         for c in 0..3usize {
             let (url, key, client, acked) =

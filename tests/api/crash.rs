@@ -31,7 +31,7 @@ async fn sigkill_during_ingestion_loses_no_acknowledged_reading() {
     for round in 0..ROUNDS {
         let url = server.url("/api/v1/readings");
         let key = server.admin.clone();
-        let client = reqwest::Client::new();
+        let client = crate::support::client();
         let mut tasks = Vec::new();
         for c in 0..CLIENTS {
             let (url, key, client, acked) =
@@ -145,7 +145,7 @@ async fn many_sigkill_rounds_across_every_background_step() {
     };
     for round in 0..rounds {
         let (url, key) = (server.url(""), server.admin.clone());
-        let client = reqwest::Client::new();
+        let client = crate::support::client();
         let mut tasks = Vec::new();
         for c in 0..3usize {
             let (url, key, client, acked) =

@@ -4,6 +4,8 @@
 
 #![allow(unreachable_pub)]
 
+mod alert_peers;
+mod alerts;
 mod auth;
 mod catalog;
 mod cold_store;

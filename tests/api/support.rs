@@ -17,6 +17,17 @@ pub struct Server {
     log: PathBuf,
 }
 
+/// A reqwest client builder. reqwest shares the daemon's TLS set-up
+/// (rustls without a built-in provider), so ring is installed first.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+}
+
+pub fn client() -> Client {
+    client_builder().build().unwrap()
+}
+
 /// How to start a server.
 #[derive(Default, Clone)]
 pub struct Options {
@@ -48,7 +59,7 @@ impl Server {
             base: format!("http://{addr}"),
             data_dir,
             admin,
-            client: Client::builder()
+            client: client_builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),

@@ -694,7 +694,7 @@ async fn connections_are_capped() {
     .await;
     let addr = addr_of(&server);
     let fresh = || {
-        reqwest::Client::builder()
+        crate::support::client_builder()
             .timeout(Duration::from_secs(1))
             .pool_max_idle_per_host(0)
             .build()
@@ -931,7 +931,7 @@ async fn client_disconnect_during_a_query_does_not_kill_the_daemon() {
     )
     .await;
     two_tenants(&server, 100).await;
-    let impatient = reqwest::Client::builder()
+    let impatient = crate::support::client_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();

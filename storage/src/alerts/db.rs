@@ -94,8 +94,8 @@ impl AlertStore {
         }
         for entry in txn.open_table(RULE_STATE)?.iter()? {
             let (k, v) = entry?;
-            let state: RuleState = serde_json::from_str(v.value())
-                .map_err(|e| corrupt("rule_state", k.value(), e))?;
+            let state: RuleState =
+                serde_json::from_str(v.value()).map_err(|e| corrupt("rule_state", k.value(), e))?;
             states.insert(k.value().to_owned(), state);
         }
         drop(txn);

@@ -119,7 +119,11 @@ impl RuleState {
                     None => new_episode(&mut eps, &mut found, r, over[&r], clock.now_ms),
                 };
             }
-            alive.extend(eps.iter().filter(|e| (a..=b).contains(&e.fired)).map(|e| e.fired));
+            alive.extend(
+                eps.iter()
+                    .filter(|e| (a..=b).contains(&e.fired))
+                    .map(|e| e.fired),
+            );
             alive.insert(eps[idx].fired);
             let after = w.next(b);
             let e = &mut eps[idx];
@@ -242,7 +246,10 @@ mod tests {
     fn a_late_reading_fires_for_its_past_window_and_resolves_after_it() {
         let mut s = RuleState::default();
         assert_eq!(pass(&mut s, &[1.0, 2.0, 3.0], 0), []);
-        assert_eq!(pass(&mut s, &[1.0, 12.0, 3.0], 1), [(Fired, 1), (Resolved, 2)]);
+        assert_eq!(
+            pass(&mut s, &[1.0, 12.0, 3.0], 1),
+            [(Fired, 1), (Resolved, 2)]
+        );
         assert_eq!(pass(&mut s, &[1.0, 12.0, 3.0], 2), []);
     }
 
@@ -266,8 +273,14 @@ mod tests {
     #[test]
     fn late_readings_that_extend_a_resolved_run_open_a_new_episode() {
         let mut s = RuleState::default();
-        assert_eq!(pass(&mut s, &[11.0, 1.0, 1.0], 0), [(Fired, 0), (Resolved, 1)]);
-        assert_eq!(pass(&mut s, &[11.0, 11.0, 1.0], 1), [(Fired, 1), (Resolved, 2)]);
+        assert_eq!(
+            pass(&mut s, &[11.0, 1.0, 1.0], 0),
+            [(Fired, 0), (Resolved, 1)]
+        );
+        assert_eq!(
+            pass(&mut s, &[11.0, 11.0, 1.0], 1),
+            [(Fired, 1), (Resolved, 2)]
+        );
         assert_eq!(pass(&mut s, &[11.0, 11.0, 1.0], 2), []);
     }
 }

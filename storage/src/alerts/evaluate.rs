@@ -10,7 +10,7 @@ use std::time::Instant;
 use chrono_tz::Tz;
 use redb::ReadableTable;
 
-use super::db::{AlertStore, BUILDING_EVENTS, EVENTS, META, OUTBOX, RULE_STATE, Delivery, to_json};
+use super::db::{AlertStore, BUILDING_EVENTS, Delivery, EVENTS, META, OUTBOX, RULE_STATE, to_json};
 use super::episodes::{Cache, Clock, Episode, Found, Measure, RuleState, Windows};
 use super::model::{AlertEvent, AlertRule, Recipient, RuleKind};
 use crate::catalog::Catalog;
@@ -133,7 +133,9 @@ impl AlertStore {
             });
             // Re-read from the earliest changed window, then the new ones.
             let from = match reader.changed_since(rule.building_id.as_str(), cache.seen) {
-                Some(changed) => cache.evaluated_to.min(span.start_of(tz, changed.max(first))),
+                Some(changed) => cache
+                    .evaluated_to
+                    .min(span.start_of(tz, changed.max(first))),
                 None => cache.evaluated_to,
             }
             .max(first);
@@ -236,7 +238,11 @@ impl AlertStore {
                         .emails
                         .iter()
                         .map(|e| Recipient::Email(e.clone()))
-                        .chain(rule.webhook_url.iter().map(|u| Recipient::Webhook(u.clone())));
+                        .chain(
+                            rule.webhook_url
+                                .iter()
+                                .map(|u| Recipient::Webhook(u.clone())),
+                        );
                     for r in recipients {
                         outbox.insert((event.event_id, r.key().as_str()), queued.as_str())?;
                     }

@@ -130,7 +130,9 @@ impl AlertRule {
                     _ => return bad("percent: a baseline rule needs a number >= 0".into()),
                 }
                 if self.window == WindowSpan::Quarter {
-                    return bad("window: a baseline rule compares hours or days (\"1h\" or \"1d\")".into());
+                    return bad(
+                        "window: a baseline rule compares hours or days (\"1h\" or \"1d\")".into(),
+                    );
                 }
             }
         }
@@ -151,7 +153,9 @@ impl AlertRule {
                 && u.len() > "https://".len()
                 && !u.chars().any(|c| c.is_whitespace() || c.is_control());
             if !ok {
-                return bad(format!("webhook_url: {u:?} is not an http:// or https:// URL"));
+                return bad(format!(
+                    "webhook_url: {u:?} is not an http:// or https:// URL"
+                ));
             }
         }
         Ok(())
@@ -169,7 +173,8 @@ pub fn is_mail_address(s: &str) -> bool {
         && !domain.contains('@')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && s.chars().all(|c| c.is_ascii_graphic() && !"<>()[]\\,;:\"".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !"<>()[]\\,;:\"".contains(c))
 }
 
 /// What happened to an episode.
@@ -226,7 +231,8 @@ impl Recipient {
         if let Some(a) = k.strip_prefix("mailto:") {
             Some(Self::Email(a.to_owned()))
         } else {
-            k.strip_prefix("webhook:").map(|u| Self::Webhook(u.to_owned()))
+            k.strip_prefix("webhook:")
+                .map(|u| Self::Webhook(u.to_owned()))
         }
     }
 }

@@ -78,7 +78,7 @@ fn post_backup(settings: &Settings, key: &str, dir: &Path) -> Result<String> {
 /// readers' links under `chunks/open` are left out (rebuilt at start).
 fn copy_offline(from: &Path, to: &Path) -> Result<()> {
     let mut held = Vec::new();
-    for db in ["meta.redb", "wal.redb"] {
+    for db in ["meta.redb", "wal.redb", "alerts.redb"] {
         let path = from.join(db);
         if path.exists() {
             // Fails while another process holds the database.

@@ -41,8 +41,9 @@ pub(crate) enum Outcome {
     Permanent(String),
 }
 
-/// The next state of a row after `outcome` (`None`: remove it).
-fn next_state(old: &Delivery, outcome: &Outcome, now_ms: i64) -> Option<Delivery> {
+/// The next state of a row after `outcome` (`None`: remove it), retried
+/// `delay_ms` from `now_ms`.
+fn next_state(old: &Delivery, outcome: &Outcome, now_ms: i64, delay_ms: i64) -> Option<Delivery> {
     let attempts = old.attempts.saturating_add(1);
     let (failed, error) = match outcome {
         Outcome::Delivered => return None,
@@ -51,7 +52,7 @@ fn next_state(old: &Delivery, outcome: &Outcome, now_ms: i64) -> Option<Delivery
     };
     Some(Delivery {
         attempts,
-        next_ms: now_ms + backoff_ms(attempts),
+        next_ms: now_ms + delay_ms,
         failed,
         last_error: Some(error.clone()),
     })
@@ -108,12 +109,19 @@ async fn due(alerts: &Arc<AlertStore>, channel: Channel) -> Vec<Due> {
     }
 }
 
-/// Records outcomes and counts them.
+/// Records the outcomes of one message (or one POST) and counts them. The
+/// rows retry together, at one time, so a mail's events stay one mail.
 async fn settle(alerts: &Arc<AlertStore>, channel: Channel, results: Vec<(Due, Outcome)>) {
     let now = wattline_storage::now_ms();
+    let tries = results
+        .iter()
+        .map(|(d, _)| d.delivery.attempts)
+        .max()
+        .unwrap_or(0);
+    let delay = backoff_ms(tries.saturating_add(1));
     let mut rows = Vec::with_capacity(results.len());
     for (d, outcome) in &results {
-        let state = next_state(&d.delivery, outcome, now);
+        let state = next_state(&d.delivery, outcome, now, delay);
         let label = match (&state, outcome) {
             (None, _) => "delivered",
             (Some(s), _) if s.failed => "failed",
@@ -215,8 +223,8 @@ pub(crate) async fn run_webhooks(
             .buffer_unordered(8)
             .collect()
             .await;
-        if !results.is_empty() {
-            settle(&alerts, Channel::Webhook, results).await;
+        for result in results {
+            settle(&alerts, Channel::Webhook, vec![result]).await;
         }
         if pause(&wake, &mut stop).await {
             return;

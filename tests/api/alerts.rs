@@ -245,7 +245,11 @@ async fn mail_waits_for_a_server_that_is_down_also_across_a_sigkill_and_arrives_
         1,
         "one mail with both events: {mails:?}"
     );
-    assert!(mails[0].data.contains("over its threshold"));
+    assert!(
+        mails[0].data.contains("over its threshold"),
+        "{}",
+        mails[0].data
+    );
     assert!(mails[0].data.contains("back under its threshold"));
     assert_eq!(
         events(&s, "b1").await.len(),

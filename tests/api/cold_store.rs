@@ -319,6 +319,14 @@ async fn backup_of_a_running_and_of_a_stopped_appliance_serves_the_same_data() {
         .sql("SELECT sum(kwh), sum(readings) FROM building_daily")
         .await;
     assert_eq!(want_daily[0][1], 96);
+    let r = server
+        .admin(Method::POST, "/api/v1/buildings/b/alerts")
+        .json(&json!({"threshold_kwh": 1e9, "emails": ["ops@b.test"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "an alert rule goes into the backups too");
+    let rules = "SELECT count(*) FROM alert_rules";
 
     let data_dir = server.data_dir.clone();
     let backup = |target: &std::path::Path, listen: &str| {
@@ -375,6 +383,7 @@ async fn backup_of_a_running_and_of_a_stopped_appliance_serves_the_same_data() {
         want_daily,
         "rollups in the live backup"
     );
+    assert_eq!(restored.sql(rules).await, [json!([1])], "alert rules");
     drop(restored);
 
     let copy = tempfile::tempdir().unwrap();
@@ -385,6 +394,7 @@ async fn backup_of_a_running_and_of_a_stopped_appliance_serves_the_same_data() {
         s1.contains(&(crate::support::utc(t), 999.0)),
         "the offline copy has everything"
     );
+    assert_eq!(restored.sql(rules).await, [json!([1])], "alert rules");
     let r = restored
         .admin(Method::GET, "/api/v1/tenants")
         .send()

@@ -107,6 +107,28 @@ impl AlertStore {
         })
     }
 
+    /// Writes a consistent copy (one read transaction) to a new database
+    /// at `path`.
+    pub fn backup_to(&self, path: &Path) -> Result<()> {
+        let src = self.db.begin_read()?;
+        let out = Database::create(path).map_err(|e| Error::open(path.to_owned(), e))?;
+        let txn = out.begin_write()?;
+        for def in [RULES, RULE_STATE] {
+            copy_table(&src.open_table(def)?, &mut txn.open_table(def)?)?;
+        }
+        copy_table(&src.open_table(EVENTS)?, &mut txn.open_table(EVENTS)?)?;
+        copy_table(&src.open_table(OUTBOX)?, &mut txn.open_table(OUTBOX)?)?;
+        copy_table(&src.open_table(META)?, &mut txn.open_table(META)?)?;
+        let index = src.open_table(BUILDING_EVENTS)?;
+        let mut to = txn.open_table(BUILDING_EVENTS)?;
+        for entry in index.iter()? {
+            to.insert(entry?.0.value(), ())?;
+        }
+        drop(to);
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn rule(&self, id: &str) -> Option<AlertRule> {
         self.rules.read_locked().get(id).cloned()
     }
@@ -291,6 +313,19 @@ impl AlertStore {
         txn.commit()?;
         Ok(())
     }
+}
+
+fn copy_table<K, V>(from: &impl ReadableTable<K, V>, to: &mut redb::Table<'_, K, V>) -> Result<()>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+    for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
+{
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
+    }
+    Ok(())
 }
 
 /// A random rule id, `r` and 16 hex digits (no count of other tenants'

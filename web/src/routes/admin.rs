@@ -74,7 +74,13 @@ pub(super) async fn backup(
         ));
     }
     let store = state.store()?.clone();
-    let report = blocking(move || store.backup(&dir)).await?;
+    let alerts = state.alerts.clone();
+    let report = blocking(move || {
+        let report = store.backup(&dir)?;
+        alerts.backup_to(&dir.join("alerts.redb"))?;
+        Ok(report)
+    })
+    .await?;
     Ok(Json(BackupAnswer {
         dir: body.dir,
         chunks: report.chunks,

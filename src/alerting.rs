@@ -47,6 +47,7 @@ pub(crate) async fn run(
             a.evaluate(
                 wattline_storage::now_ms(),
                 s.rollups(),
+                s.last_seen(),
                 s.catalog(),
                 &settings,
             )

@@ -256,11 +256,11 @@ mod tests {
             failed: false,
             last_error: None,
         };
-        assert_eq!(next_state(&fresh, &Outcome::Delivered, 0), None);
-        let retry = next_state(&fresh, &Outcome::Transient("421".into()), 0).unwrap();
-        assert!(!retry.failed && retry.attempts == 1 && retry.next_ms > 0);
+        assert_eq!(next_state(&fresh, &Outcome::Delivered, 0, 5), None);
+        let retry = next_state(&fresh, &Outcome::Transient("421".into()), 0, 5).unwrap();
+        assert!(!retry.failed && retry.attempts == 1 && retry.next_ms == 5);
         assert!(
-            next_state(&fresh, &Outcome::Permanent("550".into()), 0)
+            next_state(&fresh, &Outcome::Permanent("550".into()), 0, 5)
                 .unwrap()
                 .failed
         );
@@ -269,7 +269,7 @@ mod tests {
             ..fresh
         };
         assert!(
-            next_state(&worn, &Outcome::Transient("421".into()), 0)
+            next_state(&worn, &Outcome::Transient("421".into()), 0, 5)
                 .unwrap()
                 .failed
         );

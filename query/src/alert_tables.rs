@@ -58,6 +58,7 @@ fn rules(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
     let kind = |k: RuleKind| match k {
         RuleKind::Threshold => "threshold",
         RuleKind::Baseline => "baseline",
+        RuleKind::Offline => "offline",
     };
     let schema = Schema::new(vec![
         Field::new("rule_id", DataType::Utf8, false),
@@ -109,6 +110,7 @@ fn events(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
         Field::new("measured_kwh", DataType::Float64, false),
         Field::new("threshold_kwh", DataType::Float64, false),
         Field::new("at", utc_ms(), false),
+        Field::new("sensor_id", DataType::Utf8, true),
     ]);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(
@@ -127,6 +129,9 @@ fn events(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
             rows.iter().map(|e| e.threshold_kwh),
         )),
         timestamps(rows.iter().map(|e| e.at)),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|e| e.sensor_id.as_deref()),
+        )),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

@@ -128,6 +128,9 @@ fn describe(catalog: &Catalog, e: &AlertEvent, dashboard: &str) -> Line {
     let b = view.building(e.building_id.as_str());
     let name = b.map_or_else(|| e.building_id.to_string(), |b| b.name.clone());
     let tz = b.map_or(chrono_tz::Tz::UTC, |b| b.timezone.tz());
+    if let Some(sensor) = &e.sensor_id {
+        return silent_meter(e, sensor, &name, tz, dashboard);
+    }
     let what = match e.kind {
         EventKind::Fired => "over its threshold",
         EventKind::Resolved => "back under its threshold",
@@ -160,6 +163,44 @@ fn describe(catalog: &Catalog, e: &AlertEvent, dashboard: &str) -> Line {
     }
 }
 
+/// An offline rule's event: which meter, silent since when.
+fn silent_meter(
+    e: &AlertEvent,
+    sensor: &str,
+    name: &str,
+    tz: chrono_tz::Tz,
+    dashboard: &str,
+) -> Line {
+    let (what, numbers) = match e.kind {
+        EventKind::Resolved => (
+            format!("meter {sensor} is reporting again"),
+            format!("no reading between {}", format_local(tz, e.window_start)),
+        ),
+        _ => (
+            format!("meter {sensor} has sent nothing"),
+            format!("last reading at {}", format_local(tz, e.window_start)),
+        ),
+    };
+    Line {
+        headline: format!("{name}: {what}"),
+        building: format!("{name} ({})", e.building_id),
+        window: format!(
+            "{} to {} ({})",
+            format_local(tz, e.window_start),
+            format_local(tz, e.window_end),
+            tz.name()
+        ),
+        numbers,
+        rule: format!(
+            "rule {}, event {} ({})",
+            e.rule_id,
+            e.event_id,
+            e.kind.name()
+        ),
+        link: format!("{dashboard}/dashboard/buildings/{}", e.building_id),
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -173,6 +214,7 @@ fn compose(catalog: &Catalog, events: &[&AlertEvent], dashboard: &str) -> Conten
         .map(|e| describe(catalog, e, dashboard))
         .collect();
     let subject = match (lines.as_slice(), events) {
+        ([one], [e]) if e.sensor_id.is_some() => format!("[wattline] {}", one.headline),
         ([one], [e]) => format!(
             "[wattline] {} ({} kWh, threshold {} kWh)",
             one.headline,

@@ -5,6 +5,7 @@
 //! - [`db`]: `alerts.redb` (rules mirrored in memory, episode state,
 //!   events, outbox).
 //! - [`episodes`]: from over-windows to fired, resolved and renotified.
+//! - [`offline`]: episodes of silent meters.
 //! - [`evaluate`]: the pass, reading window energy from the rollups.
 //!
 //! Delivery (mail, webhooks) is the daemon's: it takes due outbox rows
@@ -15,9 +16,11 @@ mod db;
 mod episodes;
 mod evaluate;
 mod model;
+mod offline;
 
 pub use db::{AlertStore, Delivery, Due};
 pub use evaluate::{EvalSettings, PassReport};
 pub use model::{
-    AlertEvent, AlertRule, EventKind, NewRule, Recipient, RuleKind, RulePatch, is_mail_address,
+    AlertEvent, AlertRule, EventKind, NewRule, Recipient, RuleKind, RulePatch, Silence,
+    is_mail_address,
 };

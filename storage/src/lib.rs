@@ -43,6 +43,7 @@ mod error;
 mod fault_tests;
 mod faults;
 mod ids;
+mod last_seen;
 mod manifest;
 mod memtable;
 mod reading;
@@ -57,7 +58,7 @@ mod wal;
 
 pub use alerts::{
     AlertEvent, AlertRule, AlertStore, Delivery, Due, EvalSettings, EventKind, NewRule, PassReport,
-    Recipient, RuleKind, RulePatch, is_mail_address,
+    Recipient, RuleKind, RulePatch, Silence, is_mail_address,
 };
 pub use catalog::{
     ApiKey, Building, BuildingPatch, Catalog, CatalogView, NewApiKey, NewBuilding, NewSensor, Role,
@@ -69,6 +70,7 @@ pub use chunk::{
 };
 pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId, WalSequence};
+pub use last_seen::LastSeen;
 pub use memtable::Memtable;
 pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};

@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use crate::catalog::Catalog;
 use crate::chunk::ChunkId;
 use crate::error::{Error, Result};
+use crate::last_seen::LastSeen;
 use crate::manifest::{self};
 use crate::memtable::Memtable;
 use crate::reading::ReadingBatch;
@@ -60,6 +61,7 @@ pub struct ReadingStore {
     /// Serialises maintenance; holds the next chunk id.
     maintenance: Mutex<ChunkId>,
     rollups: Rollups,
+    last_seen: Arc<LastSeen>,
     /// See [`Snapshot::raw_floor_ms`].
     raw_floor: std::sync::atomic::AtomicI64,
     /// [`MAX_HOT_READINGS`]; tests lower it.
@@ -106,11 +108,13 @@ impl ReadingStore {
         }));
         record_wal_size(&wal);
         metrics::gauge!("wattline_hot_readings").set(active.len() as f64);
+        let last_seen = Arc::new(LastSeen::default());
         let (queue, handle) = WalWriter {
             wal: wal.clone(),
             next_seq,
             tiers: tiers.clone(),
             marks,
+            last_seen: last_seen.clone(),
         }
         .spawn()?;
         let store = Self {
@@ -122,11 +126,13 @@ impl ReadingStore {
             writer: Mutex::new(Some(handle)),
             maintenance: Mutex::new(next_chunk_id),
             rollups,
+            last_seen,
             raw_floor: std::sync::atomic::AtomicI64::new(raw_floor),
             hot_limit: std::sync::atomic::AtomicU64::new(MAX_HOT_READINGS),
         };
         store.record_chunk_metrics();
-        store.rollups.rebuild_quarters(&store.snapshot())?;
+        let newest = store.rollups.rebuild_quarters(&store.snapshot())?;
+        store.last_seen.merge(newest);
         Ok((store, report))
     }
 
@@ -203,6 +209,11 @@ impl ReadingStore {
 
     pub fn rollups(&self) -> &Rollups {
         &self.rollups
+    }
+
+    /// The newest reading time of each sensor.
+    pub fn last_seen(&self) -> &LastSeen {
+        &self.last_seen
     }
 
     /// Brings the rollups up to date with every reading stored so far.

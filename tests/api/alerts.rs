@@ -381,6 +381,58 @@ async fn a_baseline_rule_fires_on_an_hour_far_above_the_same_hour_of_past_weeks(
 }
 
 #[tokio::test]
+async fn an_offline_rule_names_the_silent_meter_and_resolves_when_it_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = MailServer::start();
+    let s = start(dir.path(), mail.port).await;
+    s.setup("t1", "b1", &["s1", "s2", "s3"]).await;
+    let now = now_ms();
+    // s1 last reported 5 minutes ago, s2 and s3 just now.
+    post_readings(
+        &s,
+        vec![
+            reading("s1", now - 300_000, 0.2),
+            reading("s2", now - 1_000, 0.2),
+            reading("s3", now - 2_000, 0.2),
+        ],
+    )
+    .await;
+    let rule = create_rule(
+        &s,
+        "b1",
+        json!({"kind": "offline", "for": "2m", "emails": ["ops@b1.test"]}),
+    )
+    .await;
+    assert_eq!(rule["for"], "2m");
+    let ev = wait_events(&s, "b1", 1, 30).await;
+    assert_eq!(ev[0]["kind"], "fired");
+    assert_eq!(ev[0]["sensor_id"], "s1");
+    assert_eq!(ev[0]["window_start"], utc_text(now - 300_000));
+    let mails = mail.wait_for(1, 30).await;
+    assert!(
+        mails[0].data.contains("meter s1 has sent nothing"),
+        "{}",
+        mails[0].data
+    );
+    // s1 reports again: resolved, naming the silence it ends.
+    post_readings(&s, vec![reading("s1", now_ms() - 500, 0.3)]).await;
+    let ev = wait_events(&s, "b1", 2, 30).await;
+    assert_eq!(ev[1]["kind"], "resolved");
+    assert_eq!(ev[1]["sensor_id"], "s1");
+    assert_eq!(ev[1]["window_start"], utc_text(now - 300_000));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        events(&s, "b1").await.len(),
+        2,
+        "s2 and s3 were never silent"
+    );
+    let rows = s
+        .sql("SELECT kind, sensor_id FROM alert_events ORDER BY event_id")
+        .await;
+    assert_eq!(rows, [json!(["fired", "s1"]), json!(["resolved", "s1"])]);
+}
+
+#[tokio::test]
 async fn rules_and_events_are_the_tenants_own() {
     let dir = tempfile::tempdir().unwrap();
     let mail = MailServer::start();

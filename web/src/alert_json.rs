@@ -23,6 +23,9 @@ pub struct EventOut {
     pub measured_kwh: f64,
     pub threshold_kwh: f64,
     pub at: String,
+    /// Offline rules: the silent meter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensor_id: Option<String>,
 }
 
 impl From<&AlertEvent> for EventOut {
@@ -38,6 +41,7 @@ impl From<&AlertEvent> for EventOut {
             measured_kwh: e.measured_kwh,
             threshold_kwh: e.threshold_kwh,
             at: rfc3339(e.at),
+            sensor_id: e.sensor_id.clone(),
         }
     }
 }
@@ -58,6 +62,10 @@ pub(crate) struct RuleOut {
     weeks: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     percent: Option<f64>,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    silent_for: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensor_id: Option<String>,
 }
 
 impl From<&AlertRule> for RuleOut {
@@ -74,6 +82,8 @@ impl From<&AlertRule> for RuleOut {
             enabled: r.enabled,
             weeks: r.weeks,
             percent: r.percent,
+            silent_for: r.silent_for.clone().map(String::from),
+            sensor_id: r.sensor_id.as_ref().map(|s| s.to_string()),
         }
     }
 }

@@ -36,6 +36,9 @@ pub(crate) struct Episode {
     pub(crate) resolved: Option<i64>,
     /// When it was last announced (fired or renotified), UTC ms.
     pub(crate) notified_ms: i64,
+    /// Offline rules: the silent sensor (each its own episode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sensor: Option<String>,
 }
 
 /// What evaluation remembers between passes to read only what changed.
@@ -58,11 +61,14 @@ pub(crate) struct RuleState {
 }
 
 /// An event to announce: its kind, its window and that window's measure.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Found {
     pub(crate) kind: EventKind,
     pub(crate) window: i64,
     pub(crate) measure: Measure,
+    /// Offline rules: the end of the silence (now, or the reading that
+    /// ended it) and the sensor.
+    pub(crate) offline: Option<(i64, String)>,
 }
 
 /// Window arithmetic and measures of one rule's building.
@@ -134,6 +140,7 @@ impl RuleState {
                         kind: EventKind::Resolved,
                         window: after,
                         measure: w.measure(after),
+                        offline: None,
                     });
                 } else if clock.now_ms - e.notified_ms >= clock.renotify_ms {
                     e.notified_ms = clock.now_ms;
@@ -141,6 +148,7 @@ impl RuleState {
                         kind: EventKind::Renotified,
                         window: b,
                         measure: over[&b],
+                        offline: None,
                     });
                 }
             }
@@ -154,6 +162,7 @@ impl RuleState {
                     kind: EventKind::Resolved,
                     window,
                     measure: w.measure(window),
+                    offline: None,
                 });
             }
         }
@@ -173,11 +182,13 @@ fn new_episode(
         fired: window,
         resolved: None,
         notified_ms: now_ms,
+        sensor: None,
     });
     found.push(Found {
         kind: EventKind::Fired,
         window,
         measure,
+        offline: None,
     });
     eps.len() - 1
 }

@@ -15,6 +15,7 @@ use super::episodes::{Cache, Clock, Episode, Found, Measure, RuleState, Windows}
 use super::model::{AlertEvent, AlertRule, Recipient, RuleKind};
 use crate::catalog::Catalog;
 use crate::error::Result;
+use crate::last_seen::LastSeen;
 use crate::rollup::{Rollups, WindowReader, WindowSpan};
 use crate::sync::{Recover, RecoverRw};
 
@@ -63,6 +64,7 @@ impl Windows for RuleWindows<'_> {
         let threshold = match self.rule.kind {
             RuleKind::Threshold => self.rule.threshold_kwh.unwrap_or(f64::INFINITY),
             RuleKind::Baseline => baseline(self.reader, self.rule, self.tz, start),
+            RuleKind::Offline => f64::INFINITY,
         };
         Measure { kwh, threshold }
     }
@@ -98,6 +100,7 @@ impl AlertStore {
         &self,
         now_ms: i64,
         rollups: &Rollups,
+        last_seen: &LastSeen,
         catalog: &Catalog,
         settings: &EvalSettings,
     ) -> Result<PassReport> {
@@ -116,6 +119,32 @@ impl AlertStore {
                 continue;
             }
             report.rules += 1;
+            if let Some(silence) = rule
+                .silent_for
+                .as_ref()
+                .filter(|_| rule.kind == RuleKind::Offline)
+            {
+                let watched: Vec<(String, Option<i64>)> = view
+                    .sensors_of(b.id.as_str())
+                    .filter(|s| match &rule.sensor_id {
+                        Some(one) => s.id == *one,
+                        None => s.is_active,
+                    })
+                    .map(|s| (s.id.to_string(), last_seen.get(s.key)))
+                    .collect();
+                let state = states.entry(rule.id.clone()).or_default();
+                let (episodes, found) = super::offline::reconcile(
+                    state,
+                    &watched,
+                    silence.ms(),
+                    now_ms,
+                    settings.renotify_ms,
+                );
+                if episodes != state.episodes {
+                    pending.push((rule, episodes, found));
+                }
+                continue;
+            }
             let tz = b.timezone.tz();
             let span: WindowSpan = rule.window;
             let first = span.start_of(tz, now_ms - settings.lookback_ms);
@@ -222,7 +251,10 @@ impl AlertStore {
                         tenant_id: rule.tenant_id.clone(),
                         kind: f.kind,
                         window_start: f.window,
-                        window_end: rule.window.next(tz, f.window),
+                        window_end: match &f.offline {
+                            Some((end, _)) => *end,
+                            None => rule.window.next(tz, f.window),
+                        },
                         measured_kwh: f.measure.kwh,
                         threshold_kwh: if f.measure.threshold.is_finite() {
                             f.measure.threshold
@@ -230,6 +262,7 @@ impl AlertStore {
                             0.0
                         },
                         at: now_ms,
+                        sensor_id: f.offline.as_ref().map(|(_, s)| s.clone()),
                     };
                     next += 1;
                     events.insert(event.event_id, to_json(&event).as_str())?;

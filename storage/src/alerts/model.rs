@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ids::{BuildingId, TenantId};
+use crate::ids::{BuildingId, SensorId, TenantId};
 use crate::rollup::WindowSpan;
 
 /// Most addresses one rule mails.
@@ -20,6 +20,52 @@ pub enum RuleKind {
     /// The window's kWh above the median of the same local window in the
     /// `weeks` weeks before, by more than `percent`.
     Baseline,
+    /// A sensor (or any active sensor of the building) with no reading
+    /// newer than `for` ago.
+    Offline,
+}
+
+/// How long a meter may stay silent: a duration text like `"30m"` and its
+/// milliseconds (1 minute to 30 days).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Silence {
+    text: String,
+    ms: i64,
+}
+
+impl Silence {
+    pub fn ms(&self) -> i64 {
+        self.ms
+    }
+}
+
+impl TryFrom<String> for Silence {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        let bad =
+            || format!("for: {text:?} is not a duration from \"1m\" to \"30d\" (s, m, h or d)");
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: i64 = text[..split].parse().map_err(|_| bad())?;
+        let unit = match &text[split..] {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        let ms = n.checked_mul(unit).ok_or_else(bad)?;
+        if !(60_000..=30 * 86_400_000).contains(&ms) {
+            return Err(bad());
+        }
+        Ok(Self { text, ms })
+    }
+}
+
+impl From<Silence> for String {
+    fn from(s: Silence) -> String {
+        s.text
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +83,12 @@ pub struct AlertRule {
     /// Baseline rules only.
     pub weeks: Option<u32>,
     pub percent: Option<f64>,
+    /// Offline rules only: how long a meter may be silent, and which one
+    /// (`None`: every active sensor of the building).
+    #[serde(default, rename = "for")]
+    pub silent_for: Option<Silence>,
+    #[serde(default)]
+    pub sensor_id: Option<SensorId>,
 }
 
 /// A rule as created; checked by [`NewRule::validate`].
@@ -52,6 +104,8 @@ pub struct NewRule {
     pub enabled: bool,
     pub weeks: Option<u32>,
     pub percent: Option<f64>,
+    pub silent_for: Option<Silence>,
+    pub sensor_id: Option<SensorId>,
 }
 
 /// Fields to change; `None` keeps. `webhook_url: Some(None)` clears it.
@@ -64,6 +118,7 @@ pub struct RulePatch {
     pub enabled: Option<bool>,
     pub weeks: Option<u32>,
     pub percent: Option<f64>,
+    pub silent_for: Option<Silence>,
 }
 
 impl AlertRule {
@@ -80,6 +135,8 @@ impl AlertRule {
             enabled: new.enabled,
             weeks: new.weeks,
             percent: new.percent,
+            silent_for: new.silent_for,
+            sensor_id: new.sensor_id,
         };
         rule.validate()?;
         Ok(rule)
@@ -108,6 +165,9 @@ impl AlertRule {
         if let Some(v) = p.percent {
             r.percent = Some(v);
         }
+        if let Some(v) = p.silent_for {
+            r.silent_for = Some(v);
+        }
         r.validate()?;
         Ok(r)
     }
@@ -133,6 +193,11 @@ impl AlertRule {
                     return bad(
                         "window: a baseline rule compares hours or days (\"1h\" or \"1d\")".into(),
                     );
+                }
+            }
+            RuleKind::Offline => {
+                if self.silent_for.is_none() {
+                    return bad("for: an offline rule needs a duration such as \"30m\"".into());
                 }
             }
         }
@@ -209,6 +274,9 @@ pub struct AlertEvent {
     pub measured_kwh: f64,
     pub threshold_kwh: f64,
     pub at: i64,
+    /// The silent (or reporting again) meter of an offline rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensor_id: Option<String>,
 }
 
 /// Where an event is delivered.

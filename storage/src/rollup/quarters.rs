@@ -33,14 +33,16 @@ impl Rollups {
     /// Recomputes the quarters of UTC day `day` for `buildings` (all of
     /// them with `None`) from the raw readings in `snap`, if the day is
     /// recent enough to be kept. Blocking.
+    /// Returns the newest reading time of each sensor on that day.
     pub(super) fn recompute_quarters(
         &self,
         day: i64,
         buildings: Option<&HashSet<Arc<str>>>,
         snap: &Snapshot,
-    ) -> Result<()> {
+    ) -> Result<HashMap<SensorKey, i64>> {
+        let mut newest: HashMap<SensorKey, i64> = HashMap::new();
         if day < Self::first_quarter_day(crate::now_ms()) {
-            return Ok(());
+            return Ok(newest);
         }
         let (names, keys) = {
             let view = self.catalog.view();
@@ -59,6 +61,8 @@ impl Rollups {
         let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
         let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
         for r in raw {
+            let t = newest.entry(r.sensor).or_insert(r.ts_ms);
+            *t = (*t).max(r.ts_ms);
             let Some(ids) = names.ids(r.sensor) else {
                 continue;
             };
@@ -95,16 +99,21 @@ impl Rollups {
                 entry.note_change(&self.generation, range.start_ms);
             }
         }
-        Ok(())
+        Ok(newest)
     }
 
-    /// Rebuilds every kept day's quarters (on open). Blocking.
-    pub fn rebuild_quarters(&self, snap: &Snapshot) -> Result<()> {
+    /// Rebuilds every kept day's quarters (on open), returning the newest
+    /// reading time of each sensor seen in them. Blocking.
+    pub fn rebuild_quarters(&self, snap: &Snapshot) -> Result<HashMap<SensorKey, i64>> {
         let _step = self.step.locked();
         let first = Self::first_quarter_day(crate::now_ms());
+        let mut newest = HashMap::new();
         for day in first..first + QUARTER_DAYS {
-            self.recompute_quarters(day, None, snap)?;
+            for (k, t) in self.recompute_quarters(day, None, snap)? {
+                let e = newest.entry(k).or_insert(t);
+                *e = (*e).max(t);
+            }
         }
-        Ok(())
+        Ok(newest)
     }
 }

@@ -216,7 +216,8 @@ impl Rollups {
             .filter_map(|k| names.ids(*k))
             .map(|i| i.building_id.clone())
             .collect();
-        self.recompute_quarters(day, Some(&buildings), snap)
+        self.recompute_quarters(day, Some(&buildings), snap)?;
+        Ok(())
     }
 
     /// Replaces the building hours in partition `p` of the buildings of

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use super::db::WalDb;
 use super::{WAL_TABLE, WalSequence};
 use crate::error::{Error, Result};
+use crate::last_seen::LastSeen;
 use crate::memtable::Memtable;
 use crate::reading::Reading;
 use crate::reading::day_of;
@@ -52,6 +53,7 @@ pub(crate) struct WalWriter {
     pub(crate) next_seq: WalSequence,
     pub(crate) tiers: Arc<RwLock<Tiers>>,
     pub(crate) marks: Arc<Marks>,
+    pub(crate) last_seen: Arc<LastSeen>,
 }
 
 /// Why a group's commit failed, in a form every waiter can get a copy of.
@@ -149,6 +151,7 @@ impl WalWriter {
                 let active = self.tiers.read_locked().active();
                 for req in &group {
                     active.apply(&req.readings);
+                    self.last_seen.note(&req.readings);
                 }
                 known.extend(new_marks);
                 self.marks.set_applied(self.next_seq);

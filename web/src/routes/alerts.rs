@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer};
-use wattline_storage::{AlertRule, NewRule, RuleKind, RulePatch, WindowSpan};
+use wattline_storage::{AlertRule, NewRule, RuleKind, RulePatch, Silence, WindowSpan};
 
 use crate::AppState;
 use crate::alert_json::{EventOut, RuleOut};
@@ -32,6 +32,9 @@ pub(super) struct CreateRule {
     enabled: bool,
     weeks: Option<u32>,
     percent: Option<f64>,
+    #[serde(rename = "for")]
+    silent_for: Option<Silence>,
+    sensor_id: Option<String>,
 }
 
 fn threshold() -> RuleKind {
@@ -56,6 +59,8 @@ pub(super) struct PatchRule {
     enabled: Option<bool>,
     weeks: Option<u32>,
     percent: Option<f64>,
+    #[serde(rename = "for")]
+    silent_for: Option<Silence>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -77,6 +82,18 @@ pub(super) async fn create(
 ) -> ApiResult<(StatusCode, Json<RuleOut>)> {
     let b = caller.visible_building(state.catalog.view().building(&id), &id)?;
     let body: CreateRule = body.parse()?;
+    let sensor_id = match &body.sensor_id {
+        None => None,
+        Some(s) => match state.catalog.view().sensor(s) {
+            Some(sensor) if sensor.building_id == b.id => Some(sensor.id.clone()),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_argument",
+                    format!("sensor_id: building {} has no sensor {s:?}", b.id),
+                ));
+            }
+        },
+    };
     let alerts = state.alerts.clone();
     let rule = blocking(move || {
         alerts.create_rule(NewRule {
@@ -90,6 +107,8 @@ pub(super) async fn create(
             enabled: body.enabled,
             weeks: body.weeks,
             percent: body.percent,
+            silent_for: body.silent_for,
+            sensor_id,
         })
     })
     .await?;
@@ -151,6 +170,7 @@ pub(super) async fn update(
                 enabled: body.enabled,
                 weeks: body.weeks,
                 percent: body.percent,
+                silent_for: body.silent_for,
             },
         )
     })

@@ -77,6 +77,7 @@ struct RawAlerts {
     renotify: Option<String>,
     lookback: Option<String>,
     dashboard_url: Option<String>,
+    webhook_private: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +161,8 @@ pub(crate) struct Settings {
     pub alerts_lookback: Duration,
     /// Base URL of the dashboard links in alert mail.
     pub alerts_dashboard_url: String,
+    /// Webhooks may go to loopback and private addresses.
+    pub alerts_webhook_private: bool,
     /// `None`: mail is disabled (no `smtp.host`).
     pub smtp: Option<SmtpSettings>,
     pub reports_workers: usize,
@@ -246,6 +249,7 @@ impl Settings {
             alerts_renotify: duration("alerts.renotify", raw.alerts.renotify, "6h")?,
             alerts_lookback: duration("alerts.lookback", raw.alerts.lookback, "24h")?,
             alerts_dashboard_url: dashboard_url(raw.alerts.dashboard_url, listen)?,
+            alerts_webhook_private: raw.alerts.webhook_private.unwrap_or(false),
             smtp,
             reports_workers: count("reports.workers", raw.reports.workers, 2)?,
             reports_cache_ttl: duration("reports.cache_ttl", raw.reports.cache_ttl, "1h")?,

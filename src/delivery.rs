@@ -32,7 +32,7 @@ const MAX_RETRY: Duration = Duration::from_secs(3600);
 const POLL: Duration = Duration::from_secs(1);
 
 /// How one attempt ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Outcome {
     Delivered,
     /// Worth trying again later.
@@ -93,65 +93,111 @@ impl Channel {
     }
 }
 
-/// Due rows of `channel`.
-async fn due(alerts: &Arc<AlertStore>, channel: Channel) -> Vec<Due> {
-    let a = alerts.clone();
-    match tokio::task::spawn_blocking(move || a.due(wattline_storage::now_ms())).await {
-        Ok(Ok(rows)) => rows
-            .into_iter()
-            .filter(|d| channel.takes(&d.recipient))
-            .collect(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reading the alert outbox failed");
-            vec![]
-        }
-        Err(_) => vec![],
-    }
+/// Most events in one mail (bounds the message and its `Message-ID`).
+const MAX_EVENTS_PER_MAIL: usize = 50;
+/// Webhook POSTs in flight at once; each group is recorded as it ends.
+const WEBHOOKS_AT_ONCE: usize = 8;
+
+type Settled = (u64, Recipient, Option<Delivery>);
+
+/// One delivery loop's view of the outbox. Outcomes that could not be
+/// recorded (a failing disk) are kept here and recorded before anything
+/// is sent again, so a recipient never gets a copy per round.
+struct Outbox {
+    alerts: Arc<AlertStore>,
+    channel: Channel,
+    unrecorded: Vec<Settled>,
 }
 
-/// Records the outcomes of one message (or one POST) and counts them. The
-/// rows retry together, at one time, so a mail's events stay one mail.
-async fn settle(alerts: &Arc<AlertStore>, channel: Channel, results: Vec<(Due, Outcome)>) {
-    let now = wattline_storage::now_ms();
-    let tries = results
-        .iter()
-        .map(|(d, _)| d.delivery.attempts)
-        .max()
-        .unwrap_or(0);
-    let delay = backoff_ms(tries.saturating_add(1));
-    let mut rows = Vec::with_capacity(results.len());
-    for (d, outcome) in &results {
-        let state = next_state(&d.delivery, outcome, now, delay);
-        let label = match (&state, outcome) {
-            (None, _) => "delivered",
-            (Some(s), _) if s.failed => "failed",
-            _ => "retry",
-        };
-        if let Outcome::Transient(e) | Outcome::Permanent(e) = outcome {
-            tracing::warn!(
-                channel = channel.name(),
-                event = d.event.event_id,
-                attempt = d.delivery.attempts + 1,
-                outcome = label,
-                error = %e,
-                "alert delivery did not go through"
-            );
+impl Outbox {
+    fn new(alerts: Arc<AlertStore>, channel: Channel) -> Self {
+        Self {
+            alerts,
+            channel,
+            unrecorded: Vec::new(),
         }
-        metrics::counter!("wattline_alert_deliveries_total", "channel" => channel.name(), "outcome" => label)
-            .increment(1);
-        rows.push((d.event.event_id, d.recipient.clone(), state));
     }
-    let a = alerts.clone();
-    match tokio::task::spawn_blocking(move || a.settle(&rows)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "recording alert deliveries failed; they are sent again")
+
+    /// Due rows of the channel; none while earlier outcomes are unrecorded.
+    async fn due(&mut self) -> Vec<Due> {
+        if !self.record(Vec::new()).await {
+            return vec![];
         }
-        Err(_) => {}
+        let a = self.alerts.clone();
+        let channel = self.channel;
+        match tokio::task::spawn_blocking(move || {
+            let depth = a.outbox_depth()?;
+            metrics::gauge!("wattline_alert_outbox_depth").set(depth as f64);
+            a.due(wattline_storage::now_ms())
+        })
+        .await
+        {
+            Ok(Ok(rows)) => rows
+                .into_iter()
+                .filter(|d| channel.takes(&d.recipient))
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading the alert outbox failed");
+                vec![]
+            }
+            Err(_) => vec![],
+        }
     }
-    let a = alerts.clone();
-    if let Ok(Ok(depth)) = tokio::task::spawn_blocking(move || a.outbox_depth()).await {
-        metrics::gauge!("wattline_alert_outbox_depth").set(depth as f64);
+
+    /// Records the outcomes of one message (or one POST) and counts them.
+    /// The rows retry together, at one time, so a mail's events stay one
+    /// mail.
+    async fn settle(&mut self, results: Vec<(Due, Outcome)>) {
+        let now = wattline_storage::now_ms();
+        let tries = results
+            .iter()
+            .map(|(d, _)| d.delivery.attempts)
+            .max()
+            .unwrap_or(0);
+        let delay = backoff_ms(tries.saturating_add(1));
+        let mut rows = Vec::with_capacity(results.len());
+        for (d, outcome) in &results {
+            let state = next_state(&d.delivery, outcome, now, delay);
+            let label = match &state {
+                None => "delivered",
+                Some(s) if s.failed => "failed",
+                Some(_) => "retry",
+            };
+            if let Outcome::Transient(e) | Outcome::Permanent(e) = outcome {
+                tracing::warn!(
+                    channel = self.channel.name(),
+                    event = d.event.event_id,
+                    attempt = d.delivery.attempts + 1,
+                    outcome = label,
+                    error = %e,
+                    "alert delivery did not go through"
+                );
+            }
+            metrics::counter!("wattline_alert_deliveries_total", "channel" => self.channel.name(), "outcome" => label)
+                .increment(1);
+            rows.push((d.event.event_id, d.recipient.clone(), state));
+        }
+        self.record(rows).await;
+    }
+
+    /// Records `rows` and whatever is still unrecorded; false if that
+    /// failed (they are kept for the next try).
+    async fn record(&mut self, rows: Vec<Settled>) -> bool {
+        self.unrecorded.extend(rows);
+        if self.unrecorded.is_empty() {
+            return true;
+        }
+        let a = self.alerts.clone();
+        let rows = std::mem::take(&mut self.unrecorded);
+        match tokio::task::spawn_blocking(move || (a.settle(&rows), rows)).await {
+            Ok((Ok(()), _)) => true,
+            Ok((Err(e), rows)) => {
+                tracing::error!(error = %e, "recording alert deliveries failed; nothing is sent until they are recorded");
+                self.unrecorded = rows;
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -164,8 +210,8 @@ async fn pause(wake: &Notify, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// The mail loop: each round, one message per address with all its due
-/// events.
+/// The mail loop: each round, one message per address with its due
+/// events (up to [`MAX_EVENTS_PER_MAIL`]).
 pub(crate) async fn run_mail(
     alerts: Arc<AlertStore>,
     catalog: Arc<Catalog>,
@@ -173,28 +219,19 @@ pub(crate) async fn run_mail(
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut outbox = Outbox::new(alerts, Channel::Mail);
     loop {
-        let rows = due(&alerts, Channel::Mail).await;
         let mut by_address: BTreeMap<String, Vec<Due>> = BTreeMap::new();
-        for d in rows {
+        for d in outbox.due().await {
             if let Recipient::Email(a) = &d.recipient {
                 by_address.entry(a.clone()).or_default().push(d);
             }
         }
-        for (address, group) in by_address {
+        for (address, mut group) in by_address {
+            group.truncate(MAX_EVENTS_PER_MAIL);
             let outcome = mailer.send(&catalog, &address, &group).await;
-            let results = group
-                .into_iter()
-                .map(|d| {
-                    let o = match &outcome {
-                        Outcome::Delivered => Outcome::Delivered,
-                        Outcome::Transient(e) => Outcome::Transient(e.clone()),
-                        Outcome::Permanent(e) => Outcome::Permanent(e.clone()),
-                    };
-                    (d, o)
-                })
-                .collect();
-            settle(&alerts, Channel::Mail, results).await;
+            let results = group.into_iter().map(|d| (d, outcome.clone())).collect();
+            outbox.settle(results).await;
         }
         if pause(&wake, &mut stop).await {
             return;
@@ -202,29 +239,23 @@ pub(crate) async fn run_mail(
     }
 }
 
-/// The webhook loop: each due event POSTed, a few at once.
+/// The webhook loop: each due event POSTed, [`WEBHOOKS_AT_ONCE`] at a time.
 pub(crate) async fn run_webhooks(
     alerts: Arc<AlertStore>,
     hooks: Webhooks,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use futures::StreamExt;
+    let mut outbox = Outbox::new(alerts, Channel::Webhook);
     loop {
-        let rows = due(&alerts, Channel::Webhook).await;
-        let results: Vec<(Due, Outcome)> = futures::stream::iter(rows)
-            .map(|d| {
-                let hooks = &hooks;
-                async move {
-                    let outcome = hooks.post(&d).await;
-                    (d, outcome)
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        for result in results {
-            settle(&alerts, Channel::Webhook, vec![result]).await;
+        let rows = outbox.due().await;
+        for group in rows.chunks(WEBHOOKS_AT_ONCE) {
+            let posts = group.iter().map(|d| async {
+                let outcome = hooks.post(d).await;
+                (d.clone(), outcome)
+            });
+            let results = futures::future::join_all(posts).await;
+            outbox.settle(results).await;
         }
         if pause(&wake, &mut stop).await {
             return;

@@ -206,7 +206,7 @@ fn spawn_alerts(
         )),
         tokio::spawn(crate::delivery::run_webhooks(
             alerts.clone(),
-            Webhooks::new()?,
+            Webhooks::new(settings.alerts_webhook_private)?,
             hook_wake,
             stop.subscribe(),
         )),

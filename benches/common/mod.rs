@@ -113,10 +113,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(root: &std::path::Path, data: &std::path::Path) -> Daemon {
+        Self::start_with(root, data, "")
+    }
+
+    /// As [`Daemon::start`], with more TOML appended to the config.
+    pub fn start_with(root: &std::path::Path, data: &std::path::Path, extra: &str) -> Daemon {
         let config = root.join("bench.toml");
         std::fs::write(
             &config,
-            "[ingest]\nmax_body_bytes = 4194304\nrate_limit_per_key = 1000000000\nrate_limit_per_ip = 1000000\n",
+            format!("[ingest]\nmax_body_bytes = 4194304\nrate_limit_per_key = 1000000000\nrate_limit_per_ip = 1000000\n{extra}"),
         )
         .unwrap();
         let log_path = root.join("server.log");

@@ -17,6 +17,8 @@ mod episodes;
 mod evaluate;
 mod model;
 mod offline;
+#[cfg(test)]
+mod tests;
 
 pub use db::{AlertStore, Delivery, Due};
 pub use evaluate::{EvalSettings, PassReport};

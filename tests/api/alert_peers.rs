@@ -123,6 +123,12 @@ pub struct Hook {
 
 impl Hook {
     pub async fn start(failures: usize) -> Hook {
+        Self::start_with(failures, std::time::Duration::ZERO).await
+    }
+
+    /// As [`Hook::start`]; the first attempt of each event is answered
+    /// only after `hang` (longer than the daemon waits).
+    pub async fn start_with(failures: usize, hang: std::time::Duration) -> Hook {
         use axum::routing::post;
         let received: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
         let attempts: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
@@ -140,7 +146,12 @@ impl Hook {
                         *n
                     };
                     let status = if n <= failures { 500 } else { 200 };
+                    // Recorded on arrival: a hanging answer is cut off by
+                    // the client, which drops this handler.
                     rec.lock().unwrap().push((status, body));
+                    if n == 1 && !hang.is_zero() {
+                        tokio::time::sleep(hang).await;
+                    }
                     axum::http::StatusCode::from_u16(status).unwrap()
                 }
             }),
@@ -153,7 +164,8 @@ impl Hook {
         Hook { url, received }
     }
 
-    /// Every POST so far: the status answered and the body.
+    /// Every POST so far: the status answered (or meant, for a hanging
+    /// one) and the body.
     pub fn received(&self) -> Vec<(u16, Value)> {
         self.received.lock().unwrap().clone()
     }

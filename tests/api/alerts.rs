@@ -23,7 +23,7 @@ async fn start(root: &std::path::Path, smtp_port: u16) -> Server {
         root,
         Options {
             config: Some(format!(
-                "[alerts]\ninterval = \"1s\"\nrenotify = \"6h\"\ndashboard_url = \"https://energy.example\"\n\
+                "[alerts]\ninterval = \"1s\"\nrenotify = \"6h\"\ndashboard_url = \"https://energy.example\"\nwebhook_private = true\n\
                  [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"alerts@wattline.test\"\n"
             )),
             env: vec![],
@@ -263,7 +263,8 @@ async fn mail_waits_for_a_server_that_is_down_also_across_a_sigkill_and_arrives_
 async fn a_failing_webhook_is_retried_until_it_answers_and_never_holds_up_mail() {
     let dir = tempfile::tempdir().unwrap();
     let mail = MailServer::start();
-    let hook = Hook::start(2).await;
+    // The first POST of each event hangs past the daemon's 10 s timeout.
+    let hook = Hook::start_with(2, Duration::from_secs(12)).await;
     let s = start(dir.path(), mail.port).await;
     s.setup("t1", "b1", &["s1"]).await;
     create_rule(
@@ -275,8 +276,13 @@ async fn a_failing_webhook_is_retried_until_it_answers_and_never_holds_up_mail()
     let q = past_quarter();
     post_readings(&s, vec![reading("s1", q + 60_000, 2.5)]).await;
     let ev = wait_events(&s, "b1", 2, 30).await;
-    // Mail goes out while the webhook still fails.
-    mail.wait_for(1, 30).await;
+    // Mail goes out while the webhook's first POSTs still hang.
+    mail.wait_for(1, 8).await;
+    assert!(
+        hook.received().iter().all(|(st, _)| *st != 200),
+        "{:?}",
+        hook.received()
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while hook.received().iter().filter(|(st, _)| *st == 200).count() < 2 {
         assert!(Instant::now() < deadline, "{:?}", hook.received());
@@ -306,7 +312,7 @@ async fn away_from_hour_end(margin: i64) {
 async fn late_data_fires_for_its_past_window_and_a_correction_resolves_it() {
     let dir = tempfile::tempdir().unwrap();
     let mail = MailServer::start();
-    away_from_hour_end(60_000).await;
+    away_from_hour_end(150_000).await;
     let s = start(dir.path(), mail.port).await;
     s.setup("t1", "b1", &["s1"]).await;
     create_rule(
@@ -537,6 +543,82 @@ async fn rules_and_events_are_the_tenants_own() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(events(&s, "b1").await.len(), 2, "events outlive their rule");
+}
+
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Hook::start(0).await;
+    let s = Server::start_with(
+        dir.path(),
+        Options {
+            config: Some("[alerts]\ninterval = \"1s\"\n".into()),
+            env: vec![],
+        },
+    )
+    .await;
+    s.setup("t1", "b1", &["s1"]).await;
+    create_rule(
+        &s,
+        "b1",
+        json!({"threshold_kwh": 1.0, "window": "15m", "webhook_url": hook.url}),
+    )
+    .await;
+    let q = past_quarter();
+    post_readings(&s, vec![reading("s1", q + 60_000, 2.5)]).await;
+    wait_events(&s, "b1", 2, 30).await;
+    let failed = "wattline_alert_deliveries_total{channel=\"webhook\",outcome=\"failed\"} 2";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = s
+            .client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains(failed) && m.contains("wattline_alert_outbox_depth 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(hook.received().is_empty(), "no POST to 127.0.0.1");
+    assert!(s.log().contains("not a public address"));
+    assert!(!s.log().contains("/hook"), "the URL's path is not logged");
+}
+
+#[tokio::test]
+async fn a_deleted_building_takes_its_rules_and_its_id_reused_shows_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), free_port()).await;
+    s.create_tenant("t1").await;
+    s.create_tenant("t2").await;
+    s.create_building("t1", "hq").await;
+    create_rule(
+        &s,
+        "hq",
+        json!({"threshold_kwh": 1.0, "emails": ["secret-ops@t1.test"]}),
+    )
+    .await;
+    let r = s
+        .admin(Method::DELETE, "/api/v1/buildings/hq")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    s.create_building("t2", "hq").await;
+    let k2 = s.create_key("tenant", Some("t2")).await;
+    let r = s
+        .with_key(&k2, Method::GET, "/api/v1/buildings/hq/alerts")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+    assert!(s.sql("SELECT * FROM alert_rules").await.is_empty());
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::episodes::RuleState;
@@ -26,8 +26,10 @@ pub(super) const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("even
 /// (building id, event id) -> (): a building's events in order.
 pub(super) const BUILDING_EVENTS: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("building_events");
-/// (event id, recipient key) -> delivery state.
+/// (event id, recipient key) -> delivery state: what is still to deliver.
 pub(super) const OUTBOX: TableDefinition<(u64, &str), &str> = TableDefinition::new("outbox");
+/// Deliveries given up on, with their last state, for the record.
+pub(super) const FAILED: TableDefinition<(u64, &str), &str> = TableDefinition::new("failed");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Where a delivery stands.
@@ -36,7 +38,8 @@ pub struct Delivery {
     pub attempts: u32,
     /// Not before this instant (UTC ms).
     pub next_ms: i64,
-    /// Set once the recipient refused for good; the row stays for the record.
+    /// Set once the recipient refused for good (the row then moves to the
+    /// failed deliveries).
     pub failed: bool,
     pub last_error: Option<String>,
 }
@@ -81,6 +84,7 @@ impl AlertStore {
         txn.open_table(EVENTS)?;
         txn.open_table(BUILDING_EVENTS)?;
         txn.open_table(OUTBOX)?;
+        txn.open_table(FAILED)?;
         txn.open_table(META)?;
         txn.commit()?;
         let mut rules = BTreeMap::new();
@@ -118,6 +122,7 @@ impl AlertStore {
         }
         copy_table(&src.open_table(EVENTS)?, &mut txn.open_table(EVENTS)?)?;
         copy_table(&src.open_table(OUTBOX)?, &mut txn.open_table(OUTBOX)?)?;
+        copy_table(&src.open_table(FAILED)?, &mut txn.open_table(FAILED)?)?;
         copy_table(&src.open_table(META)?, &mut txn.open_table(META)?)?;
         let index = src.open_table(BUILDING_EVENTS)?;
         let mut to = txn.open_table(BUILDING_EVENTS)?;
@@ -133,12 +138,13 @@ impl AlertStore {
         self.rules.read_locked().get(id).cloned()
     }
 
-    /// The rules of `building`, by id.
-    pub fn rules_of(&self, building: &str) -> Vec<AlertRule> {
+    /// The rules of `building` of `tenant`, by id (a building id freed and
+    /// taken again by another tenant shows none of the old rules).
+    pub fn rules_of(&self, building: &str, tenant: &str) -> Vec<AlertRule> {
         self.rules
             .read_locked()
             .values()
-            .filter(|r| r.building_id.as_str() == building)
+            .filter(|r| r.building_id.as_str() == building && r.tenant_id.as_str() == tenant)
             .cloned()
             .collect()
     }
@@ -197,21 +203,53 @@ impl AlertStore {
                 id: id.to_owned(),
             });
         }
-        let mut states = self.states.locked();
+        self.remove_rules(&[id.to_owned()])
+    }
+
+    /// Deletes every rule of `building` (the building is being deleted).
+    pub fn delete_rules_of(&self, building: &str) -> Result<()> {
+        let _w = self.write.locked();
+        let ids: Vec<String> = self
+            .rules
+            .read_locked()
+            .values()
+            .filter(|r| r.building_id.as_str() == building)
+            .map(|r| r.id.clone())
+            .collect();
+        self.remove_rules(&ids)
+    }
+
+    /// Locks as a pass does (rules, then states), so the two never wait
+    /// on each other.
+    fn remove_rules(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut rules = self.rules.write_locked();
         let txn = self.db.begin_write()?;
-        txn.open_table(RULES)?.remove(id)?;
-        txn.open_table(RULE_STATE)?.remove(id)?;
+        {
+            let mut table = txn.open_table(RULES)?;
+            let mut state = txn.open_table(RULE_STATE)?;
+            for id in ids {
+                table.remove(id.as_str())?;
+                state.remove(id.as_str())?;
+            }
+        }
         txn.commit()?;
-        self.rules.write_locked().remove(id);
-        states.remove(id);
+        let mut states = self.states.locked();
+        for id in ids {
+            rules.remove(id);
+            states.remove(id);
+        }
         Ok(())
     }
 
-    /// Events of `building` with `window_start` in `[start, end)`, oldest
-    /// first, at most `limit`.
+    /// Events of `building` of `tenant` with `window_start` in
+    /// `[start, end)`, oldest first, at most `limit`.
     pub fn events_of(
         &self,
         building: &str,
+        tenant: &str,
         start: i64,
         end: i64,
         limit: usize,
@@ -225,7 +263,8 @@ impl AlertStore {
             if let Some(v) = events.get(id)? {
                 let e: AlertEvent =
                     serde_json::from_str(v.value()).map_err(|e| corrupt("events", id, e))?;
-                if e.window_start >= start && e.window_start < end {
+                if e.tenant_id.as_str() == tenant && e.window_start >= start && e.window_start < end
+                {
                     out.push(e);
                     if out.len() >= limit {
                         break;
@@ -251,8 +290,7 @@ impl AlertStore {
         Ok(out)
     }
 
-    /// Outbox rows not failed for good and due at `now_ms`, with their
-    /// events, oldest event first.
+    /// Outbox rows due at `now_ms`, with their events, oldest event first.
     pub fn due(&self, now_ms: i64) -> Result<Vec<Due>> {
         let txn = self.db.begin_read()?;
         let outbox = txn.open_table(OUTBOX)?;
@@ -263,7 +301,7 @@ impl AlertStore {
             let (id, who) = k.value();
             let delivery: Delivery =
                 serde_json::from_str(v.value()).map_err(|e| corrupt("outbox", id, e))?;
-            if delivery.failed || delivery.next_ms > now_ms {
+            if delivery.next_ms > now_ms {
                 continue;
             }
             let (Some(recipient), Some(ev)) = (Recipient::from_key(who), events.get(id)?) else {
@@ -280,21 +318,15 @@ impl AlertStore {
         Ok(out)
     }
 
-    /// Pending deliveries (not failed for good): the outbox depth.
+    /// Deliveries still to make: the outbox depth.
     pub fn outbox_depth(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
-        let mut n = 0;
-        for entry in txn.open_table(OUTBOX)?.iter()? {
-            let (_, v) = entry?;
-            if !v.value().contains("\"failed\":true") {
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(txn.open_table(OUTBOX)?.len()?)
     }
 
     /// Records the outcome of deliveries: `None` removes the row (done),
-    /// `Some` stores the new state (retry later, or failed for good).
+    /// `Some` stores the new state (retry later), and a failed state moves
+    /// it to the failed deliveries.
     pub fn settle(&self, outcomes: &[(u64, Recipient, Option<Delivery>)]) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
@@ -302,12 +334,22 @@ impl AlertStore {
         let txn = self.db.begin_write()?;
         {
             let mut outbox = txn.open_table(OUTBOX)?;
+            let mut failed = txn.open_table(FAILED)?;
             for (id, who, state) in outcomes {
-                let key = who.key();
+                let key = (*id, who.key());
+                let key = (key.0, key.1.as_str());
                 match state {
-                    None => outbox.remove((*id, key.as_str()))?,
-                    Some(d) => outbox.insert((*id, key.as_str()), to_json(d).as_str())?,
-                };
+                    None => {
+                        outbox.remove(key)?;
+                    }
+                    Some(d) if d.failed => {
+                        outbox.remove(key)?;
+                        failed.insert(key, to_json(d).as_str())?;
+                    }
+                    Some(d) => {
+                        outbox.insert(key, to_json(d).as_str())?;
+                    }
+                }
             }
         }
         txn.commit()?;

@@ -56,6 +56,9 @@ pub(crate) struct Cache {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct RuleState {
     pub(crate) episodes: Vec<Episode>,
+    /// Window length and zone the episodes' windows are aligned to.
+    #[serde(default)]
+    pub(crate) alignment: Option<String>,
     #[serde(skip)]
     pub(crate) cache: Option<Cache>,
 }
@@ -108,9 +111,11 @@ impl RuleState {
                     .then(|| eps.iter().position(|e| e.resolved.is_none() && e.fired < a))
                     .flatten()
             };
+            let inside = |e: &Episode| (a..=b).contains(&e.fired);
             let mut idx = match eps
                 .iter()
-                .position(|e| e.fired >= a && e.fired <= b)
+                .position(|e| e.resolved.is_none() && inside(e))
+                .or_else(|| eps.iter().position(inside))
                 .or_else(continued)
             {
                 Some(i) => i,
@@ -122,8 +127,19 @@ impl RuleState {
                 idx = match eps.iter().position(|e| e.fired == r) {
                     Some(j) if j != idx => j,
                     Some(_) => break,
-                    None => new_episode(&mut eps, &mut found, r, over[&r], clock.now_ms),
+                    None => {
+                        let m = over.get(&r).copied().unwrap_or_else(|| w.measure(r));
+                        new_episode(&mut eps, &mut found, r, m, clock.now_ms)
+                    }
                 };
+            }
+            // Late readings that join two episodes into one run: the run
+            // goes on as the one above; the others end without a word.
+            let keep = eps[idx].fired;
+            for e in eps.iter_mut() {
+                if e.resolved.is_none() && e.fired != keep && (a..=b).contains(&e.fired) {
+                    e.resolved = Some(e.fired);
+                }
             }
             alive.extend(
                 eps.iter()
@@ -226,13 +242,23 @@ mod tests {
     }
 
     fn pass(state: &mut RuleState, kwh: &[f64], now: i64) -> Vec<(EventKind, i64)> {
+        pass_from(state, kwh, now, 0)
+    }
+
+    /// A pass whose look-back starts at window `first`.
+    fn pass_from(
+        state: &mut RuleState,
+        kwh: &[f64],
+        now: i64,
+        first: i64,
+    ) -> Vec<(EventKind, i64)> {
         let w = Hours(kwh.to_vec());
-        let over = (0..kwh.len() as i64)
+        let over = (first..kwh.len() as i64)
             .map(|i| (i, w.measure(i)))
             .filter(|(_, m)| m.over())
             .collect();
         let clock = Clock {
-            first: 0,
+            first,
             newest: kwh.len() as i64,
             now_ms: now,
             renotify_ms: 100,
@@ -279,6 +305,18 @@ mod tests {
         assert_eq!(pass(&mut s, &[11.0, 11.0], 99), []);
         assert_eq!(pass(&mut s, &[11.0, 11.0, 11.0], 100), [(Renotified, 2)]);
         assert_eq!(pass(&mut s, &[11.0, 11.0, 11.0, 11.0], 150), []);
+    }
+
+    #[test]
+    fn late_readings_that_join_two_episodes_announce_nothing_twice() {
+        let mut s = RuleState::default();
+        assert_eq!(
+            pass(&mut s, &[11.0, 1.0, 11.0], 0),
+            [(Fired, 0), (Resolved, 1), (Fired, 2)]
+        );
+        assert_eq!(pass(&mut s, &[11.0, 11.0, 11.0, 1.0], 1), [(Resolved, 3)]);
+        assert_eq!(pass_from(&mut s, &[11.0, 11.0, 11.0, 1.0], 2, 1), []);
+        assert_eq!(pass_from(&mut s, &[11.0, 11.0, 11.0, 1.0], 3, 2), []);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::model::{AlertEvent, AlertRule, Recipient, RuleKind};
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::last_seen::LastSeen;
-use crate::rollup::{Rollups, WindowReader, WindowSpan};
+use crate::reading::DAY_MS;
+use crate::rollup::{QUARTER_DAYS, Rollups, WindowReader, WindowSpan};
 use crate::sync::{Recover, RecoverRw};
 
 /// Timing of evaluation (from `alerts.*`).
@@ -39,8 +40,17 @@ pub struct PassReport {
     pub events: Vec<AlertEvent>,
 }
 
-/// A rule whose episodes changed: its new episodes and the events.
-type Pending<'a> = (&'a AlertRule, Vec<Episode>, Vec<Found>);
+/// A rule whose episodes changed: its building's zone, its new episodes
+/// and the events.
+type Pending<'a> = (&'a AlertRule, Tz, Vec<Episode>, Vec<Found>);
+
+/// An enabled rule with what the catalog says of its building: the zone,
+/// and for offline rules the watched sensors with their newest reading.
+struct Target<'a> {
+    rule: &'a AlertRule,
+    tz: Tz,
+    watched: Option<Vec<(String, Option<i64>)>>,
+}
 
 /// One rule's view of its building's windows.
 struct RuleWindows<'a> {
@@ -107,32 +117,41 @@ impl AlertStore {
         let started = Instant::now();
         let rules = self.rules.read_locked();
         let mut states = self.states.locked();
-        let view = catalog.view();
+        // What the catalog says, read before the rollups are (their steps
+        // take the two the other way round) and released at once.
+        let targets: Vec<Target<'_>> = {
+            let view = catalog.view();
+            rules
+                .values()
+                .filter(|r| r.enabled)
+                .filter_map(|rule| {
+                    let b = view.building(rule.building_id.as_str())?;
+                    (b.tenant_id == rule.tenant_id).then_some(())?;
+                    let watched = (rule.kind == RuleKind::Offline).then(|| {
+                        view.sensors_of(b.id.as_str())
+                            .filter(|s| match &rule.sensor_id {
+                                Some(one) => s.id == *one,
+                                None => s.is_active,
+                            })
+                            .map(|s| (s.id.to_string(), last_seen.get(s.key)))
+                            .collect()
+                    });
+                    Some(Target {
+                        rule,
+                        tz: b.timezone.tz(),
+                        watched,
+                    })
+                })
+                .collect()
+        };
         let reader = rollups.windows();
         let mut report = PassReport::default();
         let mut pending: Vec<Pending<'_>> = Vec::new();
-        for rule in rules.values().filter(|r| r.enabled) {
-            let Some(b) = view.building(rule.building_id.as_str()) else {
-                continue;
-            };
-            if b.tenant_id != rule.tenant_id {
-                continue;
-            }
+        let quarters_from = (now_ms.div_euclid(DAY_MS) - (QUARTER_DAYS - 1)) * DAY_MS;
+        for Target { rule, tz, watched } in targets {
             report.rules += 1;
-            if let Some(silence) = rule
-                .silent_for
-                .as_ref()
-                .filter(|_| rule.kind == RuleKind::Offline)
-            {
-                let watched: Vec<(String, Option<i64>)> = view
-                    .sensors_of(b.id.as_str())
-                    .filter(|s| match &rule.sensor_id {
-                        Some(one) => s.id == *one,
-                        None => s.is_active,
-                    })
-                    .map(|s| (s.id.to_string(), last_seen.get(s.key)))
-                    .collect();
-                let state = states.entry(rule.id.clone()).or_default();
+            let state = states.entry(rule.id.clone()).or_default();
+            if let (Some(watched), Some(silence)) = (watched, &rule.silent_for) {
                 let (episodes, found) = super::offline::reconcile(
                     state,
                     &watched,
@@ -141,20 +160,31 @@ impl AlertStore {
                     settings.renotify_ms,
                 );
                 if episodes != state.episodes {
-                    pending.push((rule, episodes, found));
+                    pending.push((rule, tz, episodes, found));
                 }
                 continue;
             }
-            let tz = b.timezone.tz();
             let span: WindowSpan = rule.window;
-            let first = span.start_of(tz, now_ms - settings.lookback_ms);
+            // Episodes are named by window starts: another window length
+            // or time zone starts over.
+            let alignment = format!("{}@{}", span.name(), tz.name());
+            if state.alignment.as_deref() != Some(alignment.as_str()) {
+                if state.alignment.is_some() {
+                    state.episodes.clear();
+                }
+                state.cache = None;
+                state.alignment = Some(alignment);
+            }
+            let mut first = span.start_of(tz, now_ms - settings.lookback_ms);
+            if span == WindowSpan::Quarter {
+                first = first.max(quarters_from);
+            }
             let newest = span.start_of(tz, now_ms - settings.settle_ms);
             let w = RuleWindows {
                 reader: &reader,
                 rule,
                 tz,
             };
-            let state = states.entry(rule.id.clone()).or_default();
             let mut cache = state.cache.take().unwrap_or(Cache {
                 over: Default::default(),
                 seen: 0,
@@ -190,14 +220,12 @@ impl AlertStore {
             let (episodes, found) = state.reconcile(&cache.over, &clock, &w);
             state.cache = Some(cache);
             if episodes != state.episodes {
-                pending.push((rule, episodes, found));
+                pending.push((rule, tz, episodes, found));
             }
         }
         drop(reader);
-        drop(view);
         if !pending.is_empty() {
-            let view = catalog.view();
-            let outcome = self.commit_pass(now_ms, &pending, &view, &mut report);
+            let outcome = self.commit_pass(now_ms, &pending, &states, &mut report);
             if outcome.is_err() {
                 // Nothing was recorded: read these rules afresh next pass.
                 for (rule, ..) in &pending {
@@ -207,7 +235,7 @@ impl AlertStore {
                 }
                 outcome?;
             }
-            for (rule, episodes, ..) in pending {
+            for (rule, _, episodes, _) in pending {
                 if let Some(s) = states.get_mut(&rule.id) {
                     s.episodes = episodes;
                 }
@@ -222,7 +250,7 @@ impl AlertStore {
         &self,
         now_ms: i64,
         pending: &[Pending<'_>],
-        view: &crate::catalog::CatalogView<'_>,
+        memory: &std::collections::HashMap<String, RuleState>,
         report: &mut PassReport,
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -239,10 +267,8 @@ impl AlertStore {
                 failed: false,
                 last_error: None,
             });
-            for (rule, episodes, found) in pending {
-                let tz = view
-                    .building(rule.building_id.as_str())
-                    .map_or(Tz::UTC, |b| b.timezone.tz());
+            for (rule, tz, episodes, found) in pending {
+                let tz = *tz;
                 for f in found {
                     let event = AlertEvent {
                         event_id: next,
@@ -283,6 +309,7 @@ impl AlertStore {
                 }
                 let state = RuleState {
                     episodes: episodes.clone(),
+                    alignment: memory.get(&rule.id).and_then(|s| s.alignment.clone()),
                     cache: None,
                 };
                 states.insert(rule.id.as_str(), to_json(&state).as_str())?;

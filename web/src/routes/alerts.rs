@@ -124,7 +124,7 @@ pub(super) async fn list(
     Ok(Json(
         state
             .alerts
-            .rules_of(b.id.as_str())
+            .rules_of(b.id.as_str(), b.tenant_id.as_str())
             .iter()
             .map(RuleOut::from)
             .collect(),
@@ -209,6 +209,8 @@ pub(super) async fn events(
     let end = bound("end", &params.end, i64::MAX)?;
     let alerts = state.alerts.clone();
     let limit = state.config.query_max_rows;
-    let events = blocking(move || alerts.events_of(b.id.as_str(), start, end, limit)).await?;
+    let events =
+        blocking(move || alerts.events_of(b.id.as_str(), b.tenant_id.as_str(), start, end, limit))
+            .await?;
     Ok(Json(events.iter().map(EventOut::from).collect()))
 }

@@ -151,7 +151,13 @@ pub(super) async fn delete(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let b = caller.visible_building(state.catalog.view().building(&id), &id)?;
-    let catalog = state.catalog.clone();
-    blocking(move || catalog.delete_building(&b.id)).await?;
+    let (catalog, alerts) = (state.catalog.clone(), state.alerts.clone());
+    // Its rules go with it (a later building of the same id, maybe of
+    // another tenant, starts without them); its events stay.
+    blocking(move || {
+        catalog.delete_building(&b.id)?;
+        alerts.delete_rules_of(b.id.as_str())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

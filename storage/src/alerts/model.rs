@@ -91,7 +91,7 @@ pub struct AlertRule {
     pub sensor_id: Option<SensorId>,
 }
 
-/// A rule as created; checked by [`NewRule::validate`].
+/// A rule as created; validated when it becomes an [`AlertRule`].
 #[derive(Debug, Clone)]
 pub struct NewRule {
     pub building_id: BuildingId,

@@ -30,39 +30,18 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{DAY_MS, Daemon, QUARTER_MS, Shape, provision};
+use common::{DAY_MS, Daemon, QUARTER_MS, Shape, ZONES, provision};
 use wattline_storage::{
     AlertStore, BuildingId, Catalog, EvalSettings, NewRule, Reading, ReadingBatch, ReadingStore,
     RuleKind, SensorKey, Silence, TenantId, WindowSpan,
 };
 
-const ZONES: [&str; 4] = [
-    "Europe/Berlin",
-    "America/New_York",
-    "Asia/Kolkata",
-    "Australia/Sydney",
-];
 const HOUR_MS: i64 = 3_600_000;
 const PASSES: usize = 120;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let shape = if full {
-        Shape {
-            tenants: 50,
-            buildings_per_tenant: 50,
-            sensors_per_building: 20,
-            days: 90,
-        }
-    } else {
-        Shape {
-            tenants: 2,
-            buildings_per_tenant: 3,
-            sensors_per_building: 2,
-            days: 30,
-        }
-    };
+    let (full, shape) = Shape::from_args(90, false, 30);
     let buildings = shape.tenants * shape.buildings_per_tenant;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

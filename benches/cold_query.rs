@@ -32,25 +32,7 @@ const RUNS: usize = 5;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let shape = if full {
-        Shape {
-            tenants: 50,
-            buildings_per_tenant: 50,
-            sensors_per_building: 20,
-            days: std::env::var("WATTLINE_BENCH_DAYS")
-                .ok()
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(21),
-        }
-    } else {
-        Shape {
-            tenants: 2,
-            buildings_per_tenant: 5,
-            sensors_per_building: 4,
-            days: 3,
-        }
-    };
+    let (full, shape) = Shape::from_args(21, true, 3);
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
     let sensors = provision(&catalog, &shape, &["UTC"]);

@@ -21,39 +21,15 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{DAY_MS, Daemon, QUARTER_MS, Shape, load_day, provision};
+use common::{DAY_MS, Daemon, QUARTER_MS, Shape, ZONES, load_day, provision};
 use serde_json::{Value, json};
 use wattline_storage::{Catalog, ReadingStore};
 
-const ZONES: [&str; 4] = [
-    "Europe/Berlin",
-    "America/New_York",
-    "Asia/Kolkata",
-    "Australia/Sydney",
-];
 const SAMPLES: usize = 200;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let shape = if full {
-        Shape {
-            tenants: 50,
-            buildings_per_tenant: 50,
-            sensors_per_building: 20,
-            days: std::env::var("WATTLINE_BENCH_DAYS")
-                .ok()
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(30),
-        }
-    } else {
-        Shape {
-            tenants: 2,
-            buildings_per_tenant: 3,
-            sensors_per_building: 2,
-            days: 3,
-        }
-    };
+    let (_, shape) = Shape::from_args(30, true, 3);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();

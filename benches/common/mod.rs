@@ -21,6 +21,43 @@ pub struct Shape {
     pub days: i64,
 }
 
+/// Four zones with whole-hour, half-hour and southern DST offsets.
+pub const ZONES: [&str; 4] = [
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Australia/Sydney",
+];
+
+impl Shape {
+    /// The spec's scale with `--bench` (50 tenants, 2,500 buildings,
+    /// 50,000 sensors, `days` days, or `WATTLINE_BENCH_DAYS` when
+    /// `days_from_env`); a tiny smoke shape otherwise.
+    pub fn from_args(days: i64, days_from_env: bool, smoke_days: i64) -> (bool, Shape) {
+        let full = std::env::args().any(|a| a == "--bench");
+        let shape = if full {
+            Shape {
+                tenants: 50,
+                buildings_per_tenant: 50,
+                sensors_per_building: 20,
+                days: std::env::var("WATTLINE_BENCH_DAYS")
+                    .ok()
+                    .filter(|_| days_from_env)
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(days),
+            }
+        } else {
+            Shape {
+                tenants: 2,
+                buildings_per_tenant: 3,
+                sensors_per_building: 2,
+                days: smoke_days,
+            }
+        };
+        (full, shape)
+    }
+}
+
 /// Tenants `t-i`, buildings `b-i-j`, sensors `s-i-j-k`, created in bulk.
 pub fn provision(catalog: &Catalog, shape: &Shape, zones: &[&str]) -> Vec<SensorKey> {
     let mut new_sensors = Vec::new();

@@ -128,58 +128,34 @@ fn describe(catalog: &Catalog, e: &AlertEvent, dashboard: &str) -> Line {
     let b = view.building(e.building_id.as_str());
     let name = b.map_or_else(|| e.building_id.to_string(), |b| b.name.clone());
     let tz = b.map_or(chrono_tz::Tz::UTC, |b| b.timezone.tz());
-    if let Some(sensor) = &e.sensor_id {
-        return silent_meter(e, sensor, &name, tz, dashboard);
-    }
-    let what = match e.kind {
-        EventKind::Fired => "over its threshold",
-        EventKind::Resolved => "back under its threshold",
-        EventKind::Renotified => "still over its threshold",
-    };
-    let cmp = match e.kind {
-        EventKind::Resolved => "<=",
-        _ => ">",
-    };
-    Line {
-        headline: format!("{name}: {what}"),
-        building: format!("{name} ({})", e.building_id),
-        window: format!(
-            "{} to {} ({})",
-            format_local(tz, e.window_start),
-            format_local(tz, e.window_end),
-            tz.name()
-        ),
-        numbers: format!(
-            "{:.3} kWh measured {cmp} {:.3} kWh threshold",
-            e.measured_kwh, e.threshold_kwh
-        ),
-        rule: format!(
-            "rule {}, event {} ({})",
-            e.rule_id,
-            e.event_id,
-            e.kind.name()
-        ),
-        link: format!("{dashboard}/dashboard/buildings/{}", e.building_id),
-    }
-}
-
-/// An offline rule's event: which meter, silent since when.
-fn silent_meter(
-    e: &AlertEvent,
-    sensor: &str,
-    name: &str,
-    tz: chrono_tz::Tz,
-    dashboard: &str,
-) -> Line {
-    let (what, numbers) = match e.kind {
-        EventKind::Resolved => (
+    let (what, numbers) = match (&e.sensor_id, e.kind) {
+        // An offline rule's event: which meter, silent since when.
+        (Some(sensor), EventKind::Resolved) => (
             format!("meter {sensor} is reporting again"),
-            format!("no reading between {}", format_local(tz, e.window_start)),
+            format!(
+                "silent from {} to {}",
+                format_local(tz, e.window_start),
+                format_local(tz, e.window_end)
+            ),
         ),
-        _ => (
+        (Some(sensor), _) => (
             format!("meter {sensor} has sent nothing"),
             format!("last reading at {}", format_local(tz, e.window_start)),
         ),
+        (None, kind) => {
+            let (what, cmp) = match kind {
+                EventKind::Fired => ("over its threshold", ">"),
+                EventKind::Resolved => ("back under its threshold", "<="),
+                EventKind::Renotified => ("still over its threshold", ">"),
+            };
+            (
+                what.to_owned(),
+                format!(
+                    "{:.3} kWh measured {cmp} {:.3} kWh threshold",
+                    e.measured_kwh, e.threshold_kwh
+                ),
+            )
+        }
     };
     Line {
         headline: format!("{name}: {what}"),

@@ -196,15 +196,7 @@ async fn an_episode_is_mailed_once_per_address_and_posted_once_to_the_webhook() 
         .sql("SELECT rule_id, window, threshold_kwh, enabled FROM alert_rules")
         .await;
     assert_eq!(rules, [json!([rule["id"], "15m", 5.0, true])]);
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .contains("wattline_alert_deliveries_total{channel=\"email\",outcome=\"delivered\"} 4"),
@@ -570,15 +562,7 @@ async fn webhooks_to_private_addresses_are_refused_unless_allowed() {
     let failed = "wattline_alert_deliveries_total{channel=\"webhook\",outcome=\"failed\"} 2";
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = s
-            .client
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = s.metrics().await;
         if m.contains(failed) && m.contains("wattline_alert_outbox_depth 0") {
             break;
         }

@@ -291,15 +291,7 @@ async fn retention_drops_old_chunk_files_and_their_space() {
         .sql("SELECT min(ts) >= now() - INTERVAL '3 days' FROM readings")
         .await;
     assert_eq!(oldest[0][0], true);
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     assert!(text.contains("wattline_chunks "));
 }
 

@@ -131,15 +131,7 @@ async fn metrics_show_per_route_latency_and_ingest_counts() {
         .post_json(&serde_json::json!({"readings": [reading("s", t, 1.0)]}))
         .await;
     assert_eq!(r.status(), 202);
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     assert!(text.contains(
         "wattline_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v1/readings\",status=\"202\""
     ));

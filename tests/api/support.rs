@@ -242,6 +242,18 @@ impl Server {
 
     /// All readings of a sensor as `(ts, value)`.
     /// Asserts that the daemon still answers `/healthz`.
+    /// The `/metrics` text (without a key).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn assert_alive(&self) {
         let r = self.client.get(self.url("/healthz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "the daemon stopped answering");

@@ -31,11 +31,32 @@ impl Mail {
 #[derive(Clone)]
 struct Collect {
     inbox: Arc<Mutex<Vec<Mail>>>,
+    /// RCPT commands seen per address.
+    rcpts: Arc<Mutex<HashMap<String, usize>>>,
     to: Vec<String>,
     buf: Vec<u8>,
 }
 
 impl Handler for Collect {
+    /// `bounce@...` is refused for good (550); `later@...` is refused for
+    /// now (451) the first time.
+    fn rcpt(&mut self, to: &str) -> Response {
+        let address = to.trim_matches(['<', '>']).to_owned();
+        let n = {
+            let mut r = self.rcpts.lock().unwrap();
+            let n = r.entry(address.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if address.starts_with("bounce@") {
+            response::NO_MAILBOX
+        } else if address.starts_with("later@") && n == 1 {
+            response::INTERNAL_ERROR
+        } else {
+            response::OK
+        }
+    }
+
     fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
         self.to = to.to_vec();
         self.buf.clear();
@@ -68,6 +89,7 @@ pub fn free_port() -> u16 {
 pub struct MailServer {
     pub port: u16,
     inbox: Arc<Mutex<Vec<Mail>>>,
+    rcpts: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl MailServer {
@@ -75,8 +97,10 @@ impl MailServer {
     pub fn start_on(port: u16) -> MailServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let inbox = Arc::new(Mutex::new(Vec::new()));
+        let rcpts = Arc::new(Mutex::new(HashMap::new()));
         let handler = Collect {
             inbox: inbox.clone(),
+            rcpts: rcpts.clone(),
             to: vec![],
             buf: vec![],
         };
@@ -85,7 +109,17 @@ impl MailServer {
             server.with_name("mail.test").with_tcp_listener(listener);
             let _ = server.serve();
         });
-        MailServer { port, inbox }
+        MailServer { port, inbox, rcpts }
+    }
+
+    /// How often `address` was named in RCPT.
+    pub fn rcpt_count(&self, address: &str) -> usize {
+        self.rcpts
+            .lock()
+            .unwrap()
+            .get(address)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn start() -> MailServer {

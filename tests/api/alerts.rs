@@ -538,6 +538,42 @@ async fn rules_and_events_are_the_tenants_own() {
 }
 
 #[tokio::test]
+async fn a_refused_address_is_given_up_and_a_deferred_one_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = MailServer::start();
+    let s = start(dir.path(), mail.port).await;
+    s.setup("t1", "b1", &["s1"]).await;
+    create_rule(
+        &s,
+        "b1",
+        json!({"threshold_kwh": 1.0, "window": "15m",
+               "emails": ["bounce@b1.test", "later@b1.test", "ops@b1.test"]}),
+    )
+    .await;
+    let q = past_quarter();
+    post_readings(&s, vec![reading("s1", q + 60_000, 2.5)]).await;
+    wait_events(&s, "b1", 2, 30).await;
+    // ops at once; later after its 451 (retried in about 2 s); bounce
+    // never (550 is permanent: one try, then failed).
+    let mails = mail.wait_for(2, 30).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut to: Vec<String> = mail.mails().iter().flat_map(|m| m.to.clone()).collect();
+    to.sort();
+    assert_eq!(to, ["later@b1.test", "ops@b1.test"], "{mails:?}");
+    assert_eq!(mail.rcpt_count("bounce@b1.test"), 1, "no retry after a 550");
+    assert_eq!(mail.rcpt_count("later@b1.test"), 2, "one retry after a 451");
+    let m = s.metrics().await;
+    for line in [
+        "wattline_alert_deliveries_total{channel=\"email\",outcome=\"failed\"} 2",
+        "wattline_alert_deliveries_total{channel=\"email\",outcome=\"retry\"} 2",
+        "wattline_alert_deliveries_total{channel=\"email\",outcome=\"delivered\"} 4",
+        "wattline_alert_outbox_depth 0",
+    ] {
+        assert!(m.contains(line), "{line}\n{m}");
+    }
+}
+
+#[tokio::test]
 async fn webhooks_to_private_addresses_are_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let hook = Hook::start(0).await;

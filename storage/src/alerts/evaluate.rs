@@ -44,14 +44,6 @@ pub struct PassReport {
 /// and the events.
 type Pending<'a> = (&'a AlertRule, Tz, Vec<Episode>, Vec<Found>);
 
-/// An enabled rule with what the catalog says of its building: the zone,
-/// and for offline rules the watched sensors with their newest reading.
-struct Target<'a> {
-    rule: &'a AlertRule,
-    tz: Tz,
-    watched: Option<Vec<(String, Option<i64>)>>,
-}
-
 /// One rule's view of its building's windows.
 struct RuleWindows<'a> {
     reader: &'a WindowReader<'a>,
@@ -117,41 +109,36 @@ impl AlertStore {
         let started = Instant::now();
         let rules = self.rules.read_locked();
         let mut states = self.states.locked();
-        // What the catalog says, read before the rollups are (their steps
-        // take the two the other way round) and released at once.
-        let targets: Vec<Target<'_>> = {
-            let view = catalog.view();
-            rules
-                .values()
-                .filter(|r| r.enabled)
-                .filter_map(|rule| {
-                    let b = view.building(rule.building_id.as_str())?;
-                    (b.tenant_id == rule.tenant_id).then_some(())?;
-                    let watched = (rule.kind == RuleKind::Offline).then(|| {
-                        view.sensors_of(b.id.as_str())
-                            .filter(|s| match &rule.sensor_id {
-                                Some(one) => s.id == *one,
-                                None => s.is_active,
-                            })
-                            .map(|s| (s.id.to_string(), last_seen.get(s.key)))
-                            .collect()
-                    });
-                    Some(Target {
-                        rule,
-                        tz: b.timezone.tz(),
-                        watched,
-                    })
-                })
-                .collect()
-        };
-        let reader = rollups.windows();
         let mut report = PassReport::default();
         let mut pending: Vec<Pending<'_>> = Vec::new();
-        let quarters_from = (now_ms.div_euclid(DAY_MS) - (QUARTER_DAYS - 1)) * DAY_MS;
-        for Target { rule, tz, watched } in targets {
-            report.rules += 1;
-            let state = states.entry(rule.id.clone()).or_default();
-            if let (Some(watched), Some(silence)) = (watched, &rule.silent_for) {
+        // First what the catalog alone answers (offline rules) and each
+        // window rule's zone, with the catalog read before the rollups
+        // (their steps take the two the other way round) and released.
+        let mut targets: Vec<(&AlertRule, Tz)> = Vec::new();
+        {
+            let view = catalog.view();
+            for rule in rules.values().filter(|r| r.enabled) {
+                let Some(b) = view.building(rule.building_id.as_str()) else {
+                    continue;
+                };
+                if b.tenant_id != rule.tenant_id {
+                    continue;
+                }
+                report.rules += 1;
+                let tz = b.timezone.tz();
+                let (RuleKind::Offline, Some(silence)) = (rule.kind, &rule.silent_for) else {
+                    targets.push((rule, tz));
+                    continue;
+                };
+                let watched: Vec<(&str, Option<i64>)> = view
+                    .sensors_of(b.id.as_str())
+                    .filter(|s| match &rule.sensor_id {
+                        Some(one) => s.id == *one,
+                        None => s.is_active,
+                    })
+                    .map(|s| (s.id.as_str(), last_seen.get(s.key)))
+                    .collect();
+                let state = states.entry(rule.id.clone()).or_default();
                 let (episodes, found) = super::offline::reconcile(
                     state,
                     &watched,
@@ -162,18 +149,23 @@ impl AlertStore {
                 if episodes != state.episodes {
                     pending.push((rule, tz, episodes, found));
                 }
-                continue;
             }
+        }
+        let reader = rollups.windows();
+        let quarters_from = (now_ms.div_euclid(DAY_MS) - (QUARTER_DAYS - 1)) * DAY_MS;
+        for (rule, tz) in targets {
+            let state = states.entry(rule.id.clone()).or_default();
             let span: WindowSpan = rule.window;
             // Episodes are named by window starts: another window length
             // or time zone starts over.
-            let alignment = format!("{}@{}", span.name(), tz.name());
-            if state.alignment.as_deref() != Some(alignment.as_str()) {
+            let aligned = state.alignment.as_deref().and_then(|a| a.split_once('@'))
+                == Some((span.name(), tz.name()));
+            if !aligned {
                 if state.alignment.is_some() {
                     state.episodes.clear();
                 }
                 state.cache = None;
-                state.alignment = Some(alignment);
+                state.alignment = Some(format!("{}@{}", span.name(), tz.name()));
             }
             let mut first = span.start_of(tz, now_ms - settings.lookback_ms);
             if span == WindowSpan::Quarter {

@@ -18,7 +18,7 @@ const NOTHING: Measure = Measure {
 /// newest reading time; `None`: not seen since the store opened).
 pub(crate) fn reconcile(
     state: &RuleState,
-    sensors: &[(String, Option<i64>)],
+    sensors: &[(&str, Option<i64>)],
     silence_ms: i64,
     now_ms: i64,
     renotify_ms: i64,
@@ -32,9 +32,10 @@ pub(crate) fn reconcile(
         offline: Some((end, sensor.to_owned())),
     };
     for (id, last) in sensors {
+        let id = *id;
         let open = eps
             .iter()
-            .position(|e| e.resolved.is_none() && e.sensor.as_deref() == Some(id.as_str()));
+            .position(|e| e.resolved.is_none() && e.sensor.as_deref() == Some(id));
         let Some(last) = *last else { continue };
         let silent = now_ms - last >= silence_ms;
         match open {
@@ -43,7 +44,7 @@ pub(crate) fn reconcile(
                     fired: last,
                     resolved: None,
                     notified_ms: now_ms,
-                    sensor: Some(id.clone()),
+                    sensor: Some(id.to_owned()),
                 });
                 found.push(event(EventKind::Fired, last, now_ms, id));
             }
@@ -67,7 +68,7 @@ mod tests {
     use super::*;
 
     fn pass(state: &mut RuleState, last: Option<i64>, now: i64) -> Vec<(EventKind, i64)> {
-        let (eps, found) = reconcile(state, &[("m1".into(), last)], 30, now, 100);
+        let (eps, found) = reconcile(state, &[("m1", last)], 30, now, 100);
         state.episodes = eps;
         found.iter().map(|f| (f.kind, f.window)).collect()
     }

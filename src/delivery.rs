@@ -95,6 +95,8 @@ impl Channel {
 
 /// Most events in one mail (bounds the message and its `Message-ID`).
 const MAX_EVENTS_PER_MAIL: usize = 50;
+/// Messages sent at once; each group is recorded as it ends.
+const MAILS_AT_ONCE: usize = 8;
 /// Webhook POSTs in flight at once; each group is recorded as it ends.
 const WEBHOOKS_AT_ONCE: usize = 8;
 
@@ -227,11 +229,25 @@ pub(crate) async fn run_mail(
                 by_address.entry(a.clone()).or_default().push(d);
             }
         }
-        for (address, mut group) in by_address {
-            group.truncate(MAX_EVENTS_PER_MAIL);
-            let outcome = mailer.send(&catalog, &address, &group).await;
-            let results = group.into_iter().map(|d| (d, outcome.clone())).collect();
-            outbox.settle(results).await;
+        let groups: Vec<(String, Vec<Due>)> = by_address
+            .into_iter()
+            .map(|(address, mut group)| {
+                group.truncate(MAX_EVENTS_PER_MAIL);
+                (address, group)
+            })
+            .collect();
+        // A few messages at once (the transport pools connections), their
+        // outcomes recorded in one commit.
+        for batch in groups.chunks(MAILS_AT_ONCE) {
+            let sends = batch.iter().map(|(address, group)| async {
+                let outcome = mailer.send(&catalog, address, group).await;
+                group
+                    .iter()
+                    .map(|d| (d.clone(), outcome.clone()))
+                    .collect::<Vec<_>>()
+            });
+            let results = futures::future::join_all(sends).await;
+            outbox.settle(results.into_iter().flatten().collect()).await;
         }
         if pause(&wake, &mut stop).await {
             return;

@@ -5,7 +5,7 @@
 //! reports again.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::ids::SensorKey;
 use crate::reading::Reading;
@@ -38,5 +38,18 @@ impl LastSeen {
     /// The newest reading time of `sensor` (UTC ms), if known.
     pub fn get(&self, sensor: SensorKey) -> Option<i64> {
         self.newest.read_locked().get(&sensor).copied()
+    }
+
+    /// A read lock for many lookups (one evaluation pass).
+    pub fn reader(&self) -> LastSeenReader<'_> {
+        LastSeenReader(self.newest.read_locked())
+    }
+}
+
+pub struct LastSeenReader<'a>(RwLockReadGuard<'a, HashMap<SensorKey, i64>>);
+
+impl LastSeenReader<'_> {
+    pub fn get(&self, sensor: SensorKey) -> Option<i64> {
+        self.0.get(&sensor).copied()
     }
 }

@@ -70,7 +70,7 @@ pub use chunk::{
 };
 pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId, WalSequence};
-pub use last_seen::LastSeen;
+pub use last_seen::{LastSeen, LastSeenReader};
 pub use memtable::Memtable;
 pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};

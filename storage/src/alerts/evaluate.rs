@@ -40,6 +40,18 @@ pub struct PassReport {
     pub events: Vec<AlertEvent>,
 }
 
+/// The rule's state, created on first use (without copying its id on
+/// every pass).
+fn state_of<'a>(
+    states: &'a mut std::collections::HashMap<String, RuleState>,
+    id: &str,
+) -> &'a mut RuleState {
+    if !states.contains_key(id) {
+        states.insert(id.to_owned(), RuleState::default());
+    }
+    states.get_mut(id).expect("just inserted")
+}
+
 /// A rule whose episodes changed: its building's zone, its new episodes
 /// and the events.
 type Pending<'a> = (&'a AlertRule, Tz, Vec<Episode>, Vec<Found>);
@@ -117,6 +129,8 @@ impl AlertStore {
         let mut targets: Vec<(&AlertRule, Tz)> = Vec::new();
         {
             let view = catalog.view();
+            let newest = last_seen.reader();
+            let mut watched: Vec<(&str, Option<i64>)> = Vec::new();
             for rule in rules.values().filter(|r| r.enabled) {
                 let Some(b) = view.building(rule.building_id.as_str()) else {
                     continue;
@@ -130,23 +144,23 @@ impl AlertStore {
                     targets.push((rule, tz));
                     continue;
                 };
-                let watched: Vec<(&str, Option<i64>)> = view
-                    .sensors_of(b.id.as_str())
-                    .filter(|s| match &rule.sensor_id {
-                        Some(one) => s.id == *one,
-                        None => s.is_active,
-                    })
-                    .map(|s| (s.id.as_str(), last_seen.get(s.key)))
-                    .collect();
-                let state = states.entry(rule.id.clone()).or_default();
-                let (episodes, found) = super::offline::reconcile(
+                watched.clear();
+                watched.extend(
+                    view.sensors_of(b.id.as_str())
+                        .filter(|s| match &rule.sensor_id {
+                            Some(one) => s.id == *one,
+                            None => s.is_active,
+                        })
+                        .map(|s| (s.id.as_str(), newest.get(s.key))),
+                );
+                let state = state_of(&mut states, &rule.id);
+                if let Some((episodes, found)) = super::offline::reconcile(
                     state,
                     &watched,
                     silence.ms(),
                     now_ms,
                     settings.renotify_ms,
-                );
-                if episodes != state.episodes {
+                ) {
                     pending.push((rule, tz, episodes, found));
                 }
             }
@@ -154,7 +168,7 @@ impl AlertStore {
         let reader = rollups.windows();
         let quarters_from = (now_ms.div_euclid(DAY_MS) - (QUARTER_DAYS - 1)) * DAY_MS;
         for (rule, tz) in targets {
-            let state = states.entry(rule.id.clone()).or_default();
+            let state = state_of(&mut states, &rule.id);
             let span: WindowSpan = rule.window;
             // Episodes are named by window starts: another window length
             // or time zone starts over.
@@ -194,15 +208,27 @@ impl AlertStore {
             cache.over = cache.over.split_off(&first);
             let _ = cache.over.split_off(&from);
             let mut start = from;
+            let mut read = 0;
             while start < newest {
                 let m = w.measure(start);
-                report.windows_read += 1;
+                read += 1;
                 if m.over() {
                     cache.over.insert(start, m);
                 }
                 start = span.next(tz, start);
             }
+            report.windows_read += read;
             cache.evaluated_to = newest.max(from);
+            // Nothing read and no episode due for a reminder: nothing new
+            // to announce (the common pass).
+            let renotify_due = state
+                .episodes
+                .iter()
+                .any(|e| e.resolved.is_none() && now_ms - e.notified_ms >= settings.renotify_ms);
+            if read == 0 && !renotify_due {
+                state.cache = Some(cache);
+                continue;
+            }
             let clock = Clock {
                 first,
                 newest,

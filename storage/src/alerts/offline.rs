@@ -5,6 +5,8 @@
 //! stays silent past `alerts.renotify`. Silent meters are the most common
 //! real fault, and a threshold rule cannot see them.
 
+use std::borrow::Cow;
+
 use super::episodes::{Episode, Found, Measure, RuleState};
 use super::model::EventKind;
 
@@ -15,15 +17,16 @@ const NOTHING: Measure = Measure {
 };
 
 /// The episodes after this pass and the events, for `sensors` (id and
-/// newest reading time; `None`: not seen since the store opened).
+/// newest reading time; `None`: not seen since the store opened); `None`
+/// when nothing changes (the common case, found without copying).
 pub(crate) fn reconcile(
     state: &RuleState,
     sensors: &[(&str, Option<i64>)],
     silence_ms: i64,
     now_ms: i64,
     renotify_ms: i64,
-) -> (Vec<Episode>, Vec<Found>) {
-    let mut eps = state.episodes.clone();
+) -> Option<(Vec<Episode>, Vec<Found>)> {
+    let mut eps = Cow::Borrowed(&state.episodes);
     let mut found = Vec::new();
     let event = |kind, window, end, sensor: &str| Found {
         kind,
@@ -31,16 +34,15 @@ pub(crate) fn reconcile(
         measure: NOTHING,
         offline: Some((end, sensor.to_owned())),
     };
-    for (id, last) in sensors {
-        let id = *id;
+    for &(id, last) in sensors {
         let open = eps
             .iter()
             .position(|e| e.resolved.is_none() && e.sensor.as_deref() == Some(id));
-        let Some(last) = *last else { continue };
+        let Some(last) = last else { continue };
         let silent = now_ms - last >= silence_ms;
         match open {
             None if silent => {
-                eps.push(Episode {
+                eps.to_mut().push(Episode {
                     fired: last,
                     resolved: None,
                     notified_ms: now_ms,
@@ -49,18 +51,25 @@ pub(crate) fn reconcile(
                 found.push(event(EventKind::Fired, last, now_ms, id));
             }
             Some(i) if !silent || last > eps[i].fired => {
-                eps[i].resolved = Some(last);
-                found.push(event(EventKind::Resolved, eps[i].fired, last, id));
+                let e = &mut eps.to_mut()[i];
+                e.resolved = Some(last);
+                found.push(event(EventKind::Resolved, e.fired, last, id));
             }
             Some(i) if now_ms - eps[i].notified_ms >= renotify_ms => {
-                eps[i].notified_ms = now_ms;
-                found.push(event(EventKind::Renotified, eps[i].fired, now_ms, id));
+                let e = &mut eps.to_mut()[i];
+                e.notified_ms = now_ms;
+                found.push(event(EventKind::Renotified, e.fired, now_ms, id));
             }
             _ => {}
         }
     }
-    eps.retain(|e| e.resolved.is_none());
-    (eps, found)
+    match eps {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(mut eps) => {
+            eps.retain(|e| e.resolved.is_none());
+            Some((eps, found))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -68,7 +77,9 @@ mod tests {
     use super::*;
 
     fn pass(state: &mut RuleState, last: Option<i64>, now: i64) -> Vec<(EventKind, i64)> {
-        let (eps, found) = reconcile(state, &[("m1", last)], 30, now, 100);
+        let Some((eps, found)) = reconcile(state, &[("m1", last)], 30, now, 100) else {
+            return vec![];
+        };
         state.episodes = eps;
         found.iter().map(|f| (f.kind, f.window)).collect()
     }

@@ -91,12 +91,12 @@ impl Rollups {
             }
             let mut kept = entry.quarters.split_off(&range.start_ms);
             let later = kept.split_off(&range.end_ms);
-            let changed = kept != fresh;
+            let changed = first_difference(&kept, &fresh);
             entry.quarters.retain(|q, _| *q >= floor);
             entry.quarters.extend(fresh);
             entry.quarters.extend(later);
-            if changed {
-                entry.note_change(&self.generation, range.start_ms);
+            if let Some(first) = changed {
+                entry.note_change(&self.generation, first);
             }
         }
         Ok(newest)

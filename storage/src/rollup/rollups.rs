@@ -88,6 +88,18 @@ pub(crate) struct BuildingRollups {
     pub(super) forgotten: u64,
 }
 
+/// The first key at which `old` and `new` differ (in presence or value).
+pub(super) fn first_difference<K: Ord + Copy>(
+    old: &BTreeMap<K, Agg>,
+    new: &BTreeMap<K, Agg>,
+) -> Option<K> {
+    old.keys()
+        .chain(new.keys())
+        .filter(|k| old.get(k) != new.get(k))
+        .min()
+        .copied()
+}
+
 /// Changes remembered per building; an evaluator further behind re-reads
 /// everything.
 const KEPT_CHANGES: usize = 64;

@@ -257,19 +257,26 @@ impl Rollups {
         for b in &affected {
             let tz = view.building(b).map_or(Tz::UTC, |b| b.timezone.tz());
             let entry = buildings.entry(b.clone()).or_default();
-            entry.note_change(&self.generation, range.start);
             if let Some(t) = tenants.get(b) {
                 entry.tenant = t.clone();
             } else if let Some(bb) = view.building(b) {
                 entry.tenant = Arc::from(bb.tenant_id.as_str());
             }
-            let old: Vec<i64> = entry.hourly.range(range.clone()).map(|(h, _)| *h).collect();
-            let days = touched.entry(b.clone()).or_default();
-            for h in old {
-                entry.hourly.remove(&h);
-                days.insert(local_date(tz, h));
+            let old: BTreeMap<i64, Agg> = entry
+                .hourly
+                .range(range.clone())
+                .map(|(h, a)| (*h, *a))
+                .collect();
+            let new = sums.remove(b).unwrap_or_default();
+            if let Some(first) = first_difference(&old, &new) {
+                entry.note_change(&self.generation, first);
             }
-            for (h, agg) in sums.remove(b).unwrap_or_default() {
+            let days = touched.entry(b.clone()).or_default();
+            for h in old.keys() {
+                entry.hourly.remove(h);
+                days.insert(local_date(tz, *h));
+            }
+            for (h, agg) in new {
                 days.insert(local_date(tz, h));
                 entry.hourly.insert(h, agg);
             }
@@ -311,21 +318,25 @@ impl Rollups {
             let Some(entry) = buildings.get_mut(b) else {
                 continue;
             };
-            if let Some(first) = days.first() {
-                entry.note_change(&self.generation, day_start(tz, *first));
-            }
             let mut months = BTreeSet::new();
+            let mut first_changed = None;
             for &d in days {
                 if from_hours {
                     let span = day_start(tz, d)..day_start(tz, next_day(d));
-                    match Agg::sum(entry.hourly.range(span).map(|(_, a)| a)) {
+                    let old = match Agg::sum(entry.hourly.range(span).map(|(_, a)| a)) {
                         Some(a) => entry.daily.insert(d, a),
                         None => entry.daily.remove(&d),
                     };
+                    if first_changed.is_none() && old != entry.daily.get(&d).copied() {
+                        first_changed = Some(day_start(tz, d));
+                    }
                 }
                 months.insert(
                     NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("first of month"),
                 );
+            }
+            if let Some(first) = first_changed {
+                entry.note_change(&self.generation, first);
             }
             for m in months {
                 match Agg::sum(entry.daily.range(m..next_month(m)).map(|(_, a)| a)) {

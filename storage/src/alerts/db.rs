@@ -32,6 +32,9 @@ pub(super) const OUTBOX: TableDefinition<(u64, &str), &str> = TableDefinition::n
 pub(super) const FAILED: TableDefinition<(u64, &str), &str> = TableDefinition::new("failed");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Rules one building may have (bounds what one tenant adds to a pass).
+const MAX_RULES_PER_BUILDING: usize = 100;
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -161,6 +164,18 @@ impl AlertStore {
 
     pub fn create_rule(&self, new: NewRule) -> Result<AlertRule> {
         let _w = self.write.locked();
+        let of_building = self
+            .rules
+            .read_locked()
+            .values()
+            .filter(|r| r.building_id == new.building_id)
+            .count();
+        if of_building >= MAX_RULES_PER_BUILDING {
+            return Err(Error::InvalidArgument(format!(
+                "building {} already has {MAX_RULES_PER_BUILDING} alert rules, the most it may have",
+                new.building_id
+            )));
+        }
         let id = new_rule_id()?;
         let rule = AlertRule::new(id, new)?;
         self.put_rule(&rule)?;

@@ -172,3 +172,17 @@ fn a_failed_delivery_leaves_the_outbox() {
     assert_eq!(alerts.outbox_depth().unwrap(), 0);
     assert!(alerts.due(now + 10_000_000).unwrap().is_empty());
 }
+
+#[test]
+fn a_building_has_at_most_a_hundred_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = AlertStore::open(dir.path()).unwrap();
+    for i in 0..100 {
+        alerts.create_rule(rule(f64::from(i))).unwrap();
+    }
+    let err = alerts.create_rule(rule(1.0)).unwrap_err();
+    assert!(err.to_string().contains("100 alert rules"), "{err}");
+    let first = alerts.rules_of("b", "t")[0].id.clone();
+    alerts.delete_rule(&first).unwrap();
+    alerts.create_rule(rule(1.0)).unwrap();
+}

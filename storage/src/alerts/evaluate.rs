@@ -167,6 +167,8 @@ impl AlertStore {
         }
         let reader = rollups.windows();
         let quarters_from = (now_ms.div_euclid(DAY_MS) - (QUARTER_DAYS - 1)) * DAY_MS;
+        let mut bounds: std::collections::HashMap<(WindowSpan, Tz), (i64, i64)> =
+            std::collections::HashMap::new();
         for (rule, tz) in targets {
             let state = state_of(&mut states, &rule.id);
             let span: WindowSpan = rule.window;
@@ -181,11 +183,14 @@ impl AlertStore {
                 state.cache = None;
                 state.alignment = Some(format!("{}@{}", span.name(), tz.name()));
             }
-            let mut first = span.start_of(tz, now_ms - settings.lookback_ms);
-            if span == WindowSpan::Quarter {
-                first = first.max(quarters_from);
-            }
-            let newest = span.start_of(tz, now_ms - settings.settle_ms);
+            // The same for every rule of this window length and zone.
+            let (first, newest) = *bounds.entry((span, tz)).or_insert_with(|| {
+                let mut first = span.start_of(tz, now_ms - settings.lookback_ms);
+                if span == WindowSpan::Quarter {
+                    first = first.max(quarters_from);
+                }
+                (first, span.start_of(tz, now_ms - settings.settle_ms))
+            });
             let w = RuleWindows {
                 reader: &reader,
                 rule,
@@ -197,7 +202,7 @@ impl AlertStore {
                 evaluated_to: i64::MIN,
             });
             // Re-read from the earliest changed window, then the new ones.
-            let from = match reader.changed_since(rule.building_id.as_str(), cache.seen) {
+            let from = match reader.changed_since(rule.building_id.as_str(), span, cache.seen) {
                 Some(changed) => cache
                     .evaluated_to
                     .min(span.start_of(tz, changed.max(first))),
@@ -205,8 +210,16 @@ impl AlertStore {
             }
             .max(first);
             cache.seen = reader.generation();
-            cache.over = cache.over.split_off(&first);
-            let _ = cache.over.split_off(&from);
+            if cache
+                .over
+                .first_key_value()
+                .is_some_and(|(k, _)| *k < first)
+            {
+                cache.over = cache.over.split_off(&first);
+            }
+            if cache.over.last_key_value().is_some_and(|(k, _)| *k >= from) {
+                let _ = cache.over.split_off(&from);
+            }
             let mut start = from;
             let mut read = 0;
             while start < newest {

@@ -186,3 +186,43 @@ fn a_building_has_at_most_a_hundred_rules() {
     alerts.delete_rule(&first).unwrap();
     alerts.create_rule(rule(1.0)).unwrap();
 }
+
+#[test]
+fn a_pass_after_nothing_changed_reads_only_the_windows_completed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog_with_sensors(dir.path(), 1);
+    let (store, _) = ReadingStore::open(dir.path(), catalog.clone()).unwrap();
+    let alerts = AlertStore::open(dir.path()).unwrap();
+    let now = crate::now_ms();
+    let q = now - now.rem_euclid(900_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows: Vec<(u32, i64, f64)> = (1..40)
+        .map(|i| (0, q - i * 900_000 + 60_000, 2.0))
+        .collect();
+    rt.block_on(store.append(batch(&rows))).unwrap();
+    store.catch_up_rollups().unwrap();
+    alerts.create_rule(rule(1.0)).unwrap();
+    let day = NewRule {
+        window: WindowSpan::Day,
+        ..rule(1.0)
+    };
+    alerts.create_rule(day).unwrap();
+    let pass = |at| {
+        alerts
+            .evaluate(at, store.rollups(), store.last_seen(), &catalog, &SETTINGS)
+            .unwrap()
+            .windows_read
+    };
+    assert!(pass(q + 120_000) > 90);
+    assert_eq!(pass(q + 180_000), 0, "nothing changed, nothing completed");
+    assert_eq!(pass(q + 900_000 + 120_000), 1, "one quarter completed");
+    // A correction of one quarter: from that quarter on, and its day.
+    rt.block_on(store.append(batch(&[(0, q - 3 * 900_000 + 60_000, 0.5)])))
+        .unwrap();
+    store.catch_up_rollups().unwrap();
+    assert_eq!(
+        pass(q + 900_000 + 180_000),
+        4 + 1,
+        "quarters q-3 to q, and the day"
+    );
+}

@@ -19,6 +19,7 @@ use crate::sync::{Recover, RecoverRw};
 use crate::tiers::Snapshot;
 
 use super::rollups::*;
+use super::windows::WindowSpan;
 
 /// UTC days of quarters kept: today and the two before.
 pub const QUARTER_DAYS: i64 = 3;
@@ -96,7 +97,7 @@ impl Rollups {
             entry.quarters.extend(fresh);
             entry.quarters.extend(later);
             if let Some(first) = changed {
-                entry.note_change(&self.generation, first);
+                entry.note_change(&self.generation, WindowSpan::Quarter, first);
             }
         }
         Ok(newest)

@@ -23,6 +23,7 @@ use std::time::Instant;
 use chrono::{Datelike, NaiveDate};
 
 use super::files::{RollupRow, RollupTable, partitions, read_partition};
+use super::windows::WindowSpan;
 use super::zones::ZoneLedger;
 use crate::catalog::Catalog;
 use crate::error::Result;
@@ -80,10 +81,10 @@ pub(crate) struct BuildingRollups {
     /// 15-minute interval start (UTC ms) -> energy, recent days only (see
     /// `quarters`).
     pub(super) quarters: BTreeMap<i64, Agg>,
-    /// Recent changes: ([`Rollups::generation`] after the change, earliest
-    /// bucket start it touched), oldest first, so alert evaluation re-reads
-    /// only the windows that changed.
-    pub(super) changes: std::collections::VecDeque<(u64, i64)>,
+    /// Recent changes: ([`Rollups::generation`] after the change, the
+    /// table, earliest bucket start it touched), oldest first, so alert
+    /// evaluation re-reads only the windows that changed.
+    pub(super) changes: std::collections::VecDeque<(u64, WindowSpan, i64)>,
     /// The generation of the newest change no longer in `changes`.
     pub(super) forgotten: u64,
 }
@@ -105,28 +106,32 @@ pub(super) fn first_difference<K: Ord + Copy>(
 const KEPT_CHANGES: usize = 64;
 
 impl BuildingRollups {
-    /// Records that buckets from `from_ms` on changed.
-    pub(super) fn note_change(&mut self, generation: &AtomicU64, from_ms: i64) {
+    /// Records that buckets of `table` from `from_ms` on changed.
+    pub(super) fn note_change(&mut self, generation: &AtomicU64, table: WindowSpan, from_ms: i64) {
         let g = generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if self.changes.len() == KEPT_CHANGES
-            && let Some((old, _)) = self.changes.pop_front()
+            && let Some((old, ..)) = self.changes.pop_front()
         {
             self.forgotten = old;
         }
-        self.changes.push_back((g, from_ms));
+        self.changes.push_back((g, table, from_ms));
     }
 
-    /// The earliest bucket start changed after generation `seen`
-    /// (`i64::MIN` when `seen` is older than what is remembered), or `None`
-    /// when nothing changed since.
-    pub(super) fn changed_since(&self, seen: u64) -> Option<i64> {
+    /// The earliest bucket start of `table` changed after generation
+    /// `seen` (`i64::MIN` when `seen` is older than what is remembered),
+    /// or `None` when nothing changed since.
+    pub(super) fn changed_since(&self, table: WindowSpan, seen: u64) -> Option<i64> {
         if seen < self.forgotten {
             return Some(i64::MIN);
         }
+        // Newest first, stopping at what was seen: a pass with nothing new
+        // looks at one entry.
         self.changes
             .iter()
-            .filter(|(g, _)| *g > seen)
-            .map(|(_, from)| *from)
+            .rev()
+            .take_while(|(g, ..)| *g > seen)
+            .filter(|(_, t, _)| *t == table)
+            .map(|(.., from)| *from)
             .min()
     }
 }

@@ -15,6 +15,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
 use super::files::{RollupRow, RollupTable, read_partition, write_partition};
+use super::windows::WindowSpan;
 use crate::chunk::{DAY_MS, SensorNames, day_name};
 use crate::error::Result;
 use crate::ids::SensorKey;
@@ -269,7 +270,7 @@ impl Rollups {
                 .collect();
             let new = sums.remove(b).unwrap_or_default();
             if let Some(first) = first_difference(&old, &new) {
-                entry.note_change(&self.generation, first);
+                entry.note_change(&self.generation, WindowSpan::Hour, first);
             }
             let days = touched.entry(b.clone()).or_default();
             for h in old.keys() {
@@ -336,7 +337,7 @@ impl Rollups {
                 );
             }
             if let Some(first) = first_changed {
-                entry.note_change(&self.generation, first);
+                entry.note_change(&self.generation, WindowSpan::Day, first);
             }
             for m in months {
                 match Agg::sum(entry.daily.range(m..next_month(m)).map(|(_, a)| a)) {

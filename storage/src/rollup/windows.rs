@@ -97,10 +97,10 @@ impl WindowReader<'_> {
         self.generation
     }
 
-    /// The earliest bucket start of `building` changed after generation
-    /// `seen` (`i64::MIN`: maybe any), or `None` if none changed.
-    pub fn changed_since(&self, building: &str, seen: u64) -> Option<i64> {
-        self.buildings.get(building)?.changed_since(seen)
+    /// The earliest start of a `span` bucket of `building` changed after
+    /// generation `seen` (`i64::MIN`: maybe any), or `None` if none did.
+    pub fn changed_since(&self, building: &str, span: WindowSpan, seen: u64) -> Option<i64> {
+        self.buildings.get(building)?.changed_since(span, seen)
     }
 
     /// The building's energy in the window starting at `start`; `None`

@@ -1,14 +1,16 @@
 //! Delivery of alert events from the durable outbox: mail (one message per
-//! address per round, holding all its due events) and webhooks (one JSON
-//! POST per event). Mail and webhooks run as separate loops, so a webhook
-//! that hangs never holds up mail, and each has a short timeout.
+//! address per round, holding up to [`MAX_EVENTS_PER_MAIL`] due events,
+//! [`MAILS_AT_ONCE`] messages at a time) and webhooks (one JSON POST per
+//! event, [`WEBHOOKS_AT_ONCE`] at a time). Mail and webhooks run as
+//! separate loops, so a webhook that hangs never holds up mail, and each
+//! request has a short timeout.
 //!
 //! An outbox row is removed only after the recipient took the event; a
 //! failure reschedules it with exponential backoff and jitter, and a
 //! permanent refusal (SMTP 5xx, HTTP 4xx other than 408/429) or
-//! [`MAX_ATTEMPTS`] failures mark it failed for good (kept, and counted).
-//! A crash between acceptance and removal sends again, with the same
-//! `Message-ID` so the receiving side can drop the copy.
+//! [`MAX_ATTEMPTS`] failures move it to the failed deliveries (kept, and
+//! counted). A crash between acceptance and removal sends again, with the
+//! same `Message-ID` so the receiving side can drop the copy.
 
 mod mail;
 mod webhook;

@@ -12,7 +12,7 @@
 //! statistics and the page index, so a reader that wants one building and a
 //! time range skips most of it. Invariants:
 //!
-//! - A file is in use only once the manifest (see [`crate::manifest`]) names
+//! - A file is in use only once the manifest (`manifest.rs`, a layer above) names
 //!   it. Files are written under a temporary name, fsynced, renamed and the
 //!   directory fsynced before the manifest commit that names them.
 //! - Within one file a `(sensor_id, ts)` appears once. Across files of a

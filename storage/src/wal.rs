@@ -10,7 +10,7 @@
 //!   same thread that commits them, so last-write-wins resolves identically
 //!   at run time and at replay.
 //! - Records are deleted only in the manifest commit that names the chunk
-//!   files holding their readings (see [`crate::manifest`]). Replaying what
+//!   files holding their readings (`manifest.rs`, a layer above). Replaying what
 //!   is left, in key order, over the chunks rebuilds the exact state the
 //!   running daemon had.
 //!

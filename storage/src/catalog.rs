@@ -121,12 +121,7 @@ impl Catalog {
         let out = Database::create(path).map_err(|e| Error::open(path.to_owned(), e))?;
         let txn = out.begin_write()?;
         for def in [TENANTS, BUILDINGS, SENSORS, KEYS] {
-            let from = src.open_table(def)?;
-            let mut to = txn.open_table(def)?;
-            for entry in from.iter()? {
-                let (k, v) = entry?;
-                to.insert(k.value(), v.value())?;
-            }
+            crate::table_copy::copy_table(&src, &txn, def)?;
         }
         txn.commit()?;
         Ok(())

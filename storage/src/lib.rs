@@ -16,7 +16,7 @@
 //!   the write-ahead replayed before the store is handed out.
 //!
 //! Modules, bottom-up (each uses only those above it in this list):
-//! `ids`, `error`, `sync` (the poisoned-lock policy), `faults` (test fail
+//! `ids`, `error`, `sync` (the poisoned-lock policy), `table_copy`, `faults` (test fail
 //! points), `reading`, `tree` (fsync of folders, durable copies),
 //! `catalog`, `memtable`, `chunk` (Parquet chunk files), `tiers`
 //! (memtables and chunks, snapshots), `wal` (codec, database handle and
@@ -50,6 +50,7 @@ mod reading;
 mod rollup;
 mod store;
 mod sync;
+mod table_copy;
 #[cfg(test)]
 mod test_util;
 mod tiers;

@@ -15,6 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::chunk::{ChunkId, ChunkMeta};
 use crate::error::{Error, Result};
 use crate::ids::WalSequence;
+use crate::table_copy::copy_table;
 use crate::wal::WAL_TABLE;
 
 const CHUNKS: TableDefinition<'static, u64, &'static str> = TableDefinition::new("chunks");
@@ -169,26 +170,6 @@ fn write_change(txn: &redb::WriteTransaction, change: &ManifestChange) -> Result
             let mut wal = txn.open_table(WAL_TABLE)?;
             wal.retain_in(..below, |_, _| false)?;
         }
-    }
-    Ok(())
-}
-
-/// Copies table `def` from `src` into `dst` (a missing table copies
-/// nothing).
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    src: &redb::ReadTransaction,
-    dst: &redb::WriteTransaction,
-    def: TableDefinition<K, V>,
-) -> Result<()> {
-    let from = match src.open_table(def) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut to = dst.open_table(def)?;
-    for entry in from.iter()? {
-        let (k, v) = entry?;
-        to.insert(k.value(), v.value())?;
     }
     Ok(())
 }

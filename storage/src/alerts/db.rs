@@ -19,6 +19,7 @@ use super::episodes::RuleState;
 use super::model::{AlertEvent, AlertRule, NewRule, Recipient, RulePatch};
 use crate::error::{Error, Result};
 use crate::sync::{Recover, RecoverRw};
+use crate::table_copy::copy_table;
 
 pub(super) const RULES: TableDefinition<&str, &str> = TableDefinition::new("rules");
 pub(super) const RULE_STATE: TableDefinition<&str, &str> = TableDefinition::new("rule_state");
@@ -120,19 +121,13 @@ impl AlertStore {
         let src = self.db.begin_read()?;
         let out = Database::create(path).map_err(|e| Error::open(path.to_owned(), e))?;
         let txn = out.begin_write()?;
-        for def in [RULES, RULE_STATE] {
-            copy_table(&src.open_table(def)?, &mut txn.open_table(def)?)?;
-        }
-        copy_table(&src.open_table(EVENTS)?, &mut txn.open_table(EVENTS)?)?;
-        copy_table(&src.open_table(OUTBOX)?, &mut txn.open_table(OUTBOX)?)?;
-        copy_table(&src.open_table(FAILED)?, &mut txn.open_table(FAILED)?)?;
-        copy_table(&src.open_table(META)?, &mut txn.open_table(META)?)?;
-        let index = src.open_table(BUILDING_EVENTS)?;
-        let mut to = txn.open_table(BUILDING_EVENTS)?;
-        for entry in index.iter()? {
-            to.insert(entry?.0.value(), ())?;
-        }
-        drop(to);
+        copy_table(&src, &txn, RULES)?;
+        copy_table(&src, &txn, RULE_STATE)?;
+        copy_table(&src, &txn, EVENTS)?;
+        copy_table(&src, &txn, BUILDING_EVENTS)?;
+        copy_table(&src, &txn, OUTBOX)?;
+        copy_table(&src, &txn, FAILED)?;
+        copy_table(&src, &txn, META)?;
         txn.commit()?;
         Ok(())
     }
@@ -370,19 +365,6 @@ impl AlertStore {
         txn.commit()?;
         Ok(())
     }
-}
-
-fn copy_table<K, V>(from: &impl ReadableTable<K, V>, to: &mut redb::Table<'_, K, V>) -> Result<()>
-where
-    K: redb::Key + 'static,
-    V: redb::Value + 'static,
-    for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
-{
-    for entry in from.iter()? {
-        let (k, v) = entry?;
-        to.insert(k.value(), v.value())?;
-    }
-    Ok(())
 }
 
 /// A random rule id, `r` and 16 hex digits (no count of other tenants'

@@ -21,13 +21,16 @@
 //! `catalog`, `memtable`, `chunk` (Parquet chunk files), `tiers`
 //! (memtables and chunks, snapshots), `wal` (codec, database handle and
 //! fsync guard, dirty marks, writer thread), `manifest`, `rollup`, `alerts`
-//! (rules, evaluation, outbox), and `store`, which wires them into [`ReadingStore`].
+//! (rules, evaluation, outbox), `reports` (report jobs and their result
+//! files), and `store`, which wires them into [`ReadingStore`].
 //!
 //! Data directory layout:
 //!
 //! ```text
 //! <data-dir>/meta.redb                 catalog (tenants, buildings, sensors, key hashes)
 //! <data-dir>/alerts.redb               alert rules, episode state, events, delivery outbox
+//! <data-dir>/reports.redb              report jobs
+//! <data-dir>/reports/                  report results (<job id>.pdf|csv|json)
 //! <data-dir>/wal.redb                  write-ahead (sequence -> batch) and chunk manifest
 //! <data-dir>/chunks/readings/day=D/    raw readings of UTC day D, Parquet
 //! <data-dir>/chunks/open/              readers' hard links of the chunk files
@@ -47,6 +50,7 @@ mod last_seen;
 mod manifest;
 mod memtable;
 mod reading;
+mod reports;
 mod rollup;
 mod store;
 mod sync;
@@ -75,6 +79,7 @@ pub use last_seen::{LastSeen, LastSeenReader};
 pub use memtable::Memtable;
 pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};
+pub use reports::{JobStatus, ReportFormat, ReportJob, ReportRequest, ReportStore};
 pub use rollup::calendar::{day_start, format_local};
 pub use rollup::{
     Agg, QUARTER_DAYS, Resolution, RollupRow, RollupTable, Rollups, WindowReader, WindowSpan,

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -58,8 +58,10 @@ pub struct Due {
 
 pub struct AlertStore {
     pub(super) db: Database,
-    pub(super) rules: RwLock<BTreeMap<String, AlertRule>>,
-    /// Episode state per rule, as last committed, plus evaluation caches.
+    pub(super) rules: RwLock<BTreeMap<String, Arc<AlertRule>>>,
+    /// Per rule: the rule itself (what a pass iterates, without a lookup
+    /// per rule), its episode state as last committed, and evaluation
+    /// caches. Exactly the rules of `rules`.
     pub(super) states: Mutex<HashMap<String, RuleState>>,
     /// One writer of rules at a time (ids, validation against memory).
     write: Mutex<()>,
@@ -98,7 +100,7 @@ impl AlertStore {
             let (k, v) = entry?;
             let rule: AlertRule =
                 serde_json::from_str(v.value()).map_err(|e| corrupt("rules", k.value(), e))?;
-            rules.insert(k.value().to_owned(), rule);
+            rules.insert(k.value().to_owned(), Arc::new(rule));
         }
         for entry in txn.open_table(RULE_STATE)?.iter()? {
             let (k, v) = entry?;
@@ -107,6 +109,10 @@ impl AlertStore {
             states.insert(k.value().to_owned(), state);
         }
         drop(txn);
+        states.retain(|id, _| rules.contains_key(id));
+        for (id, rule) in &rules {
+            states.entry(id.clone()).or_default().rule = Some(rule.clone());
+        }
         Ok(Self {
             db,
             rules: RwLock::new(rules),
@@ -133,7 +139,7 @@ impl AlertStore {
     }
 
     pub fn rule(&self, id: &str) -> Option<AlertRule> {
-        self.rules.read_locked().get(id).cloned()
+        self.rules.read_locked().get(id).map(|r| (**r).clone())
     }
 
     /// The rules of `building` of `tenant`, by id (a building id freed and
@@ -143,7 +149,7 @@ impl AlertStore {
             .read_locked()
             .values()
             .filter(|r| r.building_id.as_str() == building && r.tenant_id.as_str() == tenant)
-            .cloned()
+            .map(|r| (**r).clone())
             .collect()
     }
 
@@ -153,7 +159,7 @@ impl AlertStore {
             .read_locked()
             .values()
             .filter(|r| sees(r.tenant_id.as_str()))
-            .cloned()
+            .map(|r| (**r).clone())
             .collect()
     }
 
@@ -193,13 +199,15 @@ impl AlertStore {
         txn.open_table(RULES)?
             .insert(rule.id.as_str(), to_json(rule).as_str())?;
         txn.commit()?;
+        let rule = Arc::new(rule.clone());
         self.rules
             .write_locked()
             .insert(rule.id.clone(), rule.clone());
+        let mut states = self.states.locked();
+        let state = states.entry(rule.id.clone()).or_default();
+        state.rule = Some(rule);
         // Whatever changed, the next pass re-reads the whole look-back.
-        if let Some(s) = self.states.locked().get_mut(&rule.id) {
-            s.forget_cache();
-        }
+        state.forget_cache();
         Ok(())
     }
 
@@ -229,8 +237,8 @@ impl AlertStore {
         self.remove_rules(&ids)
     }
 
-    /// Locks as a pass does (rules, then states), so the two never wait
-    /// on each other.
+    /// Locks the rules, then the states, as every rule write does (a pass
+    /// takes only the states).
     fn remove_rules(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

@@ -11,9 +11,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::model::EventKind;
+use crate::ids::SensorKey;
 
 /// A window's measure and the line it is compared with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +54,24 @@ pub(crate) struct Cache {
     pub(crate) evaluated_to: i64,
 }
 
-/// A rule's durable state (its episodes) and its evaluation cache.
+/// What a rule needs from the catalog, kept while the catalog is
+/// unchanged, so a pass looks up neither buildings nor sensors.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    /// [`crate::Catalog::version`] it was read at.
+    pub(crate) version: u64,
+    /// The building's zone; `None`: the building is gone (or is now
+    /// another tenant's) and the rule is not evaluated.
+    pub(crate) tz: Option<Tz>,
+    /// Offline rules: the sensors watched.
+    pub(crate) watched: Vec<(String, SensorKey)>,
+    /// Offline rules without an open episode: no watched sensor can be
+    /// silent before this instant (newest readings only move forward),
+    /// so passes before it have nothing to do.
+    pub(crate) quiet_until: i64,
+}
+
+/// A rule's durable state (its episodes) and its evaluation caches.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct RuleState {
     pub(crate) episodes: Vec<Episode>,
@@ -61,6 +80,11 @@ pub(crate) struct RuleState {
     pub(crate) alignment: Option<String>,
     #[serde(skip)]
     pub(crate) cache: Option<Cache>,
+    #[serde(skip)]
+    pub(crate) placement: Option<Placement>,
+    /// The rule (set from the rules on open and on every rule write).
+    #[serde(skip)]
+    pub(crate) rule: Option<std::sync::Arc<super::model::AlertRule>>,
 }
 
 /// An event to announce: its kind, its window and that window's measure.
@@ -93,6 +117,7 @@ pub(crate) struct Clock {
 impl RuleState {
     pub(crate) fn forget_cache(&mut self) {
         self.cache = None;
+        self.placement = None;
     }
 
     /// The episodes after this pass and the events that leads to.

@@ -5,20 +5,21 @@
 //! last pass, plus the windows completed since. Its events, their outbox
 //! rows and the changed episode state are committed in one transaction.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono_tz::Tz;
 use redb::ReadableTable;
 
 use super::db::{AlertStore, BUILDING_EVENTS, Delivery, EVENTS, META, OUTBOX, RULE_STATE, to_json};
-use super::episodes::{Cache, Clock, Episode, Found, Measure, RuleState, Windows};
+use super::episodes::{Cache, Clock, Episode, Found, Measure, Placement, RuleState, Windows};
 use super::model::{AlertEvent, AlertRule, Recipient, RuleKind};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogView};
 use crate::error::Result;
 use crate::last_seen::LastSeen;
 use crate::reading::DAY_MS;
 use crate::rollup::{QUARTER_DAYS, Rollups, WindowReader, WindowSpan};
-use crate::sync::{Recover, RecoverRw};
+use crate::sync::Recover;
 
 /// Timing of evaluation (from `alerts.*`).
 #[derive(Debug, Clone, Copy)]
@@ -38,23 +39,58 @@ pub struct PassReport {
     pub rules: usize,
     pub windows_read: usize,
     pub events: Vec<AlertEvent>,
+    /// Time spent finding what changed, in memory.
+    pub detect: std::time::Duration,
+    /// Time spent making the events and state durable (zero when the pass
+    /// found nothing to record).
+    pub commit: std::time::Duration,
 }
 
-/// The rule's state, created on first use (without copying its id on
-/// every pass).
-fn state_of<'a>(
-    states: &'a mut std::collections::HashMap<String, RuleState>,
-    id: &str,
-) -> &'a mut RuleState {
-    if !states.contains_key(id) {
-        states.insert(id.to_owned(), RuleState::default());
+/// What `rule` needs from the catalog as it is now.
+fn place(view: &CatalogView<'_>, rule: &AlertRule, version: u64) -> Placement {
+    let building = view
+        .building(rule.building_id.as_str())
+        .filter(|b| b.tenant_id == rule.tenant_id);
+    let watched = match (building, rule.kind) {
+        (Some(b), RuleKind::Offline) => view
+            .sensors_of(b.id.as_str())
+            .filter(|s| match &rule.sensor_id {
+                Some(one) => s.id == *one,
+                None => s.is_active,
+            })
+            .map(|s| (s.id.as_str().to_owned(), s.key))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Placement {
+        version,
+        tz: building.map(|b| b.timezone.tz()),
+        watched,
+        quiet_until: i64::MIN,
     }
-    states.get_mut(id).expect("just inserted")
+}
+
+/// Episodes are named by window starts: a window rule whose window length
+/// or zone changed starts over.
+fn align(state: &mut RuleState, rule: &AlertRule, tz: Option<Tz>) {
+    let (Some(tz), false) = (tz, rule.kind == RuleKind::Offline) else {
+        return;
+    };
+    let span = rule.window;
+    let aligned = state.alignment.as_deref().and_then(|a| a.split_once('@'))
+        == Some((span.name(), tz.name()));
+    if !aligned {
+        if state.alignment.is_some() {
+            state.episodes.clear();
+        }
+        state.cache = None;
+        state.alignment = Some(format!("{}@{}", span.name(), tz.name()));
+    }
 }
 
 /// A rule whose episodes changed: its building's zone, its new episodes
 /// and the events.
-type Pending<'a> = (&'a AlertRule, Tz, Vec<Episode>, Vec<Found>);
+type Pending = (Arc<AlertRule>, Tz, Vec<Episode>, Vec<Found>);
 
 /// One rule's view of its building's windows.
 struct RuleWindows<'a> {
@@ -119,43 +155,53 @@ impl AlertStore {
         settings: &EvalSettings,
     ) -> Result<PassReport> {
         let started = Instant::now();
-        let rules = self.rules.read_locked();
         let mut states = self.states.locked();
         let mut report = PassReport::default();
-        let mut pending: Vec<Pending<'_>> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         // First what the catalog alone answers (offline rules) and each
         // window rule's zone, with the catalog read before the rollups
         // (their steps take the two the other way round) and released.
-        let mut targets: Vec<(&AlertRule, Tz)> = Vec::new();
+        let mut targets: Vec<(Arc<AlertRule>, Tz, &mut RuleState)> = Vec::new();
         {
             let view = catalog.view();
+            // Read under the view: a change bumps it after applying.
+            let version = catalog.version();
             let newest = last_seen.reader();
-            let mut watched: Vec<(&str, Option<i64>)> = Vec::new();
-            for rule in rules.values().filter(|r| r.enabled) {
-                let Some(b) = view.building(rule.building_id.as_str()) else {
+            for state in states.values_mut() {
+                let Some(rule) = state.rule.clone().filter(|r| r.enabled) else {
                     continue;
                 };
-                if b.tenant_id != rule.tenant_id {
+                if state
+                    .placement
+                    .as_ref()
+                    .is_none_or(|p| p.version != version)
+                {
+                    let p = place(&view, &rule, version);
+                    align(state, &rule, p.tz);
+                    state.placement = Some(p);
+                }
+                let place = state.placement.as_mut().expect("placed above");
+                let Some(tz) = place.tz else { continue };
+                report.rules += 1;
+                let (RuleKind::Offline, Some(silence)) = (rule.kind, &rule.silent_for) else {
+                    targets.push((rule, tz, state));
+                    continue;
+                };
+                if state.episodes.is_empty() && now_ms < place.quiet_until {
                     continue;
                 }
-                report.rules += 1;
-                let tz = b.timezone.tz();
-                let (RuleKind::Offline, Some(silence)) = (rule.kind, &rule.silent_for) else {
-                    targets.push((rule, tz));
-                    continue;
-                };
-                watched.clear();
-                watched.extend(
-                    view.sensors_of(b.id.as_str())
-                        .filter(|s| match &rule.sensor_id {
-                            Some(one) => s.id == *one,
-                            None => s.is_active,
-                        })
-                        .map(|s| (s.id.as_str(), newest.get(s.key))),
-                );
-                let state = state_of(&mut states, &rule.id);
+                let watched: Vec<(&str, Option<i64>)> = place
+                    .watched
+                    .iter()
+                    .map(|(id, key)| (id.as_str(), newest.get(*key)))
+                    .collect();
+                place.quiet_until = watched
+                    .iter()
+                    .map(|(_, last)| last.map_or(i64::MIN, |t| t.saturating_add(silence.ms())))
+                    .min()
+                    .unwrap_or(i64::MAX);
                 if let Some((episodes, found)) = super::offline::reconcile(
-                    state,
+                    &state.episodes,
                     &watched,
                     silence.ms(),
                     now_ms,
@@ -169,20 +215,8 @@ impl AlertStore {
         let quarters_from = (now_ms.div_euclid(DAY_MS) - (QUARTER_DAYS - 1)) * DAY_MS;
         let mut bounds: std::collections::HashMap<(WindowSpan, Tz), (i64, i64)> =
             std::collections::HashMap::new();
-        for (rule, tz) in targets {
-            let state = state_of(&mut states, &rule.id);
+        for (rule, tz, state) in targets {
             let span: WindowSpan = rule.window;
-            // Episodes are named by window starts: another window length
-            // or time zone starts over.
-            let aligned = state.alignment.as_deref().and_then(|a| a.split_once('@'))
-                == Some((span.name(), tz.name()));
-            if !aligned {
-                if state.alignment.is_some() {
-                    state.episodes.clear();
-                }
-                state.cache = None;
-                state.alignment = Some(format!("{}@{}", span.name(), tz.name()));
-            }
             // The same for every rule of this window length and zone.
             let (first, newest) = *bounds.entry((span, tz)).or_insert_with(|| {
                 let mut first = span.start_of(tz, now_ms - settings.lookback_ms);
@@ -193,7 +227,7 @@ impl AlertStore {
             });
             let w = RuleWindows {
                 reader: &reader,
-                rule,
+                rule: &rule,
                 tz,
             };
             let mut cache = state.cache.take().unwrap_or(Cache {
@@ -251,11 +285,13 @@ impl AlertStore {
             let (episodes, found) = state.reconcile(&cache.over, &clock, &w);
             state.cache = Some(cache);
             if episodes != state.episodes {
-                pending.push((rule, tz, episodes, found));
+                pending.push((rule.clone(), tz, episodes, found));
             }
         }
         drop(reader);
+        report.detect = started.elapsed();
         if !pending.is_empty() {
+            let committing = Instant::now();
             let outcome = self.commit_pass(now_ms, &pending, &states, &mut report);
             if outcome.is_err() {
                 // Nothing was recorded: read these rules afresh next pass.
@@ -266,6 +302,7 @@ impl AlertStore {
                 }
                 outcome?;
             }
+            report.commit = committing.elapsed();
             for (rule, _, episodes, _) in pending {
                 if let Some(s) = states.get_mut(&rule.id) {
                     s.episodes = episodes;
@@ -273,6 +310,7 @@ impl AlertStore {
             }
         }
         metrics::histogram!("wattline_alert_pass_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("wattline_alert_detect_seconds").record(report.detect.as_secs_f64());
         metrics::counter!("wattline_alert_events_total").increment(report.events.len() as u64);
         Ok(report)
     }
@@ -280,7 +318,7 @@ impl AlertStore {
     fn commit_pass(
         &self,
         now_ms: i64,
-        pending: &[Pending<'_>],
+        pending: &[Pending],
         memory: &std::collections::HashMap<String, RuleState>,
         report: &mut PassReport,
     ) -> Result<()> {
@@ -342,6 +380,8 @@ impl AlertStore {
                     episodes: episodes.clone(),
                     alignment: memory.get(&rule.id).and_then(|s| s.alignment.clone()),
                     cache: None,
+                    placement: None,
+                    rule: None,
                 };
                 states.insert(rule.id.as_str(), to_json(&state).as_str())?;
             }

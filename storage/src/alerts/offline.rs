@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::episodes::{Episode, Found, Measure, RuleState};
+use super::episodes::{Episode, Found, Measure};
 use super::model::EventKind;
 
 /// Nothing is measured: an offline event carries zero kWh.
@@ -16,17 +16,18 @@ const NOTHING: Measure = Measure {
     threshold: 0.0,
 };
 
-/// The episodes after this pass and the events, for `sensors` (id and
+/// The episodes after this pass and the events, for the rule's open
+/// `episodes` and `sensors` (id and
 /// newest reading time; `None`: not seen since the store opened); `None`
 /// when nothing changes (the common case, found without copying).
 pub(crate) fn reconcile(
-    state: &RuleState,
+    episodes: &Vec<Episode>,
     sensors: &[(&str, Option<i64>)],
     silence_ms: i64,
     now_ms: i64,
     renotify_ms: i64,
 ) -> Option<(Vec<Episode>, Vec<Found>)> {
-    let mut eps = Cow::Borrowed(&state.episodes);
+    let mut eps = Cow::Borrowed(episodes);
     let mut found = Vec::new();
     let event = |kind, window, end, sensor: &str| Found {
         kind,
@@ -75,9 +76,10 @@ pub(crate) fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::episodes::RuleState;
 
     fn pass(state: &mut RuleState, last: Option<i64>, now: i64) -> Vec<(EventKind, i64)> {
-        let Some((eps, found)) = reconcile(state, &[("m1", last)], 30, now, 100) else {
+        let Some((eps, found)) = reconcile(&state.episodes, &[("m1", last)], 30, now, 100) else {
             return vec![];
         };
         state.episodes = eps;

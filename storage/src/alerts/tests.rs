@@ -234,3 +234,67 @@ fn a_pass_after_nothing_changed_reads_only_the_windows_completed_since() {
         "quarters q-3 to q, and the day if complete"
     );
 }
+
+#[test]
+fn offline_rules_skip_quiet_passes_yet_see_late_first_readings_new_sensors_and_new_silences() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog_with_sensors(dir.path(), 2);
+    let (store, _) = ReadingStore::open(dir.path(), catalog.clone()).unwrap();
+    let alerts = AlertStore::open(dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let minute = 60_000;
+    let now = crate::now_ms();
+    let t0 = now - 10 * minute;
+    rt.block_on(store.append(batch(&[(0, t0, 1.0)]))).unwrap();
+    let offline = |sensor: Option<&str>| NewRule {
+        kind: RuleKind::Offline,
+        threshold_kwh: None,
+        silent_for: Some(Silence::try_from("30m".to_owned()).unwrap()),
+        sensor_id: sensor.map(|s| crate::ids::SensorId::parse(s).unwrap()),
+        ..rule(0.0)
+    };
+    let all = alerts.create_rule(offline(None)).unwrap();
+    let one = alerts.create_rule(offline(Some("s0"))).unwrap();
+    let pass = |at| {
+        let report = alerts
+            .evaluate(at, store.rollups(), store.last_seen(), &catalog, &SETTINGS)
+            .unwrap();
+        let mut fired: Vec<(String, String)> = report
+            .events
+            .iter()
+            .map(|e| (e.rule_id.clone(), e.sensor_id.clone().unwrap().to_string()))
+            .collect();
+        fired.sort();
+        fired
+    };
+    let both = |sensor: &str| {
+        let mut v = vec![
+            (all.id.clone(), sensor.to_owned()),
+            (one.id.clone(), sensor.to_owned()),
+        ];
+        v.sort();
+        v
+    };
+    assert_eq!(pass(now), []);
+    assert_eq!(pass(now + minute), []);
+    // s1, never seen so far, sends a first reading 40 minutes old.
+    rt.block_on(store.append(batch(&[(1, now - 40 * minute, 1.0)])))
+        .unwrap();
+    assert_eq!(pass(now + 2 * minute), [(all.id.clone(), "s1".to_owned())]);
+    // A sensor added to the building is watched from the next pass.
+    let s2 = catalog
+        .create_sensor(crate::catalog::NewSensor {
+            id: crate::ids::SensorId::parse("s2").unwrap(),
+            building_id: BuildingId::parse("b").unwrap(),
+            kind: None,
+            unit: None,
+            is_active: None,
+        })
+        .unwrap();
+    rt.block_on(store.append(batch(&[(s2.key.0, now - 35 * minute, 1.0)])))
+        .unwrap();
+    assert_eq!(pass(now + 3 * minute), [(all.id.clone(), "s2".to_owned())]);
+    // s0 stays quiet until 30 minutes after its reading, then both fire.
+    assert_eq!(pass(t0 + 30 * minute - 1), []);
+    assert_eq!(pass(t0 + 30 * minute), both("s0"));
+}

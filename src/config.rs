@@ -132,10 +132,6 @@ pub(crate) struct SmtpSettings {
 
 /// Validated settings.
 #[derive(Debug, Clone)]
-#[expect(
-    dead_code,
-    reason = "every key is validated at start; flusher, alerts and reports read theirs as they land"
-)]
 pub(crate) struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,

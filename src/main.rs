@@ -12,6 +12,7 @@ mod delivery;
 mod demo;
 mod http_client;
 mod maintenance;
+mod report_workers;
 mod serve;
 
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::watch;
 use wattline_query::{QueryEngine, QueryLimits};
-use wattline_storage::{AlertStore, Catalog, ReadingStore};
+use wattline_storage::{AlertStore, Catalog, ReadingStore, ReportStore};
 use wattline_web::{AppState, WebConfig};
 
 use crate::ServeArgs;
@@ -57,6 +57,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         .with_context(|| format!("resolving {}", settings.data_dir.display()))?;
     let catalog = Arc::new(Catalog::open(&data_dir)?);
     let alerts = Arc::new(AlertStore::open(&data_dir)?);
+    let reports = Arc::new(ReportStore::open(&data_dir, wattline_storage::now_ms())?);
     if let Some(path) = crate::admin_key::ensure(&catalog, &data_dir)? {
         println!("admin key written to {}", path.display());
     }
@@ -72,6 +73,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     let state = Arc::new(AppState::new(
         catalog,
         alerts.clone(),
+        reports.clone(),
         web_config(&settings),
         metrics,
     ));
@@ -118,6 +120,13 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         stop_tx.subscribe(),
     ));
     let alert_tasks = spawn_alerts(&settings, &alerts, &store, &stop_tx)?;
+    let report_workers = crate::report_workers::Workers::start(
+        reports,
+        store.clone(),
+        settings.reports_workers,
+        settings.reports_keep,
+    )
+    .context("starting the report workers")?;
     tracing::info!(
         "wattline ready on http://{addr} (data dir {}; {} chunk files; recovered {} readings from {} write-ahead batches in {:?})",
         data_dir.display(),
@@ -164,6 +173,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     if let Some(demo) = demo {
         let _ = tokio::time::timeout(Duration::from_millis(200), demo).await;
     }
+    report_workers.stop();
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("stopped");
     // Do not wait for blocking threads still finishing a background step.
@@ -226,6 +236,7 @@ fn web_config(s: &Settings) -> WebConfig {
         retention_raw: s.retention_raw,
         query_max_rows: s.query_max_rows,
         metrics_require_auth: s.metrics_require_auth,
+        reports_cache_ttl: s.reports_cache_ttl,
     }
 }
 

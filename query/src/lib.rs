@@ -31,6 +31,7 @@ mod lazy_table;
 mod quarter_hours;
 mod query_engine;
 mod readings_table;
+pub mod report;
 mod rollup_tables;
 mod scope;
 mod scoped_scan;

@@ -17,6 +17,7 @@ mod limits;
 mod process;
 mod pydeps;
 mod readback;
+mod reports;
 mod sql;
 mod support;
 mod tenant_wall;

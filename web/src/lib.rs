@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use wattline_query::QueryEngine;
-use wattline_storage::{AlertStore, Catalog, KeyId, ReadingStore};
+use wattline_storage::{AlertStore, Catalog, KeyId, ReadingStore, ReportStore};
 
 use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::RateLimiter;
@@ -57,6 +57,8 @@ pub struct WebConfig {
     pub retention_raw: Duration,
     pub query_max_rows: usize,
     pub metrics_require_auth: bool,
+    /// `reports.cache_ttl`: identical report requests share a job.
+    pub reports_cache_ttl: Duration,
 }
 
 /// What exists once recovery is done.
@@ -69,6 +71,7 @@ struct Ready {
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub alerts: Arc<AlertStore>,
+    pub reports: Arc<ReportStore>,
     /// Set once recovery has replayed the write-ahead; until then `/readyz`
     /// answers 503 and so does every route that needs readings.
     ready: OnceLock<Ready>,
@@ -82,12 +85,14 @@ impl AppState {
     pub fn new(
         catalog: Arc<Catalog>,
         alerts: Arc<AlertStore>,
+        reports: Arc<ReportStore>,
         config: WebConfig,
         metrics: PrometheusHandle,
     ) -> Self {
         Self {
             catalog,
             alerts,
+            reports,
             ready: OnceLock::new(),
             key_limiter: RateLimiter::new(config.rate_limit_per_key),
             ip_limiter: RateLimiter::new(config.rate_limit_per_ip),

@@ -7,6 +7,7 @@ mod energy;
 mod health;
 mod keys;
 mod readings;
+mod reports;
 mod sensors;
 mod sql;
 mod tenants;
@@ -68,6 +69,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(readings::ingest).route_layer(ip_limit.clone()),
         )
         .route("/api/v1/write", post(write::ingest).route_layer(ip_limit))
+        .route("/api/v1/reports", post(reports::create))
+        .route("/api/v1/reports/{id}", get(reports::show))
+        .route("/api/v1/reports/{id}/result", get(reports::result))
         .route("/api/v1/sql", post(sql::query))
         .route("/api/v1/admin/flush", post(admin::flush))
         .route("/api/v1/admin/backup", post(admin::backup))

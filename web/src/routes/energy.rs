@@ -73,7 +73,7 @@ pub(super) struct EnergyAnswer {
 
 /// An RFC 3339 instant, epoch milliseconds, or a local date `YYYY-MM-DD`
 /// (its first instant in the building's zone).
-fn parse_bound(name: &str, text: &str, tz: Tz) -> ApiResult<i64> {
+pub(super) fn parse_bound(name: &str, text: &str, tz: Tz) -> ApiResult<i64> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(day_start(tz, date));
     }

@@ -1,0 +1,406 @@
+//! What a report says, computed from a building's rollups in memory (never
+//! from raw readings, so a year of a building with a thousand meters
+//! costs what a year of one does): totals per local day, the weekday and
+//! weekend profile by local hour, the peak hour, kWh per m2, the previous
+//! period, anomalous days and the forecast.
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Weekday};
+use chrono_tz::Tz;
+use serde::Serialize;
+use wattline_storage::{Agg, Building, Resolution, Rollups, TimeRange, day_start, format_local};
+
+use super::forecast::{self, Forecast, WEEK};
+
+/// Days of history the forecast is fitted on (up to the period's end).
+const HISTORY_DAYS: i64 = 26 * 7;
+/// Same weekdays before a day that make its expected value.
+const EXPECTED_FROM_WEEKS: usize = 4;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Day {
+    pub day: String,
+    pub kwh: f64,
+    pub readings: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Peak {
+    /// Start of the local hour, RFC 3339 with the building's offset.
+    pub hour: String,
+    pub kwh: f64,
+}
+
+/// Average kWh per local hour (0..23) on days of that kind with data;
+/// `None` where no such day had data in that hour.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub weekday: Vec<Option<f64>>,
+    pub weekend: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub start: String,
+    pub end: String,
+    pub total_kwh: f64,
+    pub change_kwh: f64,
+    /// `None` when the previous period had no energy.
+    pub change_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Anomaly {
+    pub day: String,
+    pub kwh: f64,
+    /// The median of the same weekday in the four weeks before.
+    pub expected_kwh: f64,
+    pub deviation_percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastDay {
+    pub day: String,
+    pub kwh: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub building_id: String,
+    pub building_name: String,
+    pub timezone: String,
+    pub start: String,
+    pub end: String,
+    pub generated_at: String,
+    pub unit: &'static str,
+    pub total_kwh: f64,
+    pub readings: i64,
+    pub floor_area_m2: Option<f64>,
+    pub kwh_per_m2: Option<f64>,
+    pub days: Vec<Day>,
+    pub peak: Option<Peak>,
+    pub profile: Profile,
+    pub previous_period: Comparison,
+    pub anomalies: Vec<Anomaly>,
+    pub forecast: Vec<ForecastDay>,
+    pub forecast_model: Forecast,
+}
+
+fn local_date(tz: Tz, ms: i64) -> NaiveDate {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .date_naive()
+}
+
+/// The local days whose first instant lies in `[start, end)`.
+fn days_in(tz: Tz, start: i64, end: i64) -> Vec<NaiveDate> {
+    let mut d = local_date(tz, start);
+    if day_start(tz, d) < start {
+        d = d.succ_opt().unwrap_or(d);
+    }
+    let mut out = Vec::new();
+    while day_start(tz, d) < end {
+        out.push(d);
+        match d.succ_opt() {
+            Some(next) => d = next,
+            None => break,
+        }
+    }
+    out
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+/// Builds the report of `building` for `[start, end)` with a forecast of
+/// `forecast_days` days after it.
+pub fn build(
+    building: &Building,
+    rollups: &Rollups,
+    start: i64,
+    end: i64,
+    forecast_days: usize,
+    now_ms: i64,
+) -> Report {
+    let tz = building.timezone.tz();
+    let id = building.id.as_str();
+    let period = days_in(tz, start, end);
+    let first_day = period
+        .first()
+        .copied()
+        .unwrap_or_else(|| local_date(tz, start));
+    let span = period.len() as i64;
+    // One read of daily totals: the previous period, the weeks before for
+    // expected values, the forecast's history and the period itself.
+    let history_from = first_day
+        - chrono::Duration::days(span.max(HISTORY_DAYS).max(EXPECTED_FROM_WEEKS as i64 * 7));
+    let daily: std::collections::BTreeMap<NaiveDate, Agg> = rollups
+        .series(
+            id,
+            tz,
+            Resolution::Day,
+            TimeRange {
+                start_ms: day_start(tz, history_from),
+                end_ms: end,
+            },
+        )
+        .into_iter()
+        .map(|(t, a)| (local_date(tz, t), a))
+        .collect();
+    let kwh_of = |d: NaiveDate| daily.get(&d).map_or(0.0, |a| a.kwh);
+
+    let days: Vec<Day> = period
+        .iter()
+        .map(|d| Day {
+            day: d.to_string(),
+            kwh: kwh_of(*d),
+            readings: daily.get(d).map_or(0, |a| a.readings),
+        })
+        .collect();
+    let total_kwh: f64 = days.iter().map(|d| d.kwh).sum();
+    let readings = days.iter().map(|d| d.readings).sum();
+
+    let previous_days: Vec<NaiveDate> = (1..=span)
+        .map(|k| first_day - chrono::Duration::days(k))
+        .collect();
+    let previous_total: f64 = previous_days.iter().map(|d| kwh_of(*d)).sum();
+    let previous_period = Comparison {
+        start: format_local(
+            tz,
+            day_start(tz, previous_days.last().copied().unwrap_or(first_day)),
+        ),
+        end: format_local(tz, day_start(tz, first_day)),
+        total_kwh: previous_total,
+        change_kwh: total_kwh - previous_total,
+        change_percent: (previous_total > 0.0)
+            .then(|| (total_kwh - previous_total) / previous_total * 100.0),
+    };
+
+    let hourly = rollups.series(
+        id,
+        tz,
+        Resolution::Hour,
+        TimeRange {
+            start_ms: start,
+            end_ms: end,
+        },
+    );
+    let (profile, peak) = profile_and_peak(tz, &hourly);
+
+    Report {
+        building_id: id.to_owned(),
+        building_name: building.name.clone(),
+        timezone: building.timezone.name().to_owned(),
+        start: format_local(tz, start),
+        end: format_local(tz, end),
+        generated_at: format_local(tz, now_ms),
+        unit: "kWh",
+        total_kwh,
+        readings,
+        floor_area_m2: building.floor_area_m2,
+        kwh_per_m2: building
+            .floor_area_m2
+            .filter(|a| *a > 0.0)
+            .map(|a| total_kwh / a),
+        anomalies: anomalies(&period, &daily),
+        days,
+        peak,
+        profile,
+        previous_period,
+        forecast: Vec::new(),
+        forecast_model: forecast_after(tz, &daily, end, forecast_days),
+    }
+    .with_forecast_days(tz, end)
+}
+
+impl Report {
+    /// Names the forecast's days: the local days from the period's end.
+    fn with_forecast_days(mut self, tz: Tz, end: i64) -> Self {
+        let mut d = local_date(tz, end - 1);
+        self.forecast = self
+            .forecast_model
+            .days
+            .iter()
+            .map(|p| {
+                d = d.succ_opt().unwrap_or(d);
+                ForecastDay {
+                    day: d.to_string(),
+                    kwh: p.kwh,
+                    low: p.low,
+                    high: p.high,
+                }
+            })
+            .collect();
+        self
+    }
+}
+
+/// The forecast from the daily totals up to the period's last day, from
+/// the first day with data (days without data inside count as zero).
+fn forecast_after(
+    tz: Tz,
+    daily: &std::collections::BTreeMap<NaiveDate, Agg>,
+    end: i64,
+    horizon: usize,
+) -> Forecast {
+    let last = local_date(tz, end - 1);
+    let first = daily.range(..=last).map(|(d, _)| *d).next().unwrap_or(last);
+    let history: Vec<f64> = first
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|d| daily.get(&d).map_or(0.0, |a| a.kwh))
+        .collect();
+    let history = if daily.range(..=last).next().is_none() {
+        Vec::new()
+    } else {
+        history
+    };
+    forecast::forecast(&history, horizon)
+}
+
+/// Average weekday and weekend energy per local hour, and the largest
+/// hour.
+fn profile_and_peak(tz: Tz, hourly: &[(i64, Agg)]) -> (Profile, Option<Peak>) {
+    let mut sums = [[0.0f64; 24]; 2];
+    let mut days: [[std::collections::BTreeSet<NaiveDate>; 24]; 2] = Default::default();
+    let mut peak: Option<(i64, f64)> = None;
+    for (t, a) in hourly {
+        let local = DateTime::from_timestamp_millis(*t)
+            .unwrap_or_default()
+            .with_timezone(&tz);
+        let kind = usize::from(matches!(local.weekday(), Weekday::Sat | Weekday::Sun));
+        let h = local.hour() as usize;
+        sums[kind][h] += a.kwh;
+        days[kind][h].insert(local.date_naive());
+        if peak.is_none_or(|(_, k)| a.kwh > k) {
+            peak = Some((*t, a.kwh));
+        }
+    }
+    let average = |kind: usize| {
+        (0..24)
+            .map(|h| {
+                let n = days[kind][h].len();
+                (n > 0).then(|| sums[kind][h] / n as f64)
+            })
+            .collect()
+    };
+    (
+        Profile {
+            weekday: average(0),
+            weekend: average(1),
+        },
+        peak.map(|(t, kwh)| Peak {
+            hour: format_local(tz, t),
+            kwh,
+        }),
+    )
+}
+
+/// Days far from the median of the same weekday in the four weeks
+/// before: more than three robust standard deviations of all the
+/// period's such deviations, and more than 15% of the expected value.
+fn anomalies(
+    period: &[NaiveDate],
+    daily: &std::collections::BTreeMap<NaiveDate, Agg>,
+) -> Vec<Anomaly> {
+    let expected: Vec<(NaiveDate, f64, f64)> = period
+        .iter()
+        .filter_map(|d| {
+            let kwh = daily.get(d)?.kwh;
+            let before: Vec<f64> = (1..=EXPECTED_FROM_WEEKS)
+                .filter_map(|k| daily.get(&(*d - chrono::Duration::days((k * WEEK) as i64))))
+                .map(|a| a.kwh)
+                .collect();
+            (before.len() * 2 >= EXPECTED_FROM_WEEKS)
+                .then(|| median(before))
+                .flatten()
+                .map(|e| (*d, kwh, e))
+        })
+        .collect();
+    let residuals: Vec<f64> = expected.iter().map(|(_, k, e)| k - e).collect();
+    let Some(center) = median(residuals.clone()) else {
+        return Vec::new();
+    };
+    let mad = median(residuals.iter().map(|r| (r - center).abs()).collect()).unwrap_or(0.0);
+    let scale = 1.4826 * mad;
+    expected
+        .into_iter()
+        .filter(|(_, kwh, e)| {
+            let dev = (kwh - e).abs();
+            dev > 3.0 * scale && dev > 0.15 * e.abs()
+        })
+        .map(|(d, kwh, e)| Anomaly {
+            day: d.to_string(),
+            kwh,
+            expected_kwh: e,
+            deviation_percent: if e != 0.0 {
+                (kwh - e) / e * 100.0
+            } else {
+                100.0
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_days_of_a_period_are_local_days_also_across_a_clock_change() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let start = day_start(tz, NaiveDate::from_ymd_opt(2026, 10, 24).unwrap());
+        let end = day_start(tz, NaiveDate::from_ymd_opt(2026, 10, 27).unwrap());
+        let days: Vec<String> = days_in(tz, start, end)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(days, ["2026-10-24", "2026-10-25", "2026-10-26"]);
+        // A start inside a day begins with the next whole day.
+        assert_eq!(days_in(tz, start + 1, end).len(), 2);
+    }
+
+    #[test]
+    fn a_day_far_from_its_weekday_is_anomalous_with_its_expected_value() {
+        let first = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+        let mut daily = std::collections::BTreeMap::new();
+        for i in 0..70 {
+            let d = first + chrono::Duration::days(i);
+            let kwh = if i == 60 {
+                40.0
+            } else {
+                100.0 + (i % 7) as f64
+            };
+            daily.insert(
+                d,
+                Agg {
+                    kwh,
+                    peak_kwh: kwh,
+                    readings: 24,
+                },
+            );
+        }
+        let period: Vec<NaiveDate> = (42..70)
+            .map(|i| first + chrono::Duration::days(i))
+            .collect();
+        let found = anomalies(&period, &daily);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].day,
+            (first + chrono::Duration::days(60)).to_string()
+        );
+        assert_eq!(found[0].expected_kwh, 104.0);
+    }
+}

@@ -195,6 +195,12 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

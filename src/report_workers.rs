@@ -3,7 +3,8 @@
 //! from the rollups in memory, render it and store the result. A sweeper
 //! deletes results older than `reports.keep`.
 //!
-//! A render that panics fails its job with a message instead of taking
+//! Workers run at a lower CPU priority than the threads that answer
+//! requests. A render that panics fails its job with a message instead of taking
 //! the worker down; a daemon stopped mid-render queues the job again on
 //! start (see the job store).
 
@@ -61,7 +62,23 @@ impl Workers {
     }
 }
 
+/// Renders at a lower CPU priority than the request threads (nice 10):
+/// with every core busy rendering, requests still run first.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: setpriority reads only its three integers; on Linux `who`
+    // 0 with PRIO_PROCESS names the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if r != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "report worker runs at normal priority"
+        );
+    }
+}
+
 fn work(reports: &ReportStore, store: &ReadingStore, stop: &AtomicBool) {
+    lower_priority();
     while !stop.load(Ordering::Relaxed) {
         metrics::gauge!("wattline_report_queue_depth").set(reports.queue_depth() as f64);
         let job = match reports.take(now_ms, IDLE_WAIT) {

@@ -79,6 +79,10 @@ pub enum Error {
 
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// A tenant asked for more work than it may have waiting.
+    #[error("{0}")]
+    TooMuchPending(String),
 }
 
 /// True for an I/O error that means "no space left on the device".

@@ -121,6 +121,9 @@ impl From<wattline_storage::Error> for ApiError {
             E::StorageFull => Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message),
             E::WalClosed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message),
             E::Overloaded(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message),
+            E::TooMuchPending(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_pending", message)
+            }
             E::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", message),
             E::ChunkUnreadable { .. } | E::ChunkMissing { .. } | E::Io { .. } => {
                 Self::unavailable(&message)

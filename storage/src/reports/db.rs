@@ -22,6 +22,12 @@ const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
 /// A job taken this many times without finishing (each time the daemon
 /// stopped while it ran) is not tried again.
 const MAX_RUNS: u32 = 3;
+/// Jobs one tenant may have queued or running: one tenant cannot fill the
+/// queue for everyone else.
+const MAX_PENDING_PER_TENANT: usize = 64;
+/// Finished jobs (and result files) kept per tenant before `reports.keep`
+/// is up: beyond this, its oldest finished job goes first.
+const MAX_KEPT_PER_TENANT: usize = 1_000;
 
 #[derive(Default)]
 struct Jobs {
@@ -40,6 +46,14 @@ pub struct ReportStore {
     /// One writer of jobs at a time (the cache check and the insert of a
     /// request are one step); memory is updated after each commit.
     write: Mutex<()>,
+    /// Jobs one tenant may have queued or running, and kept in all.
+    limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    pending: usize,
+    kept: usize,
 }
 
 fn corrupt(key: &str, e: impl ToString) -> Error {
@@ -79,6 +93,10 @@ impl ReportStore {
             jobs: Mutex::new(Jobs::default()),
             queued: Condvar::new(),
             write: Mutex::new(()),
+            limits: Limits {
+                pending: MAX_PENDING_PER_TENANT,
+                kept: MAX_KEPT_PER_TENANT,
+            },
         };
         loaded.sort_by_key(|j| (j.created_ms, j.id.clone()));
         let mut interrupted = Vec::new();
@@ -174,6 +192,36 @@ impl ReportStore {
                 return Ok((job.clone(), false));
             }
         }
+        let tenant = request.tenant_id.as_str().to_owned();
+        let (pending, oldest_finished) = {
+            let jobs = self.jobs.locked();
+            let mine: Vec<&ReportJob> = jobs
+                .by_id
+                .values()
+                .filter(|j| j.request.tenant_id.as_str() == tenant)
+                .collect();
+            let pending = mine
+                .iter()
+                .filter(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running))
+                .count();
+            let oldest = (mine.len() >= self.limits.kept)
+                .then(|| {
+                    mine.iter()
+                        .filter(|j| j.finished_ms.is_some())
+                        .min_by_key(|j| (j.finished_ms, j.id.clone()))
+                        .map(|j| (*j).clone())
+                })
+                .flatten();
+            (pending, oldest)
+        };
+        if pending >= self.limits.pending {
+            return Err(Error::TooMuchPending(format!(
+                "tenant {tenant} already has {pending} reports queued or running, the most it may have; ask again once some are done"
+            )));
+        }
+        if let Some(old) = oldest_finished {
+            self.delete(&[old])?;
+        }
         let job = ReportJob {
             id: new_job_id()?,
             request,
@@ -191,6 +239,13 @@ impl ReportStore {
         drop(jobs);
         self.queued.notify_one();
         Ok((job, true))
+    }
+
+    /// Smaller limits, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_limits(mut self, pending: usize, kept: usize) -> Self {
+        self.limits = Limits { pending, kept };
+        self
     }
 
     pub fn job(&self, id: &str) -> Option<ReportJob> {
@@ -283,19 +338,26 @@ impl ReportStore {
             .filter(|j| j.finished_ms.is_some_and(|f| now_ms - f > keep_ms))
             .cloned()
             .collect();
+        self.delete(&old)?;
+        Ok(old.len())
+    }
+
+    /// Deletes finished jobs and then their files (a crash between the
+    /// two leaves files that the next open removes).
+    fn delete(&self, old: &[ReportJob]) -> Result<()> {
         if old.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(JOBS)?;
-            for job in &old {
+            for job in old {
                 table.remove(job.id.as_str())?;
             }
         }
         txn.commit()?;
         let mut jobs = self.jobs.locked();
-        for job in &old {
+        for job in old {
             jobs.by_id.remove(&job.id);
             let key = job.request.key();
             if jobs.by_request.get(&key) == Some(&job.id) {
@@ -303,10 +365,10 @@ impl ReportStore {
             }
         }
         drop(jobs);
-        for job in &old {
+        for job in old {
             let _ = std::fs::remove_file(self.dir.join(file_name(job)));
         }
-        Ok(old.len())
+        Ok(())
     }
 }
 

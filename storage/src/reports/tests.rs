@@ -110,3 +110,38 @@ fn sweeping_deletes_old_jobs_their_files_and_leftovers() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_tenant_has_a_bounded_number_of_pending_and_kept_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReportStore::open(dir.path(), 0).unwrap().with_limits(2, 3);
+    let of = |tenant: &str, building: &str| ReportRequest {
+        tenant_id: TenantId::parse(tenant).unwrap(),
+        ..request(building)
+    };
+    store.submit(of("t", "b1"), 0, HOUR).unwrap();
+    store.submit(of("t", "b2"), 0, HOUR).unwrap();
+    let refused = store.submit(of("t", "b3"), 0, HOUR).unwrap_err();
+    assert!(matches!(refused, crate::Error::TooMuchPending(_)), "{refused}");
+    // Another tenant is not held up by this one.
+    store.submit(of("u", "b1"), 0, HOUR).unwrap();
+    // Finishing makes room; at the kept limit the oldest finished job goes.
+    let mut finished = Vec::new();
+    for now in 1..=2 {
+        let job = loop {
+            let j = store.take(|| now, Duration::ZERO).unwrap().unwrap();
+            if j.request.tenant_id.as_str() == "t" {
+                break j;
+            }
+            store.finish(&j.id, b"u", now).unwrap();
+        };
+        store.finish(&job.id, b"t", now).unwrap();
+        finished.push(job.id);
+    }
+    store.submit(of("t", "b3"), 3, HOUR).unwrap();
+    assert!(store.job(&finished[0]).is_some());
+    store.submit(of("t", "b4"), 4, HOUR).unwrap();
+    assert!(store.job(&finished[0]).is_none(), "the oldest finished job stays");
+    assert!(store.job(&finished[1]).is_some());
+    assert!(!dir.path().join("reports").join(format!("{}.json", finished[0])).exists());
+}

@@ -1,4 +1,4 @@
-//! Fail points for the file steps of flush, compaction and rollup writes,
+//! Fail points for the file steps of flush, compaction, rollup and report writes,
 //! so tests can make each step fail as a disk would.
 //!
 //! Production builds compile [`inject`] to nothing. In this crate's tests a
@@ -18,6 +18,8 @@ pub(crate) enum FailPoint {
     ChunkDirSync,
     /// Writing a rollup partition file.
     RollupWrite,
+    /// Writing a report's result file.
+    ReportWrite,
 }
 
 /// Fails with the error armed for `point` on this thread, if any.

@@ -94,19 +94,22 @@ fn local_date(tz: Tz, ms: i64) -> NaiveDate {
         .date_naive()
 }
 
-/// The local days whose first instant lies in `[start, end)`.
+/// Most days one report lists (the web layer allows about five years).
+const MAX_DAYS: usize = 2_000;
+
+/// The local days lying wholly in `[start, end)`.
 fn days_in(tz: Tz, start: i64, end: i64) -> Vec<NaiveDate> {
     let mut d = local_date(tz, start);
     if day_start(tz, d) < start {
         d = d.succ_opt().unwrap_or(d);
     }
     let mut out = Vec::new();
-    while day_start(tz, d) < end {
+    while let Some(next) = d.succ_opt()
+        && day_start(tz, next) <= end
+        && out.len() < MAX_DAYS
+    {
         out.push(d);
-        match d.succ_opt() {
-            Some(next) => d = next,
-            None => break,
-        }
+        d = next;
     }
     out
 }
@@ -188,15 +191,21 @@ pub fn build(
             .then(|| (total_kwh - previous_total) / previous_total * 100.0),
     };
 
-    let hourly = rollups.series(
-        id,
-        tz,
-        Resolution::Hour,
-        TimeRange {
-            start_ms: start,
-            end_ms: end,
+    // The hours of exactly the period's days.
+    let hours = match (period.first(), period.last()) {
+        (Some(first), Some(last)) => TimeRange {
+            start_ms: day_start(tz, *first),
+            end_ms: day_start(tz, *last + chrono::Duration::days(1)),
         },
-    );
+        _ => TimeRange {
+            start_ms: start,
+            end_ms: start,
+        },
+    };
+    let hourly = rollups.series(id, tz, Resolution::Hour, hours);
+    // Days still running or to come are not judged or learnt from.
+    let last_complete = (local_date(tz, now_ms) - chrono::Duration::days(1))
+        .min(period.last().copied().unwrap_or(first_day));
     let (profile, peak) = profile_and_peak(tz, &hourly);
 
     Report {
@@ -214,21 +223,22 @@ pub fn build(
             .floor_area_m2
             .filter(|a| *a > 0.0)
             .map(|a| total_kwh / a),
-        anomalies: anomalies(&period, &daily),
+        anomalies: anomalies(&period, &daily, last_complete),
         days,
         peak,
         profile,
         previous_period,
         forecast: Vec::new(),
-        forecast_model: forecast_after(tz, &daily, end, forecast_days),
+        forecast_model: forecast_after(&daily, last_complete, forecast_days),
     }
-    .with_forecast_days(tz, end)
+    .with_forecast_days(last_complete)
 }
 
 impl Report {
-    /// Names the forecast's days: the local days from the period's end.
-    fn with_forecast_days(mut self, tz: Tz, end: i64) -> Self {
-        let mut d = local_date(tz, end - 1);
+    /// Names the forecast's days: the local days after `last`, the last
+    /// day of its history.
+    fn with_forecast_days(mut self, last: NaiveDate) -> Self {
+        let mut d = last;
         self.forecast = self
             .forecast_model
             .days
@@ -247,25 +257,21 @@ impl Report {
     }
 }
 
-/// The forecast from the daily totals up to the period's last day, from
-/// the first day with data (days without data inside count as zero).
+/// The forecast from the daily totals up to `last` (the period's last
+/// complete day), from the first day with data (days without data inside
+/// count as zero).
 fn forecast_after(
-    tz: Tz,
     daily: &std::collections::BTreeMap<NaiveDate, Agg>,
-    end: i64,
+    last: NaiveDate,
     horizon: usize,
 ) -> Forecast {
-    let last = local_date(tz, end - 1);
-    let first = daily.range(..=last).map(|(d, _)| *d).next().unwrap_or(last);
-    let history: Vec<f64> = first
-        .iter_days()
-        .take_while(|d| *d <= last)
-        .map(|d| daily.get(&d).map_or(0.0, |a| a.kwh))
-        .collect();
-    let history = if daily.range(..=last).next().is_none() {
-        Vec::new()
-    } else {
-        history
+    let history: Vec<f64> = match daily.range(..=last).next() {
+        Some((first, _)) => first
+            .iter_days()
+            .take_while(|d| *d <= last)
+            .map(|d| daily.get(&d).map_or(0.0, |a| a.kwh))
+            .collect(),
+        None => Vec::new(),
     };
     forecast::forecast(&history, horizon)
 }
@@ -308,17 +314,21 @@ fn profile_and_peak(tz: Tz, hourly: &[(i64, Agg)]) -> (Profile, Option<Peak>) {
     )
 }
 
-/// Days far from the median of the same weekday in the four weeks
-/// before: more than three robust standard deviations of all the
-/// period's such deviations, and more than 15% of the expected value.
+/// Complete days far from the median of the same weekday in the four
+/// weeks before: their difference from it departs from the period's
+/// typical difference by more than three robust standard deviations, and
+/// by more than 15% of the expected value. A day without any reading (an
+/// outage) counts as zero.
 fn anomalies(
     period: &[NaiveDate],
     daily: &std::collections::BTreeMap<NaiveDate, Agg>,
+    last_complete: NaiveDate,
 ) -> Vec<Anomaly> {
     let expected: Vec<(NaiveDate, f64, f64)> = period
         .iter()
+        .filter(|d| **d <= last_complete)
         .filter_map(|d| {
-            let kwh = daily.get(d)?.kwh;
+            let kwh = daily.get(d).map_or(0.0, |a| a.kwh);
             let before: Vec<f64> = (1..=EXPECTED_FROM_WEEKS)
                 .filter_map(|k| daily.get(&(*d - chrono::Duration::days((k * WEEK) as i64))))
                 .map(|a| a.kwh)
@@ -338,8 +348,8 @@ fn anomalies(
     expected
         .into_iter()
         .filter(|(_, kwh, e)| {
-            let dev = (kwh - e).abs();
-            dev > 3.0 * scale && dev > 0.15 * e.abs()
+            let r = kwh - e;
+            (r - center).abs() > 3.0 * scale && (r - center).abs() > 0.15 * e.abs()
         })
         .map(|(d, kwh, e)| Anomaly {
             day: d.to_string(),
@@ -368,8 +378,10 @@ mod tests {
             .map(|d| d.to_string())
             .collect();
         assert_eq!(days, ["2026-10-24", "2026-10-25", "2026-10-26"]);
-        // A start inside a day begins with the next whole day.
+        // Only whole days: a start or an end inside a day leaves it out.
         assert_eq!(days_in(tz, start + 1, end).len(), 2);
+        assert_eq!(days_in(tz, start, end - 1).len(), 2);
+        assert!(days_in(tz, start, start + 3_600_000).is_empty());
     }
 
     #[test]
@@ -392,15 +404,35 @@ mod tests {
                 },
             );
         }
-        let period: Vec<NaiveDate> = (42..70)
-            .map(|i| first + chrono::Duration::days(i))
-            .collect();
-        let found = anomalies(&period, &daily);
+        let day = |i: i64| first + chrono::Duration::days(i);
+        let period: Vec<NaiveDate> = (42..70).map(day).collect();
+        let found = anomalies(&period, &daily, day(69));
         assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(
-            found[0].day,
-            (first + chrono::Duration::days(60)).to_string()
-        );
+        assert_eq!(found[0].day, day(60).to_string());
         assert_eq!(found[0].expected_kwh, 104.0);
+        // A day without any reading is an outage, not a gap in the test;
+        // days not complete yet are not judged.
+        daily.remove(&day(65));
+        let found = anomalies(&period, &daily, day(69));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            (found[1].day.clone(), found[1].kwh),
+            (day(65).to_string(), 0.0)
+        );
+        assert_eq!(anomalies(&period, &daily, day(64)).len(), 1);
+        // A shift of the whole period is a change of level, not anomalies.
+        for i in 42..70 {
+            if let Some(a) = daily.get_mut(&day(i)) {
+                a.kwh *= 1.3;
+            }
+        }
+        let found = anomalies(&period, &daily, day(69));
+        assert!(
+            found
+                .iter()
+                .all(|a| a.day == day(60).to_string() || a.day == day(65).to_string()),
+            "{found:?}"
+        );
+        assert!(!found.is_empty());
     }
 }

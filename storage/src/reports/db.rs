@@ -36,6 +36,32 @@ struct Jobs {
     by_request: HashMap<String, String>,
     /// Queued job ids, oldest first.
     queue: VecDeque<String>,
+    /// Per tenant, when a worker last took one of its jobs (a count of
+    /// takes): the next job is the oldest of the tenant served longest
+    /// ago, so one tenant's many jobs do not hold up everyone else's.
+    served: HashMap<String, u64>,
+    takes: u64,
+}
+
+impl Jobs {
+    /// Removes and returns the next job id to render (see `served`).
+    fn next(&mut self) -> Option<String> {
+        let at = (0..self.queue.len()).min_by_key(|&i| {
+            let tenant = self
+                .by_id
+                .get(&self.queue[i])
+                .map(|j| j.request.tenant_id.as_str())
+                .unwrap_or_default();
+            (self.served.get(tenant).copied().unwrap_or(0), i)
+        })?;
+        let id = self.queue.remove(at)?;
+        self.takes += 1;
+        if let Some(job) = self.by_id.get(&id) {
+            self.served
+                .insert(job.request.tenant_id.as_str().to_owned(), self.takes);
+        }
+        Some(id)
+    }
 }
 
 pub struct ReportStore {
@@ -56,14 +82,6 @@ struct Limits {
     kept: usize,
 }
 
-fn corrupt(key: &str, e: impl ToString) -> Error {
-    Error::CatalogCorrupt {
-        table: "report jobs",
-        key: key.to_owned(),
-        reason: e.to_string(),
-    }
-}
-
 impl ReportStore {
     /// Opens (or creates) the job store. Jobs queued or running when the
     /// daemon stopped are queued again, oldest first; leftovers of result
@@ -82,9 +100,14 @@ impl ReportStore {
             let txn = db.begin_read()?;
             for entry in txn.open_table(JOBS)?.iter()? {
                 let (k, v) = entry?;
-                let job: ReportJob =
-                    serde_json::from_str(v.value()).map_err(|e| corrupt(k.value(), e))?;
-                loaded.push(job);
+                // A report job is not worth a daemon that does not start:
+                // an unreadable one is left out (and said so).
+                match serde_json::from_str::<ReportJob>(v.value()) {
+                    Ok(job) => loaded.push(job),
+                    Err(e) => {
+                        tracing::warn!(job = k.value(), error = %e, "skipping an unreadable report job")
+                    }
+                }
             }
         }
         let store = Self {
@@ -125,8 +148,14 @@ impl ReportStore {
                 jobs.by_id.insert(job.id.clone(), job);
             }
         }
-        store.persist(&interrupted)?;
-        store.remove_strays()?;
+        // Not fatal: the jobs are queued in memory either way, and files
+        // left over are removed on a later start.
+        if let Err(e) = store.persist(&interrupted) {
+            tracing::warn!(error = %e, "recording interrupted report jobs failed");
+        }
+        if let Err(e) = store.remove_strays() {
+            tracing::warn!(error = %e, "removing unfinished report files failed");
+        }
         Ok(store)
     }
 
@@ -268,7 +297,7 @@ impl ReportStore {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             }
-            match jobs.queue.pop_front() {
+            match jobs.next() {
                 Some(id) => id,
                 None => return Ok(None),
             }
@@ -288,19 +317,28 @@ impl ReportStore {
         Ok(Some(job))
     }
 
-    /// Stores the result of a running job and marks it done.
+    /// Stores the result of a running job and marks it done. The file is
+    /// written before the job table is locked (a slow disk holds up no
+    /// request); a failed write leaves no partial file behind.
     pub fn finish(&self, id: &str, bytes: &[u8], now_ms: i64) -> Result<ReportJob> {
-        let _w = self.write.locked();
         let mut job = self.job(id).ok_or_else(|| Error::NotFound {
             kind: "report",
             id: id.to_owned(),
         })?;
         let path = self.dir.join(file_name(&job));
         let tmp = self.dir.join(format!("{}.tmp", job.id));
-        write_synced(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))?;
-        crate::tree::sync_dir(&self.dir)?;
+        let written = write_synced(&tmp, bytes)
+            .and_then(|()| {
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
+            })
+            .and_then(|()| crate::tree::sync_dir(&self.dir));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let _w = self.write.locked();
         job.status = JobStatus::Done;
         job.finished_ms = Some(now_ms);
         job.error = None;
@@ -317,13 +355,34 @@ impl ReportStore {
         job.status = JobStatus::Failed;
         job.finished_ms = Some(now_ms);
         job.error = Some(message.to_owned());
-        self.persist(std::slice::from_ref(&job))
+        let persisted = self.persist(std::slice::from_ref(&job));
+        if persisted.is_err() {
+            // Shown as failed now; queued again after a restart.
+            self.jobs.locked().by_id.insert(job.id.clone(), job);
+        }
+        persisted
     }
 
-    /// The result of a done job.
+    /// The result of a done job. A result file that is gone (deleted by
+    /// hand, lost with a disk) fails its job, so the next identical
+    /// request renders it again.
     pub fn result(&self, job: &ReportJob) -> Result<Vec<u8>> {
         let path = self.dir.join(file_name(job));
-        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.fail(
+                    &job.id,
+                    "the result file is gone; ask for the report again",
+                    crate::now_ms(),
+                )?;
+                Err(Error::NotFound {
+                    kind: "report result",
+                    id: job.id.clone(),
+                })
+            }
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
     }
 
     /// Deletes jobs finished more than `keep_ms` ago and their files;
@@ -380,6 +439,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let io = |e| Error::io(format!("writing {}", path.display()), e);
     let mut f = std::fs::File::create(path).map_err(io)?;
+    crate::faults::inject(crate::faults::FailPoint::ReportWrite).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)
 }

@@ -122,7 +122,10 @@ fn a_tenant_has_a_bounded_number_of_pending_and_kept_jobs() {
     store.submit(of("t", "b1"), 0, HOUR).unwrap();
     store.submit(of("t", "b2"), 0, HOUR).unwrap();
     let refused = store.submit(of("t", "b3"), 0, HOUR).unwrap_err();
-    assert!(matches!(refused, crate::Error::TooMuchPending(_)), "{refused}");
+    assert!(
+        matches!(refused, crate::Error::TooMuchPending(_)),
+        "{refused}"
+    );
     // Another tenant is not held up by this one.
     store.submit(of("u", "b1"), 0, HOUR).unwrap();
     // Finishing makes room; at the kept limit the oldest finished job goes.
@@ -141,7 +144,93 @@ fn a_tenant_has_a_bounded_number_of_pending_and_kept_jobs() {
     store.submit(of("t", "b3"), 3, HOUR).unwrap();
     assert!(store.job(&finished[0]).is_some());
     store.submit(of("t", "b4"), 4, HOUR).unwrap();
-    assert!(store.job(&finished[0]).is_none(), "the oldest finished job stays");
+    assert!(
+        store.job(&finished[0]).is_none(),
+        "the oldest finished job stays"
+    );
     assert!(store.job(&finished[1]).is_some());
-    assert!(!dir.path().join("reports").join(format!("{}.json", finished[0])).exists());
+    assert!(
+        !dir.path()
+            .join("reports")
+            .join(format!("{}.json", finished[0]))
+            .exists()
+    );
+}
+
+#[test]
+fn a_full_disk_fails_the_job_and_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReportStore::open(dir.path(), 0).unwrap();
+    let (job, _) = store.submit(request("b"), 0, HOUR).unwrap();
+    store.take(|| 1, Duration::ZERO).unwrap().unwrap();
+    crate::faults::arm(
+        crate::faults::FailPoint::ReportWrite,
+        std::io::ErrorKind::StorageFull,
+    );
+    let err = store.finish(&job.id, b"{}", 2).unwrap_err();
+    assert!(matches!(err, crate::Error::StorageFull), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("reports"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    store.fail(&job.id, "the disk is full", 3).unwrap();
+    assert_eq!(store.job(&job.id).unwrap().status, JobStatus::Failed);
+}
+
+#[test]
+fn an_unreadable_job_row_is_skipped_and_the_others_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = ReportStore::open(dir.path(), 0).unwrap();
+        store.submit(request("b"), 0, HOUR).unwrap().0.id
+    };
+    {
+        let db = redb::Database::open(dir.path().join("reports.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, &str>::new("jobs"))
+            .unwrap()
+            .insert("pbroken", "{not json")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = ReportStore::open(dir.path(), 1).unwrap();
+    assert_eq!(store.job(&id).unwrap().status, JobStatus::Queued);
+    assert!(store.job("pbroken").is_none());
+    assert_eq!(store.queue_depth(), 1);
+}
+
+#[test]
+fn a_result_file_that_is_gone_fails_its_job_and_the_request_renders_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReportStore::open(dir.path(), 0).unwrap();
+    let (job, _) = store.submit(request("b"), 0, HOUR).unwrap();
+    store.take(|| 1, Duration::ZERO).unwrap();
+    let done = store.finish(&job.id, b"{}", 2).unwrap();
+    std::fs::remove_file(dir.path().join("reports").join(format!("{}.json", job.id))).unwrap();
+    let err = store.result(&done).unwrap_err();
+    assert!(matches!(err, crate::Error::NotFound { .. }), "{err}");
+    assert_eq!(store.job(&job.id).unwrap().status, JobStatus::Failed);
+    let (again, new) = store.submit(request("b"), 3, HOUR).unwrap();
+    assert!(new && again.id != job.id);
+}
+
+#[test]
+fn workers_take_the_tenant_served_longest_ago_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReportStore::open(dir.path(), 0).unwrap();
+    let of = |tenant: &str, building: &str| ReportRequest {
+        tenant_id: TenantId::parse(tenant).unwrap(),
+        ..request(building)
+    };
+    for b in ["b1", "b2", "b3"] {
+        store.submit(of("busy", b), 0, HOUR).unwrap();
+    }
+    store.submit(of("quiet", "b1"), 1, HOUR).unwrap();
+    let order: Vec<String> = (0..4)
+        .map(|_| {
+            let j = store.take(|| 2, Duration::ZERO).unwrap().unwrap();
+            format!("{}/{}", j.request.tenant_id, j.request.building_id)
+        })
+        .collect();
+    assert_eq!(order, ["busy/b1", "quiet/b1", "busy/b2", "busy/b3"]);
 }

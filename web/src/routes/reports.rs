@@ -55,6 +55,13 @@ pub(super) struct JobOut {
     finished: Option<String>,
 }
 
+fn local_date(tz: chrono_tz::Tz, ms: i64) -> chrono::NaiveDate {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .date_naive()
+}
+
 fn utc(ms: i64) -> String {
     format_local(chrono_tz::UTC, ms)
 }
@@ -91,8 +98,8 @@ pub(super) async fn create(
         &body.building_id,
     )?;
     let tz = b.timezone.tz();
-    let start = parse_bound("start", &body.start, tz)?;
-    let end = parse_bound("end", &body.end, tz)?;
+    let start = within_years("start", parse_bound("start", &body.start, tz)?)?;
+    let end = within_years("end", parse_bound("end", &body.end, tz)?)?;
     if start >= end {
         return Err(ApiError::bad_request(
             "invalid_argument",
@@ -103,6 +110,16 @@ pub(super) async fn create(
         return Err(ApiError::bad_request(
             "invalid_argument",
             format!("a report covers at most {MAX_PERIOD_DAYS} days"),
+        ));
+    }
+    let mut first = local_date(tz, start);
+    if wattline_storage::day_start(tz, first) < start {
+        first += chrono::Duration::days(1);
+    }
+    if wattline_storage::day_start(tz, first + chrono::Duration::days(1)) > end {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "the period holds no whole local day of the building; a report covers local days",
         ));
     }
     let format = ReportFormat::parse(&body.format).ok_or_else(|| {
@@ -134,6 +151,25 @@ pub(super) async fn create(
     let (job, _) =
         blocking(move || reports.submit(request, wattline_storage::now_ms(), ttl)).await?;
     Ok((StatusCode::ACCEPTED, Json(JobOut::from(&job))))
+}
+
+/// Years a report's bounds may lie in (what the calendar arithmetic of a
+/// report handles; anything else is a mistake).
+const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+fn within_years(name: &str, ms: i64) -> ApiResult<i64> {
+    let year = chrono::DateTime::from_timestamp_millis(ms).map(|t| chrono::Datelike::year(&t));
+    match year {
+        Some(y) if YEARS.contains(&y) => Ok(ms),
+        _ => Err(ApiError::bad_request(
+            "invalid_argument",
+            format!(
+                "{name} must lie in the years {} to {}",
+                YEARS.start(),
+                YEARS.end()
+            ),
+        )),
+    }
 }
 
 /// The job if the caller manages its tenant; 404 otherwise.

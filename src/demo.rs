@@ -194,6 +194,8 @@ async fn live(api: Api, mut stop: watch::Receiver<bool>) -> Result<()> {
 
 fn print_welcome(addr: SocketAddr, key: &str) {
     let base = format!("http://{addr}");
+    let today = chrono::Utc::now().date_naive();
+    let from = today - chrono::Duration::days(BACKFILL_DAYS - 1);
     println!(
         "\nwattline demo is running at {base}\n\
          (the web dashboard is not built yet; the API below is)\n\n\
@@ -205,7 +207,10 @@ fn print_welcome(addr: SocketAddr, key: &str) {
          curl -s -H 'Authorization: Bearer {key}' '{base}/api/v1/buildings/berlin-hq/energy?resolution=day'\n\
          curl -s -H 'Authorization: Bearer {key}' '{base}/api/v1/buildings/pune-plant/energy?resolution=hour'\n\
          curl -s -H 'Authorization: Bearer {key}' {base}/api/v1/sql -d '{{\"sql\": \"SELECT building_id, round(sum(kwh), 1) AS kwh FROM building_daily GROUP BY building_id ORDER BY kwh DESC\"}}'\n\
-         curl -s -H 'Authorization: Bearer {key}' '{base}/api/v1/sql?format=csv' -d '{{\"sql\": \"SELECT * FROM readings ORDER BY ts DESC LIMIT 10\"}}'\n",
+         curl -s -H 'Authorization: Bearer {key}' '{base}/api/v1/sql?format=csv' -d '{{\"sql\": \"SELECT * FROM readings ORDER BY ts DESC LIMIT 10\"}}'\n\n\
+         A report (PDF, CSV or JSON) is a job: ask, then fetch it by the id it answers with:\n\
+         curl -s -H 'Authorization: Bearer {key}' {base}/api/v1/reports -d '{{\"building_id\": \"berlin-hq\", \"start\": \"{from}\", \"end\": \"{today}\", \"format\": \"pdf\"}}'\n\
+         curl -s -o report.pdf -H 'Authorization: Bearer {key}' {base}/api/v1/reports/ID/result\n",
         n = METERS_PER_BUILDING,
         days = BACKFILL_DAYS,
         live = LIVE_EVERY.as_secs(),

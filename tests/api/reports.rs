@@ -501,3 +501,68 @@ async fn queued_jobs_survive_sigkill_and_complete_after_the_restart() {
         assert!(pdf.starts_with(b"%PDF-"));
     }
 }
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_year_of_a_building_with_a_thousand_meters_costs_a_report_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        config: Some("[retention]\nraw = \"400d\"\n".into()),
+        ..Options::default()
+    };
+    let server = Server::start_with(dir.path(), opts).await;
+    server.create_tenant("t").await;
+    server.create_building("t", "big").await;
+    let sensors: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    for s in &sensors {
+        server.create_sensor("big", s).await;
+    }
+    // A year of one daily reading per meter: 365,000 readings.
+    let end = monday();
+    let first = end - chrono::Duration::days(365);
+    let mut batch = Vec::new();
+    for d in 0..365 {
+        let at = ms(&format!("{}T12:00:00Z", first + chrono::Duration::days(d)));
+        for (i, s) in sensors.iter().enumerate() {
+            batch.push(reading(s, at, 1.0 + (i % 10) as f64 / 10.0));
+        }
+        if batch.len() >= 10_000 {
+            let r = server.post_json(&json!({"readings": batch})).await;
+            assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+            batch.clear();
+        }
+    }
+    let r = server.post_json(&json!({"readings": batch})).await;
+    assert_eq!(r.status(), 202);
+    server.flush().await;
+    let before = rss_kib(server.pid());
+    let body = json!({"building_id": "big", "start": first.to_string(), "end": end.to_string(), "format": "json", "forecast_days": 30});
+    let r = request(&server, &server.admin, &body).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(finished(&server, &id).await["status"], "done");
+    let after = rss_kib(server.pid());
+    let report: Value = result(&server, &id).await.json().await.unwrap();
+    assert_eq!(report["days"].as_array().unwrap().len(), 365);
+    // 1,450 kWh a day (1,000 meters, 1.0 to 1.9 kWh each).
+    let total = report["total_kwh"].as_f64().unwrap();
+    assert!((total - 365.0 * 1450.0).abs() < 1e-3, "{total}");
+    assert_eq!(report["forecast"].as_array().unwrap().len(), 30);
+    // The report read the building's rollups, not 365,000 readings.
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+}

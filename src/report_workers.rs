@@ -101,12 +101,16 @@ fn work(reports: &ReportStore, store: &ReadingStore, stop: &AtomicBool) {
             Ok(bytes) => match reports.finish(&job.id, &bytes, now_ms()) {
                 Ok(_) => "done",
                 Err(e) => {
+                    // The detail names files: the log has it, the tenant
+                    // gets what to do.
                     tracing::error!(job = %job.id, error = %e, "storing a report failed");
-                    let _ = reports.fail(
-                        &job.id,
-                        &format!("storing the result failed: {e}"),
-                        now_ms(),
-                    );
+                    let message = match e {
+                        wattline_storage::Error::StorageFull => {
+                            "storing the result failed: the appliance's disk is full; ask again once there is room"
+                        }
+                        _ => "storing the result failed; the appliance's log has the cause",
+                    };
+                    let _ = reports.fail(&job.id, message, now_ms());
                     "failed"
                 }
             },

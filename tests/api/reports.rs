@@ -566,3 +566,56 @@ async fn a_year_of_a_building_with_a_thousand_meters_costs_a_report_little_memor
         "resident memory grew from {before} KiB to {after} KiB"
     );
 }
+
+#[tokio::test]
+async fn a_report_that_cannot_be_stored_fails_with_a_message_and_its_result_is_409() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.setup("t", "b", &["m1"]).await;
+    // The results folder replaced by a file: no result can be written
+    // (also as root, unlike a permission).
+    let results = server.data_dir.join("reports");
+    std::fs::remove_dir_all(&results).unwrap();
+    std::fs::write(&results, b"not a folder").unwrap();
+    let body = json!({"building_id": "b", "start": day(-7), "end": day(0), "format": "csv"});
+    let r = request(&server, &server.admin, &body).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = finished(&server, &id).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("storing the result failed"), "{error}");
+    assert!(
+        !error.contains(server.data_dir.to_str().unwrap()),
+        "{error}"
+    );
+    assert!(job.get("result_url").is_none());
+    let r = server
+        .admin(Method::GET, &format!("/api/v1/reports/{id}/result"))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, answer) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (409, "report_not_ready"));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed")
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("wattline_reports_total{format=\"csv\",outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    // The same request asks anew instead of sharing the failed job.
+    let again: Value = request(&server, &server.admin, &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(again["id"].as_str().expect(&again.to_string()), id);
+}

@@ -617,5 +617,5 @@ async fn a_report_that_cannot_be_stored_fails_with_a_message_and_its_result_is_4
         .json()
         .await
         .unwrap();
-    assert_ne!(again["id"].as_str().expect(&again.to_string()), id);
+    assert_ne!(again["id"].as_str(), Some(id.as_str()), "{again}");
 }

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use wattline_storage::{JobStatus, ReportFormat, ReportJob, ReportRequest, format_local};
+use wattline_storage::{Building, JobStatus, ReportFormat, ReportJob, ReportRequest, format_local};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -97,6 +97,16 @@ pub(super) async fn create(
         state.catalog.view().building(&body.building_id),
         &body.building_id,
     )?;
+    let request = validated(body, b)?;
+    let reports = state.reports.clone();
+    let ttl = i64::try_from(state.config.reports_cache_ttl.as_millis()).unwrap_or(i64::MAX);
+    let (job, _) =
+        blocking(move || reports.submit(request, wattline_storage::now_ms(), ttl)).await?;
+    Ok((StatusCode::ACCEPTED, Json(JobOut::from(&job))))
+}
+
+/// The request as the job store takes it, or what is wrong with it.
+fn validated(body: CreateReport, b: Building) -> ApiResult<ReportRequest> {
     let tz = b.timezone.tz();
     let start = within_years("start", parse_bound("start", &body.start, tz)?)?;
     let end = within_years("end", parse_bound("end", &body.end, tz)?)?;
@@ -138,19 +148,14 @@ pub(super) async fn create(
             format!("forecast_days is at most {MAX_FORECAST_DAYS}"),
         ));
     }
-    let request = ReportRequest {
+    Ok(ReportRequest {
         tenant_id: b.tenant_id,
         building_id: b.id,
         start_ms: start,
         end_ms: end,
         format,
         forecast_days,
-    };
-    let reports = state.reports.clone();
-    let ttl = i64::try_from(state.config.reports_cache_ttl.as_millis()).unwrap_or(i64::MAX);
-    let (job, _) =
-        blocking(move || reports.submit(request, wattline_storage::now_ms(), ttl)).await?;
-    Ok((StatusCode::ACCEPTED, Json(JobOut::from(&job))))
+    })
 }
 
 /// Years a report's bounds may lie in (what the calendar arithmetic of a

@@ -198,7 +198,7 @@ fn print_welcome(addr: SocketAddr, key: &str) {
     let from = today - chrono::Duration::days(BACKFILL_DAYS - 1);
     println!(
         "\nwattline demo is running at {base}\n\
-         (the web dashboard is not built yet; the API below is)\n\n\
+         dashboard: open {base}/ and sign in with the tenant key below\n\n\
          tenant key: {key}\n\
          tenant \"demo\": buildings berlin-hq, nyc-lab, pune-plant, sydney-store; {n} meters each;\n\
          {days} days of backfilled 15-minute readings; live meters post every {live} s.\n\n\

@@ -10,6 +10,7 @@ mod auth;
 mod catalog;
 mod cold_store;
 mod crash;
+mod dashboard;
 mod energy;
 mod fault_paths;
 mod ingest;

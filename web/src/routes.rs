@@ -3,9 +3,11 @@
 mod admin;
 mod alerts;
 mod buildings;
+mod dashboard;
 mod energy;
 mod health;
 mod keys;
+mod overview;
 mod readings;
 mod reports;
 mod sensors;
@@ -27,12 +29,17 @@ use crate::middleware::{limit_per_ip, record_latency, request_timeout};
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let ip_limit = from_fn_with_state(state.clone(), limit_per_ip);
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/{name}", get(dashboard::asset))
+        .route("/favicon.ico", get(dashboard::no_icon))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/keys", post(keys::create).get(keys::list))
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api/v1/me", get(overview::me))
         .route("/api/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/api/v1/tenants/{t}/overview", get(overview::overview))
         .route(
             "/api/v1/tenants/{t}/buildings",
             post(buildings::create).get(buildings::list),

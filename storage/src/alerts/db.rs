@@ -153,6 +153,26 @@ impl AlertStore {
             .collect()
     }
 
+    /// Open episodes (firing, not resolved) of enabled rules, per building
+    /// id: one pass over the rules' states.
+    pub fn open_episodes_by_building(&self) -> HashMap<String, usize> {
+        let mut open: HashMap<String, usize> = HashMap::new();
+        for state in self.states.locked().values() {
+            let Some(rule) = state.rule.as_ref().filter(|r| r.enabled) else {
+                continue;
+            };
+            let n = state
+                .episodes
+                .iter()
+                .filter(|e| e.resolved.is_none())
+                .count();
+            if n > 0 {
+                *open.entry(rule.building_id.to_string()).or_default() += n;
+            }
+        }
+        open
+    }
+
     /// Every rule `sees` accepts the tenant of.
     pub fn rules_where(&self, sees: impl Fn(&str) -> bool) -> Vec<AlertRule> {
         self.rules

@@ -2,7 +2,7 @@
 //! table rows for SQL, from memory.
 
 use crate::sync::RecoverRw;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 
 use super::calendar::{day_start, local_date};
@@ -53,6 +53,27 @@ impl Rollups {
                 .filter(|(t, _)| range.contains(*t))
                 .collect(),
         }
+    }
+
+    /// For each building (id and zone): its energy on the local day and in
+    /// the local month holding `now_ms`, under one read lock.
+    pub fn today_and_month(
+        &self,
+        buildings: &[(&str, Tz)],
+        now_ms: i64,
+    ) -> Vec<(Option<Agg>, Option<Agg>)> {
+        let all = self.buildings.read_locked();
+        buildings
+            .iter()
+            .map(|(id, tz)| {
+                let Some(b) = all.get(*id) else {
+                    return (None, None);
+                };
+                let today = local_date(*tz, now_ms);
+                let month = today.with_day(1).unwrap_or(today);
+                (b.daily.get(&today).copied(), b.monthly.get(&month).copied())
+            })
+            .collect()
     }
 
     /// Rows of a building-level table for the tenants `sees` accepts.

@@ -1,0 +1,174 @@
+//! The dashboard's files and the two routes it opens with (`/api/v1/me`,
+//! the tenant overview), over HTTP. (In a browser: see the issue notes.)
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Server, error_code, reading};
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_and_loads_nothing_from_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let r = server.client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("/assets/app.js") && html.contains("/assets/app.css"));
+    for (path, kind) in [
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/app.css", "text/css; charset=utf-8"),
+    ] {
+        let r = server.client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], kind);
+        let text = r.text().await.unwrap();
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "{path} names another origin"
+        );
+    }
+    let r = server
+        .client
+        .get(server.url("/assets/secret.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = server
+        .client
+        .get(server.url("/assets/..%2Fadmin.key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn me_names_the_key_and_the_overview_sums_each_buildings_local_day_and_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.create_tenant("t").await;
+    let r = server
+        .admin(Method::POST, "/api/v1/tenants/t/buildings")
+        .json(&json!({"id": "b", "name": "Depot", "timezone": "Asia/Kolkata", "floor_area_m2": 500.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    server.create_building("t", "empty").await;
+    server.create_sensor("b", "m1").await;
+    server.create_sensor("b", "m2").await;
+    server.create_tenant("other").await;
+    let key = server.create_key("tenant", Some("t")).await;
+    let theirs = server.create_key("tenant", Some("other")).await;
+    let ingest = server.create_key("ingest", Some("t")).await;
+
+    let me: Value = server
+        .with_key(&key, Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["role"].as_str(), me["tenant_id"].as_str()),
+        (Some("tenant"), Some("t"))
+    );
+    let me: Value = server
+        .with_key(&ingest, Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "ingest");
+    let r = server
+        .with_key("wl_nope", Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Readings every 15 minutes of the last two days, up to now.
+    let now = crate::support::now_minute_ms();
+    let from = now - 2 * 86_400_000;
+    let readings: Vec<Value> = (from..now)
+        .step_by(900_000)
+        .flat_map(|t| [reading("m1", t, 1.0), reading("m2", t, 0.5)])
+        .collect();
+    assert_eq!(
+        server
+            .post_json(&json!({"readings": readings}))
+            .await
+            .status(),
+        202
+    );
+    server.flush().await;
+
+    let overview: Value = server
+        .with_key(&key, Method::GET, "/api/v1/tenants/t/overview")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = overview["buildings"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let b = rows.iter().find(|r| r["id"] == "b").unwrap();
+    assert_eq!(b["sensor_count"], 2);
+    // The building's local day and month now (none yet just after
+    // midnight: zero).
+    let local = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Kolkata)
+        .date_naive();
+    let point = |v: &Value, prefix: &str| {
+        v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["ts"].as_str().unwrap().starts_with(prefix))
+            .map_or(0.0, |p| p["kwh"].as_f64().unwrap())
+    };
+    let day = server
+        .get_json("/api/v1/buildings/b/energy?resolution=day&start=2000-01-01")
+        .await;
+    let today = point(&day, &local.to_string());
+    assert_eq!(b["today_kwh"].as_f64().unwrap(), today);
+    let month = server
+        .get_json("/api/v1/buildings/b/energy?resolution=month&start=2000-01-01")
+        .await;
+    let this_month = point(&month, &local.format("%Y-%m-01").to_string());
+    assert_eq!(b["month_kwh"].as_f64().unwrap(), this_month);
+    assert!((b["month_kwh_per_m2"].as_f64().unwrap() - this_month / 500.0).abs() < 1e-12);
+    // The newest reading is at most a quarter before now.
+    assert!(b["last_reading_age_s"].as_i64().unwrap() < 1_000);
+    assert!(b["last_reading"].as_str().unwrap().ends_with("+05:30"));
+    let empty = rows.iter().find(|r| r["id"] == "empty").unwrap();
+    assert_eq!(
+        (empty["today_kwh"].as_f64(), empty.get("last_reading")),
+        (Some(0.0), None)
+    );
+    assert_eq!(overview["total"]["sensor_count"], 2);
+    assert_eq!(overview["total"]["today_kwh"].as_f64().unwrap(), today);
+
+    // Another tenant's overview is a 404 like a missing tenant's; an
+    // ingest key may not read it.
+    for (k, path, status) in [
+        (&theirs, "/api/v1/tenants/t/overview", 404),
+        (&theirs, "/api/v1/tenants/nope/overview", 404),
+        (&ingest, "/api/v1/tenants/t/overview", 403),
+    ] {
+        let r = server.with_key(k, Method::GET, path).send().await.unwrap();
+        let (s, _, _) = error_code(r).await;
+        assert_eq!(s, status, "{path}");
+    }
+}

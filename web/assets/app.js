@@ -1,0 +1,282 @@
+// wattline dashboard: a small single-page app over the public HTTP API,
+// with the user's key kept in this browser session only.
+"use strict";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const statusLine = document.getElementById("status");
+const signOut = document.getElementById("signout");
+
+let me = null;
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "on") for (const [ev, f] of Object.entries(v)) e.addEventListener(ev, f);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+function show(...nodes) {
+  main.replaceChildren(...nodes);
+  main.focus();
+}
+
+function busy(text) { statusLine.textContent = text || ""; }
+
+/** A call to the API: the parsed JSON answer, or an Error whose message
+ *  says in words what went wrong. */
+async function api(path, options = {}) {
+  const key = sessionStorage.getItem("wattline-key");
+  const headers = Object.assign({ Authorization: "Bearer " + key }, options.headers || {});
+  if (options.body) headers["Content-Type"] = "application/json";
+  let r;
+  try {
+    r = await fetch(path, Object.assign({}, options, { headers }));
+  } catch (e) {
+    throw new Error("The appliance did not answer; check the connection.");
+  }
+  if (r.status === 204) return null;
+  const body = await r.json().catch(() => null);
+  if (!r.ok) {
+    const message = body && body.error ? body.error.message : "status " + r.status;
+    const err = new Error(message);
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+function fmt(n, digits = 1) {
+  return n === null || n === undefined ? "–" : Number(n).toLocaleString(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function age(seconds) {
+  if (seconds === undefined || seconds === null) return "no data";
+  if (seconds < 120) return seconds + " s ago";
+  if (seconds < 7200) return Math.round(seconds / 60) + " min ago";
+  if (seconds < 172800) return Math.round(seconds / 3600) + " h ago";
+  return Math.round(seconds / 86400) + " days ago";
+}
+
+// --- sign-in -------------------------------------------------------------
+
+function signInPage(message) {
+  nav.replaceChildren();
+  signOut.hidden = true;
+  const input = el("input", { id: "key", type: "password", autocomplete: "off", required: true, size: 40 });
+  const error = el("p", { class: "error", role: "alert" }, message || "");
+  const form = el("form", { on: { submit: async (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("wattline-key", input.value.trim());
+    busy("Signing in…");
+    try {
+      const who = await api("/api/v1/me");
+      if (who.role === "ingest") {
+        sessionStorage.removeItem("wattline-key");
+        error.textContent = "This is an ingest key: it can only write readings. Sign in with a tenant or admin key.";
+        return;
+      }
+      me = who;
+      location.hash = "#/";
+      route();
+    } catch (err) {
+      sessionStorage.removeItem("wattline-key");
+      error.textContent = err.status === 401 ? "That key is unknown or revoked." : err.message;
+    } finally { busy(); }
+  } } },
+    el("h1", {}, "Sign in"),
+    el("label", { for: "key" }, "API key"),
+    input, " ",
+    el("button", { type: "submit" }, "Sign in"),
+    error,
+    el("p", { class: "muted" }, "The key stays in this browser tab and is forgotten when it closes."));
+  show(form);
+  input.focus();
+}
+
+// --- overview ------------------------------------------------------------
+
+const columns = [
+  ["name", "Building", (b) => b.name],
+  ["sensor_count", "Sensors", (b) => b.sensor_count],
+  ["today_kwh", "Today kWh", (b) => fmt(b.today_kwh)],
+  ["month_kwh", "Month kWh", (b) => fmt(b.month_kwh)],
+  ["month_kwh_per_m2", "Month kWh/m²", (b) => fmt(b.month_kwh_per_m2, 2)],
+  ["open_alerts", "Alerts", (b) => b.open_alerts ? el("span", { class: "alert-on" }, b.open_alerts + " firing") : "none"],
+  ["last_reading_age_s", "Last reading", (b) => age(b.last_reading_age_s)],
+];
+
+async function overviewPage(tenant) {
+  busy("Loading buildings…");
+  let data;
+  try { data = await api("/api/v1/tenants/" + encodeURIComponent(tenant) + "/overview"); }
+  catch (err) { show(el("p", { class: "error" }, "The buildings could not be loaded: " + err.message)); return; }
+  finally { busy(); }
+  let sortKey = "name", ascending = true;
+  const table = el("table", { id: "buildings" });
+  function render() {
+    const rows = [...data.buildings].sort((a, b) => {
+      const x = a[sortKey] ?? -Infinity, y = b[sortKey] ?? -Infinity;
+      return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
+    });
+    const head = el("tr", {}, columns.map(([key, label]) => el("th", { scope: "col", "aria-sort": key === sortKey ? (ascending ? "ascending" : "descending") : "none" },
+      el("button", { class: "plain", type: "button", on: { click: () => { ascending = key === sortKey ? !ascending : true; sortKey = key; render(); } } }, label))));
+    const body = rows.map((b) => el("tr", {}, columns.map(([key, , cell], i) =>
+      el("td", {}, i === 0 ? el("a", { href: "#/building/" + encodeURIComponent(b.id) }, cell(b)) : cell(b)))));
+    const t = data.total;
+    const foot = el("tr", {}, el("td", {}, "Total (" + data.buildings.length + ")"), el("td", {}, t.sensor_count),
+      el("td", {}, fmt(t.today_kwh)), el("td", {}, fmt(t.month_kwh)), el("td", {}, ""), el("td", {}, t.open_alerts || "none"), el("td", {}, ""));
+    table.replaceChildren(el("thead", {}, head), el("tbody", {}, body), el("tfoot", {}, foot));
+  }
+  render();
+  show(el("h1", {}, "Buildings of " + tenant),
+    el("p", { class: "muted" }, "Today and this month in each building's local calendar."),
+    el("div", { class: "table-wrap" }, table));
+}
+
+async function tenantsPage() {
+  busy("Loading tenants…");
+  try {
+    const tenants = await api("/api/v1/tenants");
+    show(el("h1", {}, "Tenants"), el("ul", {}, tenants.map((t) =>
+      el("li", {}, el("a", { href: "#/tenant/" + encodeURIComponent(t.id) }, t.name + " (" + t.id + ")")))));
+  } catch (err) {
+    show(el("p", { class: "error" }, "The tenants could not be loaded: " + err.message));
+  } finally { busy(); }
+}
+
+// --- building ------------------------------------------------------------
+
+const DAY = 86400000;
+const spans = { "15m": 1, hour: 7, day: 31, month: 366 };
+
+function isoDate(ms) { return new Date(ms).toISOString().slice(0, 10); }
+
+async function buildingPage(id) {
+  busy("Loading the building…");
+  let building;
+  try { building = await api("/api/v1/buildings/" + encodeURIComponent(id)); }
+  catch (err) { show(el("p", { class: "error" }, err.status === 404 ? "There is no building " + id + " for this key." : err.message)); busy(); return; }
+  busy();
+  let resolution = "hour";
+  const today = Date.now();
+  const start = el("input", { type: "date", id: "start", value: isoDate(today - (spans.hour - 1) * DAY) });
+  const end = el("input", { type: "date", id: "end", value: isoDate(today + DAY) });
+  const buttons = Object.keys(spans).map((r) => el("button", { type: "button", "data-resolution": r, "aria-pressed": String(r === resolution),
+    on: { click: () => {
+      resolution = r;
+      buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.resolution === r)));
+      start.value = isoDate(Date.parse(end.value) - spans[r] * DAY);
+      load();
+    } } }, r));
+  const canvas = el("canvas", { id: "chart", role: "img", "aria-label": "Energy chart" });
+  const tip = el("div", { class: "tip", hidden: true });
+  const cards = el("div", { class: "cards" });
+  const note = el("p", { class: "muted", id: "chart-note" });
+  const area = el("div", { class: "chart" }, canvas, tip);
+  let points = [];
+
+  async function load() {
+    busy("Loading energy…");
+    const q = (s, e) => "/api/v1/buildings/" + encodeURIComponent(id) + "/energy?resolution=" + resolution + "&start=" + s + "&end=" + e;
+    try {
+      const span = Date.parse(end.value) - Date.parse(start.value);
+      const [now, before] = await Promise.all([
+        api(q(start.value, end.value)),
+        api(q(isoDate(Date.parse(start.value) - span), start.value)),
+      ]);
+      points = now.points;
+      const total = points.reduce((s, p) => s + p.kwh, 0);
+      const previous = before.points.reduce((s, p) => s + p.kwh, 0);
+      const change = previous > 0 ? ((total - previous) / previous * 100) : null;
+      cards.replaceChildren(
+        el("div", { class: "card" }, "Total", el("b", { id: "total" }, fmt(total) + " kWh")),
+        el("div", { class: "card" }, "Previous period", el("b", {}, fmt(previous) + " kWh")),
+        el("div", { class: "card" }, "Change", el("b", {}, change === null ? "–" : (change >= 0 ? "+" : "") + fmt(change) + "%")));
+      note.textContent = points.length + " " + resolution + " buckets in " + now.timezone + " local time.";
+      draw(canvas, points);
+    } catch (err) {
+      cards.replaceChildren(el("p", { class: "error" }, "The energy could not be loaded: " + err.message));
+    } finally { busy(); }
+  }
+  canvas.addEventListener("mousemove", (e) => {
+    if (!points.length) return;
+    const r = canvas.getBoundingClientRect();
+    const i = Math.min(points.length - 1, Math.max(0, Math.floor((e.clientX - r.left) / r.width * points.length)));
+    tip.hidden = false;
+    tip.textContent = points[i].ts + ": " + fmt(points[i].kwh, 2) + " kWh";
+    tip.style.left = Math.min(e.clientX - r.left + 12, r.width - 160) + "px";
+    tip.style.top = "8px";
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  start.addEventListener("change", load);
+  end.addEventListener("change", load);
+  window.onresize = () => draw(canvas, points);
+
+  show(el("h1", {}, building.name),
+    el("p", { class: "muted" }, building.id + " · " + building.timezone + (building.floor_area_m2 ? " · " + fmt(building.floor_area_m2, 0) + " m²" : "")),
+    el("div", { class: "controls" }, el("span", { role: "group", "aria-label": "Resolution" }, buttons),
+      el("label", {}, "From ", start), el("label", {}, "to ", end)),
+    cards, area, note);
+  load();
+}
+
+/** Bars of `points` on `canvas`, scaled to its size, with a few labels. */
+function draw(canvas, points) {
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  canvas.width = w * ratio; canvas.height = h * ratio;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  const css = getComputedStyle(document.documentElement);
+  const fg = css.getPropertyValue("--fg"), accent = css.getPropertyValue("--accent"), line = css.getPropertyValue("--line");
+  g.clearRect(0, 0, w, h);
+  g.font = "12px system-ui, sans-serif";
+  if (!points.length) { g.fillStyle = fg; g.fillText("No readings in this period.", 12, 24); return; }
+  const left = 56, bottom = h - 24, top = 8;
+  const max = Math.max(...points.map((p) => p.kwh), 0) || 1;
+  const y = (v) => bottom - (v / max) * (bottom - top);
+  g.strokeStyle = line; g.fillStyle = fg;
+  for (let k = 0; k <= 4; k++) {
+    const v = max * k / 4;
+    g.beginPath(); g.moveTo(left, y(v)); g.lineTo(w, y(v)); g.stroke();
+    g.fillText(fmt(v, v < 10 ? 1 : 0), 4, y(v) + 4);
+  }
+  const slot = (w - left) / points.length;
+  g.fillStyle = accent;
+  points.forEach((p, i) => g.fillRect(left + i * slot + slot * 0.1, y(p.kwh), Math.max(slot * 0.8, 1), bottom - y(p.kwh)));
+  g.fillStyle = fg;
+  g.fillText(points[0].ts.slice(0, 16).replace("T", " "), left, h - 6);
+  const last = points[points.length - 1].ts.slice(0, 16).replace("T", " ");
+  g.fillText(last, w - g.measureText(last).width - 2, h - 6);
+}
+
+// --- routing -------------------------------------------------------------
+
+async function route() {
+  if (!sessionStorage.getItem("wattline-key")) { signInPage(); return; }
+  if (!me) {
+    try { me = await api("/api/v1/me"); }
+    catch (err) { sessionStorage.removeItem("wattline-key"); signInPage(err.status === 401 ? "That key is unknown or revoked." : err.message); return; }
+  }
+  signOut.hidden = false;
+  const home = me.role === "admin" ? "#/tenants" : "#/tenant/" + encodeURIComponent(me.tenant_id);
+  nav.replaceChildren(el("a", { href: home }, "Buildings"), el("span", { class: "muted" }, me.role + (me.tenant_id ? " · " + me.tenant_id : "")));
+  const [, page, arg] = (location.hash || "#/").split("/").map(decodeURIComponent);
+  if (page === "building" && arg) return buildingPage(arg);
+  if (page === "tenant" && arg) return overviewPage(arg);
+  if (page === "tenants" && me.role === "admin") return tenantsPage();
+  location.hash = home;
+}
+
+signOut.addEventListener("click", () => {
+  sessionStorage.removeItem("wattline-key");
+  me = null;
+  location.hash = "#/";
+  signInPage();
+});
+window.addEventListener("hashchange", route);
+route();

@@ -172,3 +172,86 @@ async fn me_names_the_key_and_the_overview_sums_each_buildings_local_day_and_mon
         assert_eq!(s, status, "{path}");
     }
 }
+
+/// In Debian's chromium through chromedriver (installed by `.ci/run`):
+/// sign in (a wrong key, then a tenant key), see the tenant's buildings
+/// and not another tenant's, open a building, switch the chart's
+/// resolution; screenshots of each page (desktop and phone width) go to
+/// `target/dashboard/`.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
+async fn in_a_real_browser_a_tenant_signs_in_sees_its_buildings_and_their_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.setup("t", "hq", &["m1"]).await;
+    server.create_building("t", "depot").await;
+    server.setup("other", "secret-site", &["x1"]).await;
+    let key = server.create_key("tenant", Some("t")).await;
+    let now = crate::support::now_minute_ms();
+    let readings: Vec<Value> = (now - 3 * 86_400_000..now)
+        .step_by(900_000)
+        .map(|t| reading("m1", t, 1.0 + ((t / 3_600_000) % 24) as f64 / 10.0))
+        .collect();
+    assert_eq!(
+        server
+            .post_json(&json!({"readings": readings}))
+            .await
+            .status(),
+        202
+    );
+    server.flush().await;
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    for (width, height, name) in [(1200, 900, "desktop"), (390, 844, "phone")] {
+        let b = crate::webdriver::Browser::start(width, height).await;
+        b.goto(&server.url("/")).await;
+        b.clear_and_type("#key", "wl_not_a_key").await;
+        b.click("button[type=submit]").await;
+        b.wait_text(".error", |t| t.contains("unknown or revoked"))
+            .await;
+        b.screenshot(&shots.join(format!("signin-{name}.png")))
+            .await;
+
+        let started = std::time::Instant::now();
+        b.clear_and_type("#key", &key).await;
+        b.click("button[type=submit]").await;
+        b.find("#buildings tbody tr").await;
+        assert_eq!(b.count("#buildings tbody tr").await, 2);
+        let table = b.text("#buildings").await;
+        assert!(
+            table.contains("Building hq") && table.contains("Building depot"),
+            "{table}"
+        );
+        assert!(!table.contains("secret-site"), "{table}");
+        b.screenshot(&shots.join(format!("buildings-{name}.png")))
+            .await;
+
+        b.click("a[href='#/building/hq']").await;
+        let note = b
+            .wait_text("#chart-note", |t| t.contains("hour buckets"))
+            .await;
+        let first_chart = started.elapsed();
+        let hours: usize = note.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(hours >= 72, "{note}");
+        b.screenshot(&shots.join(format!("building-{name}.png")))
+            .await;
+        b.click("button[data-resolution=day]").await;
+        let note = b
+            .wait_text("#chart-note", |t| t.contains("day buckets"))
+            .await;
+        let days: usize = note.split_whitespace().next().unwrap().parse().unwrap();
+        assert!((3..=5).contains(&days), "{note}");
+        let total = b.text("#total").await;
+        assert!(
+            total.ends_with("kWh") && !total.starts_with("0.0"),
+            "{total}"
+        );
+        eprintln!("{name}: sign-in to first chart {first_chart:?}");
+
+        // Another tenant's building by its address: told it is not there.
+        b.goto(&server.url("/#/building/secret-site")).await;
+        b.wait_text("main", |t| t.contains("no building secret-site"))
+            .await;
+    }
+}

@@ -22,3 +22,4 @@ mod reports;
 mod sql;
 mod support;
 mod tenant_wall;
+mod webdriver;

@@ -249,6 +249,53 @@ async fn in_a_real_browser_a_tenant_signs_in_sees_its_buildings_and_their_chart(
         );
         eprintln!("{name}: sign-in to first chart {first_chart:?}");
 
+        // Sensors: the meter with its last reading; add one, deactivate it.
+        let sensors = b.wait_text("#sensors", |t| t.contains("m1")).await;
+        let m1 = sensors.lines().find(|l| l.starts_with("m1")).unwrap();
+        assert!(!m1.contains("never"), "{sensors}");
+        let new = format!("m-{name}");
+        b.clear_and_type("#new-sensor", &new).await;
+        b.click("form.controls button[type=submit]").await;
+        b.wait_text("#sensors", |t| t.contains(&new)).await;
+        b.click(&format!("button[data-sensor='{new}']")).await;
+        b.wait_text(&format!("button[data-sensor='{new}']"), |t| {
+            t.starts_with("inactive")
+        })
+        .await;
+
+        // A report, asked for and ready to download.
+        b.click("#report-format option[value=csv]").await;
+        b.click("section:last-of-type button[type=submit]").await;
+        b.wait_text("#report-status", |t| t.contains("download hq-"))
+            .await;
+        b.screenshot(&shots.join(format!("report-{name}.png")))
+            .await;
+
+        // SQL: the default query's table, an error in words, only this
+        // tenant's rows.
+        b.goto(&server.url("/#/sql")).await;
+        b.click("#run").await;
+        let result = b.wait_text("#sql-result", |t| t.contains("rows")).await;
+        assert!(
+            result.contains("hq") && !result.contains("secret-site"),
+            "{result}"
+        );
+        b.screenshot(&shots.join(format!("sql-{name}.png"))).await;
+        b.clear_and_type("#sql", "SELECT nope FROM readings").await;
+        b.click("#run").await;
+        b.wait_text("#sql-result", |t| {
+            t.contains("The query failed") && t.contains("nope")
+        })
+        .await;
+        b.clear_and_type("#sql", "SELECT DISTINCT building_id FROM readings")
+            .await;
+        b.click("#run").await;
+        let result = b.wait_text("#sql-result", |t| t.contains("rows")).await;
+        assert!(
+            result.contains("hq") && !result.contains("secret-site"),
+            "{result}"
+        );
+
         // Another tenant's building by its address: told it is not there.
         b.goto(&server.url("/#/building/secret-site")).await;
         b.wait_text("main", |t| t.contains("no building secret-site"))

@@ -220,8 +220,126 @@ async function buildingPage(id) {
     el("p", { class: "muted" }, building.id + " · " + building.timezone + (building.floor_area_m2 ? " · " + fmt(building.floor_area_m2, 0) + " m²" : "")),
     el("div", { class: "controls" }, el("span", { role: "group", "aria-label": "Resolution" }, buttons),
       el("label", {}, "From ", start), el("label", {}, "to ", end)),
-    cards, area, note);
+    cards, area, note,
+    sensorsSection(id), reportSection(id));
   load();
+}
+
+/** The building's sensors: last reading, active state; add one, switch
+ *  one on or off. */
+function sensorsSection(building) {
+  const table = el("table", { id: "sensors" });
+  const message = el("p", { role: "alert" });
+  async function load() {
+    try {
+      const sensors = await api("/api/v1/buildings/" + encodeURIComponent(building) + "/sensors");
+      table.replaceChildren(
+        el("thead", {}, el("tr", {}, ["Sensor", "Kind", "Unit", "Last reading (UTC)", "State"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, sensors.map((s) => el("tr", {},
+          el("td", {}, s.id), el("td", {}, s.kind), el("td", {}, s.unit),
+          el("td", {}, s.last_reading ? s.last_reading.slice(0, 19).replace("T", " ") : "never"),
+          el("td", {}, el("button", { type: "button", class: "plain", "data-sensor": s.id, on: { click: () => toggle(s) } },
+            s.is_active ? "active: deactivate" : "inactive: activate"))))));
+    } catch (err) { message.className = "error"; message.textContent = "The sensors could not be loaded: " + err.message; }
+  }
+  async function toggle(s) {
+    busy("Saving…");
+    try { await api("/api/v1/sensors/" + encodeURIComponent(s.id), { method: "PATCH", body: JSON.stringify({ is_active: !s.is_active }) }); message.textContent = ""; await load(); }
+    catch (err) { message.className = "error"; message.textContent = err.message; }
+    finally { busy(); }
+  }
+  const newId = el("input", { id: "new-sensor", required: true, pattern: "[A-Za-z0-9_.:-]{1,64}", size: 20 });
+  const form = el("form", { class: "controls", on: { submit: async (e) => {
+    e.preventDefault();
+    busy("Adding the sensor…");
+    try {
+      await api("/api/v1/buildings/" + encodeURIComponent(building) + "/sensors", { method: "POST", body: JSON.stringify({ id: newId.value.trim() }) });
+      message.className = "muted"; message.textContent = "Sensor " + newId.value.trim() + " added."; newId.value = "";
+      await load();
+    } catch (err) { message.className = "error"; message.textContent = err.message; }
+    finally { busy(); }
+  } } }, el("label", {}, "New sensor id ", newId), el("button", { type: "submit" }, "Add sensor"));
+  load();
+  return el("section", {}, el("h2", {}, "Sensors"), el("div", { class: "table-wrap" }, table), form, message);
+}
+
+/** Ask for a report, follow its progress, download it. */
+function reportSection(building) {
+  const today = new Date();
+  const from = el("input", { type: "date", id: "report-start", value: isoDate(Date.now() - 28 * DAY) });
+  const to = el("input", { type: "date", id: "report-end", value: isoDate(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate())) });
+  const format = el("select", { id: "report-format" }, ["pdf", "csv", "json"].map((f) => el("option", { value: f }, f.toUpperCase())));
+  const progress = el("p", { id: "report-status", role: "status" });
+  const form = el("form", { class: "controls", on: { submit: async (e) => {
+    e.preventDefault();
+    progress.className = "";
+    progress.replaceChildren("Asking for the report…");
+    try {
+      let job = await api("/api/v1/reports", { method: "POST", body: JSON.stringify({ building_id: building, start: from.value, end: to.value, format: format.value }) });
+      while (job.status === "queued" || job.status === "running") {
+        progress.replaceChildren("Report " + job.status + "…");
+        await new Promise((r) => setTimeout(r, 500));
+        job = await api("/api/v1/reports/" + job.id);
+      }
+      if (job.status === "failed") throw new Error(job.error);
+      const r = await fetch(job.result_url, { headers: { Authorization: "Bearer " + sessionStorage.getItem("wattline-key") } });
+      if (!r.ok) throw new Error("the result could not be fetched (status " + r.status + ")");
+      const url = URL.createObjectURL(await r.blob());
+      const name = building + "-" + from.value + "-" + to.value + "." + format.value;
+      progress.replaceChildren("Ready: ", el("a", { href: url, download: name, id: "report-download" }, "download " + name));
+    } catch (err) { progress.className = "error"; progress.replaceChildren("The report failed: " + err.message); }
+  } } }, el("label", {}, "From ", from), el("label", {}, "to ", to), el("label", {}, "Format ", format), el("button", { type: "submit" }, "Make report"));
+  return el("section", {}, el("h2", {}, "Report"), form, progress);
+}
+
+// --- SQL console ---------------------------------------------------------
+
+const TABLES = ["readings", "sensors", "buildings", "sensor_hourly", "building_hourly", "building_daily", "building_monthly", "alert_rules", "alert_events"];
+
+function sqlPage() {
+  const editor = el("textarea", { id: "sql", rows: 6, cols: 80, spellcheck: "false", "aria-label": "SQL query" },
+    "SELECT building_id, round(sum(kwh), 1) AS kwh\nFROM building_daily\nGROUP BY building_id\nORDER BY kwh DESC");
+  const out = el("div", { id: "sql-result", class: "table-wrap" });
+  const tables = el("ul", { id: "tables" }, TABLES.map((t) => {
+    const cols = el("span", { class: "muted" });
+    return el("li", {}, el("button", { type: "button", class: "plain", on: { click: async () => {
+      try {
+        const r = await api("/api/v1/sql", { method: "POST", body: JSON.stringify({ sql: "SELECT * FROM " + t + " LIMIT 0" }) });
+        cols.textContent = " " + r.columns.map((c) => c.name).join(", ");
+      } catch (err) { cols.textContent = " " + err.message; }
+    } } }, t), cols);
+  }));
+  async function run() {
+    busy("Running the query…");
+    try {
+      const r = await api("/api/v1/sql", { method: "POST", body: JSON.stringify({ sql: editor.value }) });
+      out.replaceChildren(el("table", {},
+        el("thead", {}, el("tr", {}, r.columns.map((c) => el("th", { scope: "col" }, c.name)))),
+        el("tbody", {}, r.rows.map((row) => el("tr", {}, row.map((v) => el("td", {}, v === null ? "NULL" : typeof v === "number" ? fmt(v, Number.isInteger(v) ? 0 : 3) : String(v))))))),
+        el("p", { class: "muted" }, r.rows.length + " rows" + (r.truncated ? " (truncated)" : "")));
+    } catch (err) {
+      out.replaceChildren(el("p", { class: "error", role: "alert" }, "The query failed: " + err.message));
+    } finally { busy(); }
+  }
+  async function download(kind) {
+    busy("Preparing the download…");
+    try {
+      const r = await fetch("/api/v1/sql?format=" + kind, { method: "POST", headers: { Authorization: "Bearer " + sessionStorage.getItem("wattline-key"), "Content-Type": "application/json" }, body: JSON.stringify({ sql: editor.value }) });
+      if (!r.ok) { const b = await r.json().catch(() => null); throw new Error(b && b.error ? b.error.message : "status " + r.status); }
+      const a = el("a", { href: URL.createObjectURL(await r.blob()), download: "query." + kind });
+      document.body.append(a); a.click(); a.remove();
+    } catch (err) { out.replaceChildren(el("p", { class: "error", role: "alert" }, "The download failed: " + err.message)); }
+    finally { busy(); }
+  }
+  editor.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); } });
+  show(el("h1", {}, "SQL"),
+    el("div", { class: "sql" }, el("div", {}, editor,
+      el("div", { class: "controls" }, el("button", { type: "button", id: "run", on: { click: run } }, "Run (Ctrl+Enter)"),
+        el("button", { type: "button", class: "plain", on: { click: () => download("csv") } }, "Download CSV"),
+        el("button", { type: "button", class: "plain", on: { click: () => download("parquet") } }, "Download Parquet"))),
+      el("aside", {}, el("h2", {}, "Tables"), el("p", { class: "muted" }, "Click one for its columns."), tables)),
+    out);
+  editor.focus();
 }
 
 /** Bars of `points` on `canvas`, scaled to its size, with a few labels. */
@@ -264,11 +382,13 @@ async function route() {
   }
   signOut.hidden = false;
   const home = me.role === "admin" ? "#/tenants" : "#/tenant/" + encodeURIComponent(me.tenant_id);
-  nav.replaceChildren(el("a", { href: home }, "Buildings"), el("span", { class: "muted" }, me.role + (me.tenant_id ? " · " + me.tenant_id : "")));
+  nav.replaceChildren(el("a", { href: home }, "Buildings"), el("a", { href: "#/sql" }, "SQL"),
+    el("span", { class: "muted" }, me.role + (me.tenant_id ? " · " + me.tenant_id : "")));
   const [, page, arg] = (location.hash || "#/").split("/").map(decodeURIComponent);
   if (page === "building" && arg) return buildingPage(arg);
   if (page === "tenant" && arg) return overviewPage(arg);
   if (page === "tenants" && me.role === "admin") return tenantsPage();
+  if (page === "sql") return sqlPage();
   location.hash = home;
 }
 

@@ -35,6 +35,9 @@ pub(super) struct SensorOut {
     kind: String,
     unit: String,
     is_active: bool,
+    /// Its newest reading's time (UTC), in the list only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_reading: Option<String>,
 }
 
 impl From<&Sensor> for SensorOut {
@@ -45,6 +48,7 @@ impl From<&Sensor> for SensorOut {
             kind: s.kind.clone(),
             unit: s.unit.clone(),
             is_active: s.is_active,
+            last_reading: None,
         }
     }
 }
@@ -78,8 +82,17 @@ pub(super) async fn list(
 ) -> ApiResult<Json<Vec<SensorOut>>> {
     let view = state.catalog.view();
     caller.visible_building(view.building(&building), &building)?;
+    let newest = state.store().ok().map(|s| s.last_seen().reader());
     Ok(Json(
-        view.sensors_of(&building).map(SensorOut::from).collect(),
+        view.sensors_of(&building)
+            .map(|s| SensorOut {
+                last_reading: newest
+                    .as_ref()
+                    .and_then(|n| n.get(s.key))
+                    .map(|t| wattline_storage::format_local(chrono_tz::UTC, t)),
+                ..SensorOut::from(s)
+            })
+            .collect(),
     ))
 }
 

@@ -263,6 +263,18 @@ async fn in_a_real_browser_a_tenant_signs_in_sees_its_buildings_and_their_chart(
         })
         .await;
 
+        // An alert rule: added, then disabled and enabled again.
+        b.clear_and_type("#rule-value", "500").await;
+        b.clear_and_type("#rule-email", "ops@example.org").await;
+        b.click("section:nth-of-type(2) button[type=submit]").await;
+        let rules = b.wait_text("#rules", |t| t.contains("over 500")).await;
+        assert!(rules.contains("ops@example.org"), "{rules}");
+        b.click("button[data-rule-toggle]").await;
+        b.wait_text("#rules", |t| t.contains("off: enable")).await;
+        b.click("button[data-rule-toggle]").await;
+        b.wait_text("#rules", |t| t.contains("on: disable")).await;
+        b.text("#events").await;
+
         // A report, asked for and ready to download.
         b.click("#report-format option[value=csv]").await;
         b.click("section:last-of-type button[type=submit]").await;
@@ -300,5 +312,29 @@ async fn in_a_real_browser_a_tenant_signs_in_sees_its_buildings_and_their_chart(
         b.goto(&server.url("/#/building/secret-site")).await;
         b.wait_text("main", |t| t.contains("no building secret-site"))
             .await;
+        // No admin page for a tenant key.
+        assert_eq!(b.count("a[href='#/admin']").await, 0);
+
+        // An admin: the health panel, tenants and a new key shown once.
+        b.click("#signout").await;
+        b.clear_and_type("#key", &server.admin).await;
+        b.click("button[type=submit]").await;
+        b.click("a[href='#/admin']").await;
+        b.wait_text("#ready", |t| t == "yes").await;
+        b.wait_text("#tenants", |t| t.contains("other")).await;
+        b.clear_and_type("#key-name", &format!("ui-{name}")).await;
+        b.clear_and_type("#key-tenant", "t").await;
+        b.click("form:last-of-type button[type=submit]").await;
+        let secret = b.wait_text("#new-secret", |t| t.contains("wl_")).await;
+        b.wait_text("#keys", |t| t.contains(&format!("ui-{name}")))
+            .await;
+        b.screenshot(&shots.join(format!("admin-{name}.png"))).await;
+        let fresh = secret.split_whitespace().last().unwrap();
+        let r = server
+            .with_key(fresh, Method::GET, "/api/v1/me")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
     }
 }

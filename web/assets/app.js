@@ -221,8 +221,69 @@ async function buildingPage(id) {
     el("div", { class: "controls" }, el("span", { role: "group", "aria-label": "Resolution" }, buttons),
       el("label", {}, "From ", start), el("label", {}, "to ", end)),
     cards, area, note,
-    sensorsSection(id), reportSection(id));
+    sensorsSection(id), alertsSection(id), reportSection(id));
   load();
+}
+
+/** The building's alert rules (add, enable or disable, delete) and its
+ *  recent alert events. */
+function alertsSection(building) {
+  const base = "/api/v1/buildings/" + encodeURIComponent(building);
+  const rules = el("table", { id: "rules" });
+  const events = el("table", { id: "events" });
+  const message = el("p", { role: "alert" });
+  function describe(r) {
+    if (r.kind === "offline") return "offline for " + r.for + (r.sensor_id ? " (" + r.sensor_id + ")" : " (any sensor)");
+    if (r.kind === "baseline") return r.window + " over the " + (r.weeks || 4) + "-week median by " + (r.percent || 0) + "%";
+    return r.window + " over " + fmt(r.threshold_kwh, 2) + " kWh";
+  }
+  async function load() {
+    try {
+      const [list, evs] = await Promise.all([api(base + "/alerts"), api(base + "/alert-events?start=" + (Date.now() - 7 * DAY))]);
+      rules.replaceChildren(
+        el("thead", {}, el("tr", {}, ["Rule", "Recipients", "State", ""].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, list.map((r) => el("tr", {},
+          el("td", {}, describe(r)),
+          el("td", {}, [...r.emails, ...(r.webhook_url ? ["webhook"] : [])].join(", ") || "–"),
+          el("td", {}, el("button", { type: "button", class: "plain", "data-rule-toggle": r.id, on: { click: () => change(r.id, "PATCH", { enabled: !r.enabled }) } }, r.enabled ? "on: disable" : "off: enable")),
+          el("td", {}, el("button", { type: "button", class: "plain", "data-rule-delete": r.id, on: { click: () => { if (confirm("Delete this rule?")) change(r.id, "DELETE"); } } }, "delete"))))));
+      events.replaceChildren(
+        el("thead", {}, el("tr", {}, ["Event", "Window", "Measured kWh", "Threshold kWh"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, evs.length ? evs.slice(-50).reverse().map((e) => el("tr", {},
+          el("td", {}, e.kind + (e.sensor_id ? " (" + e.sensor_id + ")" : "")),
+          el("td", {}, e.window_start.slice(0, 16).replace("T", " ") + " – " + e.window_end.slice(11, 16)),
+          el("td", {}, fmt(e.measured_kwh, 2)), el("td", {}, fmt(e.threshold_kwh, 2))))
+          : [el("tr", {}, el("td", { colspan: 4 }, "No alert events in the last 7 days."))]));
+    } catch (err) { message.className = "error"; message.textContent = "The alerts could not be loaded: " + err.message; }
+  }
+  async function change(id, method, body) {
+    busy("Saving…");
+    try { await api("/api/v1/alerts/" + encodeURIComponent(id), { method, body: body ? JSON.stringify(body) : undefined }); message.textContent = ""; await load(); }
+    catch (err) { message.className = "error"; message.textContent = err.message; }
+    finally { busy(); }
+  }
+  const kind = el("select", { id: "rule-kind" }, ["threshold", "baseline", "offline"].map((k) => el("option", { value: k }, k)));
+  const windowSel = el("select", { id: "rule-window" }, ["15m", "1h", "1d"].map((w) => el("option", { value: w }, w)));
+  const value = el("input", { id: "rule-value", type: "number", step: "any", min: "0", size: 8, "aria-label": "Threshold kWh, percent over the median, or minutes silent" });
+  const email = el("input", { id: "rule-email", type: "email", size: 24 });
+  const hint = el("span", { class: "muted" }, "kWh");
+  kind.addEventListener("change", () => { hint.textContent = { threshold: "kWh", baseline: "% over the median", offline: "minutes silent" }[kind.value]; });
+  const form = el("form", { class: "controls", on: { submit: async (e) => {
+    e.preventDefault();
+    const v = Number(value.value);
+    const rule = { kind: kind.value, window: windowSel.value, emails: email.value ? [email.value.trim()] : [] };
+    if (kind.value === "threshold") rule.threshold_kwh = v;
+    if (kind.value === "baseline") rule.percent = v;
+    if (kind.value === "offline") { rule.for = Math.max(1, Math.round(v)) + "m"; delete rule.window; }
+    busy("Adding the rule…");
+    try { await api(base + "/alerts", { method: "POST", body: JSON.stringify(rule) }); message.className = "muted"; message.textContent = "Rule added."; await load(); }
+    catch (err) { message.className = "error"; message.textContent = err.message; }
+    finally { busy(); }
+  } } }, el("label", {}, "Kind ", kind), el("label", {}, "Window ", windowSel), el("label", {}, "Value ", value, " ", hint),
+    el("label", {}, "Mail to ", email), el("button", { type: "submit" }, "Add rule"));
+  load();
+  return el("section", {}, el("h2", {}, "Alerts"), el("div", { class: "table-wrap" }, rules), form, message,
+    el("h3", {}, "Events of the last 7 days"), el("div", { class: "table-wrap" }, events));
 }
 
 /** The building's sensors: last reading, active state; add one, switch
@@ -290,6 +351,66 @@ function reportSection(building) {
     } catch (err) { progress.className = "error"; progress.replaceChildren("The report failed: " + err.message); }
   } } }, el("label", {}, "From ", from), el("label", {}, "to ", to), el("label", {}, "Format ", format), el("button", { type: "submit" }, "Make report"));
   return el("section", {}, el("h2", {}, "Report"), form, progress);
+}
+
+// --- admin -----------------------------------------------------------------
+
+async function adminPage() {
+  const message = el("p", { role: "alert" });
+  const tenants = el("table", { id: "tenants" });
+  const keys = el("table", { id: "keys" });
+  const health = el("div", { class: "cards", id: "health" });
+  function fail(err) { message.className = "error"; message.textContent = err.message; }
+  async function load() {
+    busy("Loading…");
+    try {
+      const [ts, ks] = await Promise.all([api("/api/v1/tenants"), api("/api/v1/keys")]);
+      tenants.replaceChildren(el("tbody", {}, ts.map((t) => el("tr", {}, el("td", {}, el("a", { href: "#/tenant/" + encodeURIComponent(t.id) }, t.id)), el("td", {}, t.name)))));
+      keys.replaceChildren(
+        el("thead", {}, el("tr", {}, ["Key", "Name", "Role", "Tenant", ""].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ks.map((k) => el("tr", {}, el("td", {}, k.id), el("td", {}, k.name), el("td", {}, k.role), el("td", {}, k.tenant_id || "–"),
+          el("td", {}, k.id === me.key_id ? "this key" : el("button", { type: "button", class: "plain", "data-revoke": k.id, on: { click: async () => {
+            if (!confirm("Revoke key " + k.id + "? Whoever uses it is locked out at once.")) return;
+            try { await api("/api/v1/keys/" + encodeURIComponent(k.id), { method: "DELETE" }); await load(); } catch (err) { fail(err); }
+          } } }, "revoke"))))));
+      const metrics = await fetch("/metrics", { headers: { Authorization: "Bearer " + sessionStorage.getItem("wattline-key") } }).then((r) => r.text());
+      const value = (name) => { const m = metrics.match(new RegExp("^" + name + " ([0-9.e+-]+)$", "m")); return m ? Number(m[1]) : null; };
+      const ready = await fetch("/readyz").then((r) => r.ok).catch(() => false);
+      const mib = (v) => v === null ? "–" : fmt(v / 1048576, 1) + " MiB";
+      health.replaceChildren(
+        el("div", { class: "card" }, "Ready", el("b", { id: "ready" }, ready ? "yes" : "no")),
+        el("div", { class: "card" }, "Write-ahead", el("b", {}, mib(value("wattline_wal_bytes")))),
+        el("div", { class: "card" }, "Rollup lag", el("b", {}, value("wattline_rollup_lag_seconds") === null ? "–" : fmt(value("wattline_rollup_lag_seconds"), 1) + " s")),
+        el("div", { class: "card" }, "Chunk files", el("b", {}, value("wattline_chunks") ?? "–")),
+        el("div", { class: "card" }, "Chunk data", el("b", {}, mib(value("wattline_chunk_bytes")))),
+        el("div", { class: "card" }, "Alert outbox", el("b", {}, value("wattline_alert_outbox_depth") ?? "–")),
+        el("div", { class: "card" }, "Reports queued", el("b", {}, value("wattline_report_queue_depth") ?? "–")));
+    } catch (err) { fail(err); } finally { busy(); }
+  }
+  const tenantId = el("input", { id: "tenant-id", required: true, size: 16 });
+  const tenantName = el("input", { id: "tenant-name", required: true, size: 24 });
+  const tenantForm = el("form", { class: "controls", on: { submit: async (e) => {
+    e.preventDefault();
+    try { await api("/api/v1/tenants", { method: "POST", body: JSON.stringify({ id: tenantId.value.trim(), name: tenantName.value.trim() }) }); tenantId.value = tenantName.value = ""; await load(); }
+    catch (err) { fail(err); }
+  } } }, el("label", {}, "Id ", tenantId), el("label", {}, "Name ", tenantName), el("button", { type: "submit" }, "Add tenant"));
+  const keyName = el("input", { id: "key-name", required: true, size: 16 });
+  const keyRole = el("select", { id: "key-role" }, ["tenant", "ingest", "admin"].map((r) => el("option", { value: r }, r)));
+  const keyTenant = el("input", { id: "key-tenant", size: 16 });
+  const secret = el("p", { id: "new-secret" });
+  const keyForm = el("form", { class: "controls", on: { submit: async (e) => {
+    e.preventDefault();
+    try {
+      const k = await api("/api/v1/keys", { method: "POST", body: JSON.stringify({ name: keyName.value.trim(), role: keyRole.value, tenant_id: keyRole.value === "admin" ? null : keyTenant.value.trim() }) });
+      secret.replaceChildren("New key (shown once, copy it now): ", el("code", {}, k.key));
+      keyName.value = ""; await load();
+    } catch (err) { fail(err); }
+  } } }, el("label", {}, "Name ", keyName), el("label", {}, "Role ", keyRole), el("label", {}, "Tenant ", keyTenant), el("button", { type: "submit" }, "Create key"));
+  show(el("h1", {}, "Administration"), message,
+    el("h2", {}, "Health"), health,
+    el("h2", {}, "Tenants"), el("div", { class: "table-wrap" }, tenants), tenantForm,
+    el("h2", {}, "Keys"), el("div", { class: "table-wrap" }, keys), keyForm, secret);
+  load();
 }
 
 // --- SQL console ---------------------------------------------------------
@@ -383,12 +504,14 @@ async function route() {
   signOut.hidden = false;
   const home = me.role === "admin" ? "#/tenants" : "#/tenant/" + encodeURIComponent(me.tenant_id);
   nav.replaceChildren(el("a", { href: home }, "Buildings"), el("a", { href: "#/sql" }, "SQL"),
+    me.role === "admin" ? el("a", { href: "#/admin" }, "Admin") : "",
     el("span", { class: "muted" }, me.role + (me.tenant_id ? " · " + me.tenant_id : "")));
   const [, page, arg] = (location.hash || "#/").split("/").map(decodeURIComponent);
   if (page === "building" && arg) return buildingPage(arg);
   if (page === "tenant" && arg) return overviewPage(arg);
   if (page === "tenants" && me.role === "admin") return tenantsPage();
   if (page === "sql") return sqlPage();
+  if (page === "admin" && me.role === "admin") return adminPage();
   location.hash = home;
 }
 

@@ -338,3 +338,88 @@ async fn in_a_real_browser_a_tenant_signs_in_sees_its_buildings_and_their_chart(
         assert_eq!(r.status(), 200);
     }
 }
+
+/// The most recent local day before today on which Berlin's clocks changed.
+fn last_clock_change() -> (chrono::NaiveDate, usize) {
+    use chrono::{Offset, TimeZone};
+    let tz = chrono_tz::Europe::Berlin;
+    let offset = |d: chrono::NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(12, 0, 0).unwrap())
+            .unwrap()
+            .offset()
+            .fix()
+            .local_minus_utc()
+    };
+    let mut d = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+    loop {
+        let before = d - chrono::Duration::days(1);
+        if offset(d) != offset(before) {
+            // Clocks forward: a 23-hour day; back: 25.
+            return (d, if offset(d) > offset(before) { 23 } else { 25 });
+        }
+        d = before;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
+async fn in_a_real_browser_a_clock_change_day_has_its_23_or_25_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = crate::support::Options {
+        config: Some("[retention]\nraw = \"400d\"\n".into()),
+        ..Default::default()
+    };
+    let server = Server::start_with(dir.path(), opts).await;
+    server.create_tenant("t").await;
+    let r = server
+        .admin(Method::POST, "/api/v1/tenants/t/buildings")
+        .json(&json!({"id": "ber", "name": "Berlin", "timezone": "Europe/Berlin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    server.create_sensor("ber", "m").await;
+    let key = server.create_key("tenant", Some("t")).await;
+    let (day, hours) = last_clock_change();
+    let from = day
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+        - 86_400_000;
+    let readings: Vec<Value> = (from..from + 3 * 86_400_000)
+        .step_by(900_000)
+        .map(|t| reading("m", t, 1.0))
+        .collect();
+    assert_eq!(
+        server
+            .post_json(&json!({"readings": readings}))
+            .await
+            .status(),
+        202
+    );
+    server.flush().await;
+
+    let b = crate::webdriver::Browser::start(1200, 900).await;
+    b.goto(&server.url("/")).await;
+    b.clear_and_type("#key", &key).await;
+    b.click("button[type=submit]").await;
+    b.find("#buildings tbody tr").await;
+    let next = day + chrono::Duration::days(1);
+    b.goto(&server.url(&format!(
+        "/#/building/ber?start={day}&end={next}&resolution=hour"
+    )))
+    .await;
+    let note = b
+        .wait_text("#chart-note", |t| t.contains("hour buckets"))
+        .await;
+    assert_eq!(
+        note,
+        format!("{hours} hour buckets in Europe/Berlin local time.")
+    );
+    let total = b.text("#total").await;
+    assert_eq!(total, format!("{}.0 kWh", hours * 4));
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    b.screenshot(&shots.join("clock-change-day.png")).await;
+}

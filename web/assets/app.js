@@ -155,16 +155,19 @@ const spans = { "15m": 1, hour: 7, day: 31, month: 366 };
 
 function isoDate(ms) { return new Date(ms).toISOString().slice(0, 10); }
 
-async function buildingPage(id) {
+/** A building's page; `params` may name `start`, `end` (local dates) and
+ *  `resolution`, and the address keeps them current (a link to it shows
+ *  the same chart). */
+async function buildingPage(id, params) {
   busy("Loading the building…");
   let building;
   try { building = await api("/api/v1/buildings/" + encodeURIComponent(id)); }
   catch (err) { show(el("p", { class: "error" }, err.status === 404 ? "There is no building " + id + " for this key." : err.message)); busy(); return; }
   busy();
-  let resolution = "hour";
+  let resolution = spans[params.get("resolution")] ? params.get("resolution") : "hour";
   const today = Date.now();
-  const start = el("input", { type: "date", id: "start", value: isoDate(today - (spans.hour - 1) * DAY) });
-  const end = el("input", { type: "date", id: "end", value: isoDate(today + DAY) });
+  const start = el("input", { type: "date", id: "start", value: params.get("start") || isoDate(today - (spans[resolution] - 1) * DAY) });
+  const end = el("input", { type: "date", id: "end", value: params.get("end") || isoDate(today + DAY) });
   const buttons = Object.keys(spans).map((r) => el("button", { type: "button", "data-resolution": r, "aria-pressed": String(r === resolution),
     on: { click: () => {
       resolution = r;
@@ -181,6 +184,7 @@ async function buildingPage(id) {
 
   async function load() {
     busy("Loading energy…");
+    history.replaceState(null, "", "#/building/" + encodeURIComponent(id) + "?start=" + start.value + "&end=" + end.value + "&resolution=" + resolution);
     const q = (s, e) => "/api/v1/buildings/" + encodeURIComponent(id) + "/energy?resolution=" + resolution + "&start=" + s + "&end=" + e;
     try {
       const span = Date.parse(end.value) - Date.parse(start.value);
@@ -506,8 +510,9 @@ async function route() {
   nav.replaceChildren(el("a", { href: home }, "Buildings"), el("a", { href: "#/sql" }, "SQL"),
     me.role === "admin" ? el("a", { href: "#/admin" }, "Admin") : "",
     el("span", { class: "muted" }, me.role + (me.tenant_id ? " · " + me.tenant_id : "")));
-  const [, page, arg] = (location.hash || "#/").split("/").map(decodeURIComponent);
-  if (page === "building" && arg) return buildingPage(arg);
+  const [path, query] = (location.hash || "#/").split("?");
+  const [, page, arg] = path.split("/").map(decodeURIComponent);
+  if (page === "building" && arg) return buildingPage(arg, new URLSearchParams(query || ""));
   if (page === "tenant" && arg) return overviewPage(arg);
   if (page === "tenants" && me.role === "admin") return tenantsPage();
   if (page === "sql") return sqlPage();

@@ -266,14 +266,26 @@ async fn in_a_real_browser_a_tenant_signs_in_sees_its_buildings_and_their_chart(
         // An alert rule: added, then disabled and enabled again.
         b.clear_and_type("#rule-value", "500").await;
         b.clear_and_type("#rule-email", "ops@example.org").await;
-        b.click("section:nth-of-type(2) button[type=submit]").await;
+        b.click("#rule-submit").await;
         let rules = b.wait_text("#rules", |t| t.contains("over 500")).await;
         assert!(rules.contains("ops@example.org"), "{rules}");
         b.click("button[data-rule-toggle]").await;
         b.wait_text("#rules", |t| t.contains("off: enable")).await;
         b.click("button[data-rule-toggle]").await;
         b.wait_text("#rules", |t| t.contains("on: disable")).await;
+        b.click("button[data-rule-edit]").await;
+        b.clear_and_type("#rule-value", "750").await;
+        b.click("#rule-submit").await;
+        let rules = b.wait_text("#rules", |t| t.contains("over 750")).await;
+        assert!(!rules.contains("over 500"), "{rules}");
         b.text("#events").await;
+        // The next round (phone width) starts without it.
+        let rules = server.get_json("/api/v1/buildings/hq/alerts").await;
+        for r in rules.as_array().unwrap() {
+            let path = format!("/api/v1/alerts/{}", r["id"].as_str().unwrap());
+            let r = server.admin(Method::DELETE, &path).send().await.unwrap();
+            assert_eq!(r.status(), 204);
+        }
 
         // A report, asked for and ready to download.
         b.click("#report-format option[value=csv]").await;
@@ -422,4 +434,60 @@ async fn in_a_real_browser_a_clock_change_day_has_its_23_or_25_hours() {
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
     std::fs::create_dir_all(&shots).unwrap();
     b.screenshot(&shots.join("clock-change-day.png")).await;
+}
+
+/// `wattline demo` in a real browser: its URL and key as printed, its four
+/// buildings, a chart of one of them (the time from the click to the
+/// drawn chart is printed, not asserted).
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
+async fn in_a_real_browser_the_demo_shows_its_four_buildings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.log");
+    let log = std::fs::File::create(&out).unwrap();
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_wattline"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("WATTLINE_ADMIN_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (base, key) = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let base = text
+            .split("dashboard: open ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next());
+        let key = text
+            .split("tenant key: ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next());
+        if let (Some(b), Some(k)) = (base, key) {
+            break (b.trim_end_matches('/').to_owned(), k.to_owned());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo did not start: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let b = crate::webdriver::Browser::start(1200, 900).await;
+    b.goto(&format!("{base}/")).await;
+    b.clear_and_type("#key", &key).await;
+    b.click("button[type=submit]").await;
+    b.find("#buildings tbody tr").await;
+    let table = b.text("#buildings").await;
+    for name in ["Berlin", "New York", "Pune", "Sydney"] {
+        assert!(table.contains(name), "{table}");
+    }
+    let started = std::time::Instant::now();
+    b.click("a[href='#/building/berlin-hq']").await;
+    b.wait_text("#chart-note", |t| t.contains("hour buckets"))
+        .await;
+    eprintln!("demo: click to drawn chart {:?}", started.elapsed());
+    let _ = demo.kill();
+    let _ = demo.wait();
 }

@@ -250,7 +250,8 @@ function alertsSection(building) {
           el("td", {}, describe(r)),
           el("td", {}, [...r.emails, ...(r.webhook_url ? ["webhook"] : [])].join(", ") || "–"),
           el("td", {}, el("button", { type: "button", class: "plain", "data-rule-toggle": r.id, on: { click: () => change(r.id, "PATCH", { enabled: !r.enabled }) } }, r.enabled ? "on: disable" : "off: enable")),
-          el("td", {}, el("button", { type: "button", class: "plain", "data-rule-delete": r.id, on: { click: () => { if (confirm("Delete this rule?")) change(r.id, "DELETE"); } } }, "delete"))))));
+          el("td", {}, el("button", { type: "button", class: "plain", "data-rule-edit": r.id, on: { click: () => edit(r) } }, "edit"), " ",
+            el("button", { type: "button", class: "plain", "data-rule-delete": r.id, on: { click: () => { if (confirm("Delete this rule?")) change(r.id, "DELETE"); } } }, "delete"))))));
       events.replaceChildren(
         el("thead", {}, el("tr", {}, ["Event", "Window", "Measured kWh", "Threshold kWh"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, evs.length ? evs.slice(-50).reverse().map((e) => el("tr", {},
@@ -272,19 +273,42 @@ function alertsSection(building) {
   const email = el("input", { id: "rule-email", type: "email", size: 24 });
   const hint = el("span", { class: "muted" }, "kWh");
   kind.addEventListener("change", () => { hint.textContent = { threshold: "kWh", baseline: "% over the median", offline: "minutes silent" }[kind.value]; });
+  // The form adds a rule, or saves the one being edited (its kind stays).
+  let editing = null;
+  const submit = el("button", { type: "submit", id: "rule-submit" }, "Add rule");
+  const cancel = el("button", { type: "button", class: "plain", hidden: true, on: { click: () => edit(null) } }, "cancel");
+  function edit(r) {
+    editing = r ? r.id : null;
+    kind.disabled = !!r;
+    submit.textContent = r ? "Save rule" : "Add rule";
+    cancel.hidden = !r;
+    if (!r) { value.value = ""; email.value = ""; return; }
+    kind.value = r.kind;
+    kind.dispatchEvent(new Event("change"));
+    if (r.window) windowSel.value = r.window;
+    value.value = r.kind === "threshold" ? r.threshold_kwh : r.kind === "baseline" ? (r.percent || 0) : parseInt(r.for, 10);
+    email.value = r.emails[0] || "";
+    value.focus();
+  }
   const form = el("form", { class: "controls", on: { submit: async (e) => {
     e.preventDefault();
     const v = Number(value.value);
-    const rule = { kind: kind.value, window: windowSel.value, emails: email.value ? [email.value.trim()] : [] };
+    const rule = { window: windowSel.value, emails: email.value ? [email.value.trim()] : [] };
+    if (!editing) rule.kind = kind.value;
     if (kind.value === "threshold") rule.threshold_kwh = v;
     if (kind.value === "baseline") rule.percent = v;
     if (kind.value === "offline") { rule.for = Math.max(1, Math.round(v)) + "m"; delete rule.window; }
-    busy("Adding the rule…");
-    try { await api(base + "/alerts", { method: "POST", body: JSON.stringify(rule) }); message.className = "muted"; message.textContent = "Rule added."; await load(); }
-    catch (err) { message.className = "error"; message.textContent = err.message; }
+    busy("Saving the rule…");
+    try {
+      if (editing) await api("/api/v1/alerts/" + encodeURIComponent(editing), { method: "PATCH", body: JSON.stringify(rule) });
+      else await api(base + "/alerts", { method: "POST", body: JSON.stringify(rule) });
+      message.className = "muted"; message.textContent = editing ? "Rule saved." : "Rule added.";
+      edit(null);
+      await load();
+    } catch (err) { message.className = "error"; message.textContent = err.message; }
     finally { busy(); }
   } } }, el("label", {}, "Kind ", kind), el("label", {}, "Window ", windowSel), el("label", {}, "Value ", value, " ", hint),
-    el("label", {}, "Mail to ", email), el("button", { type: "submit" }, "Add rule"));
+    el("label", {}, "Mail to ", email), submit, cancel);
   load();
   return el("section", {}, el("h2", {}, "Alerts"), el("div", { class: "table-wrap" }, rules), form, message,
     el("h3", {}, "Events of the last 7 days"), el("div", { class: "table-wrap" }, events));

@@ -90,6 +90,13 @@ async fn me_names_the_key_and_the_overview_sums_each_buildings_local_day_and_mon
         .await
         .unwrap();
     assert_eq!(me["role"], "ingest");
+    // No browser keeps an API answer.
+    let r = server
+        .with_key(&key, Method::GET, "/api/v1/tenants/t/overview")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
     let r = server
         .with_key("wl_nope", Method::GET, "/api/v1/me")
         .send()
@@ -434,6 +441,36 @@ async fn in_a_real_browser_a_clock_change_day_has_its_23_or_25_hours() {
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
     std::fs::create_dir_all(&shots).unwrap();
     b.screenshot(&shots.join("clock-change-day.png")).await;
+
+    // The date fields hold the building's local dates, also where they are
+    // a day ahead of or behind UTC.
+    for (id, zone) in [
+        ("kir", chrono_tz::Pacific::Kiritimati),
+        ("ppg", chrono_tz::Pacific::Pago_Pago),
+    ] {
+        let r = server
+            .admin(Method::POST, "/api/v1/tenants/t/buildings")
+            .json(&json!({"id": id, "name": id, "timezone": zone.name()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let local_today = || chrono::Utc::now().with_timezone(&zone).date_naive();
+        let before = local_today();
+        b.goto(&server.url(&format!("/#/building/{id}"))).await;
+        b.wait_text("#chart-note", |t| t.contains("hour buckets"))
+            .await;
+        let end = b.value("#end").await;
+        let report_end = b.value("#report-end").await;
+        // Local midnight may pass while the page loads: either day holds.
+        let days = [before, local_today()];
+        assert!(
+            days.iter()
+                .any(|d| end == (*d + chrono::Duration::days(1)).to_string()
+                    && report_end == d.to_string()),
+            "{id}: end {end}, report end {report_end}, local today {days:?}"
+        );
+    }
 }
 
 /// `wattline demo` in a real browser: its URL and key as printed, its four

@@ -17,6 +17,10 @@ pub struct Browser {
     http: reqwest::Client,
 }
 
+/// How long a step waits for the page: generous, since the first start
+/// of chromium on a fresh machine (font caches, profile) is slow.
+const WAIT: Duration = Duration::from_secs(30);
+
 impl Browser {
     /// Starts chromedriver and a headless chromium session at `width` x
     /// `height`.
@@ -83,9 +87,9 @@ impl Browser {
             .await;
     }
 
-    /// The first element matching `css`, waiting up to 10 s for it.
+    /// The first element matching `css`, waiting up to `WAIT` for it.
     pub async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         loop {
             let v = self
                 .call(
@@ -123,9 +127,9 @@ impl Browser {
             .to_owned()
     }
 
-    /// Waits up to 10 s for the text of `css` to satisfy `ok`; returns it.
+    /// Waits up to `WAIT` for the text of `css` to satisfy `ok`; returns it.
     pub async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         loop {
             let t = self.text(css).await;
             if ok(&t) {
@@ -139,14 +143,40 @@ impl Browser {
         }
     }
 
-    pub async fn click(&self, css: &str) {
+    /// The current value of the input matching `css`.
+    pub async fn value(&self, css: &str) -> String {
         let id = self.find(css).await;
         self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
+            reqwest::Method::GET,
+            &format!("/element/{id}/property/value"),
+            None,
         )
-        .await;
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// Clicks the first element matching `css`; when the page re-renders
+    /// between finding and clicking (a stale element) or something covers
+    /// it for a moment, finds it again, up to the same deadline.
+    pub async fn click(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let id = self.find(css).await;
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await;
+            if v.get("error").is_none() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "could not click {css}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn clear_and_type(&self, css: &str, text: &str) {

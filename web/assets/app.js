@@ -24,6 +24,14 @@ function show(...nodes) {
   main.focus();
 }
 
+/** Bumped by every navigation: a page that finishes loading after the
+ *  user went elsewhere shows nothing. */
+let generation = 0;
+
+function showFor(token, ...nodes) {
+  if (token === generation) show(...nodes);
+}
+
 function busy(text) { statusLine.textContent = text || ""; }
 
 /** A call to the API: the parsed JSON answer, or an Error whose message
@@ -80,8 +88,7 @@ function signInPage(message) {
         return;
       }
       me = who;
-      location.hash = "#/";
-      route();
+      if (location.hash === "#/") route(); else location.hash = "#/";
     } catch (err) {
       sessionStorage.removeItem("wattline-key");
       error.textContent = err.status === 401 ? "That key is unknown or revoked." : err.message;
@@ -110,16 +117,20 @@ const columns = [
 ];
 
 async function overviewPage(tenant) {
+  const token = generation;
   busy("Loading buildings…");
   let data;
   try { data = await api("/api/v1/tenants/" + encodeURIComponent(tenant) + "/overview"); }
-  catch (err) { show(el("p", { class: "error" }, "The buildings could not be loaded: " + err.message)); return; }
+  catch (err) { showFor(token, el("p", { class: "error" }, "The buildings could not be loaded: " + err.message)); return; }
   finally { busy(); }
   let sortKey = "name", ascending = true;
   const table = el("table", { id: "buildings" });
   function render() {
+    // Missing values (no floor area, no reading yet) last either way.
     const rows = [...data.buildings].sort((a, b) => {
-      const x = a[sortKey] ?? -Infinity, y = b[sortKey] ?? -Infinity;
+      const x = a[sortKey], y = b[sortKey];
+      if (x === null || x === undefined) return y === null || y === undefined ? 0 : 1;
+      if (y === null || y === undefined) return -1;
       return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1);
     });
     const head = el("tr", {}, columns.map(([key, label]) => el("th", { scope: "col", "aria-sort": key === sortKey ? (ascending ? "ascending" : "descending") : "none" },
@@ -132,19 +143,20 @@ async function overviewPage(tenant) {
     table.replaceChildren(el("thead", {}, head), el("tbody", {}, body), el("tfoot", {}, foot));
   }
   render();
-  show(el("h1", {}, "Buildings of " + tenant),
+  showFor(token, el("h1", {}, "Buildings of " + tenant),
     el("p", { class: "muted" }, "Today and this month in each building's local calendar."),
     el("div", { class: "table-wrap" }, table));
 }
 
 async function tenantsPage() {
+  const token = generation;
   busy("Loading tenants…");
   try {
     const tenants = await api("/api/v1/tenants");
-    show(el("h1", {}, "Tenants"), el("ul", {}, tenants.map((t) =>
+    showFor(token, el("h1", {}, "Tenants"), el("ul", {}, tenants.map((t) =>
       el("li", {}, el("a", { href: "#/tenant/" + encodeURIComponent(t.id) }, t.name + " (" + t.id + ")")))));
   } catch (err) {
-    show(el("p", { class: "error" }, "The tenants could not be loaded: " + err.message));
+    showFor(token, el("p", { class: "error" }, "The tenants could not be loaded: " + err.message));
   } finally { busy(); }
 }
 
@@ -153,26 +165,41 @@ async function tenantsPage() {
 const DAY = 86400000;
 const spans = { "15m": 1, hour: 7, day: 31, month: 366 };
 
-function isoDate(ms) { return new Date(ms).toISOString().slice(0, 10); }
+/** Today's date (YYYY-MM-DD) in the time zone `tz`. */
+function localToday(tz) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date());
+}
+
+/** The date `days` after the date `date` (both YYYY-MM-DD). */
+function addDays(date, days) {
+  return new Date(Date.parse(date) + days * DAY).toISOString().slice(0, 10);
+}
+
+/** Days from the date `a` to the date `b`. */
+function daysBetween(a, b) { return Math.round((Date.parse(b) - Date.parse(a)) / DAY); }
 
 /** A building's page; `params` may name `start`, `end` (local dates) and
  *  `resolution`, and the address keeps them current (a link to it shows
  *  the same chart). */
 async function buildingPage(id, params) {
+  const token = generation;
   busy("Loading the building…");
   let building;
   try { building = await api("/api/v1/buildings/" + encodeURIComponent(id)); }
-  catch (err) { show(el("p", { class: "error" }, err.status === 404 ? "There is no building " + id + " for this key." : err.message)); busy(); return; }
+  catch (err) { showFor(token, el("p", { class: "error" }, err.status === 404 ? "There is no building " + id + " for this key." : err.message)); busy(); return; }
   busy();
-  let resolution = spans[params.get("resolution")] ? params.get("resolution") : "hour";
-  const today = Date.now();
-  const start = el("input", { type: "date", id: "start", value: params.get("start") || isoDate(today - (spans[resolution] - 1) * DAY) });
-  const end = el("input", { type: "date", id: "end", value: params.get("end") || isoDate(today + DAY) });
+  const asked = params.get("resolution");
+  let resolution = asked && Object.hasOwn(spans, asked) ? asked : "hour";
+  // Dates are the building's local dates, as the API reads them.
+  const today = localToday(building.timezone);
+  const valid = (d) => /^\d{4}-\d{2}-\d{2}$/.test(d || "") && !isNaN(Date.parse(d));
+  const start = el("input", { type: "date", id: "start", value: valid(params.get("start")) ? params.get("start") : addDays(today, 1 - spans[resolution]) });
+  const end = el("input", { type: "date", id: "end", value: valid(params.get("end")) ? params.get("end") : addDays(today, 1) });
   const buttons = Object.keys(spans).map((r) => el("button", { type: "button", "data-resolution": r, "aria-pressed": String(r === resolution),
     on: { click: () => {
       resolution = r;
       buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.resolution === r)));
-      start.value = isoDate(Date.parse(end.value) - spans[r] * DAY);
+      start.value = addDays(end.value, -spans[r]);
       load();
     } } }, r));
   const canvas = el("canvas", { id: "chart", role: "img", "aria-label": "Energy chart" });
@@ -187,14 +214,17 @@ async function buildingPage(id, params) {
     history.replaceState(null, "", "#/building/" + encodeURIComponent(id) + "?start=" + start.value + "&end=" + end.value + "&resolution=" + resolution);
     const q = (s, e) => "/api/v1/buildings/" + encodeURIComponent(id) + "/energy?resolution=" + resolution + "&start=" + s + "&end=" + e;
     try {
-      const span = Date.parse(end.value) - Date.parse(start.value);
+      const days = daysBetween(start.value, end.value);
       const [now, before] = await Promise.all([
         api(q(start.value, end.value)),
-        api(q(isoDate(Date.parse(start.value) - span), start.value)),
+        api(q(addDays(start.value, -days), start.value)),
       ]);
       points = now.points;
       const total = points.reduce((s, p) => s + p.kwh, 0);
-      const previous = before.points.reduce((s, p) => s + p.kwh, 0);
+      // Like for like: the previous period only as far into it as now is
+      // into this one (a period that runs until tomorrow is not complete).
+      const cut = Date.now() - days * DAY;
+      const previous = before.points.filter((p) => Date.parse(p.ts) < cut).reduce((s, p) => s + p.kwh, 0);
       const change = previous > 0 ? ((total - previous) / previous * 100) : null;
       cards.replaceChildren(
         el("div", { class: "card" }, "Total", el("b", { id: "total" }, fmt(total) + " kWh")),
@@ -209,7 +239,8 @@ async function buildingPage(id, params) {
   canvas.addEventListener("mousemove", (e) => {
     if (!points.length) return;
     const r = canvas.getBoundingClientRect();
-    const i = Math.min(points.length - 1, Math.max(0, Math.floor((e.clientX - r.left) / r.width * points.length)));
+    const left = 56 + 8; // the chart's y labels, and the panel's padding
+    const i = Math.min(points.length - 1, Math.max(0, Math.floor((e.clientX - r.left - left) / (r.width - left) * points.length)));
     tip.hidden = false;
     tip.textContent = points[i].ts + ": " + fmt(points[i].kwh, 2) + " kWh";
     tip.style.left = Math.min(e.clientX - r.left + 12, r.width - 160) + "px";
@@ -220,13 +251,20 @@ async function buildingPage(id, params) {
   end.addEventListener("change", load);
   window.onresize = () => draw(canvas, points);
 
-  show(el("h1", {}, building.name),
+  showFor(token, el("h1", {}, building.name),
     el("p", { class: "muted" }, building.id + " · " + building.timezone + (building.floor_area_m2 ? " · " + fmt(building.floor_area_m2, 0) + " m²" : "")),
     el("div", { class: "controls" }, el("span", { role: "group", "aria-label": "Resolution" }, buttons),
       el("label", {}, "From ", start), el("label", {}, "to ", end)),
     cards, area, note,
-    sensorsSection(id), alertsSection(id), reportSection(id));
+    sensorsSection(id), alertsSection(id), reportSection(id, building.timezone));
   load();
+}
+
+/** Minutes in a duration such as "30m", "2h" or "1d". */
+function minutes(text) {
+  const m = /^(\d+)(ms|s|m|h|d|w)$/.exec(text || "");
+  if (!m) return "";
+  return Number(m[1]) * { ms: 1 / 60000, s: 1 / 60, m: 1, h: 60, d: 1440, w: 10080 }[m[2]];
 }
 
 /** The building's alert rules (add, enable or disable, delete) and its
@@ -253,7 +291,7 @@ function alertsSection(building) {
           el("td", {}, el("button", { type: "button", class: "plain", "data-rule-edit": r.id, on: { click: () => edit(r) } }, "edit"), " ",
             el("button", { type: "button", class: "plain", "data-rule-delete": r.id, on: { click: () => { if (confirm("Delete this rule?")) change(r.id, "DELETE"); } } }, "delete"))))));
       events.replaceChildren(
-        el("thead", {}, el("tr", {}, ["Event", "Window", "Measured kWh", "Threshold kWh"].map((h) => el("th", { scope: "col" }, h)))),
+        el("thead", {}, el("tr", {}, ["Event", "Window (UTC)", "Measured kWh", "Threshold kWh"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, evs.length ? evs.slice(-50).reverse().map((e) => el("tr", {},
           el("td", {}, e.kind + (e.sensor_id ? " (" + e.sensor_id + ")" : "")),
           el("td", {}, e.window_start.slice(0, 16).replace("T", " ") + " – " + e.window_end.slice(11, 16)),
@@ -270,7 +308,7 @@ function alertsSection(building) {
   const kind = el("select", { id: "rule-kind" }, ["threshold", "baseline", "offline"].map((k) => el("option", { value: k }, k)));
   const windowSel = el("select", { id: "rule-window" }, ["15m", "1h", "1d"].map((w) => el("option", { value: w }, w)));
   const value = el("input", { id: "rule-value", type: "number", step: "any", min: "0", size: 8, "aria-label": "Threshold kWh, percent over the median, or minutes silent" });
-  const email = el("input", { id: "rule-email", type: "email", size: 24 });
+  const email = el("input", { id: "rule-email", size: 30, "aria-label": "Mail to, addresses separated by commas" });
   const hint = el("span", { class: "muted" }, "kWh");
   kind.addEventListener("change", () => { hint.textContent = { threshold: "kWh", baseline: "% over the median", offline: "minutes silent" }[kind.value]; });
   // The form adds a rule, or saves the one being edited (its kind stays).
@@ -286,14 +324,14 @@ function alertsSection(building) {
     kind.value = r.kind;
     kind.dispatchEvent(new Event("change"));
     if (r.window) windowSel.value = r.window;
-    value.value = r.kind === "threshold" ? r.threshold_kwh : r.kind === "baseline" ? (r.percent || 0) : parseInt(r.for, 10);
-    email.value = r.emails[0] || "";
+    value.value = r.kind === "threshold" ? r.threshold_kwh : r.kind === "baseline" ? (r.percent || 0) : minutes(r.for);
+    email.value = r.emails.join(", ");
     value.focus();
   }
   const form = el("form", { class: "controls", on: { submit: async (e) => {
     e.preventDefault();
     const v = Number(value.value);
-    const rule = { window: windowSel.value, emails: email.value ? [email.value.trim()] : [] };
+    const rule = { window: windowSel.value, emails: email.value.split(",").map((a) => a.trim()).filter((a) => a) };
     if (!editing) rule.kind = kind.value;
     if (kind.value === "threshold") rule.threshold_kwh = v;
     if (kind.value === "baseline") rule.percent = v;
@@ -353,10 +391,10 @@ function sensorsSection(building) {
 }
 
 /** Ask for a report, follow its progress, download it. */
-function reportSection(building) {
-  const today = new Date();
-  const from = el("input", { type: "date", id: "report-start", value: isoDate(Date.now() - 28 * DAY) });
-  const to = el("input", { type: "date", id: "report-end", value: isoDate(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate())) });
+function reportSection(building, tz) {
+  const today = localToday(tz);
+  const from = el("input", { type: "date", id: "report-start", value: addDays(today, -28) });
+  const to = el("input", { type: "date", id: "report-end", value: today });
   const format = el("select", { id: "report-format" }, ["pdf", "csv", "json"].map((f) => el("option", { value: f }, f.toUpperCase())));
   const progress = el("p", { id: "report-status", role: "status" });
   const form = el("form", { class: "controls", on: { submit: async (e) => {
@@ -534,8 +572,10 @@ async function route() {
   nav.replaceChildren(el("a", { href: home }, "Buildings"), el("a", { href: "#/sql" }, "SQL"),
     me.role === "admin" ? el("a", { href: "#/admin" }, "Admin") : "",
     el("span", { class: "muted" }, me.role + (me.tenant_id ? " · " + me.tenant_id : "")));
+  generation++;
   const [path, query] = (location.hash || "#/").split("?");
-  const [, page, arg] = path.split("/").map(decodeURIComponent);
+  let page, arg;
+  try { [, page, arg] = path.split("/").map(decodeURIComponent); } catch { page = ""; }
   if (page === "building" && arg) return buildingPage(arg, new URLSearchParams(query || ""));
   if (page === "tenant" && arg) return overviewPage(arg);
   if (page === "tenants" && me.role === "admin") return tenantsPage();

@@ -66,6 +66,20 @@ pub(crate) async fn record_latency(req: Request, next: Next) -> Response {
     res
 }
 
+/// API answers are one caller's data: no browser or proxy keeps them
+/// (a shared computer's cache after sign-out).
+pub(crate) async fn no_store_api(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut res = next.run(req).await;
+    if api {
+        res.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    res
+}
+
 fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method as M;
     match *method {

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::middleware::{limit_per_ip, record_latency, request_timeout};
+use crate::middleware::{limit_per_ip, no_store_api, record_latency, request_timeout};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let ip_limit = from_fn_with_state(state.clone(), limit_per_ip);
@@ -84,6 +84,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/admin/backup", post(admin::backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn(no_store_api))
         .layer(from_fn(record_latency))
         .layer(from_fn_with_state(state.clone(), request_timeout))
         .with_state(state)

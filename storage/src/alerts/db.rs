@@ -153,12 +153,17 @@ impl AlertStore {
             .collect()
     }
 
-    /// Open episodes (firing, not resolved) of enabled rules, per building
-    /// id: one pass over the rules' states.
-    pub fn open_episodes_by_building(&self) -> HashMap<String, usize> {
+    /// Open episodes (firing, not resolved) of the enabled rules of
+    /// `tenant`, per building id: one pass over the rules' states. Waits
+    /// for a running evaluation pass (call it off the async runtime).
+    pub fn open_episodes_by_building(&self, tenant: &str) -> HashMap<String, usize> {
         let mut open: HashMap<String, usize> = HashMap::new();
         for state in self.states.locked().values() {
-            let Some(rule) = state.rule.as_ref().filter(|r| r.enabled) else {
+            let Some(rule) = state
+                .rule
+                .as_ref()
+                .filter(|r| r.enabled && r.tenant_id.as_str() == tenant)
+            else {
                 continue;
             };
             let n = state

@@ -14,7 +14,7 @@ use wattline_storage::{Role, format_local};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::PathParams;
+use crate::extract::{PathParams, blocking};
 
 #[derive(Serialize)]
 pub(super) struct Me {
@@ -80,7 +80,9 @@ pub(super) async fn overview(
     caller.check_tenant(&tenant)?;
     let store = state.store()?;
     let now = wattline_storage::now_ms();
-    let open = state.alerts.open_episodes_by_building();
+    let alerts = state.alerts.clone();
+    let of = tenant.clone();
+    let open = blocking(move || Ok(alerts.open_episodes_by_building(&of))).await?;
     let view = state.catalog.view();
     if view.tenant(&tenant).is_none() {
         return Err(ApiError::not_found("tenant", &tenant));

@@ -51,6 +51,12 @@ impl From<DataFusionError> for QueryError {
             Err(err) => err,
         };
         let message = err.message().to_string();
+        // Planning errors (an unknown column, a type mismatch) know where
+        // in the query they are only through their diagnostic.
+        let span = err
+            .diagnostic()
+            .and_then(|d| d.span)
+            .filter(|s| s.start.line > 0);
         match err.find_root() {
             DataFusionError::IoError(_)
             | DataFusionError::ObjectStore(_)
@@ -68,13 +74,47 @@ impl From<DataFusionError> for QueryError {
             DataFusionError::SQL(parse, _) => QueryError::InvalidSql(parse.to_string()),
             DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_) => QueryError::InvalidSql(message),
+            | DataFusionError::NotImplemented(_) => QueryError::InvalidSql(match span {
+                Some(s) if !message.contains("Line:") => {
+                    format!(
+                        "{message} at Line: {}, Column: {}",
+                        s.start.line, s.start.column
+                    )
+                }
+                _ => message,
+            }),
             DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit(message),
             DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
                 QueryError::Execution(message)
             }
             _ => QueryError::Internal(message),
         }
+    }
+}
+
+/// Where in a query an error is: 1-based line and column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlPosition {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl QueryError {
+    /// The position an invalid query's message names (`Line: L, Column:
+    /// C`, as the parser and the planner's diagnostics put it), if any.
+    pub fn position(&self) -> Option<SqlPosition> {
+        let QueryError::InvalidSql(message) = self else {
+            return None;
+        };
+        let at = message.rfind("Line: ")?;
+        let (line, rest) = message[at + 6..].split_once(", Column: ")?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        Some(SqlPosition {
+            line: line.parse().ok()?,
+            column: rest[..digits].parse().ok()?,
+        })
     }
 }
 

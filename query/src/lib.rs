@@ -36,6 +36,6 @@ mod rollup_tables;
 mod scope;
 mod scoped_scan;
 
-pub use error::{QueryError, Result};
+pub use error::{QueryError, Result, SqlPosition};
 pub use query_engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
 pub use scope::Scope;

@@ -148,7 +148,10 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_target_partitions(2)
             .with_information_schema(false)
-            .set_bool("datafusion.execution.enable_recursive_ctes", false);
+            .set_bool("datafusion.execution.enable_recursive_ctes", false)
+            // Column references keep their place in the query, so an
+            // unknown column's error says where it is.
+            .set_bool("datafusion.sql_parser.collect_spans", true);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)

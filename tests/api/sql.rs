@@ -174,6 +174,26 @@ async fn only_one_read_only_query_is_accepted() {
     assert!(message.contains("Line: 1, Column: 1"), "{message}");
     let (_, _, message) = sql_status(&server, &server.admin, "SELECT nope FROM readings").await;
     assert!(message.contains("nope"), "{message}");
+    // ... and where it is, as details a console can point at: a syntax
+    // error and an unknown column on the second line alike.
+    for (sql, line, column) in [
+        ("SELECT ts,\n  FROM FROM readings", 2, 8),
+        ("SELECT ts,\n  nope FROM readings", 2, 3),
+    ] {
+        let r = server
+            .admin(Method::POST, "/api/v1/sql")
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        let (status, code, v) = error_code(r).await;
+        assert_eq!((status, code.as_str()), (400, "invalid_sql"), "{v}");
+        assert_eq!(
+            v["error"]["details"],
+            json!({"line": line, "column": column}),
+            "{sql}: {v}"
+        );
+    }
     // A plain EXPLAIN and ordinary queries are fine.
     assert!(
         !server

@@ -52,6 +52,7 @@ async function api(path, options = {}) {
     const message = body && body.error ? body.error.message : "status " + r.status;
     const err = new Error(message);
     err.status = r.status;
+    err.details = body && body.error ? body.error.details : undefined;
     throw err;
   }
   return body;
@@ -164,6 +165,36 @@ async function tenantsPage() {
 
 const DAY = 86400000;
 const spans = { "15m": 1, hour: 7, day: 31, month: 366 };
+/** The longest a bucket of each resolution can last (a day of 25 hours, a
+ * month of 31 days): a longer step between two buckets is a gap. */
+const longest = { "15m": 900000, hour: 3600000, day: 25 * 3600000, month: 31 * DAY + 3600000 };
+/** Where the bucket starting at `ts` ends: the next local quarter, hour,
+ * day or month (`ts` carries the building's offset, as /energy gives it). */
+function bucketEnd(ts, resolution) {
+  const t = Date.parse(ts);
+  if (resolution === "15m") return t + 900000;
+  if (resolution === "hour") return t + 3600000;
+  const offset = ts.slice(19);
+  const date = ts.slice(0, 10);
+  const next = resolution === "day" ? addDays(date, 1) : addMonths(date, 1);
+  // A clock change on the way moves the offset by an hour at most.
+  return Date.parse(next + "T00:00:00" + offset);
+}
+function addMonths(date, n) {
+  const d = new Date(date + "T00:00:00Z");
+  d.setUTCMonth(d.getUTCMonth() + n);
+  return d.toISOString().slice(0, 10);
+}
+/** Interior gaps of a series: [end of a bucket, start of the next] where
+ * buckets are missing because no readings arrived. */
+function gapsOf(points, resolution) {
+  const gaps = [];
+  for (let i = 1; i < points.length; i++) {
+    const end = bucketEnd(points[i - 1].ts, resolution), next = Date.parse(points[i].ts);
+    if (next - Date.parse(points[i - 1].ts) > longest[resolution] && next > end) gaps.push([end, next]);
+  }
+  return gaps;
+}
 
 /** Today's date (YYYY-MM-DD) in the time zone `tz`. */
 function localToday(tz) {
@@ -230,8 +261,11 @@ async function buildingPage(id, params) {
         el("div", { class: "card" }, "Total", el("b", { id: "total" }, fmt(total) + " kWh")),
         el("div", { class: "card" }, "Previous period", el("b", {}, fmt(previous) + " kWh")),
         el("div", { class: "card" }, "Change", el("b", {}, change === null ? "–" : (change >= 0 ? "+" : "") + fmt(change) + "%")));
-      note.textContent = points.length + " " + resolution + " buckets in " + now.timezone + " local time.";
-      draw(canvas, points);
+      const gaps = gapsOf(points, resolution);
+      note.textContent = points.length + " " + resolution + " buckets in " + now.timezone + " local time." +
+        (gaps.length ? " " + gaps.length + (gaps.length === 1 ? " gap" : " gaps") + " without readings, the longest " +
+          duration(Math.max(...gaps.map(([a, b]) => b - a))) + "." : "");
+      draw(canvas, points, resolution);
     } catch (err) {
       cards.replaceChildren(el("p", { class: "error" }, "The energy could not be loaded: " + err.message));
     } finally { busy(); }
@@ -239,17 +273,19 @@ async function buildingPage(id, params) {
   canvas.addEventListener("mousemove", (e) => {
     if (!points.length) return;
     const r = canvas.getBoundingClientRect();
-    const left = 56 + 8; // the chart's y labels, and the panel's padding
-    const i = Math.min(points.length - 1, Math.max(0, Math.floor((e.clientX - r.left - left) / (r.width - left) * points.length)));
+    const { x0, x1 } = domain(points, resolution);
+    const left = 56; // the chart's y labels
+    const t = x0 + (e.clientX - r.left - left) / (r.width - left) * (x1 - x0);
+    const p = points.find((q) => Date.parse(q.ts) <= t && t < bucketEnd(q.ts, resolution));
     tip.hidden = false;
-    tip.textContent = points[i].ts + ": " + fmt(points[i].kwh, 2) + " kWh";
+    tip.textContent = p ? p.ts + ": " + fmt(p.kwh, 2) + " kWh" : "No readings";
     tip.style.left = Math.min(e.clientX - r.left + 12, r.width - 160) + "px";
     tip.style.top = "8px";
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   start.addEventListener("change", load);
   end.addEventListener("change", load);
-  window.onresize = () => draw(canvas, points);
+  window.onresize = () => draw(canvas, points, resolution);
 
   showFor(token, el("h1", {}, building.name),
     el("p", { class: "muted" }, building.id + " · " + building.timezone + (building.floor_area_m2 ? " · " + fmt(building.floor_area_m2, 0) + " m²" : "")),
@@ -483,6 +519,22 @@ async function adminPage() {
 
 const TABLES = ["readings", "sensors", "buildings", "sensor_hourly", "building_hourly", "building_daily", "building_monthly", "alert_rules", "alert_events"];
 
+/** Puts the editor's cursor on `line`, `column` (1-based, in characters,
+ * as the server names an error's place) and returns that line with a caret
+ * under the place. */
+function pointAt(editor, line, column) {
+  const lines = editor.value.split("\n");
+  const text = lines[line - 1];
+  if (text === undefined) return null;
+  const chars = Array.from(text);
+  const col = Math.min(Math.max(column, 1), chars.length + 1);
+  // Offsets in a textarea count UTF-16 units; columns count characters.
+  const offset = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0) + chars.slice(0, col - 1).join("").length;
+  editor.focus();
+  editor.setSelectionRange(offset, offset + (chars[col - 1] || "").length);
+  return text + "\n" + " ".repeat(col - 1) + "^";
+}
+
 function sqlPage() {
   const editor = el("textarea", { id: "sql", rows: 6, cols: 80, spellcheck: "false", "aria-label": "SQL query" },
     "SELECT building_id, round(sum(kwh), 1) AS kwh\nFROM building_daily\nGROUP BY building_id\nORDER BY kwh DESC");
@@ -505,7 +557,10 @@ function sqlPage() {
         el("tbody", {}, r.rows.map((row) => el("tr", {}, row.map((v) => el("td", {}, v === null ? "NULL" : typeof v === "number" ? fmt(v, Number.isInteger(v) ? 0 : 3) : String(v))))))),
         el("p", { class: "muted" }, r.rows.length + " rows" + (r.truncated ? " (truncated)" : "")));
     } catch (err) {
-      out.replaceChildren(el("p", { class: "error", role: "alert" }, "The query failed: " + err.message));
+      const at = err.details && err.details.line ? pointAt(editor, err.details.line, err.details.column) : null;
+      out.replaceChildren(el("div", { class: "error", role: "alert" },
+        el("p", {}, "The query failed" + (at ? " at line " + err.details.line + ", column " + err.details.column : "") + ": " + err.message),
+        at ? el("pre", { id: "sql-error-at" }, at) : ""));
     } finally { busy(); }
   }
   async function download(kind) {
@@ -529,8 +584,21 @@ function sqlPage() {
   editor.focus();
 }
 
-/** Bars of `points` on `canvas`, scaled to its size, with a few labels. */
-function draw(canvas, points) {
+/** The chart's time axis: from the first bucket's start to the last one's end. */
+function domain(points, resolution) {
+  return { x0: Date.parse(points[0].ts), x1: bucketEnd(points[points.length - 1].ts, resolution) };
+}
+
+/** "45 minutes", "3 hours", "2 days": a gap's length in words. */
+function duration(ms) {
+  const [n, unit] = ms < 3600000 ? [ms / 60000, "minute"] : ms < 2 * DAY ? [ms / 3600000, "hour"] : [ms / DAY, "day"];
+  const r = Math.round(n);
+  return r + " " + unit + (r === 1 ? "" : "s");
+}
+
+/** Bars of `points` on `canvas` at their time (so missing buckets show as
+ * gaps), scaled to its size, with a few labels. */
+function draw(canvas, points, resolution) {
   const ratio = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   canvas.width = w * ratio; canvas.height = h * ratio;
@@ -550,9 +618,13 @@ function draw(canvas, points) {
     g.beginPath(); g.moveTo(left, y(v)); g.lineTo(w, y(v)); g.stroke();
     g.fillText(fmt(v, v < 10 ? 1 : 0), 4, y(v) + 4);
   }
-  const slot = (w - left) / points.length;
+  const { x0, x1 } = domain(points, resolution);
+  const x = (t) => left + (t - x0) / (x1 - x0) * (w - left);
   g.fillStyle = accent;
-  points.forEach((p, i) => g.fillRect(left + i * slot + slot * 0.1, y(p.kwh), Math.max(slot * 0.8, 1), bottom - y(p.kwh)));
+  points.forEach((p) => {
+    const a = x(Date.parse(p.ts)), b = x(bucketEnd(p.ts, resolution));
+    g.fillRect(a + (b - a) * 0.1, y(p.kwh), Math.max((b - a) * 0.8, 1), bottom - y(p.kwh));
+  });
   g.fillStyle = fg;
   g.fillText(points[0].ts.slice(0, 16).replace("T", " "), left, h - 6);
   const last = points[points.length - 1].ts.slice(0, 16).replace("T", " ");

@@ -6,6 +6,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -159,8 +160,12 @@ impl From<wattline_query::QueryError> for ApiError {
     fn from(err: wattline_query::QueryError) -> Self {
         use wattline_query::QueryError as Q;
         let message = err.to_string();
+        let position = err.position();
         match err {
-            Q::InvalidSql(_) => Self::bad_request("invalid_sql", message),
+            Q::InvalidSql(_) => Self {
+                details: position.map(|p| json!({"line": p.line, "column": p.column})),
+                ..Self::bad_request("invalid_sql", message)
+            },
             Q::NotReadOnly(_) => Self::bad_request("read_only", message),
             Q::TooComplex(_) => Self::bad_request("query_too_complex", message),
             Q::Timeout(_) => Self::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", message),

@@ -128,6 +128,7 @@ impl Catalog {
     }
 
     pub fn create_tenant(&self, id: TenantId, name: String) -> Result<Tenant> {
+        check_new_id("tenant", id.as_str())?;
         check_name(&name)?;
         self.write(
             |view| {
@@ -142,6 +143,7 @@ impl Catalog {
     }
 
     pub fn create_building(&self, new: NewBuilding) -> Result<Building> {
+        check_new_id("building", new.id.as_str())?;
         check_name(&new.name)?;
         check_floor_area(new.floor_area_m2)?;
         let timezone = new.timezone.as_deref().map_or(Ok(Zone::UTC), Zone::parse)?;
@@ -223,6 +225,7 @@ impl Catalog {
                 let mut seen = std::collections::HashSet::new();
                 let mut sensors = Vec::with_capacity(new.len());
                 for (next_key, n) in (view.state.next_sensor_key..).zip(new) {
+                    check_new_id("sensor", n.id.as_str())?;
                     let kind = n.kind.unwrap_or_else(|| "electricity".into());
                     let unit = n.unit.unwrap_or_else(|| "kWh".into());
                     for (what, v) in [("kind", &kind), ("unit", &unit)] {
@@ -404,6 +407,19 @@ fn not_found(kind: &'static str, id: &impl ToString) -> Error {
     }
 }
 
+/// A new id must also work as one segment of a URL path: `.` and `..`
+/// (any id of dots only) are valid characters but would be resolved away
+/// by browsers and HTTP clients, making the object unreachable. Checked
+/// only at creation, so a catalog that already holds one still loads.
+fn check_new_id(what: &str, id: &str) -> Result<()> {
+    if id.chars().all(|c| c == '.') {
+        return Err(Error::InvalidArgument(format!(
+            "a {what} id of dots only ({id:?}) cannot be used in addresses"
+        )));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(Error::InvalidArgument(format!(
@@ -491,6 +507,30 @@ mod tests {
         assert_eq!(v.sensor_by_key(SensorKey(1)).unwrap().id.as_str(), "s2");
         let key = v.key_by_hash(&hash_secret(&secret)).unwrap();
         assert_eq!(key.role, Role::Ingest);
+    }
+
+    #[test]
+    fn refuses_new_ids_of_dots_only_but_keeps_dotted_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        for id in [".", ".."] {
+            assert!(matches!(
+                c.create_tenant(tid(id), "Dots".into()),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        c.create_tenant(tid("t.1"), "One".into()).unwrap();
+        assert!(matches!(
+            c.create_building(building("..", "t.1", None)),
+            Err(Error::InvalidArgument(_))
+        ));
+        c.create_building(building("b..1", "t.1", None)).unwrap();
+        assert!(matches!(
+            c.create_sensors(vec![sensor("s1", "b..1"), sensor("...", "b..1")]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(c.view().sensor("s1").is_none(), "all or none");
+        c.create_sensor(sensor(".s", "b..1")).unwrap();
     }
 
     #[test]

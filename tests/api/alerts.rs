@@ -704,3 +704,60 @@ async fn bad_rules_are_refused_with_the_field_named() {
     assert_eq!(r.status(), 404);
     assert!(s.sql("SELECT * FROM alert_rules").await.is_empty());
 }
+
+/// The dashboard's overview counts open episodes per building, each
+/// tenant only its own: two tenants with a silent meter each, one with a
+/// second rule firing.
+#[tokio::test]
+async fn the_overview_counts_each_tenants_own_open_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = MailServer::start();
+    let s = start(dir.path(), mail.port).await;
+    s.setup("t1", "b1", &["s1"]).await;
+    s.setup("t2", "b2", &["s2"]).await;
+    let now = now_ms();
+    post_readings(
+        &s,
+        vec![
+            reading("s1", now - 300_000, 0.2),
+            reading("s2", now - 300_000, 0.2),
+        ],
+    )
+    .await;
+    for b in ["b1", "b2"] {
+        create_rule(
+            &s,
+            b,
+            json!({"kind": "offline", "for": "2m", "emails": ["ops@x.test"]}),
+        )
+        .await;
+    }
+    create_rule(
+        &s,
+        "b2",
+        json!({"kind": "offline", "for": "3m", "emails": ["ops@x.test"]}),
+    )
+    .await;
+    wait_events(&s, "b1", 1, 30).await;
+    wait_events(&s, "b2", 2, 30).await;
+    for (tenant, building, open) in [("t1", "b1", 1), ("t2", "b2", 2)] {
+        let key = s.create_key("tenant", Some(tenant)).await;
+        let v: Value = s
+            .with_key(
+                &key,
+                Method::GET,
+                &format!("/api/v1/tenants/{tenant}/overview"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = v["buildings"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{v}");
+        assert_eq!(rows[0]["id"], building, "{v}");
+        assert_eq!(rows[0]["open_alerts"], open, "{v}");
+        assert_eq!(v["total"]["open_alerts"], open, "{v}");
+    }
+}

@@ -105,6 +105,30 @@ struct RawMetrics {
     require_auth: Option<bool>,
 }
 
+/// The configuration file with every key at its default, as the Debian
+/// package installs it and `wattline config defaults` prints it.
+pub(crate) const DEFAULTS: &str = include_str!("../packaging/wattline.toml");
+
+/// `wattline config check FILE`: the file alone (no flags or environment),
+/// validated as `serve` would; a summary on success.
+pub(crate) fn check(file: &Path) -> Result<()> {
+    let s = Settings::load(Some(file), &Overrides::default())?;
+    println!(
+        "{}: valid. listen {}, data_dir {}, alert mail {}, {} report workers",
+        file.display(),
+        s.listen,
+        s.data_dir.display(),
+        s.smtp
+            .as_ref()
+            .map_or("off (no smtp.host)".to_owned(), |m| format!(
+                "via {}:{}",
+                m.host, m.port
+            )),
+        s.reports_workers
+    );
+    Ok(())
+}
+
 /// Values given on the command line or in the environment; they win over
 /// the file.
 #[derive(Debug, Default, Clone)]
@@ -170,16 +194,22 @@ pub(crate) struct Settings {
 impl Settings {
     /// Reads `file` (if given), then applies `overrides`.
     pub(crate) fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
-        let raw = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                parse_toml(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?
-            }
-            None => RawConfig::default(),
+        let Some(path) = file else {
+            return Self::resolve(RawConfig::default(), overrides);
         };
-        Self::resolve(raw, overrides)
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let raw =
+            parse_toml(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        Self::resolve(raw, overrides).map_err(|e| {
+            // Values are checked after parsing; the message names the key,
+            // and here gains the line it is on.
+            let at = key_of(&e)
+                .and_then(|key| line_of(&text, &key))
+                .map(|line| format!(", line {line}"))
+                .unwrap_or_default();
+            e.context(format!("invalid config file {}{at}", path.display()))
+        })
     }
 
     pub(crate) fn resolve(raw: RawConfig, overrides: &Overrides) -> Result<Self> {
@@ -258,7 +288,61 @@ impl Settings {
 /// Parses the TOML text; unknown keys and wrong types are errors naming the
 /// key.
 pub(crate) fn parse_toml(text: &str) -> Result<RawConfig> {
-    toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))
+    toml::from_str(text).map_err(|e| {
+        // A wrong type or an unknown key is reported at its place; say
+        // which key that is.
+        let key = e.span().and_then(|span| key_at(text, span.start));
+        let message = e.to_string();
+        match key {
+            Some(key) => anyhow!("{key}: {}", message.trim_end()),
+            None => anyhow!("{}", message.trim_end()),
+        }
+    })
+}
+
+/// The `section.key` whose name or value spans byte `offset` of `text`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    doc.get_ref().iter().find_map(|(section, table)| {
+        let toml::de::DeValue::Table(table) = table.get_ref() else {
+            return None;
+        };
+        table
+            .iter()
+            .find(|(k, v)| k.span().contains(&offset) || v.span().contains(&offset))
+            .map(|(k, _)| format!("{}.{}", section.get_ref(), k.get_ref()))
+    })
+}
+
+/// The `section.key` an error from [`Settings::resolve`] starts with.
+fn key_of(err: &anyhow::Error) -> Option<String> {
+    let top = err.to_string();
+    let key = top.split(':').next()?;
+    let (section, name) = key.split_once('.')?;
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    (word(section) && word(name)).then(|| key.to_owned())
+}
+
+/// The line (1-based) of `section.key`'s value in the TOML `text`.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.split_once('.')?;
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let table = entry(doc.get_ref(), section)?;
+    let toml::de::DeValue::Table(table) = table.get_ref() else {
+        return None;
+    };
+    let value = entry(table, name)?;
+    Some(text[..value.span().start].matches('\n').count() + 1)
+}
+
+fn entry<'t, 'i>(
+    table: &'t toml::de::DeTable<'i>,
+    key: &str,
+) -> Option<&'t toml::Spanned<toml::de::DeValue<'i>>> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref() == key)
+        .map(|(_, v)| v)
 }
 
 fn resolve_addr(s: &str) -> Result<SocketAddr> {

@@ -11,12 +11,16 @@ mod config;
 mod delivery;
 mod demo;
 mod http_client;
+mod logging;
 mod maintenance;
 mod report_workers;
 mod serve;
+mod systemd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use logging::LogFormat;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +31,9 @@ use clap::{Parser, Subcommand};
     about = "On-premises energy-metering appliance"
 )]
 struct Cli {
+    /// Log lines as `text` (journald-friendly when run by systemd) or `json`.
+    #[arg(long, global = true, env = "WATTLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +53,23 @@ enum Command {
         #[command(flatten)]
         args: ServeArgs,
     },
+    /// Check or print the configuration file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate FILE as `serve` would; errors name the key and the line.
+    Check {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+    /// Print the configuration file with every key, commented, at its
+    /// default (data_dir as the Debian package sets it).
+    Defaults,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -65,19 +89,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // TLS for alert mail and webhooks: ring, the one provider built in.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, false),
         Command::Demo(args) => serve::run(args, true),
         Command::Backup { dir, args } => {
             serve::settings(&args).and_then(|settings| backup::run(&settings, &dir))
+        }
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => config::check(&file),
+        Command::Config {
+            action: ConfigAction::Defaults,
+        } => {
+            print!("{}", config::DEFAULTS);
+            Ok(())
         }
     };
     match result {

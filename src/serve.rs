@@ -89,9 +89,11 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
 
+    let systemd = Arc::new(crate::systemd::Notifier::from_env());
     let dir = data_dir.clone();
     let cat = state.catalog.clone();
-    let (store, report) = tokio::task::spawn_blocking(move || ReadingStore::open(&dir, cat))
+    let recovery = tokio::task::spawn_blocking(move || ReadingStore::open(&dir, cat));
+    let (store, report) = extending_start(&systemd, recovery)
         .await
         .context("recovery task")??;
     let store = Arc::new(store);
@@ -128,13 +130,36 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     )
     .context("starting the report workers")?;
     tracing::info!(
-        "wattline ready on http://{addr} (data dir {}; {} chunk files; recovered {} readings from {} write-ahead batches in {:?})",
-        data_dir.display(),
-        report.chunks,
-        report.readings,
-        report.batches,
-        report.elapsed
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        listen = %addr,
+        chunk_files = report.chunks,
+        recovered_readings = report.readings,
+        recovered_batches = report.batches,
+        recovery_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+        "wattline ready on http://{addr}"
     );
+    systemd.notify(&format!(
+        "READY=1\nSTATUS=serving on {addr}; recovered {} readings",
+        report.readings
+    ));
+    let watchdog = systemd.watchdog_every().map(|every| {
+        let (systemd, store, mut stop) = (systemd.clone(), store.clone(), stop_tx.subscribe());
+        tokio::spawn(async move {
+            // A ping proves the async runtime still runs tasks; a daemon
+            // whose write-ahead failed stops pinging (and is stopping).
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                if store.fatal().is_none() {
+                    systemd.notify("WATCHDOG=1");
+                }
+            }
+        })
+    });
 
     let demo = demo.then(|| {
         let (dir, stop) = (data_dir.clone(), stop_tx.subscribe());
@@ -156,7 +181,11 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         );
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    systemd.notify("STOPPING=1");
     let _ = stop_tx.send(true);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
@@ -179,6 +208,24 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     // Do not wait for blocking threads still finishing a background step.
     // Non-zero after a fatal write-ahead error: systemd restarts the unit.
     std::process::exit(if fatal { 1 } else { 0 })
+}
+
+/// Waits for `recovery`, asking systemd for 30 s more start time every
+/// 10 s meanwhile: replaying a large write-ahead may take longer than the
+/// unit's start timeout, and is progress, not a hang.
+async fn extending_start<T>(
+    systemd: &crate::systemd::Notifier,
+    recovery: tokio::task::JoinHandle<T>,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::pin!(recovery);
+    loop {
+        tokio::select! {
+            done = &mut recovery => return done,
+            () = tokio::time::sleep(Duration::from_secs(10)) => {
+                systemd.notify("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=recovering the write-ahead");
+            }
+        }
+    }
 }
 
 /// The alert scheduler, the mail loop and the webhook loop.

@@ -196,3 +196,67 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let server = Server::start(dir.path()).await;
     assert_eq!(server.readings("s").await.len(), 1);
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): the daemon says READY=1
+/// once it serves readings (recovery done), pings the watchdog at half its
+/// interval, and says STOPPING=1 on SIGTERM. The test is the manager: it
+/// owns the notification socket.
+#[tokio::test]
+async fn tells_systemd_when_ready_pings_the_watchdog_and_says_when_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut server = Server::start_with(
+        dir.path(),
+        Options {
+            config: None,
+            env: vec![
+                ("NOTIFY_SOCKET".into(), sock_path.display().to_string()),
+                ("WATCHDOG_USEC".into(), "200000".into()),
+            ],
+        },
+    )
+    .await;
+    let (first, mut sock) = next_notification(sock).await;
+    assert!(first.starts_with("READY=1\nSTATUS=serving on "), "{first}");
+    let r = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "ready before READY=1 was sent");
+    // Watchdog pings, every 100 ms.
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let (m, s) = next_notification(sock).await;
+        assert_eq!(m, "WATCHDOG=1");
+        sock = s;
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while let Ok(n) = sock.recv(&mut buf) {
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen.iter().any(|m| m == "STOPPING=1"), "{seen:?}");
+}
+
+/// The next datagram on `sock` (waiting as its read timeout allows).
+async fn next_notification(
+    sock: std::os::unix::net::UnixDatagram,
+) -> (String, std::os::unix::net::UnixDatagram) {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notification in time");
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), sock)
+    })
+    .await
+    .unwrap()
+}

@@ -322,7 +322,10 @@ fn wait_for_ready_line(log: &Path, child: &mut Child) -> Result<String, String> 
     loop {
         let text = read_log(log);
         if let Some(line) = text.split("ready on http://").nth(skip + 1) {
-            let addr: String = line.chars().take_while(|c| !c.is_whitespace()).collect();
+            let addr: String = line
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"')
+                .collect();
             return Ok(addr);
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -7,6 +7,7 @@
 mod admin_key;
 mod alerting;
 mod backup;
+mod check;
 mod config;
 mod delivery;
 mod demo;
@@ -53,6 +54,12 @@ enum Command {
         #[command(flatten)]
         args: ServeArgs,
     },
+    /// Verify the data directory without changing it: every database page,
+    /// the write-ahead, the manifest against the chunk files (size,
+    /// checksum, rows), every rollup file, the catalog's references. On a
+    /// running appliance it checks a consistent copy the daemon makes.
+    /// Exits 1 naming each broken file and what to do.
+    Check(ServeArgs),
     /// Check or print the configuration file.
     Config {
         #[command(subcommand)]
@@ -96,6 +103,11 @@ fn main() -> ExitCode {
         Command::Backup { dir, args } => {
             serve::settings(&args).and_then(|settings| backup::run(&settings, &dir))
         }
+        Command::Check(args) => match serve::settings(&args).and_then(|s| check::run(&s)) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Config {
             action: ConfigAction::Check { file },
         } => config::check(&file),

@@ -89,6 +89,11 @@ pub struct ChunkMeta {
     pub bytes: u64,
     pub min_ts_ms: i64,
     pub max_ts_ms: i64,
+    /// CRC-32 of the whole file as written, for `wattline check` (the
+    /// Parquet writer writes no page checksums). Absent in chunks written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
 }
 
 impl ChunkMeta {

@@ -40,6 +40,7 @@
 
 mod alerts;
 mod catalog;
+mod check;
 mod chunk;
 mod error;
 #[cfg(test)]
@@ -69,6 +70,7 @@ pub use catalog::{
     ApiKey, Building, BuildingPatch, Catalog, CatalogView, NewApiKey, NewBuilding, NewSensor, Role,
     Sensor, Tenant, Zone, hash_secret,
 };
+pub use check::{CheckReport, Problem, check_data_dir};
 pub use chunk::{
     ChunkFile, ChunkMeta, SensorNames, merge_newest_wins, read_chunk, readings_schema,
     spans_overlap, to_record_batch,

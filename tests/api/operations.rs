@@ -220,3 +220,206 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     assert!(score <= 2.0, "{overall}\n{report}");
     eprintln!("systemd-analyze security: {overall}");
 }
+
+/// `wattline check` against `data_dir` (and the daemon at `listen`, if any).
+fn check(data_dir: &std::path::Path, listen: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wattline"))
+        .args(["check", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", listen])
+        .env_remove("WATTLINE_CONFIG")
+        .env_remove("WATTLINE_ADMIN_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// Three days of quarter-hour readings for two meters, flushed to chunk
+/// files (one per day).
+async fn three_flushed_days(server: &Server) {
+    server.setup("t", "b", &["m1", "m2"]).await;
+    let day = 86_400_000;
+    let start = (crate::support::now_minute_ms() / day - 4) * day;
+    let readings: Vec<Value> = (start..start + 3 * day)
+        .step_by(900_000)
+        .flat_map(|t| {
+            [
+                crate::support::reading("m1", t, 1.0),
+                crate::support::reading("m2", t, 2.0),
+            ]
+        })
+        .collect();
+    for batch in readings.chunks(5_000) {
+        let r = server
+            .post_json(&serde_json::json!({ "readings": batch }))
+            .await;
+        assert!(r.status().is_success());
+    }
+    server.flush().await;
+}
+
+fn chunk_files(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = walk(&data_dir.join("chunks/readings"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// On a running daemon under ingest, `check` checks a copy the daemon
+/// makes (and removes it); on the stopped daemon's directory, the
+/// directory itself. Both clean.
+#[tokio::test]
+async fn check_passes_on_a_live_directory_under_ingest_and_a_stopped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    three_flushed_days(&server).await;
+    // And a batch still only in the write-ahead.
+    let t = crate::support::now_minute_ms() - 7_200_000;
+    let r = server
+        .post_json(&serde_json::json!({"readings": [
+            crate::support::reading("m2", t, 0.25),
+            crate::support::reading("m2", t + 60_000, 0.25),
+        ]}))
+        .await;
+    assert!(r.status().is_success());
+    let listen = server.base.trim_start_matches("http://").to_owned();
+
+    // Ingest goes on while the check runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, base, key) = (stop.clone(), server.base.clone(), server.admin.clone());
+        tokio::spawn(async move {
+            let client = crate::support::client();
+            let mut t = crate::support::now_minute_ms() - 3_600_000;
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .post(format!("{base}/api/v1/readings"))
+                    .bearer_auth(&key)
+                    .json(&serde_json::json!({"readings": [crate::support::reading("m1", t, 0.5)]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+                t += 1_000;
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let data_dir = server.data_dir.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&data_dir, &listen))
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = writer.await.unwrap();
+    assert!(sent > 0);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("a consistent copy made by the running daemon"),
+        "{out}"
+    );
+    assert!(
+        out.contains("chunk files: 3 named by the manifest"),
+        "{out}"
+    );
+    assert!(
+        out.contains("catalog: 1 tenants, 1 buildings, 2 sensors, consistent"),
+        "{out}"
+    );
+    assert!(out.contains("no problems found"), "{out}");
+    let wal_line = out.lines().find(|l| l.contains("write-ahead:")).unwrap();
+    let batches: u64 = wal_line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(batches >= 1, "{out}");
+    let left: Vec<_> = std::fs::read_dir(&server.data_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".check-"))
+        .collect();
+    assert!(left.is_empty(), "the copy is removed");
+
+    server.terminate();
+    let (code, out) = check(&server.data_dir, "127.0.0.1:1");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(no daemon running)"), "{out}");
+    assert!(out.contains("no problems found"), "{out}");
+}
+
+/// Damage of each kind is found and named, with what to do; the check
+/// itself changes nothing.
+#[tokio::test]
+async fn check_names_a_truncated_a_changed_and_a_missing_chunk_and_a_damaged_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    three_flushed_days(&server).await;
+    server.terminate();
+    let data = server.data_dir.clone();
+    let files = chunk_files(&data);
+    assert_eq!(files.len(), 3, "{files:?}");
+    let rel = |p: &std::path::Path| p.strip_prefix(&data).unwrap().display().to_string();
+
+    // Truncated.
+    let len = std::fs::metadata(&files[0]).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[0])
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    // Bytes flipped in the middle, size unchanged.
+    let mut bytes = std::fs::read(&files[1]).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&files[1], &bytes).unwrap();
+    // Missing.
+    std::fs::remove_file(&files[2]).unwrap();
+    // A database whose first page is overwritten.
+    let alerts = data.join("alerts.redb");
+    let mut db = std::fs::read(&alerts).unwrap();
+    db[..64].fill(0xff);
+    std::fs::write(&alerts, &db).unwrap();
+
+    let before: Vec<_> = walk(&data)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let (code, out) = check(&data, "127.0.0.1:1");
+    assert_eq!(code, 1, "{out}");
+    let broken = |file: &str, what: &str| {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("BROKEN {file}: ")) && l.contains(what)),
+            "{file} {what:?} in\n{out}"
+        );
+    };
+    broken(&rel(&files[0]), "bytes long, the manifest says");
+    broken(&rel(&files[1]), "does not match its checksum");
+    broken(&rel(&files[2]), "is missing");
+    broken("alerts.redb", "cannot be opened");
+    assert!(out.contains("what to do: stop the daemon and put back this file from a backup"));
+    assert!(out.contains("4 problem(s) found"), "{out}");
+    let after: Vec<_> = walk(&data)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert!(before == after, "check changed the directory");
+}

@@ -124,7 +124,7 @@ pub(crate) fn write_chunk(
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let tmp = dir.join(format!(".tmp-{id:020}.parquet"));
     let batch = to_record_batch(rows, names)?;
-    let bytes = write_synced(&tmp, dir, &batch).inspect_err(|_| {
+    let (bytes, crc32) = write_synced(&tmp, dir, &batch).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;
     if let Err(e) = std::fs::rename(&tmp, &path) {
@@ -150,12 +150,31 @@ pub(crate) fn write_chunk(
         bytes,
         min_ts_ms: rows.iter().map(|r| r.ts_ms).min().unwrap_or(0),
         max_ts_ms: rows.iter().map(|r| r.ts_ms).max().unwrap_or(0),
+        crc32: Some(crc32),
     })
 }
 
+/// Passes writes through to a file, keeping the CRC-32 of every byte.
+struct Crc32Writer {
+    file: File,
+    crc: crc32fast::Hasher,
+}
+
+impl std::io::Write for Crc32Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Writes `batch` as Parquet to `tmp` (in `dir`) and fsyncs it; returns
-/// its size.
-fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<u64> {
+/// its size and CRC-32.
+fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<(u64, u32)> {
     let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
     // A retired file's last reader may remove an emptied day folder just
     // after it was created here: create it again once.
@@ -169,12 +188,16 @@ fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<u64> {
         })
         .map_err(|e| io("creating", e))?;
     inject(FailPoint::ChunkWrite).map_err(|e| io("writing", e))?;
+    let out = Crc32Writer {
+        file: out,
+        crc: crc32fast::Hasher::new(),
+    };
     let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(writer_properties()))
         .map_err(|e| Error::parquet_write(tmp, e))?;
     writer
         .write(batch)
         .map_err(|e| Error::parquet_write(tmp, e))?;
-    let out = writer
+    let Crc32Writer { file: out, crc } = writer
         .into_inner()
         .map_err(|e| Error::parquet_write(tmp, e))?;
     // (The rename after this cannot lose the folder: it holds the file.)
@@ -182,7 +205,7 @@ fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<u64> {
         .and_then(|()| out.sync_all())
         .map_err(|e| io("fsync of", e))?;
     let bytes = out.metadata().map_err(|e| io("stat of", e))?.len();
-    Ok(bytes)
+    Ok((bytes, crc.finalize()))
 }
 
 /// Reads a whole chunk back as readings, in file order.

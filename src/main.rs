@@ -12,6 +12,7 @@ mod config;
 mod delivery;
 mod demo;
 mod http_client;
+mod import;
 mod logging;
 mod maintenance;
 mod report_workers;
@@ -60,6 +61,11 @@ enum Command {
     /// running appliance it checks a consistent copy the daemon makes.
     /// Exits 1 naming each broken file and what to do.
     Check(ServeArgs),
+    /// Load historical readings from CSV or line-protocol files (or `-`
+    /// for stdin) into the running daemon, through its API's validation
+    /// and deduplication; rejected lines go to a side file with their
+    /// reason. Running it again adds nothing twice.
+    Import(import::ImportArgs),
     /// Check or print the configuration file.
     Config {
         #[command(subcommand)]
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Import(args) => import::run(args),
         Command::Config {
             action: ConfigAction::Check { file },
         } => config::check(&file),

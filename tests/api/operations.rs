@@ -423,3 +423,188 @@ async fn check_names_a_truncated_a_changed_and_a_missing_chunk_and_a_damaged_dat
         .collect();
     assert!(before == after, "check changed the directory");
 }
+
+/// `wattline import` with `args` against the daemon `server`, `stdin` fed.
+fn import(server: &Server, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wattline"))
+        .arg("import")
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["--listen", server.base.trim_start_matches("http://")])
+        .args(args)
+        .env_remove("WATTLINE_CONFIG")
+        .env_remove("WATTLINE_KEY")
+        .env_remove("WATTLINE_ADMIN_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// A daemon that keeps 2019's readings and rollups.
+async fn history_server(root: &std::path::Path) -> Server {
+    Server::start_with(
+        root,
+        Options {
+            config: Some("[retention]\nraw = \"20y\"\nrollups = \"20y\"\n".into()),
+            env: vec![],
+        },
+    )
+    .await
+}
+
+/// Per sensor: (readings, kWh) of `sensor_id,ts,value_kwh` text.
+fn csv_totals(csv: &str) -> std::collections::BTreeMap<String, (u64, f64)> {
+    let mut totals = std::collections::BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let mut f = line.split(',');
+        let (s, _, v) = (f.next().unwrap(), f.next(), f.next().unwrap());
+        let e = totals.entry(s.to_owned()).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += v.parse::<f64>().unwrap();
+    }
+    totals
+}
+
+async fn stored_totals(server: &Server) -> std::collections::BTreeMap<String, (u64, f64)> {
+    server
+        .sql("SELECT sensor_id, count(*), sum(value_kwh) FROM readings GROUP BY sensor_id")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_owned(),
+                (r[1].as_u64().unwrap(), r[2].as_f64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn assert_same_totals(
+    a: &std::collections::BTreeMap<String, (u64, f64)>,
+    b: &std::collections::BTreeMap<String, (u64, f64)>,
+) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, (n, kwh)) in a {
+        let (m, other) = b[k];
+        assert_eq!(*n, m, "{k}");
+        assert!(
+            (kwh - other).abs() <= 1e-6 * kwh.abs().max(1.0),
+            "{k}: {kwh} vs {other}"
+        );
+    }
+}
+
+/// The real 2019 excerpt (three sensors, 26,280 hourly readings) with three
+/// bad lines slipped in: the good lines give the CSV's own totals, the bad
+/// ones land in the side file with file, line and reason; a second run
+/// adds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_gives_the_csvs_totals_rejects_bad_lines_and_adds_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = history_server(dir.path()).await;
+    server.create_tenant("ucam").await;
+    for (b, s) in [("b0", "b0-elec"), ("b1", "b1-elec"), ("b2", "b2-gas")] {
+        server.create_building("ucam", b).await;
+        server.create_sensor(b, s).await;
+    }
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cambridge_2019_excerpt.csv"
+    ))
+    .unwrap();
+    let expected = csv_totals(&fixture);
+    let mut lines: Vec<&str> = fixture.lines().collect();
+    lines.insert(1000, "no-such-meter,2019-03-01T00:00:00Z,1.0");
+    lines.insert(2000, "b0-elec,yesterday,1.0");
+    lines.insert(3000, "b1-elec,2019-03-01T00:00:00Z");
+    let file = dir.path().join("history.csv");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let rejects = dir.path().join("rejects.txt");
+    let args = [
+        "--rejects",
+        rejects.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ];
+
+    let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, ""));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("imported 26280 readings"), "{out}");
+    assert!(out.contains("3 lines rejected"), "{out}");
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    let numbers: Vec<&str> = rejected
+        .lines()
+        .map(|l| l.split(':').nth(1).unwrap())
+        .collect();
+    assert_eq!(numbers, ["1001", "2001", "3001"], "{rejected}");
+    assert!(
+        rejected
+            .lines()
+            .all(|l| l.starts_with(file.to_str().unwrap()))
+    );
+    assert!(
+        rejected.contains("no-such-meter,2019-03-01T00:00:00Z,1.0"),
+        "{rejected}"
+    );
+    assert_same_totals(&expected, &stored_totals(&server).await);
+
+    // Interrupted or not, a second run changes nothing.
+    let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, ""));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_same_totals(&expected, &stored_totals(&server).await);
+    // The plain progress lines (not a terminal) name the rate.
+    assert!(!err.contains('\r'), "{err}");
+}
+
+/// Line protocol from stdin, with a bad line; a wrong key is told.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_reads_line_protocol_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = history_server(dir.path()).await;
+    server.setup("t", "b", &["m1"]).await;
+    let lp = "# meter dump\n\
+              energy,sensor_id=m1 value_kwh=1.5 1546300800\n\
+              energy,sensor_id=m1 value_kwh=oops 1546304400\n\
+              energy,sensor_id=m1 value_kwh=2.5 1546308000\n";
+    let rejects = dir.path().join("r.txt");
+    let args = [
+        "--precision",
+        "s",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        "-",
+    ];
+    let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, lp));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("imported 2 readings"), "{out}");
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    assert!(rejected.starts_with("-:3: "), "{rejected}");
+    let rows = server
+        .sql("SELECT sum(value_kwh), count(*) FROM readings")
+        .await;
+    assert_eq!(rows[0][0], 4.0);
+
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        import(
+            &server,
+            &["--key", "wl_wrong", "-"],
+            "energy,sensor_id=m1 value_kwh=1 1\n",
+        )
+    });
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("401"), "{err}");
+}

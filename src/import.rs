@@ -1,0 +1,364 @@
+//! `wattline import FILE...`: loads historical readings from CSV or
+//! InfluxDB line-protocol files (or stdin) into a running appliance.
+//!
+//! Readings go through the daemon's own ingestion API, so they get exactly
+//! the validation, deduplication, durability and rollup maintenance of any
+//! other write; nothing here interprets a reading. Files are sent in
+//! batches (as many lines as `ingest.max_batch_readings` allows, bodies
+//! under `ingest.max_body_bytes`), one after the other. A batch the daemon
+//! refuses because of some bad lines lists them; those lines go to a side
+//! file with their reason and the rest of the batch is sent again.
+//!
+//! Re-running an import after an interruption adds nothing twice: a
+//! reading is identified by `(sensor_id, ts)`, and one sent again with the
+//! same value is a no-op.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::config::Settings;
+
+/// The CSV header the API takes.
+const CSV_HEADER: &str = "sensor_id,ts,value_kwh";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// `sensor_id,ts,value_kwh` with that header line.
+    Csv,
+    /// InfluxDB line protocol (`energy,sensor_id=S value_kwh=1.25 TS`).
+    Lp,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// Files to load; `-` reads stdin.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The files' format (default: CSV when the first line is the header
+    /// `sensor_id,ts,value_kwh`, else line protocol).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Line-protocol timestamp unit: ns, us, ms or s.
+    #[arg(long, default_value = "ns")]
+    precision: String,
+    /// Where rejected lines go, with their file, line and reason (default:
+    /// `wattline-import.rejected` in the current directory).
+    #[arg(long, default_value = "wattline-import.rejected")]
+    rejects: PathBuf,
+    /// API key with the right to write (admin, tenant or ingest); default:
+    /// the admin key in the data directory.
+    #[arg(long, env = "WATTLINE_KEY", hide_env_values = true)]
+    key: Option<String>,
+    #[command(flatten)]
+    serve: crate::ServeArgs,
+}
+
+pub(crate) fn run(args: ImportArgs) -> Result<()> {
+    let settings = crate::serve::settings(&args.serve)?;
+    let key = match &args.key {
+        Some(k) => k.clone(),
+        None => crate::backup::admin_key(&settings.data_dir)?,
+    };
+    if !matches!(args.precision.as_str(), "ns" | "us" | "ms" | "s") {
+        bail!(
+            "--precision must be ns, us, ms or s, not {:?}",
+            args.precision
+        );
+    }
+    let rejects = File::create(&args.rejects)
+        .with_context(|| format!("creating {}", args.rejects.display()))?;
+    let total_bytes = args
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let mut import = Import {
+        settings: &settings,
+        key,
+        precision: args.precision.clone(),
+        rejects: std::io::BufWriter::new(rejects),
+        progress: Progress::new(total_bytes, args.files.iter().any(|f| f == Path::new("-"))),
+        accepted: 0,
+        rejected: 0,
+    };
+    for path in &args.files {
+        import.file(path, args.format)?;
+    }
+    import.rejects.flush()?;
+    import.progress.finish(import.accepted, import.rejected);
+    if import.rejected > 0 {
+        println!(
+            "{} rejected lines, each with its reason, in {}",
+            import.rejected,
+            args.rejects.display()
+        );
+    } else {
+        let _ = std::fs::remove_file(&args.rejects);
+    }
+    Ok(())
+}
+
+struct Import<'a> {
+    settings: &'a Settings,
+    key: String,
+    precision: String,
+    rejects: std::io::BufWriter<File>,
+    progress: Progress,
+    accepted: u64,
+    rejected: u64,
+}
+
+/// Lines of one batch: (line number in the file, text).
+type Lines = Vec<(u64, String)>;
+
+impl Import<'_> {
+    fn file(&mut self, path: &Path, format: Option<Format>) -> Result<()> {
+        let name = path.display().to_string();
+        let input: Box<dyn Read> = if path == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(File::open(path).with_context(|| format!("opening {name}"))?)
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, input);
+        let mut first = String::new();
+        let mut consumed = reader
+            .read_line(&mut first)
+            .with_context(|| format!("reading {name}"))? as u64;
+        let first = first.trim_end_matches(['\n', '\r']).to_owned();
+        let format = format.unwrap_or(if first.trim() == CSV_HEADER {
+            Format::Csv
+        } else {
+            Format::Lp
+        });
+        let mut batch: Lines = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut number = 1u64;
+        match format {
+            Format::Csv if first.trim() != CSV_HEADER => {
+                bail!("{name}: a CSV file starts with the header {CSV_HEADER:?}, not {first:?}")
+            }
+            Format::Csv => {}
+            Format::Lp if is_blank_or_comment(&first) => {}
+            Format::Lp => {
+                batch_bytes += first.len() + 1;
+                batch.push((1, first));
+            }
+        }
+        // Room for the header and line ends; half the body limit, so a
+        // batch is never refused for size.
+        let max_bytes = self.settings.max_body_bytes / 2;
+        let max_lines = self.settings.max_batch_readings;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader
+                .read_line(&mut line)
+                .with_context(|| format!("reading {name} after line {number}"))?;
+            if n == 0 {
+                break;
+            }
+            number += 1;
+            consumed += n as u64;
+            let text = line.trim_end_matches(['\n', '\r']);
+            if is_blank_or_comment(text) {
+                continue;
+            }
+            batch_bytes += text.len() + 1;
+            batch.push((number, text.to_owned()));
+            if batch.len() >= max_lines || batch_bytes >= max_bytes {
+                self.send(&name, format, std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+                self.progress.update(consumed, self.accepted);
+                consumed = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.send(&name, format, batch)?;
+        }
+        self.progress.update(consumed, self.accepted);
+        Ok(())
+    }
+
+    /// Sends `lines` until the daemon takes what is valid of them.
+    fn send(&mut self, name: &str, format: Format, mut lines: Lines) -> Result<()> {
+        let mut busy_since: Option<Instant> = None;
+        while !lines.is_empty() {
+            let (path, content_type, first_line) = match format {
+                Format::Csv => ("/api/v1/readings".to_owned(), "text/csv", 2),
+                Format::Lp => (
+                    format!("/api/v1/write?precision={}", self.precision),
+                    "text/plain",
+                    1,
+                ),
+            };
+            let mut body = String::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
+            if format == Format::Csv {
+                body.push_str(CSV_HEADER);
+                body.push('\n');
+            }
+            for (_, l) in &lines {
+                body.push_str(l);
+                body.push('\n');
+            }
+            let (status, answer) = crate::http_client::request(
+                self.settings.listen,
+                "POST",
+                &path,
+                &self.key,
+                content_type,
+                &body,
+                Duration::from_secs(300),
+            )
+            .with_context(|| {
+                format!(
+                    "no daemon answers at {}; start it first",
+                    self.settings.listen
+                )
+            })?;
+            match status {
+                200..=299 => {
+                    self.accepted += lines.len() as u64;
+                    return Ok(());
+                }
+                400 => {
+                    let bad = bad_lines(&answer, first_line, lines.len())
+                        .with_context(|| format!("{name}: the daemon refused a batch: {answer}"))?;
+                    // Highest index first, so the others keep theirs.
+                    let mut removed: Vec<_> = bad
+                        .into_iter()
+                        .rev()
+                        .map(|(index, reason)| (lines.remove(index), reason))
+                        .collect();
+                    removed.reverse();
+                    for ((number, text), reason) in removed {
+                        writeln!(self.rejects, "{name}:{number}: {reason}\t{text}")?;
+                        self.rejected += 1;
+                    }
+                }
+                // Rate limited or busy (the write-ahead catching up): wait,
+                // for up to ten minutes in a row.
+                429 | 503 => {
+                    let since = *busy_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(600) {
+                        bail!("the daemon stayed busy for ten minutes ({status}): {answer}");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                _ => bail!("{name}: the daemon answered {status}: {answer}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lines that hold no reading (line protocol's comments start with `#`;
+/// no CSV row does).
+fn is_blank_or_comment(line: &str) -> bool {
+    let line = line.trim();
+    line.is_empty() || line.starts_with('#')
+}
+
+/// The batch's bad lines as (index among `lines`, reason), ascending, from
+/// an `invalid_readings` answer whose `line`s count from `first_line`.
+fn bad_lines(answer: &str, first_line: usize, lines: usize) -> Result<Vec<(usize, String)>> {
+    let v: Value = serde_json::from_str(answer)?;
+    if v["error"]["code"] != "invalid_readings" {
+        bail!("not a list of bad readings");
+    }
+    let mut bad: Vec<(usize, String)> = v["error"]["details"]
+        .as_array()
+        .context("no details")?
+        .iter()
+        .map(|d| {
+            let line = d["line"].as_u64().context("a detail without a line")? as usize;
+            let index = line
+                .checked_sub(first_line)
+                .filter(|i| *i < lines)
+                .context("a line outside the batch")?;
+            Ok((index, d["error"].as_str().unwrap_or("invalid").to_owned()))
+        })
+        .collect::<Result<_>>()?;
+    bad.sort_by_key(|(i, _)| *i);
+    bad.dedup_by_key(|(i, _)| *i);
+    if bad.is_empty() {
+        bail!("an empty list of bad readings");
+    }
+    Ok(bad)
+}
+
+/// Progress on stderr: a bar redrawn in place on a terminal, a plain line
+/// every ten seconds otherwise.
+struct Progress {
+    total: u64,
+    done: u64,
+    started: Instant,
+    last: Instant,
+    terminal: bool,
+    /// Reading stdin: no total, no ETA.
+    unbounded: bool,
+}
+
+impl Progress {
+    fn new(total: u64, unbounded: bool) -> Progress {
+        let now = Instant::now();
+        Progress {
+            total,
+            done: 0,
+            started: now,
+            last: now,
+            terminal: std::io::stderr().is_terminal(),
+            unbounded,
+        }
+    }
+
+    fn update(&mut self, consumed: u64, readings: u64) {
+        self.done += consumed;
+        let every = if self.terminal {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(10)
+        };
+        if self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = readings as f64 / secs;
+        let line = if self.unbounded || self.total == 0 {
+            format!("{readings} readings, {rate:.0}/s")
+        } else {
+            let part = (self.done as f64 / self.total as f64).min(1.0);
+            let eta = if part > 0.0 { secs / part - secs } else { 0.0 };
+            let bar: String = (0..30)
+                .map(|i| if (i as f64) < part * 30.0 { '#' } else { '.' })
+                .collect();
+            format!(
+                "[{bar}] {:>3.0}% {readings} readings, {rate:.0}/s, ETA {}:{:02}",
+                part * 100.0,
+                eta as u64 / 60,
+                eta as u64 % 60
+            )
+        };
+        if self.terminal {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self, accepted: u64, rejected: u64) {
+        if self.terminal {
+            eprintln!();
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        println!(
+            "imported {accepted} readings in {secs:.1} s ({:.0}/s), {rejected} lines rejected",
+            accepted as f64 / secs.max(1e-3)
+        );
+    }
+}

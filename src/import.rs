@@ -70,8 +70,6 @@ pub(crate) fn run(args: ImportArgs) -> Result<()> {
             args.precision
         );
     }
-    let rejects = File::create(&args.rejects)
-        .with_context(|| format!("creating {}", args.rejects.display()))?;
     let total_bytes = args
         .files
         .iter()
@@ -81,7 +79,10 @@ pub(crate) fn run(args: ImportArgs) -> Result<()> {
         settings: &settings,
         key,
         precision: args.precision.clone(),
-        rejects: std::io::BufWriter::new(rejects),
+        rejects: Rejects {
+            path: args.rejects.clone(),
+            file: None,
+        },
         progress: Progress::new(total_bytes, args.files.iter().any(|f| f == Path::new("-"))),
         accepted: 0,
         rejected: 0,
@@ -97,17 +98,42 @@ pub(crate) fn run(args: ImportArgs) -> Result<()> {
             import.rejected,
             args.rejects.display()
         );
-    } else {
-        let _ = std::fs::remove_file(&args.rejects);
     }
     Ok(())
+}
+
+/// The side file of rejected lines, created at the first one.
+struct Rejects {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+}
+
+impl Rejects {
+    fn add(&mut self, name: &str, number: u64, reason: &str, text: &str) -> Result<()> {
+        if self.file.is_none() {
+            let file = File::create(&self.path)
+                .with_context(|| format!("creating {}", self.path.display()))?;
+            self.file = Some(std::io::BufWriter::new(file));
+        }
+        let file = self.file.as_mut().expect("created above");
+        writeln!(file, "{name}:{number}: {reason}\t{text}")
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(f) = &mut self.file {
+            f.flush()
+                .with_context(|| format!("writing {}", self.path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 struct Import<'a> {
     settings: &'a Settings,
     key: String,
     precision: String,
-    rejects: std::io::BufWriter<File>,
+    rejects: Rejects,
     progress: Progress,
     accepted: u64,
     rejected: u64,
@@ -236,7 +262,7 @@ impl Import<'_> {
                         .collect();
                     removed.reverse();
                     for ((number, text), reason) in removed {
-                        writeln!(self.rejects, "{name}:{number}: {reason}\t{text}")?;
+                        self.rejects.add(name, number, &reason, &text)?;
                         self.rejected += 1;
                     }
                 }

@@ -598,13 +598,25 @@ async fn import_reads_line_protocol_from_stdin() {
         .await;
     assert_eq!(rows[0][0], 4.0);
 
+    let r = rejects.to_str().unwrap();
     let (code, out, err) = tokio::task::block_in_place(|| {
         import(
             &server,
-            &["--key", "wl_wrong", "-"],
+            &["--key", "wl_wrong", "--rejects", r, "-"],
             "energy,sensor_id=m1 value_kwh=1 1\n",
         )
     });
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("401"), "{err}");
+    // A clean run leaves no side file.
+    std::fs::remove_file(&rejects).unwrap();
+    let (code, ..) = tokio::task::block_in_place(|| {
+        import(
+            &server,
+            &["--precision", "s", "--rejects", r, "-"],
+            "energy,sensor_id=m1 value_kwh=1 1546311600\n",
+        )
+    });
+    assert_eq!(code, 0);
+    assert!(!rejects.exists(), "{:?}", std::fs::read_to_string(&rejects));
 }

@@ -1,30 +1,20 @@
 #!/usr/bin/env bash
-# Builds target/wattline_<version>_<arch>.deb from a release build.
-#   cargo build --release && packaging/build-deb.sh
-# Uses only dpkg-deb (Debian's own tool); the data directory is
-# /var/lib/wattline, the config /etc/wattline/wattline.toml.
+# Builds the Debian package with cargo-deb (installed here when missing):
+#   packaging/build-deb.sh         release build, then target/debian/wattline_<v>-1_<arch>.deb
+#   packaging/build-deb.sh --dev   the debug build packaged as it is (for tests: quick)
+# Extra arguments go to cargo-deb (e.g. --deb-version 0.1.0-2).
+# Contents and maintainer scripts: Cargo.toml [package.metadata.deb] and
+# packaging/debian/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=target/release/wattline
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-arch=$(dpkg --print-architecture)
-root=$(mktemp -d)
-chmod 755 "$root"
-trap 'rm -rf "$root"' EXIT
-
-install -Dm755 "$bin" "$root/usr/bin/wattline"
-strip "$root/usr/bin/wattline" 2>/dev/null || true
-install -Dm644 packaging/wattline.service "$root/lib/systemd/system/wattline.service"
-sed 's|^data_dir = .*|data_dir = "/var/lib/wattline"|' packaging/wattline.toml \
-    | install -Dm640 /dev/stdin "$root/etc/wattline/wattline.toml"
-install -Dm644 README.md "$root/usr/share/doc/wattline/README.md"
-install -d "$root/DEBIAN"
-sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" packaging/debian/control > "$root/DEBIAN/control"
-install -m644 packaging/debian/conffiles "$root/DEBIAN/conffiles"
-install -m755 packaging/debian/postinst packaging/debian/prerm "$root/DEBIAN/"
-
-out="target/wattline_${version}_${arch}.deb"
-dpkg-deb --root-owner-group --build "$root" "$out"
-echo "$out"
+if ! command -v cargo-deb >/dev/null; then
+    cargo install cargo-deb --locked --version 3.8.0
+fi
+if [ "${1:-}" = --dev ]; then
+    shift
+    cargo build --quiet
+    cargo deb --no-build --profile dev --strip --no-dbgsym --fast --quiet "$@"
+else
+    cargo deb --quiet "$@"
+fi

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::config::Settings;
 
-/// The CSV header the API takes.
+/// The columns of the CSV the API takes (any order, one header line).
 const CSV_HEADER: &str = "sensor_id,ts,value_kwh";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,14 +51,17 @@ pub(crate) struct ImportArgs {
     #[arg(long, default_value = "wattline-import.rejected")]
     rejects: PathBuf,
     /// API key with the right to write (admin, tenant or ingest); default:
-    /// the admin key in the data directory.
+    /// the admin key in the data directory. Other users can see command
+    /// lines: prefer the environment variable.
     #[arg(long, env = "WATTLINE_KEY", hide_env_values = true)]
     key: Option<String>,
     #[command(flatten)]
     serve: crate::ServeArgs,
 }
 
-pub(crate) fn run(args: ImportArgs) -> Result<()> {
+/// Imports; `Ok(false)` when lines were rejected (they are in the side
+/// file).
+pub(crate) fn run(args: ImportArgs) -> Result<bool> {
     let settings = crate::serve::settings(&args.serve)?;
     let key = match &args.key {
         Some(k) => k.clone(),
@@ -69,6 +72,20 @@ pub(crate) fn run(args: ImportArgs) -> Result<()> {
             "--precision must be ns, us, ms or s, not {:?}",
             args.precision
         );
+    }
+    // The side file must never be one of the inputs (it is truncated).
+    if let Ok(r) = std::fs::metadata(&args.rejects) {
+        use std::os::unix::fs::MetadataExt;
+        for f in &args.files {
+            if let Ok(m) = std::fs::metadata(f)
+                && (m.dev(), m.ino()) == (r.dev(), r.ino())
+            {
+                bail!(
+                    "--rejects {} is one of the files to import",
+                    args.rejects.display()
+                );
+            }
+        }
     }
     let total_bytes = args
         .files
@@ -99,7 +116,7 @@ pub(crate) fn run(args: ImportArgs) -> Result<()> {
             args.rejects.display()
         );
     }
-    Ok(())
+    Ok(import.rejected == 0)
 }
 
 /// The side file of rejected lines, created at the first one.
@@ -111,7 +128,15 @@ struct Rejects {
 impl Rejects {
     fn add(&mut self, name: &str, number: u64, reason: &str, text: &str) -> Result<()> {
         if self.file.is_none() {
-            let file = File::create(&self.path)
+            // Not through a symbolic link: someone else's link in a shared
+            // folder must not make this write over another file.
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&self.path)
                 .with_context(|| format!("creating {}", self.path.display()))?;
             self.file = Some(std::io::BufWriter::new(file));
         }
@@ -151,80 +176,99 @@ impl Import<'_> {
             Box::new(File::open(path).with_context(|| format!("opening {name}"))?)
         };
         let mut reader = BufReader::with_capacity(1 << 20, input);
-        let mut first = String::new();
-        let mut consumed = reader
-            .read_line(&mut first)
-            .with_context(|| format!("reading {name}"))? as u64;
-        let first = first.trim_end_matches(['\n', '\r']).to_owned();
-        let format = format.unwrap_or(if first.trim() == CSV_HEADER {
-            Format::Csv
-        } else {
-            Format::Lp
-        });
-        let mut batch: Lines = Vec::new();
-        let mut batch_bytes = 0usize;
-        let mut number = 1u64;
-        match format {
-            Format::Csv if first.trim() != CSV_HEADER => {
-                bail!("{name}: a CSV file starts with the header {CSV_HEADER:?}, not {first:?}")
-            }
-            Format::Csv => {}
-            Format::Lp if is_blank_or_comment(&first) => {}
-            Format::Lp => {
-                batch_bytes += first.len() + 1;
-                batch.push((1, first));
-            }
-        }
-        // Room for the header and line ends; half the body limit, so a
-        // batch is never refused for size.
+        // A batch is at most half the body limit, so it is never refused
+        // for size; a longer line cannot be sent at all.
         let max_bytes = self.settings.max_body_bytes / 2;
         let max_lines = self.settings.max_batch_readings;
-        let mut line = String::new();
+        let mut buf = Vec::new();
+        let mut batch: Lines = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut header: Option<String> = None;
+        let mut number = 0u64;
+        let mut consumed = 0u64;
         loop {
-            line.clear();
-            let n = reader
-                .read_line(&mut line)
+            let (n, whole) = read_capped_line(&mut reader, &mut buf, max_bytes)
                 .with_context(|| format!("reading {name} after line {number}"))?;
             if n == 0 {
                 break;
             }
             number += 1;
             consumed += n as u64;
-            let text = line.trim_end_matches(['\n', '\r']);
+            let text = match std::str::from_utf8(&buf) {
+                Ok(t) if whole => t.trim_end_matches(['\n', '\r']),
+                Ok(_) => {
+                    let why =
+                        format!("longer than {max_bytes} bytes (half of ingest.max_body_bytes)");
+                    self.rejects.add(&name, number, &why, "(not kept)")?;
+                    self.rejected += 1;
+                    continue;
+                }
+                Err(_) => {
+                    let shown = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    self.rejects.add(&name, number, "not UTF-8 text", &shown)?;
+                    self.rejected += 1;
+                    continue;
+                }
+            };
+            let text = if number == 1 {
+                text.trim_start_matches('\u{feff}')
+            } else {
+                text
+            };
+            if number == 1 {
+                let csv = is_csv_header(text);
+                match format.unwrap_or(if csv { Format::Csv } else { Format::Lp }) {
+                    Format::Csv if !csv => bail!(
+                        "{name}: a CSV file starts with a header naming {CSV_HEADER}, not {text:?}"
+                    ),
+                    Format::Csv => {
+                        header = Some(text.to_owned());
+                        continue;
+                    }
+                    Format::Lp => {}
+                }
+            }
             if is_blank_or_comment(text) {
                 continue;
             }
+            if !batch.is_empty() && batch_bytes + text.len() + 1 > max_bytes {
+                self.send(&name, header.as_deref(), std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+                self.progress.update(consumed, self.accepted);
+                consumed = 0;
+            }
             batch_bytes += text.len() + 1;
             batch.push((number, text.to_owned()));
-            if batch.len() >= max_lines || batch_bytes >= max_bytes {
-                self.send(&name, format, std::mem::take(&mut batch))?;
+            if batch.len() >= max_lines {
+                self.send(&name, header.as_deref(), std::mem::take(&mut batch))?;
                 batch_bytes = 0;
                 self.progress.update(consumed, self.accepted);
                 consumed = 0;
             }
         }
         if !batch.is_empty() {
-            self.send(&name, format, batch)?;
+            self.send(&name, header.as_deref(), batch)?;
         }
         self.progress.update(consumed, self.accepted);
         Ok(())
     }
 
-    /// Sends `lines` until the daemon takes what is valid of them.
-    fn send(&mut self, name: &str, format: Format, mut lines: Lines) -> Result<()> {
+    /// Sends `lines` (CSV rows under `header`, or line protocol without
+    /// one) until the daemon takes what is valid of them.
+    fn send(&mut self, name: &str, header: Option<&str>, mut lines: Lines) -> Result<()> {
         let mut busy_since: Option<Instant> = None;
         while !lines.is_empty() {
-            let (path, content_type, first_line) = match format {
-                Format::Csv => ("/api/v1/readings".to_owned(), "text/csv", 2),
-                Format::Lp => (
+            let (path, content_type, first_line) = match header {
+                Some(_) => ("/api/v1/readings".to_owned(), "text/csv", 2),
+                None => (
                     format!("/api/v1/write?precision={}", self.precision),
                     "text/plain",
                     1,
                 ),
             };
             let mut body = String::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
-            if format == Format::Csv {
-                body.push_str(CSV_HEADER);
+            if let Some(h) = header {
+                body.push_str(h);
                 body.push('\n');
             }
             for (_, l) in &lines {
@@ -279,6 +323,47 @@ impl Import<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `line` is a CSV header naming the three columns (in any order,
+/// spaces allowed), as the daemon takes it.
+fn is_csv_header(line: &str) -> bool {
+    let mut names: Vec<&str> = line.split(',').map(str::trim).collect();
+    names.sort_unstable();
+    names == ["sensor_id", "ts", "value_kwh"]
+}
+
+/// Reads one line (through `\n`) into `buf`, keeping at most `cap` bytes
+/// of it: (bytes consumed, whether all of it was kept). A longer line is
+/// consumed to its end without growing memory.
+fn read_capped_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<(usize, bool)> {
+    buf.clear();
+    let (mut consumed, mut whole) = (0, true);
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok((consumed, whole));
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = cap.saturating_sub(buf.len());
+        if chunk.len() > room {
+            whole = false;
+        }
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        reader.consume(n);
+        consumed += n;
+        if done {
+            return Ok((consumed, whole));
+        }
     }
 }
 

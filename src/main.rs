@@ -64,7 +64,8 @@ enum Command {
     /// Load historical readings from CSV or line-protocol files (or `-`
     /// for stdin) into the running daemon, through its API's validation
     /// and deduplication; rejected lines go to a side file with their
-    /// reason. Running it again adds nothing twice.
+    /// reason (exit 1 when there are any). Running it again adds nothing
+    /// twice.
     Import(import::ImportArgs),
     /// Check or print the configuration file.
     Config {
@@ -114,7 +115,11 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
-        Command::Import(args) => import::run(args),
+        Command::Import(args) => match import::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Config {
             action: ConfigAction::Check { file },
         } => config::check(&file),

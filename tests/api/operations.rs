@@ -542,7 +542,7 @@ async fn import_gives_the_csvs_totals_rejects_bad_lines_and_adds_nothing_twice()
     ];
 
     let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, ""));
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "lines were rejected: {out}{err}");
     assert!(out.contains("imported 26280 readings"), "{out}");
     assert!(out.contains("3 lines rejected"), "{out}");
     let rejected = std::fs::read_to_string(&rejects).unwrap();
@@ -564,7 +564,7 @@ async fn import_gives_the_csvs_totals_rejects_bad_lines_and_adds_nothing_twice()
 
     // Interrupted or not, a second run changes nothing.
     let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, ""));
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert_same_totals(&expected, &stored_totals(&server).await);
     // The plain progress lines (not a terminal) name the rate.
     assert!(!err.contains('\r'), "{err}");
@@ -589,7 +589,7 @@ async fn import_reads_line_protocol_from_stdin() {
         "-",
     ];
     let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, lp));
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("imported 2 readings"), "{out}");
     let rejected = std::fs::read_to_string(&rejects).unwrap();
     assert!(rejected.starts_with("-:3: "), "{rejected}");
@@ -619,4 +619,61 @@ async fn import_reads_line_protocol_from_stdin() {
     });
     assert_eq!(code, 0);
     assert!(!rejects.exists(), "{:?}", std::fs::read_to_string(&rejects));
+}
+
+/// What a real export may look like: a byte-order mark and spaces in the
+/// header, columns in another order, a Latin-1 line, a line far longer
+/// than a batch may be. Each bad line is rejected by itself; the rest is
+/// stored. The side file is never an input, nor written through a link.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_takes_real_world_csv_and_refuses_to_overwrite_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = history_server(dir.path()).await;
+    server.setup("t", "b", &["m1"]).await;
+    let mut body = "\u{feff}ts, sensor_id, value_kwh\n2019-01-01T00:00:00Z,m1,1.25\n"
+        .as_bytes()
+        .to_vec();
+    body.extend_from_slice(b"2019-01-01T01:00:00Z,m1,\xe9\n");
+    body.extend_from_slice(
+        format!("2019-01-01T02:00:00Z,m1,{}\n", "9".repeat(2_000_000)).as_bytes(),
+    );
+    body.extend_from_slice(b"2019-01-01T03:00:00Z,m1,2.5\r\n");
+    let file = dir.path().join("export.csv");
+    std::fs::write(&file, &body).unwrap();
+    let rejects = dir.path().join("rejects.txt");
+    let (f, r) = (file.to_str().unwrap(), rejects.to_str().unwrap());
+    let (code, out, err) =
+        tokio::task::block_in_place(|| import(&server, &["--rejects", r, f], ""));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("imported 2 readings"), "{out}");
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    let lines: Vec<&str> = rejected.lines().collect();
+    assert_eq!(lines.len(), 2, "{rejected}");
+    assert!(
+        lines[0].starts_with(&format!("{f}:3: not UTF-8 text")),
+        "{rejected}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{f}:4: longer than")),
+        "{rejected}"
+    );
+    let rows = server.sql("SELECT sum(value_kwh) FROM readings").await;
+    assert_eq!(rows[0][0], 3.75);
+
+    // The input as the side file: refused before anything is read.
+    let (code, _, err) = tokio::task::block_in_place(|| import(&server, &["--rejects", f, f], ""));
+    assert_eq!(code, 1);
+    assert!(err.contains("is one of the files to import"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    // A planted link where the side file goes: not followed.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    let link = dir.path().join("link.rejected");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        import(&server, &["--rejects", link.to_str().unwrap(), f], "")
+    });
+    assert_eq!(code, 1);
+    assert!(err.contains("creating"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
 }

@@ -108,9 +108,13 @@ async fn acknowledged_readings_survive_restarts() {
         server.readings("s").await,
         vec![(utc(t - QUARTER), 2.0), (utc(t), 3.0)]
     );
+    let log = server.log();
+    let ready = log
+        .lines()
+        .rfind(|l| l.contains("wattline ready on"))
+        .unwrap();
     assert!(
-        server
-            .log()
-            .contains("recovered 3 readings from 2 write-ahead batches")
+        ready.contains("recovered_readings=3") && ready.contains("recovered_batches=2"),
+        "{ready}"
     );
 }

@@ -22,6 +22,16 @@ pub(crate) fn run(settings: &Settings, dir: &Path) -> Result<()> {
         Ok(_) => {
             let key = admin_key(&settings.data_dir)?;
             let answer = post_backup(settings, &key, &dir)?;
+            // A sandboxed service (the packaged unit) writes a path outside
+            // its writable folders into its own private view, or not at all.
+            if !dir.join("meta.redb").exists() {
+                bail!(
+                    "the daemon reports a backup in {}, but it is not there for this command: \
+                     the service can write only where its unit allows (the package: \
+                     /var/lib/wattline and /var/backups/wattline); back up into a folder there",
+                    dir.display()
+                );
+            }
             println!(
                 "backup written to {} by the running daemon: {answer}",
                 dir.display()
@@ -96,6 +106,9 @@ fn copy_offline(from: &Path, to: &Path) -> Result<()> {
     let readers_links = from.join("chunks").join("open");
     wattline_storage::copy_tree(from, to, Transfer::Copy, &|p: &Path| {
         p == readers_links.as_path()
+            || (p.parent() == Some(from)
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".check-")))
     })?;
     drop(held);
     Ok(())

@@ -16,8 +16,16 @@ use wattline_storage::{CheckReport, check_data_dir};
 
 use crate::config::Settings;
 
-/// Checks and prints; `Ok(false)` when something is broken.
-pub(crate) fn run(settings: &Settings) -> Result<bool> {
+/// What a check found, as its exit code says it.
+pub(crate) enum Verdict {
+    Clean,
+    Broken,
+    /// The check could not be done in full.
+    Incomplete,
+}
+
+/// Checks and prints.
+pub(crate) fn run(settings: &Settings) -> Result<Verdict> {
     let data_dir = &settings.data_dir;
     if !data_dir.join("meta.redb").exists() {
         bail!(
@@ -25,19 +33,33 @@ pub(crate) fn run(settings: &Settings) -> Result<bool> {
             data_dir.display()
         );
     }
+    remove_stale_copies(data_dir);
     let scratch = Scratch::new()?;
-    let (report, source) = if in_use(data_dir) {
-        let copy = LiveCopy::make(settings)?;
-        let report = check_data_dir(&copy.0, &scratch.0);
-        (report, "a consistent copy made by the running daemon")
-    } else {
-        (
+    let (mut report, source) = match in_use(data_dir)? {
+        Use::Running => {
+            let copy = LiveCopy::make(settings)?;
+            let mut report = check_data_dir(&copy.0, &scratch.0);
+            report.notes.push(
+                "the daemon is running: its databases were checked as the consistent copy it made (every row read from the live files, the copy's pages checked); reports.redb is not in that copy and was not checked".into(),
+            );
+            (report, "a consistent copy made by the running daemon")
+        }
+        // The read-only handles keep a daemon from starting (and writing)
+        // while the files are read.
+        Use::Idle(_held) => (
             check_data_dir(data_dir, &scratch.0),
             "the directory (no daemon running)",
-        )
+        ),
     };
+    report.notes.sort();
     print(data_dir, source, &report);
-    Ok(report.problems.is_empty())
+    Ok(if !report.problems.is_empty() {
+        Verdict::Broken
+    } else if !report.failures.is_empty() {
+        Verdict::Incomplete
+    } else {
+        Verdict::Clean
+    })
 }
 
 fn print(data_dir: &Path, source: &str, report: &CheckReport) {
@@ -52,19 +74,67 @@ fn print(data_dir: &Path, source: &str, report: &CheckReport) {
         println!("  BROKEN {}: {}", p.file, p.what);
         println!("         what to do: {}", p.fix);
     }
-    match report.problems.len() {
-        0 => println!("no problems found"),
-        n => println!("{n} problem(s) found"),
+    for f in &report.failures {
+        println!("  NOT CHECKED {f}");
+    }
+    match (report.problems.len(), report.failures.len()) {
+        (0, 0) => println!("no problems found"),
+        (0, _) => println!("no problems found in what could be checked"),
+        (n, _) => println!("{n} problem(s) found"),
     }
 }
 
+enum Use {
+    Running,
+    /// No daemon; the databases that could be opened read-only, held.
+    Idle(Vec<redb::ReadOnlyDatabase>),
+}
+
 /// Whether a daemon has the databases open: a read-only open is refused
-/// only while a writer holds the file.
-fn in_use(data_dir: &Path) -> bool {
-    matches!(
-        redb::Builder::new().open_read_only(data_dir.join("meta.redb")),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen)
-    )
+/// while a writer holds the file (also one of an older redb).
+fn in_use(data_dir: &Path) -> Result<Use> {
+    let mut held = Vec::new();
+    for name in ["meta.redb", "wal.redb"] {
+        let path = data_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        match redb::Builder::new().open_read_only(&path) {
+            Ok(db) => held.push(db),
+            Err(
+                redb::DatabaseError::DatabaseAlreadyOpen
+                | redb::DatabaseError::LockProtocolMismatch,
+            ) => return Ok(Use::Running),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                bail!(
+                    "cannot read {}: {e} (run as root or as the service's user)",
+                    path.display()
+                )
+            }
+            // Needs a repair (a crash), or damaged: the check says which.
+            Err(_) => {}
+        }
+    }
+    Ok(Use::Idle(held))
+}
+
+/// Removes copies left by checks that were interrupted (their process is
+/// gone): they hold hard links that would keep replaced chunk files.
+fn remove_stale_copies(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(".check-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// An empty folder for the database copies, removed when done.

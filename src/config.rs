@@ -204,7 +204,12 @@ impl Settings {
         Self::resolve(raw, overrides).map_err(|e| {
             // Values are checked after parsing; the message names the key,
             // and here gains the line it is on.
+            let from_flag = |k: &str| {
+                (k == "server.listen" && overrides.listen.is_some())
+                    || (k == "server.data_dir" && overrides.data_dir.is_some())
+            };
             let at = key_of(&e)
+                .filter(|key| !from_flag(key))
                 .and_then(|key| line_of(&text, &key))
                 .map(|line| format!(", line {line}"))
                 .unwrap_or_default();
@@ -293,12 +298,30 @@ pub(crate) fn parse_toml(text: &str) -> Result<RawConfig> {
         // which key that is.
         let key = e.span().and_then(|span| key_at(text, span.start));
         let message = e.to_string();
-        match key {
-            Some(key) => anyhow!("{key}: {}", message.trim_end()),
-            None => anyhow!("{}", message.trim_end()),
+        // The message quotes the line: not when it may hold a secret (found
+        // by its key, or by the line's own start when it does not parse).
+        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+        let secret = key.as_deref().is_some_and(|k| SECRET_KEYS.contains(&k))
+            || line.is_some_and(|n| {
+                let text = text.lines().nth(n - 1).unwrap_or("").trim_start();
+                SECRET_KEYS
+                    .iter()
+                    .any(|k| text.starts_with(k.split_once('.').map_or(*k, |(_, name)| name)))
+            });
+        match (key, line) {
+            (key, Some(line)) if secret => anyhow!(
+                "{}: invalid value at line {line}: {}",
+                key.as_deref().unwrap_or("smtp"),
+                e.message()
+            ),
+            (Some(key), _) => anyhow!("{key}: {}", message.trim_end()),
+            (None, _) => anyhow!("{}", message.trim_end()),
         }
     })
 }
+
+/// Keys whose values are never repeated in a message.
+const SECRET_KEYS: &[&str] = &["smtp.password", "smtp.username"];
 
 /// The `section.key` whose name or value spans byte `offset` of `text`.
 fn key_at(text: &str, offset: usize) -> Option<String> {

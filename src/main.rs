@@ -59,7 +59,8 @@ enum Command {
     /// the write-ahead, the manifest against the chunk files (size,
     /// checksum, rows), every rollup file, the catalog's references. On a
     /// running appliance it checks a consistent copy the daemon makes.
-    /// Exits 1 naming each broken file and what to do.
+    /// Exits 1 naming each broken file and what to do, 2 when the check
+    /// could not be done in full.
     Check(ServeArgs),
     /// Load historical readings from CSV or line-protocol files (or `-`
     /// for stdin) into the running daemon, through its API's validation
@@ -111,8 +112,9 @@ fn main() -> ExitCode {
             serve::settings(&args).and_then(|settings| backup::run(&settings, &dir))
         }
         Command::Check(args) => match serve::settings(&args).and_then(|s| check::run(&s)) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::FAILURE,
+            Ok(check::Verdict::Clean) => Ok(()),
+            Ok(check::Verdict::Broken) => return ExitCode::FAILURE,
+            Ok(check::Verdict::Incomplete) => return ExitCode::from(2),
             Err(e) => Err(e),
         },
         Command::Import(args) => match import::run(args) {

@@ -55,6 +55,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     // Absolute from here on: chunk files are handed to DataFusion by path.
     let data_dir = std::fs::canonicalize(&settings.data_dir)
         .with_context(|| format!("resolving {}", settings.data_dir.display()))?;
+    remove_check_copies(&data_dir);
     let catalog = Arc::new(Catalog::open(&data_dir)?);
     let alerts = Arc::new(AlertStore::open(&data_dir)?);
     let reports = Arc::new(ReportStore::open(&data_dir, wattline_storage::now_ms())?);
@@ -78,7 +79,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         metrics,
     ));
 
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -93,7 +94,7 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     let dir = data_dir.clone();
     let cat = state.catalog.clone();
     let recovery = tokio::task::spawn_blocking(move || ReadingStore::open(&dir, cat));
-    let (store, report) = extending_start(&systemd, recovery)
+    let (store, report) = extending_start(&systemd, recovery, &mut term)
         .await
         .context("recovery task")??;
     let store = Arc::new(store);
@@ -210,17 +211,42 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     std::process::exit(if fatal { 1 } else { 0 })
 }
 
+/// Removes the copies `wattline check` asks a running daemon for
+/// (`.check-<pid>`): one still here at start belongs to a check that was
+/// cut short, and its hard links would keep replaced chunk files on disk.
+fn remove_check_copies(data_dir: &std::path::Path) {
+    for entry in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".check-") {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed a check's leftover copy")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a check's leftover copy")
+                }
+            }
+        }
+    }
+}
+
 /// Waits for `recovery`, asking systemd for 30 s more start time every
 /// 10 s meanwhile: replaying a large write-ahead may take longer than the
-/// unit's start timeout, and is progress, not a hang.
+/// unit's start timeout, and is progress, not a hang. SIGTERM meanwhile
+/// exits at once: recovery is crash-safe, the next start redoes it.
 async fn extending_start<T>(
     systemd: &crate::systemd::Notifier,
     recovery: tokio::task::JoinHandle<T>,
+    term: &mut tokio::signal::unix::Signal,
 ) -> Result<T, tokio::task::JoinError> {
     tokio::pin!(recovery);
     loop {
         tokio::select! {
             done = &mut recovery => return done,
+            _ = term.recv() => {
+                tracing::info!("stopped during recovery; the next start recovers again");
+                systemd.notify("STOPPING=1");
+                std::process::exit(0);
+            }
             () = tokio::time::sleep(Duration::from_secs(10)) => {
                 systemd.notify("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=recovering the write-ahead");
             }

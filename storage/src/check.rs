@@ -36,6 +36,9 @@ pub struct CheckReport {
     /// without a checksum, files the daemon will delete at start).
     pub notes: Vec<String>,
     pub problems: Vec<Problem>,
+    /// The check itself could not be done in full (its scratch folder
+    /// could not take a copy): not a verdict on the data.
+    pub failures: Vec<String>,
 }
 
 const RESTORE_DB: &str = "stop the daemon and put back this file from a backup (`wattline backup`); redb repairs an interrupted write by itself, not a damaged file";
@@ -82,11 +85,21 @@ fn check_database(
         fix: RESTORE_DB,
     };
     let copy = scratch.join(name);
-    if let Err(e) = std::fs::copy(dir.join(name), &copy) {
-        report
-            .problems
-            .push(problem(format!("cannot be read: {e}")));
-        return None;
+    match copy_file(&dir.join(name), &copy) {
+        Ok(()) => {}
+        Err(CopyError::Read(e)) => {
+            report
+                .problems
+                .push(problem(format!("cannot be read: {e}")));
+            return None;
+        }
+        Err(CopyError::Write(e)) => {
+            report.failures.push(format!(
+                "{name} was not checked: copying it to {} failed: {e} (set TMPDIR to a folder with room)",
+                scratch.display()
+            ));
+            return None;
+        }
     }
     let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = repaired.clone();
@@ -132,6 +145,27 @@ fn check_database(
         }
     }
     Some(db)
+}
+
+enum CopyError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copies a file, telling a failure to read it (the data) from a failure
+/// to write the copy (the check's own folder).
+fn copy_file(from: &Path, to: &Path) -> Result<(), CopyError> {
+    use std::io::{Read, Write};
+    let mut src = std::fs::File::open(from).map_err(CopyError::Read)?;
+    let mut dst = std::fs::File::create(to).map_err(CopyError::Write)?;
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = src.read(&mut buf).map_err(CopyError::Read)?;
+        if n == 0 {
+            return dst.flush().map_err(CopyError::Write);
+        }
+        dst.write_all(&buf[..n]).map_err(CopyError::Write)?;
+    }
 }
 
 fn count_tables(db: &Database) -> Result<usize, redb::Error> {
@@ -292,7 +326,22 @@ fn check_chunks(dir: &Path, chunks: &[ChunkMeta], report: &mut CheckReport) {
             fix: RESTORE_CHUNK,
         };
         let path = dir.join(&meta.file);
-        let data = match std::fs::read(&path) {
+        // The size first: a truncated or grown file is not read whole.
+        let data = match std::fs::metadata(&path).and_then(|m| {
+            if m.len() == meta.bytes {
+                std::fs::read(&path)
+            } else {
+                Ok(Vec::new())
+            }
+        }) {
+            Ok(d) if d.len() as u64 != meta.bytes => {
+                let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                report.problems.push(problem(format!(
+                    "is {len} bytes long, the manifest says {} (truncated or overwritten)",
+                    meta.bytes
+                )));
+                continue;
+            }
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 report
@@ -308,14 +357,6 @@ fn check_chunks(dir: &Path, chunks: &[ChunkMeta], report: &mut CheckReport) {
             }
         };
         bytes += data.len() as u64;
-        if data.len() as u64 != meta.bytes {
-            report.problems.push(problem(format!(
-                "is {} bytes long, the manifest says {} (truncated or overwritten)",
-                data.len(),
-                meta.bytes
-            )));
-            continue;
-        }
         match meta.crc32 {
             Some(crc) if crc32fast::hash(&data) != crc => {
                 report.problems.push(problem(
@@ -347,7 +388,7 @@ fn check_chunks(dir: &Path, chunks: &[ChunkMeta], report: &mut CheckReport) {
         ));
     }
     let named: HashSet<&str> = chunks.iter().map(|c| c.file.as_str()).collect();
-    let strays = parquet_files(&dir.join("chunks/readings"))
+    let strays = parquet_files(dir, "chunks/readings", report)
         .into_iter()
         .filter(|p| {
             let rel = p
@@ -367,7 +408,7 @@ fn check_chunks(dir: &Path, chunks: &[ChunkMeta], report: &mut CheckReport) {
 
 /// Every rollup partition file, decoded.
 fn check_rollups(dir: &Path, report: &mut CheckReport) {
-    let files = parquet_files(&dir.join("chunks/rollups"));
+    let files = parquet_files(dir, "chunks/rollups", report);
     for path in &files {
         let rel = path.strip_prefix(dir).unwrap_or(path).display().to_string();
         let decoded = std::fs::read(path)
@@ -392,24 +433,41 @@ fn check_rollups(dir: &Path, report: &mut CheckReport) {
 /// Reads every page of a Parquet file (footer, decompression, decoding):
 /// its row count.
 fn decoded_rows(data: bytes::Bytes) -> Result<u64, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
-        .map_err(|e| e.to_string())?;
-    let mut rows = 0u64;
-    for batch in reader {
-        rows += batch.map_err(|e| e.to_string())?.num_rows() as u64;
-    }
-    Ok(rows)
+    // Garbage can make a decoder panic rather than fail: that is a broken
+    // file too, not the end of the check.
+    std::panic::catch_unwind(move || {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(data)
+            .and_then(|b| b.with_batch_size(64 * 1024).build())
+            .map_err(|e| e.to_string())?;
+        let mut rows = 0u64;
+        for batch in reader {
+            rows += batch.map_err(|e| e.to_string())?.num_rows() as u64;
+        }
+        Ok(rows)
+    })
+    .unwrap_or_else(|_| Err("the Parquet decoder failed on it".into()))
 }
 
-/// Finished Parquet files under `root` (not the `.tmp-` ones being
-/// written), sorted.
-fn parquet_files(root: &Path) -> Vec<PathBuf> {
+/// Finished Parquet files under `dir/folder` (not the `.tmp-` ones being
+/// written), sorted. A folder that cannot be listed is a problem: what is
+/// in it cannot be checked.
+fn parquet_files(dir: &Path, folder: &str, report: &mut CheckReport) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+    let mut stack = vec![dir.join(folder)];
+    while let Some(current) = stack.pop() {
+        let entries = match std::fs::read_dir(&current) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && current == dir.join(folder) => {
+                continue;
+            }
+            Err(e) => {
+                report.problems.push(Problem {
+                    file: current.strip_prefix(dir).unwrap_or(&current).display().to_string(),
+                    what: format!("cannot be listed: {e}"),
+                    fix: "check the disk and the folder's permissions (run as root or the service's user)",
+                });
+                continue;
+            }
         };
         for entry in entries.flatten() {
             let path = entry.path();

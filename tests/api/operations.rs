@@ -45,6 +45,15 @@ fn config_check_names_the_key_and_the_line_of_each_mistake() {
         ),
         // Not TOML at all.
         ("[server\n", "TOML parse error at line 1"),
+        // A secret's line is not quoted back.
+        (
+            "[smtp]\npassword = 12345s3cr\n",
+            "smtp: invalid value at line 2",
+        ),
+        (
+            "[smtp]\npassword = \"s3cr\\qt\"\n",
+            "smtp: invalid value at line 2",
+        ),
     ];
     for (i, (toml, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));
@@ -56,6 +65,7 @@ fn config_check_names_the_key_and_the_line_of_each_mistake() {
             err.contains(expected),
             "{toml}: expected {expected:?} in {err}"
         );
+        assert!(!err.contains("s3cr"), "{err}");
         assert!(out.stdout.is_empty());
     }
     let out = wattline(&["config", "check", "/nonexistent/wattline.toml"]);
@@ -356,10 +366,28 @@ async fn check_passes_on_a_live_directory_under_ingest_and_a_stopped_one() {
     assert!(left.is_empty(), "the copy is removed");
 
     server.terminate();
+    // A copy left by a check that was killed (its process is gone).
+    let stale = server.data_dir.join(".check-999999999");
+    std::fs::create_dir_all(stale.join("chunks")).unwrap();
     let (code, out) = check(&server.data_dir, "127.0.0.1:1");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(no daemon running)"), "{out}");
     assert!(out.contains("no problems found"), "{out}");
+    assert!(!stale.exists(), "the leftover copy is removed");
+}
+
+/// A daemon starting removes copies that checks left behind.
+#[tokio::test]
+async fn the_daemon_removes_a_checks_leftover_copy_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path()).await;
+    server.terminate();
+    let left = server.data_dir.join(".check-42");
+    std::fs::create_dir_all(left.join("chunks/readings")).unwrap();
+    std::fs::write(left.join("meta.redb"), b"x").unwrap();
+    let server = Server::start(dir.path()).await;
+    assert!(!left.exists());
+    assert!(server.log().contains("removed a check's leftover copy"));
 }
 
 /// Damage of each kind is found and named, with what to do; the check

@@ -16,21 +16,31 @@ use crate::error::ApiError;
 /// 408 by the engine) must be able to fire before the request's.
 const QUERY_ROUTES: &[&str] = &["/api/v1/sql", "/api/v1/buildings/{b}/energy"];
 
+/// Admin maintenance that copies or writes the whole store: it takes as
+/// long as the data needs (an hour at most), and cutting the answer short
+/// would leave the caller guessing while the work goes on.
+const MAINTENANCE_ROUTES: &[&str] = &["/api/v1/admin/backup", "/api/v1/admin/flush"];
+
 /// Answers 408 when the request (body included) takes longer than
 /// `server.request_timeout`; on query routes, not before `query.timeout`
-/// plus a second has passed.
+/// plus a second has passed; on maintenance routes, after an hour.
 pub(crate) async fn request_timeout(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
     let mut limit = state.config.request_timeout;
-    let runs_query = req
+    let route = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|p| QUERY_ROUTES.contains(&p.as_str()));
-    if runs_query && let Ok(engine) = state.engine() {
+        .map(MatchedPath::as_str);
+    if route.is_some_and(|p| QUERY_ROUTES.contains(&p))
+        && let Ok(engine) = state.engine()
+    {
         limit = limit.max(engine.limits().timeout + std::time::Duration::from_secs(1));
+    }
+    if route.is_some_and(|p| MAINTENANCE_ROUTES.contains(&p)) {
+        limit = limit.max(std::time::Duration::from_secs(3600));
     }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,

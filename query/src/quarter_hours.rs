@@ -46,7 +46,8 @@ impl QueryEngine {
                 (
                     ts.value(i),
                     Agg {
-                        kwh: kwh.value(i),
+                        // SQL summed in binary: back to the decimal sum.
+                        kwh: wattline_storage::round_kwh(kwh.value(i)),
                         peak_kwh: peak.value(i),
                         readings: n.value(i),
                     },

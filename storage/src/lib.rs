@@ -47,6 +47,7 @@ mod error;
 mod fault_tests;
 mod faults;
 mod ids;
+mod kwh;
 mod last_seen;
 mod manifest;
 mod memtable;
@@ -77,6 +78,7 @@ pub use chunk::{
 };
 pub use error::{Error, Result};
 pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId, WalSequence};
+pub use kwh::{kwh_sum, round_kwh};
 pub use last_seen::{LastSeen, LastSeenReader};
 pub use memtable::Memtable;
 pub use reading::{DAY_MS, day_of};

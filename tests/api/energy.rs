@@ -474,3 +474,56 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
     .await;
     assert_eq!(points(&v).len(), 25);
 }
+
+/// Sums read as the decimals they are: ten meters reading 0.1 kWh in one
+/// quarter hour make 1 kWh in every resolution (binary addition gives
+/// 0.9999999999999999), and the JSON says `1.0`, not noise.
+#[tokio::test]
+async fn sums_are_the_decimal_sums_of_the_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let sensors: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let names: Vec<&str> = sensors.iter().map(String::as_str).collect();
+    server.setup("t", "b", &names).await;
+    let q = crate::support::now_minute_ms() / 86_400_000 * 86_400_000 - 86_400_000 + 10 * HOUR;
+    let readings: Vec<Value> = names.iter().map(|s| reading(s, q, 0.1)).collect();
+    assert_eq!(
+        server
+            .post_json(&json!({ "readings": readings }))
+            .await
+            .status(),
+        202
+    );
+    server.flush().await;
+    let day = chrono::DateTime::from_timestamp_millis(q)
+        .unwrap()
+        .date_naive();
+    let next = day.succ_opt().unwrap();
+    for resolution in ["15m", "hour", "day"] {
+        let v = energy(
+            &server,
+            "b",
+            &format!("resolution={resolution}&start={day}&end={next}"),
+        )
+        .await;
+        assert_eq!(
+            points(&v),
+            [(points(&v)[0].0.clone(), 1.0, 10)],
+            "{resolution}"
+        );
+        let raw = server
+            .admin(
+                Method::GET,
+                &format!(
+                    "/api/v1/buildings/b/energy?resolution={resolution}&start={day}&end={next}"
+                ),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(raw.contains("\"kwh\":1.0"), "{resolution}: {raw}");
+    }
+}

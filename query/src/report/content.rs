@@ -172,13 +172,13 @@ pub fn build(
             readings: daily.get(d).map_or(0, |a| a.readings),
         })
         .collect();
-    let total_kwh: f64 = days.iter().map(|d| d.kwh).sum();
+    let total_kwh = wattline_storage::kwh_sum(days.iter().map(|d| d.kwh));
     let readings = days.iter().map(|d| d.readings).sum();
 
     let previous_days: Vec<NaiveDate> = (1..=span)
         .map(|k| first_day - chrono::Duration::days(k))
         .collect();
-    let previous_total: f64 = previous_days.iter().map(|d| kwh_of(*d)).sum();
+    let previous_total = wattline_storage::kwh_sum(previous_days.iter().map(|d| kwh_of(*d)));
     let previous_period = Comparison {
         start: format_local(
             tz,

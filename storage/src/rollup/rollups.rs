@@ -51,7 +51,7 @@ impl Agg {
     }
 
     pub(super) fn add(&mut self, o: &Agg) {
-        self.kwh += o.kwh;
+        self.kwh = crate::kwh::add_kwh(self.kwh, o.kwh);
         self.peak_kwh = self.peak_kwh.max(o.peak_kwh);
         self.readings += o.readings;
     }

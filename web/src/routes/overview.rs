@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use wattline_storage::{Role, format_local};
+use wattline_storage::{Role, format_local, kwh_sum};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -121,8 +121,8 @@ pub(super) async fn overview(
                 last_reading_age_s: last.map(|t| (now - t).max(0) / 1000),
             };
             total.sensor_count += row.sensor_count;
-            total.today_kwh += row.today_kwh;
-            total.month_kwh += row.month_kwh;
+            total.today_kwh = kwh_sum([total.today_kwh, row.today_kwh]);
+            total.month_kwh = kwh_sum([total.month_kwh, row.month_kwh]);
             total.open_alerts += row.open_alerts;
             row
         })

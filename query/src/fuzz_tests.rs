@@ -118,6 +118,7 @@ const TABLES: &[&str] = &[
     "building_hourly",
     "building_daily",
     "building_monthly",
+    "building_yearly",
     "sensors",
     "buildings",
     "tenants",

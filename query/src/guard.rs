@@ -22,6 +22,7 @@ pub(crate) const TABLES: &[&str] = &[
     "building_hourly",
     "building_daily",
     "building_monthly",
+    "building_yearly",
     "alert_rules",
     "alert_events",
 ];

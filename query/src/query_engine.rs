@@ -40,7 +40,7 @@ use crate::filters::ts_literal;
 use crate::guard::check_read_only;
 use crate::join_budget::BoundJoinOutput;
 use crate::readings_table::ReadingsTable;
-use crate::rollup_tables::{SensorHourlyTable, building_table};
+use crate::rollup_tables::{SensorHourlyTable, building_table, yearly_table};
 use crate::scope::Scope;
 use wattline_storage::RollupTable;
 
@@ -188,6 +188,7 @@ impl QueryEngine {
         ] {
             ctx.register_table(table.name(), building_table(&self.store, table, scope))?;
         }
+        ctx.register_table("building_yearly", yearly_table(&self.store, scope))?;
         Ok((ctx, share))
     }
 

@@ -1,36 +1,141 @@
 //! The rollup tables in SQL, scoped like every table: `building_hourly`,
-//! `building_daily` and `building_monthly` from the in-memory rollups,
+//! `building_daily`, `building_monthly` and `building_yearly` from the
+//! in-memory rollups (days, months and years also per m2 of floor area),
 //! `sensor_hourly` from its Parquet partitions.
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
+use chrono::Datelike;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use wattline_storage::ReadingStore;
-use wattline_storage::{RollupTable, rollup_batch};
+use wattline_storage::{RollupTable, kwh_sum, rollup_batch};
 
 use crate::filters::ScanBounds;
 use crate::lazy_table::LazyTable;
 use crate::readings_table::{parquet_scan, scan_columns, scoped};
 use crate::scope::Scope;
 
-/// A building-level rollup table with the scope's rows, built when scanned.
+/// A building-level rollup table with the scope's rows, built when scanned;
+/// days and months also in kWh per m2 of floor area.
 pub(crate) fn building_table(
     store: &Arc<ReadingStore>,
     table: RollupTable,
     scope: &Scope,
 ) -> Arc<LazyTable> {
     let (store, scope) = (store.clone(), scope.clone());
-    LazyTable::new(table.schema(), move || {
+    let per_area = table != RollupTable::BuildingHourly;
+    LazyTable::new(with_per_area(table.schema(), per_area), move || {
         let rows = store.rollups().table_rows(table, |t| scope.sees(t));
-        rollup_batch(table, &rows)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+        let batch = rollup_batch(table, &rows).map_err(external)?;
+        if !per_area {
+            return Ok(batch);
+        }
+        let areas = floor_areas(&store);
+        let kwh = rows.iter().map(|r| per_m2(r.kwh, &areas, &r.building_id));
+        append_column(batch, Arc::new(Float64Array::from_iter(kwh)))
     })
+}
+
+/// `building_yearly`: each building's local calendar years, summed from
+/// its months (a year in the building's zone is twelve local months).
+pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<LazyTable> {
+    let (store, scope) = (store.clone(), scope.clone());
+    LazyTable::new(yearly_schema(), move || {
+        let months = store
+            .rollups()
+            .table_rows(RollupTable::BuildingMonthly, |t| scope.sees(t));
+        let mut years: BTreeMap<(Arc<str>, i32), (Arc<str>, Vec<f64>, f64, i64)> = BTreeMap::new();
+        for m in &months {
+            let year =
+                chrono::DateTime::from_timestamp(m.at * 86_400, 0).map_or(1970, |d| d.year());
+            let e = years
+                .entry((m.building_id.clone(), year))
+                .or_insert_with(|| (m.tenant_id.clone(), Vec::new(), f64::MIN, 0));
+            e.1.push(m.kwh);
+            e.2 = e.2.max(m.peak_kwh);
+            e.3 += m.readings;
+        }
+        let areas = floor_areas(&store);
+        let kwh: Vec<f64> = years
+            .values()
+            .map(|(_, k, _, _)| kwh_sum(k.iter().copied()))
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                years.keys().map(|(b, _)| b.as_ref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                years.values().map(|v| v.0.as_ref()),
+            )),
+            Arc::new(Int32Array::from_iter_values(years.keys().map(|(_, y)| *y))),
+            Arc::new(Float64Array::from(kwh.clone())),
+            Arc::new(Float64Array::from_iter_values(years.values().map(|v| v.2))),
+            Arc::new(Int64Array::from_iter_values(years.values().map(|v| v.3))),
+            Arc::new(Float64Array::from_iter(
+                years
+                    .keys()
+                    .zip(&kwh)
+                    .map(|((b, _), k)| per_m2(*k, &areas, b)),
+            )),
+        ];
+        RecordBatch::try_new(yearly_schema(), columns).map_err(|e| e.into())
+    })
+}
+
+fn yearly_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("building_id", DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("year", DataType::Int32, false),
+        Field::new("kwh", DataType::Float64, false),
+        Field::new("peak_kwh", DataType::Float64, false),
+        Field::new("readings", DataType::Int64, false),
+        Field::new("kwh_per_m2", DataType::Float64, true),
+    ]))
+}
+
+/// `schema` and, with `per_area`, a nullable `kwh_per_m2` column.
+fn with_per_area(schema: SchemaRef, per_area: bool) -> SchemaRef {
+    if !per_area {
+        return schema;
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| (**f).clone()).collect();
+    fields.push(Field::new("kwh_per_m2", DataType::Float64, true));
+    Arc::new(Schema::new(fields))
+}
+
+fn append_column(batch: RecordBatch, column: ArrayRef) -> DfResult<RecordBatch> {
+    let schema = with_per_area(batch.schema(), true);
+    let mut columns = batch.columns().to_vec();
+    columns.push(column);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Floor areas of the buildings that have one, from the in-memory catalog.
+fn floor_areas(store: &ReadingStore) -> HashMap<String, f64> {
+    let view = store.catalog().view();
+    view.tenants()
+        .flat_map(|t| view.buildings_of(t.id.as_str()))
+        .filter_map(|b| Some((b.id.to_string(), b.floor_area_m2.filter(|a| *a > 0.0)?)))
+        .collect()
+}
+
+/// kWh per m2, or null for a building without a floor area.
+fn per_m2(kwh: f64, areas: &HashMap<String, f64>, building: &str) -> Option<f64> {
+    areas.get(building).map(|a| kwh / a)
+}
+
+fn external(e: wattline_storage::Error) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
 }
 
 /// `sensor_hourly`, read from its partition files (listed when scanned).

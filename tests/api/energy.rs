@@ -527,3 +527,78 @@ async fn sums_are_the_decimal_sums_of_the_readings() {
         assert!(raw.contains("\"kwh\":1.0"), "{resolution}: {raw}");
     }
 }
+
+/// kWh per m2 of floor area for days, months and years in SQL; years are
+/// the buildings' local calendar years summed from their months; a
+/// building without a floor area has none.
+#[tokio::test]
+async fn days_months_and_years_per_square_metre_in_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            config: Some("[retention]\nraw = \"20y\"\nrollups = \"20y\"\n".into()),
+            env: vec![],
+        },
+    )
+    .await;
+    server.create_tenant("t").await;
+    for (id, area) in [("big", json!(250.0)), ("bare", Value::Null)] {
+        let r = server
+            .admin(Method::POST, "/api/v1/tenants/t/buildings")
+            .json(
+                &json!({"id": id, "name": id, "floor_area_m2": area, "timezone": "Europe/Berlin"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        server.create_sensor(id, &format!("{id}-m")).await;
+    }
+    // New Year's Eve 23:30 Berlin is 2023 locally, 22:30 UTC; then 2024.
+    let readings: Vec<Value> = ["big-m", "bare-m"]
+        .iter()
+        .flat_map(|s| {
+            [
+                reading(s, ms("2023-12-31T22:30:00Z"), 100.0),
+                reading(s, ms("2023-12-31T23:15:00Z"), 50.0),
+                reading(s, ms("2024-02-10T12:00:00Z"), 25.0),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        server
+            .post_json(&json!({ "readings": readings }))
+            .await
+            .status(),
+        202
+    );
+    server.flush().await;
+    let years = server
+        .sql("SELECT building_id, year, kwh, kwh_per_m2, readings FROM building_yearly ORDER BY building_id, year")
+        .await;
+    assert_eq!(
+        years,
+        [
+            json!(["bare", 2023, 100.0, null, 1]),
+            json!(["bare", 2024, 75.0, null, 2]),
+            json!(["big", 2023, 100.0, 0.4, 1]),
+            json!(["big", 2024, 75.0, 0.3, 2]),
+        ]
+    );
+    let months = server
+        .sql("SELECT month, kwh, kwh_per_m2 FROM building_monthly WHERE building_id = 'big' ORDER BY month")
+        .await;
+    assert_eq!(
+        months,
+        [
+            json!(["2023-12-01", 100.0, 0.4]),
+            json!(["2024-01-01", 50.0, 0.2]),
+            json!(["2024-02-01", 25.0, 0.1]),
+        ]
+    );
+    let days = server
+        .sql("SELECT count(*), sum(kwh_per_m2) FROM building_daily WHERE building_id = 'big'")
+        .await;
+    assert_eq!(days[0], json!([3, 0.7]));
+}

@@ -257,6 +257,7 @@ async fn a_tenant_sees_only_its_own_rows_whatever_the_sql() {
         "SELECT * FROM building_hourly",
         "SELECT * FROM building_daily UNION ALL SELECT * FROM building_daily WHERE building_id = 'bb'",
         "SELECT * FROM building_monthly",
+        "SELECT * FROM building_yearly",
     ];
     for sql in queries {
         let v = server.sql_with(&key_a, sql).await;

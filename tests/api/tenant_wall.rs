@@ -84,12 +84,13 @@ fn count_of(v: &Value) -> i64 {
 
 /// The tables to attack: name, a text column to build cast oracles from,
 /// and the column to join `sensors` on.
-const TABLES: [(&str, &str, &str); 8] = [
+const TABLES: [(&str, &str, &str); 9] = [
     ("readings", "sensor_id", "sensor_id"),
     ("sensor_hourly", "sensor_id", "sensor_id"),
     ("building_hourly", "building_id", "tenant_id"),
     ("building_daily", "building_id", "tenant_id"),
     ("building_monthly", "building_id", "tenant_id"),
+    ("building_yearly", "building_id", "tenant_id"),
     ("sensors", "sensor_id", "sensor_id"),
     ("buildings", "building_id", "tenant_id"),
     ("tenants", "name", "tenant_id"),
@@ -105,6 +106,7 @@ async fn rollups_settled(server: &Server) {
             "building_hourly",
             "building_daily",
             "building_monthly",
+            "building_yearly",
         ] {
             all.push(
                 server

@@ -53,42 +53,55 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
         let months = store
             .rollups()
             .table_rows(RollupTable::BuildingMonthly, |t| scope.sees(t));
-        let mut years: BTreeMap<(Arc<str>, i32), (Arc<str>, Vec<f64>, f64, i64)> = BTreeMap::new();
+        // (building, local year) -> the year so far.
+        let mut years: BTreeMap<(Arc<str>, i32), Year> = BTreeMap::new();
         for m in &months {
             let year =
                 chrono::DateTime::from_timestamp(m.at * 86_400, 0).map_or(1970, |d| d.year());
-            let e = years
+            let y = years
                 .entry((m.building_id.clone(), year))
-                .or_insert_with(|| (m.tenant_id.clone(), Vec::new(), f64::MIN, 0));
-            e.1.push(m.kwh);
-            e.2 = e.2.max(m.peak_kwh);
-            e.3 += m.readings;
+                .or_insert_with(|| Year {
+                    tenant_id: m.tenant_id.clone(),
+                    kwh: 0.0,
+                    peak_kwh: f64::MIN,
+                    readings: 0,
+                });
+            y.kwh = kwh_sum([y.kwh, m.kwh]);
+            y.peak_kwh = y.peak_kwh.max(m.peak_kwh);
+            y.readings += m.readings;
         }
         let areas = floor_areas(&store);
-        let kwh: Vec<f64> = years
-            .values()
-            .map(|(_, k, _, _)| kwh_sum(k.iter().copied()))
-            .collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 years.keys().map(|(b, _)| b.as_ref()),
             )),
             Arc::new(StringArray::from_iter_values(
-                years.values().map(|v| v.0.as_ref()),
+                years.values().map(|y| y.tenant_id.as_ref()),
             )),
             Arc::new(Int32Array::from_iter_values(years.keys().map(|(_, y)| *y))),
-            Arc::new(Float64Array::from(kwh.clone())),
-            Arc::new(Float64Array::from_iter_values(years.values().map(|v| v.2))),
-            Arc::new(Int64Array::from_iter_values(years.values().map(|v| v.3))),
+            Arc::new(Float64Array::from_iter_values(
+                years.values().map(|y| y.kwh),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                years.values().map(|y| y.peak_kwh),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                years.values().map(|y| y.readings),
+            )),
             Arc::new(Float64Array::from_iter(
-                years
-                    .keys()
-                    .zip(&kwh)
-                    .map(|((b, _), k)| per_m2(*k, &areas, b)),
+                years.iter().map(|((b, _), y)| per_m2(y.kwh, &areas, b)),
             )),
         ];
         RecordBatch::try_new(yearly_schema(), columns).map_err(|e| e.into())
     })
+}
+
+/// One building's local year, summed from its months.
+struct Year {
+    tenant_id: Arc<str>,
+    kwh: f64,
+    peak_kwh: f64,
+    readings: i64,
 }
 
 fn yearly_schema() -> SchemaRef {

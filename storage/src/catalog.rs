@@ -12,6 +12,7 @@ mod secret;
 mod view;
 
 use crate::sync::{Recover, RecoverRw};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -222,35 +223,7 @@ impl Catalog {
     pub fn create_sensors(&self, new: Vec<NewSensor>) -> Result<Vec<Sensor>> {
         self.write(
             |view| {
-                let mut seen = std::collections::HashSet::new();
-                let mut sensors = Vec::with_capacity(new.len());
-                for (next_key, n) in (view.state.next_sensor_key..).zip(new) {
-                    check_new_id("sensor", n.id.as_str())?;
-                    let kind = n.kind.unwrap_or_else(|| "electricity".into());
-                    let unit = n.unit.unwrap_or_else(|| "kWh".into());
-                    for (what, v) in [("kind", &kind), ("unit", &unit)] {
-                        if v.is_empty() || v.chars().count() > 64 {
-                            return Err(Error::InvalidArgument(format!(
-                                "{what} must be 1 to 64 characters"
-                            )));
-                        }
-                    }
-                    let building = view
-                        .building(n.building_id.as_str())
-                        .ok_or_else(|| not_found("building", &n.building_id))?;
-                    if view.sensor(n.id.as_str()).is_some() || !seen.insert(n.id.clone()) {
-                        return Err(exists("sensor", &n.id));
-                    }
-                    sensors.push(Sensor {
-                        id: n.id,
-                        key: SensorKey(next_key),
-                        building_id: building.id.clone(),
-                        tenant_id: building.tenant_id.clone(),
-                        kind,
-                        unit,
-                        is_active: n.is_active.unwrap_or(true),
-                    });
-                }
+                let sensors = new_sensors(view, new, &HashMap::new(), None)?;
                 let puts = sensors
                     .iter()
                     .map(|s| Put::new(SENSORS, s.id.as_str(), s))
@@ -258,6 +231,62 @@ impl Catalog {
                 Ok((puts, sensors))
             },
             |state, sensors| {
+                for s in sensors {
+                    state.insert_sensor(s.clone());
+                }
+            },
+        )
+    }
+
+    /// Creates a tenant's buildings and sensors in one commit, all or none:
+    /// provisioning a site of thousands of meters in one request. A sensor
+    /// names a building of the request or one the tenant has; another
+    /// tenant's building is "not found", like a missing one.
+    pub fn create_many(
+        &self,
+        tenant: &TenantId,
+        buildings: Vec<NewBuilding>,
+        sensors: Vec<NewSensor>,
+    ) -> Result<(Vec<Building>, Vec<Sensor>)> {
+        let mut checked = Vec::with_capacity(buildings.len());
+        for new in buildings {
+            check_new_id("building", new.id.as_str())?;
+            check_name(&new.name)?;
+            check_floor_area(new.floor_area_m2)?;
+            let timezone = new.timezone.as_deref().map_or(Ok(Zone::UTC), Zone::parse)?;
+            checked.push(Building {
+                id: new.id,
+                tenant_id: tenant.clone(),
+                name: new.name,
+                floor_area_m2: new.floor_area_m2,
+                timezone,
+            });
+        }
+        self.write(
+            |view| {
+                if view.tenant(tenant.as_str()).is_none() {
+                    return Err(not_found("tenant", tenant));
+                }
+                let mut fresh: HashMap<&str, &Building> = HashMap::new();
+                for b in &checked {
+                    if view.building(b.id.as_str()).is_some()
+                        || fresh.insert(b.id.as_str(), b).is_some()
+                    {
+                        return Err(exists("building", &b.id));
+                    }
+                }
+                let sensors = new_sensors(view, sensors, &fresh, Some(tenant))?;
+                let mut puts: Vec<Put> = checked
+                    .iter()
+                    .map(|b| Put::new(BUILDINGS, b.id.as_str(), b))
+                    .collect();
+                puts.extend(sensors.iter().map(|s| Put::new(SENSORS, s.id.as_str(), s)));
+                Ok((puts, (checked.clone(), sensors)))
+            },
+            |state, (buildings, sensors)| {
+                for b in buildings {
+                    state.insert_building(b.clone());
+                }
                 for s in sensors {
                     state.insert_sensor(s.clone());
                 }
@@ -405,6 +434,50 @@ fn not_found(kind: &'static str, id: &impl ToString) -> Error {
         kind,
         id: id.to_string(),
     }
+}
+
+/// Validates `new` sensors against the catalog (and buildings being created
+/// with them, `fresh`), numbering them from the next free key. With
+/// `tenant`, only that tenant's buildings may be named.
+fn new_sensors(
+    view: &CatalogView<'_>,
+    new: Vec<NewSensor>,
+    fresh: &HashMap<&str, &Building>,
+    tenant: Option<&TenantId>,
+) -> Result<Vec<Sensor>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut sensors = Vec::with_capacity(new.len());
+    for (next_key, n) in (view.state.next_sensor_key..).zip(new) {
+        check_new_id("sensor", n.id.as_str())?;
+        let kind = n.kind.unwrap_or_else(|| "electricity".into());
+        let unit = n.unit.unwrap_or_else(|| "kWh".into());
+        for (what, v) in [("kind", &kind), ("unit", &unit)] {
+            if v.is_empty() || v.chars().count() > 64 {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} must be 1 to 64 characters"
+                )));
+            }
+        }
+        let building = fresh
+            .get(n.building_id.as_str())
+            .copied()
+            .or_else(|| view.building(n.building_id.as_str()))
+            .filter(|b| tenant.is_none_or(|t| b.tenant_id == *t))
+            .ok_or_else(|| not_found("building", &n.building_id))?;
+        if view.sensor(n.id.as_str()).is_some() || !seen.insert(n.id.clone()) {
+            return Err(exists("sensor", &n.id));
+        }
+        sensors.push(Sensor {
+            id: n.id,
+            key: SensorKey(next_key),
+            building_id: building.id.clone(),
+            tenant_id: building.tenant_id.clone(),
+            kind,
+            unit,
+            is_active: n.is_active.unwrap_or(true),
+        });
+    }
+    Ok(sensors)
 }
 
 /// A new id must also work as one segment of a URL path: `.` and `..`

@@ -287,3 +287,191 @@ async fn unknown_routes_and_methods_answer_json() {
         .unwrap();
     assert_eq!(error_code(r).await.0, 405);
 }
+
+async fn bulk(server: &Server, key: &str, tenant: &str, ctype: &str, body: String) -> (u16, Value) {
+    let r = server
+        .with_key(key, Method::POST, &format!("/api/v1/tenants/{tenant}/bulk"))
+        .header("Content-Type", ctype)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A tenant's buildings and sensors in one request, JSON or CSV, all or
+/// none; another tenant's building is "not found" like a missing one, and
+/// another tenant's key sees no such tenant.
+#[tokio::test]
+async fn buildings_and_sensors_are_created_in_bulk_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.setup("other", "theirs", &["their-m"]).await;
+    server.create_tenant("t").await;
+    let key = server.create_key("tenant", Some("t")).await;
+    let json_type = "application/json";
+
+    let body = json!({
+        "buildings": [
+            {"id": "hq", "name": "HQ", "floor_area_m2": 1200.0, "timezone": "Europe/Berlin"},
+            {"id": "depot", "name": "Depot"}
+        ],
+        "sensors": [
+            {"id": "hq-1", "building_id": "hq"},
+            {"id": "hq-2", "building_id": "hq", "kind": "gas", "unit": "kWh"},
+            {"id": "depot-1", "building_id": "depot", "is_active": false}
+        ]
+    });
+    let (status, v) = bulk(&server, &key, "t", json_type, body.to_string()).await;
+    assert_eq!(
+        (status, v.clone()),
+        (201, json!({"buildings": 2, "sensors": 3}))
+    );
+    let list = server.get_json("/api/v1/tenants/t/buildings").await;
+    let counts: Vec<(String, i64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap().to_owned(),
+                b["sensor_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [("depot".to_owned(), 0), ("hq".to_owned(), 2)]);
+    // The new sensors take readings at once.
+    let r = server
+        .post_json(&json!({"readings": [reading("hq-2", now_minute_ms(), 1.0)]}))
+        .await;
+    assert_eq!(r.status(), 202);
+
+    // All or none: one bad sensor, nothing stored.
+    for (body, status) in [
+        // a duplicate within the request
+        (
+            json!({"buildings": [{"id": "b3", "name": "B3"}],
+                "sensors": [{"id": "x", "building_id": "b3"}, {"id": "x", "building_id": "b3"}]}),
+            409,
+        ),
+        // an existing sensor
+        (
+            json!({"buildings": [{"id": "b3", "name": "B3"}],
+                "sensors": [{"id": "hq-1", "building_id": "b3"}]}),
+            409,
+        ),
+        // another tenant's building, answered like a missing one
+        (
+            json!({"buildings": [{"id": "b3", "name": "B3"}],
+                "sensors": [{"id": "y", "building_id": "theirs"}]}),
+            404,
+        ),
+        (
+            json!({"buildings": [{"id": "b3", "name": "B3"}],
+                "sensors": [{"id": "y", "building_id": "nowhere"}]}),
+            404,
+        ),
+        (
+            json!({"buildings": [{"id": "b3", "name": "B3", "timezone": "Mars/Olympus"}]}),
+            400,
+        ),
+        (
+            json!({"buildings": [{"id": "b3", "name": "B3", "colour": "red"}]}),
+            400,
+        ),
+        (json!({}), 400),
+    ] {
+        let (got, v) = bulk(&server, &key, "t", json_type, body.to_string()).await;
+        assert_eq!(got, status, "{body}: {v}");
+    }
+    let (_, missing) = bulk(
+        &server,
+        &key,
+        "t",
+        json_type,
+        json!({"sensors": [{"id": "y", "building_id": "nowhere"}]}).to_string(),
+    )
+    .await;
+    let (_, foreign) = bulk(
+        &server,
+        &key,
+        "t",
+        json_type,
+        json!({"sensors": [{"id": "y", "building_id": "theirs"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("nowhere", "X"),
+        foreign["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("theirs", "X")
+    );
+    let list = server.get_json("/api/v1/tenants/t/buildings").await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "nothing of the refused requests stored"
+    );
+
+    // Another tenant's key: no such tenant; an ingest key: not allowed.
+    let theirs = server.create_key("tenant", Some("other")).await;
+    let (status, _) = bulk(&server, &theirs, "t", json_type, body.to_string()).await;
+    assert_eq!(status, 404);
+    let ingest = server.create_key("ingest", Some("t")).await;
+    let (status, _) = bulk(&server, &ingest, "t", json_type, body.to_string()).await;
+    assert_eq!(status, 403);
+
+    // CSV, as an estate's export has it (extra columns ignored).
+    let buildings = "building_id,name,tenant_id,floor_area_m2,floors,timezone\n\
+                     c1,Site one,t,3296.5,5,Europe/London\n\
+                     c2,Site two,t,,3,\n";
+    let (status, v) = bulk(&server, &key, "t", "text/csv", buildings.into()).await;
+    assert_eq!((status, v), (201, json!({"buildings": 2, "sensors": 0})));
+    let sensors =
+        "sensor_id,building_id,kind,unit\nc1-elec,c1,electricity,kWh\nc2-gas,c2,gas,kWh\n";
+    let (status, v) = bulk(&server, &key, "t", "text/csv", sensors.into()).await;
+    assert_eq!((status, v), (201, json!({"buildings": 0, "sensors": 2})));
+    let c1 = server.get_json("/api/v1/buildings/c1").await;
+    assert_eq!(
+        (c1["floor_area_m2"].as_f64(), c1["timezone"].as_str()),
+        (Some(3296.5), Some("Europe/London"))
+    );
+    // A row of another tenant, a missing column: refused with the line.
+    let (status, v) = bulk(
+        &server,
+        &key,
+        "t",
+        "text/csv",
+        "building_id,name,tenant_id\nc3,Three,t\nc4,Four,other\n".into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 3: "),
+        "{v}"
+    );
+    let (status, v) = bulk(
+        &server,
+        &key,
+        "t",
+        "text/csv",
+        "sensor_id,kind\nz,gas\n".into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no building_id column"),
+        "{v}"
+    );
+}

@@ -3,6 +3,7 @@
 mod admin;
 mod alerts;
 mod buildings;
+mod bulk;
 mod dashboard;
 mod energy;
 mod health;
@@ -40,6 +41,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/me", get(overview::me))
         .route("/api/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/api/v1/tenants/{t}/overview", get(overview::overview))
+        .route("/api/v1/tenants/{t}/bulk", post(bulk::create))
         .route(
             "/api/v1/tenants/{t}/buildings",
             post(buildings::create).get(buildings::list),

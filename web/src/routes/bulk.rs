@@ -1,0 +1,206 @@
+//! `POST /api/v1/tenants/{t}/bulk`: a tenant's buildings and sensors in
+//! one request and one commit, all or none. Provisioning a site of
+//! thousands of meters one request at a time costs a commit (an fsync)
+//! each; this costs one.
+//!
+//! Bodies: JSON `{"buildings": [...], "sensors": [...]}` with the fields of
+//! the single-object routes, or CSV with a header: `building_id,name` and
+//! optionally `floor_area_m2`, `timezone` (buildings), or
+//! `sensor_id,building_id` and optionally `kind`, `unit`, `is_active`
+//! (sensors). Other CSV columns are ignored, except a `tenant_id` that
+//! names another tenant, which is refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use wattline_storage::{BuildingId, NewBuilding, NewSensor, SensorId, TenantId};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{PathParams, blocking, parse_json, read_body};
+
+/// Largest body: 100,000 sensors of CSV or JSON fit.
+const MAX_BODY: usize = 32 << 20;
+/// Most objects in one request.
+const MAX_OBJECTS: usize = 200_000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Bulk {
+    #[serde(default)]
+    buildings: Vec<BulkBuilding>,
+    #[serde(default)]
+    sensors: Vec<BulkSensor>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkBuilding {
+    id: BuildingId,
+    name: String,
+    floor_area_m2: Option<f64>,
+    timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkSensor {
+    id: SensorId,
+    building_id: BuildingId,
+    kind: Option<String>,
+    unit: Option<String>,
+    is_active: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Created {
+    buildings: usize,
+    sensors: usize,
+}
+
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    PathParams(tenant): PathParams<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    // Rights first: a caller without them learns nothing from the body.
+    caller.check_tenant(&tenant)?;
+    let bytes = read_body(body, MAX_BODY).await?;
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv"));
+    let bulk = if csv {
+        parse_csv(&bytes, &tenant)?
+    } else {
+        parse_json::<Bulk>(&bytes)?
+    };
+    let count = bulk.buildings.len() + bulk.sensors.len();
+    if count == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "no buildings or sensors in the body",
+        ));
+    }
+    if count > MAX_OBJECTS {
+        return Err(ApiError::payload_too_large(format!(
+            "{count} objects in one request; at most {MAX_OBJECTS}"
+        )));
+    }
+    let tenant_id = TenantId::parse(&tenant)?;
+    let buildings = bulk
+        .buildings
+        .into_iter()
+        .map(|b| NewBuilding {
+            id: b.id,
+            tenant_id: tenant_id.clone(),
+            name: b.name,
+            floor_area_m2: b.floor_area_m2,
+            timezone: b.timezone,
+        })
+        .collect();
+    let sensors = bulk
+        .sensors
+        .into_iter()
+        .map(|s| NewSensor {
+            id: s.id,
+            building_id: s.building_id,
+            kind: s.kind,
+            unit: s.unit,
+            is_active: s.is_active,
+        })
+        .collect();
+    let catalog = state.catalog.clone();
+    let (b, s) = blocking(move || catalog.create_many(&tenant_id, buildings, sensors)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            buildings: b.len(),
+            sensors: s.len(),
+        }),
+    ))
+}
+
+/// Buildings or sensors from CSV, told apart by the header.
+fn parse_csv(bytes: &[u8], tenant: &str) -> ApiResult<Bulk> {
+    let bad = |line: u64, msg: String| {
+        ApiError::bad_request("invalid_csv", format!("line {line}: {msg}"))
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let header: HashMap<String, usize> = reader
+        .headers()
+        .map_err(|e| bad(1, e.to_string()))?
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.trim_start_matches('\u{feff}').to_owned(), i))
+        .collect();
+    let is_sensors = header.contains_key("sensor_id");
+    let required: &[&str] = if is_sensors {
+        &["sensor_id", "building_id"]
+    } else {
+        &["building_id", "name"]
+    };
+    if let Some(missing) = required.iter().find(|c| !header.contains_key(**c)) {
+        return Err(bad(
+            1,
+            format!(
+                "the header has no {missing} column (buildings: building_id,name[,floor_area_m2][,timezone]; sensors: sensor_id,building_id[,kind][,unit][,is_active])"
+            ),
+        ));
+    }
+    let mut bulk = Bulk::default();
+    for (i, record) in reader.records().enumerate() {
+        let line = i as u64 + 2;
+        let record = record.map_err(|e| bad(line, e.to_string()))?;
+        let field = |name: &str| {
+            header
+                .get(name)
+                .and_then(|i| record.get(*i))
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(t) = field("tenant_id")
+            && t != tenant
+        {
+            return Err(bad(line, format!("tenant_id {t:?} is not {tenant:?}")));
+        }
+        let id = |name: &str| field(name).unwrap_or_default().to_owned();
+        if is_sensors {
+            bulk.sensors.push(BulkSensor {
+                id: SensorId::parse(&id("sensor_id")).map_err(|e| bad(line, e.to_string()))?,
+                building_id: BuildingId::parse(&id("building_id"))
+                    .map_err(|e| bad(line, e.to_string()))?,
+                kind: field("kind").map(str::to_owned),
+                unit: field("unit").map(str::to_owned),
+                is_active: field("is_active")
+                    .map(|v| {
+                        v.parse()
+                            .map_err(|_| bad(line, format!("is_active {v:?} is not true or false")))
+                    })
+                    .transpose()?,
+            });
+        } else {
+            bulk.buildings.push(BulkBuilding {
+                id: BuildingId::parse(&id("building_id")).map_err(|e| bad(line, e.to_string()))?,
+                name: id("name"),
+                floor_area_m2: field("floor_area_m2")
+                    .map(|v| {
+                        v.parse()
+                            .map_err(|_| bad(line, format!("floor_area_m2 {v:?} is not a number")))
+                    })
+                    .transpose()?,
+                timezone: field("timezone").map(str::to_owned),
+            });
+        }
+    }
+    Ok(bulk)
+}

@@ -27,7 +27,7 @@ impl QueryEngine {
         // quoting.
         let sql = format!(
             "SELECT date_bin(INTERVAL '15 minutes', ts, TIMESTAMP '1970-01-01T00:00:00Z') AS q, \
-             sum(value_kwh), max(value_kwh), count(*) FROM readings \
+             sum(round(value_kwh * 1000000)), max(value_kwh), count(*) FROM readings \
              WHERE building_id = '{}' AND ts >= to_timestamp_millis({}) \
              AND ts < to_timestamp_millis({}) GROUP BY q ORDER BY q",
             building.as_str(),
@@ -46,8 +46,9 @@ impl QueryEngine {
                 (
                     ts.value(i),
                     Agg {
-                        // SQL summed in binary: back to the decimal sum.
-                        kwh: wattline_storage::round_kwh(kwh.value(i)),
+                        // Whole milliwatt-hours, summed exactly (each
+                        // reading rounded, as the rollups count it).
+                        kwh: wattline_storage::round_kwh(kwh.value(i) / 1e6),
                         peak_kwh: peak.value(i),
                         readings: n.value(i),
                     },

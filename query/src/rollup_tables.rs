@@ -39,7 +39,10 @@ pub(crate) fn building_table(
         if !per_area {
             return Ok(batch);
         }
-        let areas = floor_areas(&store);
+        let areas = floor_areas(
+            &store,
+            rows.iter().map(|r| (&*r.building_id, &*r.tenant_id)),
+        );
         let kwh = rows.iter().map(|r| per_m2(r.kwh, &areas, &r.building_id));
         append_column(batch, Arc::new(Float64Array::from_iter(kwh)))
     })
@@ -70,7 +73,10 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
             y.peak_kwh = y.peak_kwh.max(m.peak_kwh);
             y.readings += m.readings;
         }
-        let areas = floor_areas(&store);
+        let areas = floor_areas(
+            &store,
+            years.iter().map(|((b, _), y)| (&**b, &*y.tenant_id)),
+        );
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 years.keys().map(|(b, _)| b.as_ref()),
@@ -133,13 +139,28 @@ fn append_column(batch: RecordBatch, column: ArrayRef) -> DfResult<RecordBatch> 
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// Floor areas of the buildings that have one, from the in-memory catalog.
-fn floor_areas(store: &ReadingStore) -> HashMap<String, f64> {
+/// Floor areas of the rows' buildings that have one, from the in-memory
+/// catalog: only buildings of the rows' own tenants.
+fn floor_areas<'a>(
+    store: &ReadingStore,
+    rows: impl Iterator<Item = (&'a str, &'a str)>,
+) -> HashMap<String, f64> {
     let view = store.catalog().view();
-    view.tenants()
-        .flat_map(|t| view.buildings_of(t.id.as_str()))
-        .filter_map(|b| Some((b.id.to_string(), b.floor_area_m2.filter(|a| *a > 0.0)?)))
-        .collect()
+    let mut areas = HashMap::new();
+    for (building, tenant) in rows {
+        if areas.contains_key(building) {
+            continue;
+        }
+        if let Some(area) = view
+            .building(building)
+            .filter(|b| b.tenant_id.as_str() == tenant)
+            .and_then(|b| b.floor_area_m2)
+            .filter(|a| *a > 0.0)
+        {
+            areas.insert(building.to_owned(), area);
+        }
+    }
+    areas
 }
 
 /// kWh per m2, or null for a building without a floor area.

@@ -474,4 +474,56 @@ async fn buildings_and_sensors_are_created_in_bulk_all_or_none() {
             .contains("no building_id column"),
         "{v}"
     );
+
+    // An export with a byte-order mark and quoted names, Excel's TRUE, a
+    // blank line: fine; a column named twice: refused.
+    let (status, v) = bulk(
+        &server,
+        &key,
+        "t",
+        "Text/CSV; charset=utf-8",
+        "\u{feff}\"sensor_id\",\"building_id\",\"is_active\"\n\"c1-x\",\"c1\",TRUE\n\n\"c1-y\",\"c1\",0\n".into(),
+    )
+    .await;
+    assert_eq!((status, v), (201, json!({"buildings": 0, "sensors": 2})));
+    let (status, v) = bulk(
+        &server,
+        &key,
+        "t",
+        "text/csv",
+        "sensor_id,building_id,building_id\nq,c1,c2\n".into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names building_id twice"),
+        "{v}"
+    );
+    // Line numbers count blank lines too.
+    let (status, v) = bulk(
+        &server,
+        &key,
+        "t",
+        "text/csv",
+        "sensor_id,building_id,is_active\n\nq1,c1,maybe\n".into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 3: is_active"),
+        "{v}"
+    );
+    // More than 200,000 objects: refused before they are all read.
+    let mut big = String::from("sensor_id,building_id\n");
+    for i in 0..200_001 {
+        big.push_str(&format!("z{i},c1\n"));
+    }
+    let (status, _) = bulk(&server, &key, "t", "text/csv", big).await;
+    assert_eq!(status, 413);
 }

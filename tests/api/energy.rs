@@ -602,3 +602,45 @@ async fn days_months_and_years_per_square_metre_in_sql() {
         .await;
     assert_eq!(days[0], json!([3, 0.7]));
 }
+
+/// Readings finer than a milliwatt-hour count to the milliwatt-hour, the
+/// same in every resolution and in the alerts' quarter totals; a reading
+/// beyond a terawatt-hour is refused.
+#[tokio::test]
+async fn sub_milliwatt_hour_readings_count_alike_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.setup("t", "b", &["m"]).await;
+    let q = crate::support::now_minute_ms() / 86_400_000 * 86_400_000 - 86_400_000 + 10 * HOUR;
+    // 900 one-second readings of 0.5 mWh: each counts as 1 mWh.
+    let readings: Vec<Value> = (0..900)
+        .map(|i| reading("m", q + i * 1000, 0.0000005))
+        .collect();
+    assert_eq!(
+        server
+            .post_json(&json!({ "readings": readings }))
+            .await
+            .status(),
+        202
+    );
+    server.flush().await;
+    let day = chrono::DateTime::from_timestamp_millis(q)
+        .unwrap()
+        .date_naive();
+    let next = day.succ_opt().unwrap();
+    for resolution in ["15m", "hour", "day"] {
+        let v = energy(
+            &server,
+            "b",
+            &format!("resolution={resolution}&start={day}&end={next}"),
+        )
+        .await;
+        assert_eq!(points(&v)[0].1, 0.0009, "{resolution}");
+    }
+    let r = server
+        .post_json(&json!({"readings": [reading("m", q, 2e9)]}))
+        .await;
+    let (status, _, v) = error_code(r).await;
+    assert_eq!(status, 400);
+    assert!(v.to_string().contains("beyond"), "{v}");
+}

@@ -16,10 +16,15 @@ use crate::error::ApiError;
 /// 408 by the engine) must be able to fire before the request's.
 const QUERY_ROUTES: &[&str] = &["/api/v1/sql", "/api/v1/buildings/{b}/energy"];
 
-/// Admin maintenance that copies or writes the whole store: it takes as
-/// long as the data needs (an hour at most), and cutting the answer short
-/// would leave the caller guessing while the work goes on.
-const MAINTENANCE_ROUTES: &[&str] = &["/api/v1/admin/backup", "/api/v1/admin/flush"];
+/// Work that copies or writes much at once (admin maintenance, a bulk
+/// catalog commit): it takes as long as it needs (an hour at most), since
+/// cutting the answer short would leave the caller guessing while the
+/// work goes on and then commits.
+const MAINTENANCE_ROUTES: &[&str] = &[
+    "/api/v1/admin/backup",
+    "/api/v1/admin/flush",
+    "/api/v1/tenants/{t}/bulk",
+];
 
 /// Answers 408 when the request (body included) takes longer than
 /// `server.request_timeout`; on query routes, not before `query.timeout`

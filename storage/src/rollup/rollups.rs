@@ -44,7 +44,8 @@ pub struct Agg {
 impl Agg {
     pub(super) fn one(v: f64) -> Self {
         Self {
-            kwh: v,
+            // A reading counts to the milliwatt-hour, as in every sum.
+            kwh: crate::kwh::round_kwh(v),
             peak_kwh: v,
             readings: 1,
         }

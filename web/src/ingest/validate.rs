@@ -5,6 +5,9 @@ use wattline_storage::{CatalogView, Reading};
 
 use super::{Item, Rejection};
 
+/// The largest magnitude of one reading, kWh (a terawatt-hour).
+const MAX_KWH: f64 = 1e9;
+
 /// The window of acceptable timestamps, fixed per request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeWindow {
@@ -49,6 +52,14 @@ pub(crate) fn check_items(
             if !r.value_kwh.is_finite() {
                 return Err(format!(
                     "value_kwh must be a finite number, not {}",
+                    r.value_kwh
+                ));
+            }
+            // Sums are exact in milliwatt-hours up to 9 TWh; no reading
+            // of a meter comes near a terawatt-hour.
+            if r.value_kwh.abs() > MAX_KWH {
+                return Err(format!(
+                    "value_kwh {} is beyond ±{MAX_KWH:e} kWh for one reading",
                     r.value_kwh
                 ));
             }

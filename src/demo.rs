@@ -110,18 +110,25 @@ pub(crate) async fn run(
         )?;
         let fresh = status == 201;
         if fresh {
-            for (b, (id, name, tz, area)) in BUILDINGS.iter().enumerate() {
-                admin.post_ok(
-                    "/api/v1/tenants/demo/buildings",
-                    &json!({"id": id, "name": name, "timezone": tz, "floor_area_m2": area}),
-                )?;
-                for m in 0..METERS_PER_BUILDING {
-                    admin.post_ok(
-                        &format!("/api/v1/buildings/{id}/sensors"),
-                        &json!({"id": meter_id(b, m)}),
-                    )?;
-                }
-            }
+            // The whole site in one request and one commit.
+            let buildings: Vec<Value> = BUILDINGS
+                .iter()
+                .map(|(id, name, tz, area)| {
+                    json!({"id": id, "name": name, "timezone": tz, "floor_area_m2": area})
+                })
+                .collect();
+            let sensors: Vec<Value> = BUILDINGS
+                .iter()
+                .enumerate()
+                .flat_map(|(b, (id, ..))| {
+                    (0..METERS_PER_BUILDING)
+                        .map(move |m| json!({"id": meter_id(b, m), "building_id": id}))
+                })
+                .collect();
+            admin.post_ok(
+                "/api/v1/tenants/demo/bulk",
+                &json!({"buildings": buildings, "sensors": sensors}),
+            )?;
         }
         let answer = admin.post_ok(
             "/api/v1/keys",

@@ -23,6 +23,9 @@ use serde_json::Value;
 
 use crate::config::Settings;
 
+/// Largest catalog file, as the bulk route takes it.
+const CATALOG_MAX: usize = 16 << 20;
+
 /// The columns of the CSV the API takes (any order, one header line).
 const CSV_HEADER: &str = "sensor_id,ts,value_kwh";
 
@@ -55,6 +58,10 @@ pub(crate) struct ImportArgs {
     /// lines: prefer the environment variable.
     #[arg(long, env = "WATTLINE_KEY", hide_env_values = true)]
     key: Option<String>,
+    /// The tenant whose buildings and sensors catalog files (CSV with
+    /// `building_id,name,...` or `sensor_id,building_id,...`) create.
+    #[arg(long)]
+    tenant: Option<String>,
     #[command(flatten)]
     serve: crate::ServeArgs,
 }
@@ -96,6 +103,7 @@ pub(crate) fn run(args: ImportArgs) -> Result<bool> {
         settings: &settings,
         key,
         precision: args.precision.clone(),
+        tenant: args.tenant.clone(),
         rejects: Rejects {
             path: args.rejects.clone(),
             file: None,
@@ -158,6 +166,7 @@ struct Import<'a> {
     settings: &'a Settings,
     key: String,
     precision: String,
+    tenant: Option<String>,
     rejects: Rejects,
     progress: Progress,
     accepted: u64,
@@ -215,6 +224,15 @@ impl Import<'_> {
             } else {
                 text
             };
+            if number == 1 && format != Some(Format::Lp) && is_catalog_header(text) {
+                // The rest is read whole: a catalog goes in one commit.
+                let mut rest = Vec::new();
+                reader
+                    .take(CATALOG_MAX as u64 + 1)
+                    .read_to_end(&mut rest)
+                    .with_context(|| format!("reading {name}"))?;
+                return self.catalog(&name, text, &rest);
+            }
             if number == 1 {
                 let csv = is_csv_header(text);
                 match format.unwrap_or(if csv { Format::Csv } else { Format::Lp }) {
@@ -250,6 +268,50 @@ impl Import<'_> {
             self.send(&name, header.as_deref(), batch)?;
         }
         self.progress.update(consumed, self.accepted);
+        Ok(())
+    }
+
+    /// Creates the buildings or sensors of a catalog CSV (`header`, then
+    /// `rest`) in one request; those the tenant has already are left as
+    /// they are, so a second run creates nothing.
+    fn catalog(&mut self, name: &str, header: &str, rest: &[u8]) -> Result<()> {
+        let Some(tenant) = &self.tenant else {
+            bail!("{name} is a catalog file (buildings or sensors): say whose with --tenant");
+        };
+        if rest.len() + header.len() > CATALOG_MAX {
+            bail!("{name} is larger than {CATALOG_MAX} bytes: split it into files of fewer rows");
+        }
+        let mut body = String::with_capacity(header.len() + 1 + rest.len());
+        body.push_str(header);
+        body.push('\n');
+        body.push_str(
+            std::str::from_utf8(rest).with_context(|| format!("{name} is not UTF-8 text"))?,
+        );
+        let (status, answer) = crate::http_client::request(
+            self.settings.listen,
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/bulk?existing=skip"),
+            &self.key,
+            "text/csv",
+            &body,
+            Duration::from_secs(3600),
+        )
+        .with_context(|| {
+            format!(
+                "no daemon answers at {}; start it first",
+                self.settings.listen
+            )
+        })?;
+        if status != 201 {
+            bail!(
+                "{name}: the daemon refused the catalog ({status}), nothing of it was stored: {answer}"
+            );
+        }
+        let created: Value = serde_json::from_str(&answer).unwrap_or_default();
+        println!(
+            "{name}: {} buildings and {} sensors created (any others were there already)",
+            created["buildings"], created["sensors"]
+        );
         Ok(())
     }
 
@@ -324,6 +386,19 @@ impl Import<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `line` is the header of a catalog CSV: buildings
+/// (`building_id`, `name`, ...) or sensors (`sensor_id`, `building_id`,
+/// ..., no `ts`).
+fn is_catalog_header(line: &str) -> bool {
+    let names: Vec<&str> = line
+        .split(',')
+        .map(|n| n.trim().trim_matches('"'))
+        .collect();
+    let has = |n: &str| names.contains(&n);
+    (has("building_id") && has("name") && !has("sensor_id"))
+        || (has("sensor_id") && has("building_id") && !has("ts"))
 }
 
 /// Whether `line` is a CSV header naming the three columns (in any order,

@@ -223,7 +223,7 @@ impl Catalog {
     pub fn create_sensors(&self, new: Vec<NewSensor>) -> Result<Vec<Sensor>> {
         self.write(
             |view| {
-                let sensors = new_sensors(view, new, &HashMap::new(), None)?;
+                let sensors = new_sensors(view, new, &HashMap::new(), None, false)?;
                 let puts = sensors
                     .iter()
                     .map(|s| Put::new(SENSORS, s.id.as_str(), s))
@@ -241,12 +241,16 @@ impl Catalog {
     /// Creates a tenant's buildings and sensors in one commit, all or none:
     /// provisioning a site of thousands of meters in one request. A sensor
     /// names a building of the request or one the tenant has; another
-    /// tenant's building is "not found", like a missing one.
+    /// tenant's building is "not found", like a missing one. With
+    /// `skip_existing`, ids the tenant already has are left as they are
+    /// (loading the same export again creates nothing twice); another
+    /// tenant's ids still conflict. Returns what was created.
     pub fn create_many(
         &self,
         tenant: &TenantId,
         buildings: Vec<NewBuilding>,
         sensors: Vec<NewSensor>,
+        skip_existing: bool,
     ) -> Result<(Vec<Building>, Vec<Sensor>)> {
         let mut checked = Vec::with_capacity(buildings.len());
         for new in buildings {
@@ -268,20 +272,25 @@ impl Catalog {
                     return Err(not_found("tenant", tenant));
                 }
                 let mut fresh: HashMap<&str, &Building> = HashMap::new();
+                let mut created = Vec::with_capacity(checked.len());
                 for b in &checked {
-                    if view.building(b.id.as_str()).is_some()
-                        || fresh.insert(b.id.as_str(), b).is_some()
-                    {
+                    match view.building(b.id.as_str()) {
+                        Some(old) if skip_existing && old.tenant_id == *tenant => continue,
+                        Some(_) => return Err(exists("building", &b.id)),
+                        None => {}
+                    }
+                    if fresh.insert(b.id.as_str(), b).is_some() {
                         return Err(exists("building", &b.id));
                     }
+                    created.push(b.clone());
                 }
-                let sensors = new_sensors(view, sensors, &fresh, Some(tenant))?;
-                let mut puts: Vec<Put> = checked
+                let sensors = new_sensors(view, sensors, &fresh, Some(tenant), skip_existing)?;
+                let mut puts: Vec<Put> = created
                     .iter()
                     .map(|b| Put::new(BUILDINGS, b.id.as_str(), b))
                     .collect();
                 puts.extend(sensors.iter().map(|s| Put::new(SENSORS, s.id.as_str(), s)));
-                Ok((puts, (checked.clone(), sensors)))
+                Ok((puts, (created, sensors)))
             },
             |state, (buildings, sensors)| {
                 for b in buildings {
@@ -438,16 +447,25 @@ fn not_found(kind: &'static str, id: &impl ToString) -> Error {
 
 /// Validates `new` sensors against the catalog (and buildings being created
 /// with them, `fresh`), numbering them from the next free key. With
-/// `tenant`, only that tenant's buildings may be named.
+/// `tenant`, only that tenant's buildings may be named; with
+/// `skip_existing`, sensors the tenant already has are left out.
 fn new_sensors(
     view: &CatalogView<'_>,
     new: Vec<NewSensor>,
     fresh: &HashMap<&str, &Building>,
     tenant: Option<&TenantId>,
+    skip_existing: bool,
 ) -> Result<Vec<Sensor>> {
     let mut seen = std::collections::HashSet::new();
     let mut sensors = Vec::with_capacity(new.len());
-    for (next_key, n) in (view.state.next_sensor_key..).zip(new) {
+    let mut next_key = view.state.next_sensor_key;
+    for n in new {
+        if skip_existing
+            && let Some(old) = view.sensor(n.id.as_str())
+            && tenant.is_some_and(|t| old.tenant_id == *t)
+        {
+            continue;
+        }
         check_new_id("sensor", n.id.as_str())?;
         let kind = n.kind.unwrap_or_else(|| "electricity".into());
         let unit = n.unit.unwrap_or_else(|| "kWh".into());
@@ -476,6 +494,7 @@ fn new_sensors(
             unit,
             is_active: n.is_active.unwrap_or(true),
         });
+        next_key += 1;
     }
     Ok(sensors)
 }

@@ -526,4 +526,28 @@ async fn buildings_and_sensors_are_created_in_bulk_all_or_none() {
     }
     let (status, _) = bulk(&server, &key, "t", "text/csv", big).await;
     assert_eq!(status, 413);
+
+    // ?existing=skip: the tenant's own ids are left as they are, a new
+    // one is created; another tenant's id still conflicts.
+    let again = json!({"buildings": [{"id": "hq", "name": "Renamed"}, {"id": "annex", "name": "Annex"}],
+                       "sensors": [{"id": "hq-1", "building_id": "hq"}, {"id": "annex-1", "building_id": "annex"}]});
+    let r = server
+        .with_key(&key, Method::POST, "/api/v1/tenants/t/bulk?existing=skip")
+        .json(&again)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"buildings": 1, "sensors": 1})
+    );
+    assert_eq!(server.get_json("/api/v1/buildings/hq").await["name"], "HQ");
+    let r = server
+        .with_key(&key, Method::POST, "/api/v1/tenants/t/bulk?existing=skip")
+        .json(&json!({"buildings": [{"id": "theirs", "name": "Mine now"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
 }

@@ -705,3 +705,71 @@ async fn import_takes_real_world_csv_and_refuses_to_overwrite_its_input() {
     assert!(err.contains("creating"), "{err}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
 }
+
+/// An estate's whole export in one command: its buildings and sensors
+/// (catalog CSVs, created in one commit each) and its readings; a second
+/// run creates and adds nothing. Without `--tenant` a catalog file is
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_loads_an_export_with_its_catalog_and_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = history_server(dir.path()).await;
+    server.create_tenant("ucam").await;
+    let buildings = dir.path().join("buildings.csv");
+    std::fs::write(
+        &buildings,
+        "building_id,name,tenant_id,floor_area_m2,floors,timezone\n\
+         b0,Building b0,ucam,3296.5,5,Europe/London\n\
+         b1,Building b1,ucam,856.7,3,Europe/London\n\
+         b2,Building b2,ucam,1200,2,Europe/London\n",
+    )
+    .unwrap();
+    let sensors = dir.path().join("sensors.csv");
+    std::fs::write(
+        &sensors,
+        "sensor_id,building_id,kind,unit\nb0-elec,b0,electricity,kWh\nb1-elec,b1,electricity,kWh\nb2-gas,b2,gas,kWh\n",
+    )
+    .unwrap();
+    let readings = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cambridge_2019_excerpt.csv"
+    );
+    let expected = csv_totals(&std::fs::read_to_string(readings).unwrap());
+    let rejects = dir.path().join("r.txt");
+    let args = [
+        "--tenant",
+        "ucam",
+        "--rejects",
+        rejects.to_str().unwrap(),
+        buildings.to_str().unwrap(),
+        sensors.to_str().unwrap(),
+        readings,
+    ];
+    let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, ""));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 buildings and 0 sensors created"), "{out}");
+    assert!(out.contains("0 buildings and 3 sensors created"), "{out}");
+    assert!(out.contains("imported 26280 readings"), "{out}");
+    assert_same_totals(&expected, &stored_totals(&server).await);
+    let b0 = server.get_json("/api/v1/buildings/b0").await;
+    assert_eq!(b0["timezone"], "Europe/London");
+
+    let (code, out, err) = tokio::task::block_in_place(|| import(&server, &args, ""));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 buildings and 0 sensors created"), "{out}");
+    assert_same_totals(&expected, &stored_totals(&server).await);
+
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        import(
+            &server,
+            &[
+                "--rejects",
+                rejects.to_str().unwrap(),
+                sensors.to_str().unwrap(),
+            ],
+            "",
+        )
+    });
+    assert_eq!(code, 1);
+    assert!(err.contains("say whose with --tenant"), "{err}");
+}

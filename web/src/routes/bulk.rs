@@ -23,7 +23,7 @@ use wattline_storage::{BuildingId, NewBuilding, NewSensor, SensorId, TenantId};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{PathParams, blocking, parse_json, read_body};
+use crate::extract::{PathParams, QueryParams, blocking, parse_json, read_body};
 
 /// Largest body: 200,000 sensors of CSV, or about 150,000 of JSON, fit.
 const MAX_BODY: usize = 16 << 20;
@@ -62,6 +62,23 @@ struct BulkSensor {
     is_active: Option<bool>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BulkParams {
+    #[serde(default)]
+    existing: Existing,
+}
+
+/// What an id the tenant already has means: a conflict (409, nothing
+/// stored), or something to leave as it is (loading an export again).
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Existing {
+    #[default]
+    Conflict,
+    Skip,
+}
+
 #[derive(Serialize)]
 pub(super) struct Created {
     buildings: usize,
@@ -72,6 +89,7 @@ pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     PathParams(tenant): PathParams<String>,
+    QueryParams(params): QueryParams<BulkParams>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
@@ -132,7 +150,9 @@ pub(super) async fn create(
         })
         .collect();
     let catalog = state.catalog.clone();
-    let (b, s) = blocking(move || catalog.create_many(&tenant_id, buildings, sensors)).await?;
+    let skip = params.existing == Existing::Skip;
+    let (b, s) =
+        blocking(move || catalog.create_many(&tenant_id, buildings, sensors, skip)).await?;
     Ok((
         StatusCode::CREATED,
         Json(Created {

@@ -1,5 +1,6 @@
-//! `wattline import FILE...`: loads historical readings from CSV or
-//! InfluxDB line-protocol files (or stdin) into a running appliance.
+//! `wattline import FILE...`: loads an export into a running appliance:
+//! catalog CSV files (buildings, sensors) through the bulk route, then
+//! readings from CSV or InfluxDB line-protocol files (or stdin).
 //!
 //! Readings go through the daemon's own ingestion API, so they get exactly
 //! the validation, deduplication, durability and rollup maintenance of any
@@ -14,7 +15,7 @@
 //! same value is a no-op.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,12 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::config::Settings;
+
+mod progress;
+mod rejects;
+
+use progress::Progress;
+use rejects::Rejects;
 
 /// Largest catalog file, as the bulk route takes it.
 const CATALOG_MAX: usize = 16 << 20;
@@ -125,41 +132,6 @@ pub(crate) fn run(args: ImportArgs) -> Result<bool> {
         );
     }
     Ok(import.rejected == 0)
-}
-
-/// The side file of rejected lines, created at the first one.
-struct Rejects {
-    path: PathBuf,
-    file: Option<std::io::BufWriter<File>>,
-}
-
-impl Rejects {
-    fn add(&mut self, name: &str, number: u64, reason: &str, text: &str) -> Result<()> {
-        if self.file.is_none() {
-            // Not through a symbolic link: someone else's link in a shared
-            // folder must not make this write over another file.
-            use std::os::unix::fs::OpenOptionsExt;
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&self.path)
-                .with_context(|| format!("creating {}", self.path.display()))?;
-            self.file = Some(std::io::BufWriter::new(file));
-        }
-        let file = self.file.as_mut().expect("created above");
-        writeln!(file, "{name}:{number}: {reason}\t{text}")
-            .with_context(|| format!("writing {}", self.path.display()))
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if let Some(f) = &mut self.file {
-            f.flush()
-                .with_context(|| format!("writing {}", self.path.display()))?;
-        }
-        Ok(())
-    }
 }
 
 struct Import<'a> {
@@ -475,76 +447,4 @@ fn bad_lines(answer: &str, first_line: usize, lines: usize) -> Result<Vec<(usize
         bail!("an empty list of bad readings");
     }
     Ok(bad)
-}
-
-/// Progress on stderr: a bar redrawn in place on a terminal, a plain line
-/// every ten seconds otherwise.
-struct Progress {
-    total: u64,
-    done: u64,
-    started: Instant,
-    last: Instant,
-    terminal: bool,
-    /// Reading stdin: no total, no ETA.
-    unbounded: bool,
-}
-
-impl Progress {
-    fn new(total: u64, unbounded: bool) -> Progress {
-        let now = Instant::now();
-        Progress {
-            total,
-            done: 0,
-            started: now,
-            last: now,
-            terminal: std::io::stderr().is_terminal(),
-            unbounded,
-        }
-    }
-
-    fn update(&mut self, consumed: u64, readings: u64) {
-        self.done += consumed;
-        let every = if self.terminal {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(10)
-        };
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = readings as f64 / secs;
-        let line = if self.unbounded || self.total == 0 {
-            format!("{readings} readings, {rate:.0}/s")
-        } else {
-            let part = (self.done as f64 / self.total as f64).min(1.0);
-            let eta = if part > 0.0 { secs / part - secs } else { 0.0 };
-            let bar: String = (0..30)
-                .map(|i| if (i as f64) < part * 30.0 { '#' } else { '.' })
-                .collect();
-            format!(
-                "[{bar}] {:>3.0}% {readings} readings, {rate:.0}/s, ETA {}:{:02}",
-                part * 100.0,
-                eta as u64 / 60,
-                eta as u64 % 60
-            )
-        };
-        if self.terminal {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            eprintln!("{line}");
-        }
-    }
-
-    fn finish(&self, accepted: u64, rejected: u64) {
-        if self.terminal {
-            eprintln!();
-        }
-        let secs = self.started.elapsed().as_secs_f64();
-        println!(
-            "imported {accepted} readings in {secs:.1} s ({:.0}/s), {rejected} lines rejected",
-            accepted as f64 / secs.max(1e-3)
-        );
-    }
 }

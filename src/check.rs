@@ -9,6 +9,7 @@
 //! the directory is checked as it lies.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -16,16 +17,9 @@ use wattline_storage::{CheckReport, check_data_dir};
 
 use crate::config::Settings;
 
-/// What a check found, as its exit code says it.
-pub(crate) enum Verdict {
-    Clean,
-    Broken,
-    /// The check could not be done in full.
-    Incomplete,
-}
-
-/// Checks and prints.
-pub(crate) fn run(settings: &Settings) -> Result<Verdict> {
+/// Checks and prints; the exit code says what was found: 0 nothing
+/// broken, 1 something broken, 2 the check could not be done in full.
+pub(crate) fn run(settings: &Settings) -> Result<ExitCode> {
     let data_dir = &settings.data_dir;
     if !data_dir.join("meta.redb").exists() {
         bail!(
@@ -54,11 +48,11 @@ pub(crate) fn run(settings: &Settings) -> Result<Verdict> {
     report.notes.sort();
     print(data_dir, source, &report);
     Ok(if !report.problems.is_empty() {
-        Verdict::Broken
+        ExitCode::FAILURE
     } else if !report.failures.is_empty() {
-        Verdict::Incomplete
+        ExitCode::from(2)
     } else {
-        Verdict::Clean
+        ExitCode::SUCCESS
     })
 }
 

@@ -17,6 +17,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -73,9 +74,9 @@ pub(crate) struct ImportArgs {
     serve: crate::ServeArgs,
 }
 
-/// Imports; `Ok(false)` when lines were rejected (they are in the side
+/// Imports; exit code 1 when lines were rejected (they are in the side
 /// file).
-pub(crate) fn run(args: ImportArgs) -> Result<bool> {
+pub(crate) fn run(args: ImportArgs) -> Result<ExitCode> {
     let settings = crate::serve::settings(&args.serve)?;
     let key = match &args.key {
         Some(k) => k.clone(),
@@ -131,7 +132,11 @@ pub(crate) fn run(args: ImportArgs) -> Result<bool> {
             args.rejects.display()
         );
     }
-    Ok(import.rejected == 0)
+    Ok(if import.rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 struct Import<'a> {

@@ -105,35 +105,28 @@ fn main() -> ExitCode {
     // TLS for alert mail and webhooks: ring, the one provider built in.
     let _ = rustls::crypto::ring::default_provider().install_default();
     logging::init(cli.log_format);
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args, false),
-        Command::Demo(args) => serve::run(args, true),
+        Command::Serve(args) => done(serve::run(args, false)),
+        Command::Demo(args) => done(serve::run(args, true)),
         Command::Backup { dir, args } => {
-            serve::settings(&args).and_then(|settings| backup::run(&settings, &dir))
+            done(serve::settings(&args).and_then(|settings| backup::run(&settings, &dir)))
         }
-        Command::Check(args) => match serve::settings(&args).and_then(|s| check::run(&s)) {
-            Ok(check::Verdict::Clean) => Ok(()),
-            Ok(check::Verdict::Broken) => return ExitCode::FAILURE,
-            Ok(check::Verdict::Incomplete) => return ExitCode::from(2),
-            Err(e) => Err(e),
-        },
-        Command::Import(args) => match import::run(args) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::FAILURE,
-            Err(e) => Err(e),
-        },
+        // These two say in their exit code what they found.
+        Command::Check(args) => serve::settings(&args).and_then(|s| check::run(&s)),
+        Command::Import(args) => import::run(args),
         Command::Config {
             action: ConfigAction::Check { file },
-        } => config::check(&file),
+        } => done(config::check(&file)),
         Command::Config {
             action: ConfigAction::Defaults,
         } => {
             print!("{}", config::DEFAULTS);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("wattline: {err:#}");
             ExitCode::FAILURE

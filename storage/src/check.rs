@@ -327,22 +327,15 @@ fn check_chunks(dir: &Path, chunks: &[ChunkMeta], report: &mut CheckReport) {
         };
         let path = dir.join(&meta.file);
         // The size first: a truncated or grown file is not read whole.
-        let data = match std::fs::metadata(&path).and_then(|m| {
-            if m.len() == meta.bytes {
-                std::fs::read(&path)
-            } else {
-                Ok(Vec::new())
-            }
-        }) {
-            Ok(d) if d.len() as u64 != meta.bytes => {
-                let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let data = match read_of_size(&path, meta.bytes) {
+            Ok(Ok(d)) => d,
+            Ok(Err(len)) => {
                 report.problems.push(problem(format!(
                     "is {len} bytes long, the manifest says {} (truncated or overwritten)",
                     meta.bytes
                 )));
                 continue;
             }
-            Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 report
                     .problems
@@ -404,6 +397,15 @@ fn check_chunks(dir: &Path, chunks: &[ChunkMeta], report: &mut CheckReport) {
             "{strays} Parquet files in chunks/readings are not in the manifest (left by an interrupted flush or compaction); the daemon deletes them at start"
         ));
     }
+}
+
+/// The file's bytes if it is `bytes` long, else its length.
+fn read_of_size(path: &Path, bytes: u64) -> std::io::Result<Result<Vec<u8>, u64>> {
+    let len = std::fs::metadata(path)?.len();
+    if len != bytes {
+        return Ok(Err(len));
+    }
+    std::fs::read(path).map(Ok)
 }
 
 /// Every rollup partition file, decoded.

@@ -124,38 +124,40 @@ pub(super) fn render(report: &Report) -> Result<Vec<u8>, String> {
     };
     let settings = PageSettings::from_wh(WIDTH, HEIGHT).ok_or("bad page size")?;
     let mut doc = Document::new();
-    {
-        let mut page = doc.start_page_with(settings.clone());
-        let mut surface = page.surface();
-        let mut w = Writer {
-            surface: &mut surface,
-            fonts: &fonts,
-            y: MARGIN - 10.0,
-        };
-        summary(&mut w, report);
-        chart(&mut w, report);
-        forecast_method(&mut w, report);
-        surface.finish();
-        page.finish();
-    }
+    page(&mut doc, &settings, &fonts, |w| {
+        summary(w, report);
+        chart(w, report);
+        forecast_method(w, report);
+    });
     // Tables: as many pages as their rows need.
     let rows = table_rows(report);
     let per_page = ((HEIGHT - 2.0 * MARGIN - 2.0 * LINE) / LINE) as usize;
     for chunk in rows.chunks(per_page.max(1)) {
-        let mut page = doc.start_page_with(settings.clone());
-        let mut surface = page.surface();
-        let mut w = Writer {
-            surface: &mut surface,
-            fonts: &fonts,
-            y: MARGIN - 10.0,
-        };
-        for row in chunk {
-            row.draw(&mut w);
-        }
-        surface.finish();
-        page.finish();
+        page(&mut doc, &settings, &fonts, |w| {
+            for row in chunk {
+                row.draw(w);
+            }
+        });
     }
     doc.finish().map_err(|e| format!("{e:?}"))
+}
+
+/// One page, drawn by `draw` from the top margin down.
+fn page(
+    doc: &mut Document,
+    settings: &PageSettings,
+    fonts: &Fonts,
+    draw: impl FnOnce(&mut Writer<'_, '_>),
+) {
+    let mut page = doc.start_page_with(settings.clone());
+    let mut surface = page.surface();
+    draw(&mut Writer {
+        surface: &mut surface,
+        fonts,
+        y: MARGIN - 10.0,
+    });
+    surface.finish();
+    page.finish();
 }
 
 fn summary(w: &mut Writer<'_, '_>, r: &Report) {

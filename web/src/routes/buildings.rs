@@ -16,10 +16,23 @@ use crate::extract::{JsonBody, PathParams, blocking};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateBuilding {
-    id: BuildingId,
-    name: String,
-    floor_area_m2: Option<f64>,
-    timezone: Option<String>,
+    pub(super) id: BuildingId,
+    pub(super) name: String,
+    pub(super) floor_area_m2: Option<f64>,
+    pub(super) timezone: Option<String>,
+}
+
+impl CreateBuilding {
+    /// The catalog's new building, of `tenant_id`.
+    pub(super) fn into_new(self, tenant_id: TenantId) -> NewBuilding {
+        NewBuilding {
+            id: self.id,
+            tenant_id,
+            name: self.name,
+            floor_area_m2: self.floor_area_m2,
+            timezone: self.timezone,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -70,16 +83,7 @@ pub(super) async fn create(
     let body: CreateBuilding = body.parse()?;
     let tenant_id = TenantId::parse(&tenant)?;
     let catalog = state.catalog.clone();
-    let b = blocking(move || {
-        catalog.create_building(NewBuilding {
-            id: body.id,
-            tenant_id,
-            name: body.name,
-            floor_area_m2: body.floor_area_m2,
-            timezone: body.timezone,
-        })
-    })
-    .await?;
+    let b = blocking(move || catalog.create_building(body.into_new(tenant_id))).await?;
     Ok((StatusCode::CREATED, Json(BuildingOut::new(&b, None))))
 }
 

@@ -18,8 +18,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use wattline_storage::{BuildingId, NewBuilding, NewSensor, SensorId, TenantId};
+use wattline_storage::{BuildingId, NewSensor, SensorId, TenantId};
 
+use super::buildings::CreateBuilding;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -38,18 +39,9 @@ static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new
 #[serde(deny_unknown_fields)]
 pub(super) struct Bulk {
     #[serde(default)]
-    buildings: Vec<BulkBuilding>,
+    buildings: Vec<CreateBuilding>,
     #[serde(default)]
     sensors: Vec<BulkSensor>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BulkBuilding {
-    id: BuildingId,
-    name: String,
-    floor_area_m2: Option<f64>,
-    timezone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,13 +122,7 @@ pub(super) async fn create(
     let buildings = bulk
         .buildings
         .into_iter()
-        .map(|b| NewBuilding {
-            id: b.id,
-            tenant_id: tenant_id.clone(),
-            name: b.name,
-            floor_area_m2: b.floor_area_m2,
-            timezone: b.timezone,
-        })
+        .map(|b| b.into_new(tenant_id.clone()))
         .collect();
     let sensors = bulk
         .sensors
@@ -238,7 +224,7 @@ fn parse_csv(bytes: &[u8], tenant: &str) -> ApiResult<Bulk> {
                     .transpose()?,
             });
         } else {
-            bulk.buildings.push(BulkBuilding {
+            bulk.buildings.push(CreateBuilding {
                 id: BuildingId::parse(&id("building_id")).map_err(|e| bad(line, e.to_string()))?,
                 name: id("name"),
                 floor_area_m2: field("floor_area_m2")

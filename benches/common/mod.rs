@@ -86,6 +86,7 @@ pub fn provision(catalog: &Catalog, shape: &Shape, zones: &[&str]) -> Vec<Sensor
                     kind: None,
                     unit: None,
                     is_active: None,
+                    meter: Default::default(),
                 });
             }
         }

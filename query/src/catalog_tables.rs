@@ -105,6 +105,7 @@ fn sensors(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
             Field::new("kind", DataType::Utf8, false),
             Field::new("unit", DataType::Utf8, false),
             Field::new("is_active", DataType::Boolean, false),
+            Field::new("meter_type", DataType::Utf8, false),
         ],
         vec![
             strings(rows.iter().map(|s| s.id.as_str())),
@@ -115,6 +116,7 @@ fn sensors(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
             Arc::new(BooleanArray::from_iter(
                 rows.iter().map(|s| Some(s.is_active)),
             )),
+            strings(rows.iter().map(|s| s.meter.meter_type.name())),
         ],
     )
 }

@@ -51,6 +51,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
                 kind: None,
                 unit: None,
                 is_active: None,
+                meter: Default::default(),
             })
             .unwrap();
     }

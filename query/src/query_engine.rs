@@ -83,7 +83,7 @@ pub struct SensorReadings {
 }
 
 pub struct QueryEngine {
-    store: Arc<ReadingStore>,
+    pub(crate) store: Arc<ReadingStore>,
     limits: QueryLimits,
     permits: Arc<Semaphore>,
     /// Each tenant's share of `permits`.

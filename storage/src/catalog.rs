@@ -467,8 +467,9 @@ fn new_sensors(
             continue;
         }
         check_new_id("sensor", n.id.as_str())?;
+        n.meter.validate()?;
         let kind = n.kind.unwrap_or_else(|| "electricity".into());
-        let unit = n.unit.unwrap_or_else(|| "kWh".into());
+        let unit = n.unit.unwrap_or_else(|| n.meter.meter_type.unit().into());
         for (what, v) in [("kind", &kind), ("unit", &unit)] {
             if v.is_empty() || v.chars().count() > 64 {
                 return Err(Error::InvalidArgument(format!(
@@ -493,6 +494,7 @@ fn new_sensors(
             kind,
             unit,
             is_active: n.is_active.unwrap_or(true),
+            meter: n.meter,
         });
         next_key += 1;
     }
@@ -561,6 +563,7 @@ mod tests {
             kind: None,
             unit: None,
             is_active: None,
+            meter: Default::default(),
         }
     }
 

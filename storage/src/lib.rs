@@ -51,6 +51,7 @@ mod kwh;
 mod last_seen;
 mod manifest;
 mod memtable;
+mod meter;
 mod reading;
 mod reports;
 mod rollup;
@@ -81,6 +82,9 @@ pub use ids::{BuildingId, IdError, KeyId, SensorId, SensorKey, TenantId, WalSequ
 pub use kwh::{kwh_sum, round_kwh};
 pub use last_seen::{LastSeen, LastSeenReader};
 pub use memtable::Memtable;
+pub use meter::{
+    DEFAULT_MAX_GAP_MS, Derived, MAX_GAP_LIMIT_MS, Meter, MeterType, Quality, derive, reach_ms,
+};
 pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use reports::{JobStatus, ReportFormat, ReportJob, ReportRequest, ReportStore};

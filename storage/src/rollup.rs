@@ -6,13 +6,17 @@
 //! - [`rollups`]: the building tables in memory and their files; [`steps`]
 //!   recompute exactly what changed, [`zone_rebuild`] after a time zone
 //!   change, [`reads`] serve them, [`retention`] drops old buckets.
+//! - [`derived`]: the interval energy of cumulative and power meters.
 //! - [`quarters`]: recent 15-minute building totals, for alert windows.
 //! - [`windows`]: clock-aligned windows read in one pass (alert rules).
 //! - [`zones`]: which time zone each building's rollups follow.
 //! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
 
 pub(crate) mod calendar;
+mod derived;
 pub(crate) mod files;
+#[cfg(test)]
+mod meter_tests;
 mod quarters;
 mod reads;
 mod retention;

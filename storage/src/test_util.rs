@@ -27,6 +27,7 @@ pub(crate) fn catalog_with_sensors(dir: &Path, sensors: u32) -> Arc<Catalog> {
             kind: None,
             unit: None,
             is_active: None,
+            meter: Default::default(),
         })
         .collect();
     c.create_sensors(new).unwrap();

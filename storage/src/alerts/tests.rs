@@ -289,6 +289,7 @@ fn offline_rules_skip_quiet_passes_yet_see_late_first_readings_new_sensors_and_n
             kind: None,
             unit: None,
             is_active: None,
+            meter: Default::default(),
         })
         .unwrap();
     rt.block_on(store.append(batch(&[(s2.key.0, now - 35 * minute, 1.0)])))

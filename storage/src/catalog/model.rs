@@ -5,6 +5,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BuildingId, KeyId, SensorId, SensorKey, TenantId};
+use crate::meter::Meter;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +93,9 @@ pub struct Sensor {
     pub kind: String,
     pub unit: String,
     pub is_active: bool,
+    /// How it reports (records from before meter types are `interval`).
+    #[serde(default)]
+    pub meter: Meter,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +137,7 @@ pub struct NewSensor {
     pub kind: Option<String>,
     pub unit: Option<String>,
     pub is_active: Option<bool>,
+    pub meter: Meter,
 }
 
 /// Input for [`crate::Catalog::create_key`].

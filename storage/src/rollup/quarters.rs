@@ -18,6 +18,7 @@ use crate::reading::TimeRange;
 use crate::sync::{Recover, RecoverRw};
 use crate::tiers::Snapshot;
 
+use super::derived::Meters;
 use super::rollups::*;
 use super::windows::WindowSpan;
 
@@ -45,25 +46,36 @@ impl Rollups {
         if day < Self::first_quarter_day(crate::now_ms()) {
             return Ok(newest);
         }
-        let (names, keys) = {
+        let (names, keys, meters) = {
             let view = self.catalog.view();
             let keys: HashSet<SensorKey> = view
                 .sensors()
                 .filter(|s| buildings.is_none_or(|b| b.contains(s.building_id.as_str())))
                 .map(|s| s.key)
                 .collect();
-            (SensorNames::from_catalog(&view), keys)
+            let meters = Meters::of(&view, keys.iter().copied());
+            (SensorNames::from_catalog(&view), keys, meters)
         };
         let range = TimeRange {
             start_ms: day * DAY_MS,
             end_ms: (day + 1) * DAY_MS,
         };
-        let raw = snap.merged_readings(&|k| keys.contains(&k), range, &names)?;
-        let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
-        let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
-        for r in raw {
+        let reach = meters.reach_ms();
+        let window = TimeRange {
+            start_ms: range.start_ms - reach,
+            end_ms: range.end_ms + reach,
+        };
+        let raw = snap.merged_readings(&|k| keys.contains(&k), window, &names)?;
+        for r in raw.iter().filter(|r| range.contains(r.ts_ms)) {
             let t = newest.entry(r.sensor).or_insert(r.ts_ms);
             *t = (*t).max(r.ts_ms);
+        }
+        let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
+        let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
+        for r in meters.interval_energy(raw) {
+            if !range.contains(r.ts_ms) {
+                continue;
+            }
             let Some(ids) = names.ids(r.sensor) else {
                 continue;
             };
@@ -77,8 +89,10 @@ impl Rollups {
         }
         let floor = Self::first_quarter_day(crate::now_ms()) * DAY_MS;
         let mut map = self.buildings.write_locked();
-        let affected: Vec<Arc<str>> = match buildings {
-            Some(b) => b.iter().cloned().collect(),
+        // Each building once: a second turn would find no fresh sums and
+        // clear the day.
+        let affected: HashSet<Arc<str>> = match buildings {
+            Some(b) => b.clone(),
             None => map.keys().chain(sums.keys()).cloned().collect(),
         };
         for b in affected {

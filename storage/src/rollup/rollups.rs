@@ -42,7 +42,7 @@ pub struct Agg {
 }
 
 impl Agg {
-    pub(super) fn one(v: f64) -> Self {
+    pub fn one(v: f64) -> Self {
         Self {
             // A reading counts to the milliwatt-hour, as in every sum.
             kwh: crate::kwh::round_kwh(v),
@@ -51,7 +51,7 @@ impl Agg {
         }
     }
 
-    pub(super) fn add(&mut self, o: &Agg) {
+    pub fn add(&mut self, o: &Agg) {
         self.kwh = crate::kwh::add_kwh(self.kwh, o.kwh);
         self.peak_kwh = self.peak_kwh.max(o.peak_kwh);
         self.readings += o.readings;

@@ -14,6 +14,7 @@ use chrono_tz::Tz;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
+use super::derived::Meters;
 use super::files::{RollupRow, RollupTable, read_partition, write_partition};
 use super::windows::WindowSpan;
 use crate::chunk::{DAY_MS, SensorNames, day_name};
@@ -130,9 +131,10 @@ impl Rollups {
         sensors: &HashSet<SensorKey>,
         snap: &Snapshot,
     ) -> Result<()> {
-        let (names, zones) = {
+        let (names, zones, meters) = {
             let view = self.catalog.view();
             let names = SensorNames::from_catalog(&view);
+            let meters = Meters::of(&view, sensors.iter().copied());
             let zones: HashMap<SensorKey, Tz> = sensors
                 .iter()
                 .filter_map(|k| {
@@ -141,24 +143,35 @@ impl Rollups {
                     Some((*k, b.timezone.tz()))
                 })
                 .collect();
-            (names, zones)
+            (names, zones, meters)
         };
-        // Hours starting on `day - 1` or `day` hold readings from the start
-        // of `day - 1` up to at most 90 minutes past the end of `day` (the
-        // longest local hour, at a 30-minute DST shift back).
+        // The partitions (UTC days of hour starts) recomputed: a reading's
+        // hour starts on its UTC day or the one before. A meter's reading
+        // also changes derived values up to its reach (at most 18 hours)
+        // around it, so for meters the day after too.
+        let parts = if meters.is_empty() {
+            day - 1..=day
+        } else {
+            day - 1..=day + 1
+        };
+        // Hours starting on those days hold readings from the start of the
+        // first up to at most 90 minutes past the end of the last (the
+        // longest local hour, at a 30-minute DST shift back); derivation
+        // needs the readings within reach of those.
+        let reach = meters.reach_ms();
         let window = TimeRange {
-            start_ms: (day - 1) * DAY_MS,
-            end_ms: (day + 1) * DAY_MS + 2 * HOUR_MS,
+            start_ms: parts.start() * DAY_MS - reach,
+            end_ms: (parts.end() + 1) * DAY_MS + 2 * HOUR_MS + reach,
         };
         let raw = snap.merged_readings(&|k| sensors.contains(&k), window, &names)?;
         let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
-        for r in raw {
+        for r in meters.interval_energy(raw) {
             let Some(&tz) = zones.get(&r.sensor) else {
                 continue;
             };
             let h = hour_start(tz, r.ts_ms);
             let p = h.div_euclid(DAY_MS);
-            if p == day - 1 || p == day {
+            if parts.contains(&p) {
                 fresh
                     .entry((p, r.sensor, h))
                     .and_modify(|a| a.add(&Agg::one(r.value_kwh)))
@@ -175,7 +188,7 @@ impl Rollups {
         // recomputed from what is left.
         let floor = snap.raw_floor_ms;
         let mut touched: HashMap<Arc<str>, BTreeSet<NaiveDate>> = HashMap::new();
-        for p in [day - 1, day] {
+        for p in parts.clone() {
             let path = self.partition_path(RollupTable::SensorHourly, &day_name(p));
             let mut rows = Vec::new();
             let mut kept: HashSet<(Arc<str>, i64)> = HashSet::new();
@@ -217,7 +230,14 @@ impl Rollups {
             .filter_map(|k| names.ids(*k))
             .map(|i| i.building_id.clone())
             .collect();
-        self.recompute_quarters(day, Some(&buildings), snap)?;
+        let quarter_days = if meters.is_empty() {
+            day..=day
+        } else {
+            day - 1..=day + 1
+        };
+        for d in quarter_days {
+            self.recompute_quarters(d, Some(&buildings), snap)?;
+        }
         Ok(())
     }
 

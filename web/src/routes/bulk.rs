@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use wattline_storage::{BuildingId, NewSensor, SensorId, TenantId};
+use wattline_storage::{BuildingId, MeterType, NewSensor, SensorId, TenantId};
 
 use super::buildings::CreateBuilding;
 use crate::AppState;
@@ -52,6 +52,10 @@ struct BulkSensor {
     kind: Option<String>,
     unit: Option<String>,
     is_active: Option<bool>,
+    meter_type: Option<MeterType>,
+    register_max: Option<f64>,
+    max_gap_s: Option<i64>,
+    max_kw: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +137,7 @@ pub(super) async fn create(
             kind: s.kind,
             unit: s.unit,
             is_active: s.is_active,
+            meter: super::sensors::meter_of(s.meter_type, s.register_max, s.max_gap_s, s.max_kw),
         })
         .collect();
     let catalog = state.catalog.clone();
@@ -150,9 +155,6 @@ pub(super) async fn create(
 
 /// Buildings or sensors from CSV, told apart by the header.
 fn parse_csv(bytes: &[u8], tenant: &str) -> ApiResult<Bulk> {
-    let bad = |line: u64, msg: String| {
-        ApiError::bad_request("invalid_csv", format!("line {line}: {msg}"))
-    };
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -178,7 +180,7 @@ fn parse_csv(bytes: &[u8], tenant: &str) -> ApiResult<Bulk> {
         return Err(bad(
             1,
             format!(
-                "the header has no {missing} column (buildings: building_id,name[,floor_area_m2][,timezone]; sensors: sensor_id,building_id[,kind][,unit][,is_active])"
+                "the header has no {missing} column (buildings: building_id,name[,floor_area_m2][,timezone]; sensors: sensor_id,building_id[,kind][,unit][,is_active][,meter_type][,register_max][,max_gap_s][,max_kw])"
             ),
         ));
     }
@@ -222,22 +224,47 @@ fn parse_csv(bytes: &[u8], tenant: &str) -> ApiResult<Bulk> {
                         })
                     })
                     .transpose()?,
+                meter_type: field("meter_type")
+                    .map(|v| {
+                        serde_json::from_value(serde_json::Value::String(v.to_owned())).map_err(
+                            |_| {
+                                bad(
+                                    line,
+                                    format!(
+                                        "meter_type {v:?} is not interval, cumulative or power"
+                                    ),
+                                )
+                            },
+                        )
+                    })
+                    .transpose()?,
+                register_max: number(field("register_max"), "register_max", line)?,
+                max_gap_s: number(field("max_gap_s"), "max_gap_s", line)?,
+                max_kw: number(field("max_kw"), "max_kw", line)?,
             });
         } else {
             bulk.buildings.push(CreateBuilding {
                 id: BuildingId::parse(&id("building_id")).map_err(|e| bad(line, e.to_string()))?,
                 name: id("name"),
-                floor_area_m2: field("floor_area_m2")
-                    .map(|v| {
-                        v.parse()
-                            .map_err(|_| bad(line, format!("floor_area_m2 {v:?} is not a number")))
-                    })
-                    .transpose()?,
+                floor_area_m2: number(field("floor_area_m2"), "floor_area_m2", line)?,
                 timezone: field("timezone").map(str::to_owned),
             });
         }
     }
     Ok(bulk)
+}
+
+fn bad(line: u64, msg: String) -> ApiError {
+    ApiError::bad_request("invalid_csv", format!("line {line}: {msg}"))
+}
+
+/// The number in a CSV field, if there is one.
+fn number<T: std::str::FromStr>(v: Option<&str>, name: &str, line: u64) -> ApiResult<Option<T>> {
+    v.map(|v| {
+        v.parse()
+            .map_err(|_| bad(line, format!("{name} {v:?} is not a number")))
+    })
+    .transpose()
 }
 
 /// A spreadsheet's yes or no: true/false, 1/0, yes/no, any case.

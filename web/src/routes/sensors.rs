@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use wattline_storage::{BuildingId, NewSensor, Sensor, SensorId};
+use wattline_storage::{BuildingId, Meter, MeterType, NewSensor, Sensor, SensorId};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -20,6 +20,27 @@ pub(super) struct CreateSensor {
     kind: Option<String>,
     unit: Option<String>,
     is_active: Option<bool>,
+    meter_type: Option<MeterType>,
+    register_max: Option<f64>,
+    max_gap_s: Option<i64>,
+    max_kw: Option<f64>,
+}
+
+/// A sensor's meter settings from the API's fields (defaults for those
+/// left out; checked by the catalog).
+pub(super) fn meter_of(
+    meter_type: Option<MeterType>,
+    register_max: Option<f64>,
+    max_gap_s: Option<i64>,
+    max_kw: Option<f64>,
+) -> Meter {
+    let default = Meter::default();
+    Meter {
+        meter_type: meter_type.unwrap_or(default.meter_type),
+        register_max,
+        max_gap_ms: max_gap_s.map_or(default.max_gap_ms, |s| s.saturating_mul(1000)),
+        max_kw,
+    }
 }
 
 #[derive(Deserialize)]
@@ -35,6 +56,14 @@ pub(super) struct SensorOut {
     kind: String,
     unit: String,
     is_active: bool,
+    meter_type: MeterType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    register_max: Option<f64>,
+    /// For cumulative and power meters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_gap_s: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_kw: Option<f64>,
     /// Its newest reading's time (UTC), in the list only.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_reading: Option<String>,
@@ -48,6 +77,10 @@ impl From<&Sensor> for SensorOut {
             kind: s.kind.clone(),
             unit: s.unit.clone(),
             is_active: s.is_active,
+            meter_type: s.meter.meter_type,
+            register_max: s.meter.register_max,
+            max_gap_s: (!s.meter.is_interval()).then_some(s.meter.max_gap_ms / 1000),
+            max_kw: s.meter.max_kw,
             last_reading: None,
         }
     }
@@ -69,6 +102,12 @@ pub(super) async fn create(
             kind: body.kind,
             unit: body.unit,
             is_active: body.is_active,
+            meter: meter_of(
+                body.meter_type,
+                body.register_max,
+                body.max_gap_s,
+                body.max_kw,
+            ),
         })
     })
     .await?;

@@ -28,9 +28,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::kwh::round_kwh;
+use crate::kwh::{add_kwh, round_kwh};
 
 const HOUR_MS: i64 = 3_600_000;
+const QUARTER_MS: i64 = 900_000;
 
 /// How a sensor reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -132,12 +133,13 @@ impl Meter {
 }
 
 /// How far one reading's arrival or change reaches: derived values of
-/// readings within this distance before or after it may change.
+/// readings within this distance before or after it may change (a power
+/// sample's share also depends on its clock quarter's earlier samples).
 pub fn reach_ms(meter: &Meter) -> i64 {
-    if meter.is_interval() {
-        0
-    } else {
-        3 * meter.max_gap_ms
+    match meter.meter_type {
+        MeterType::Interval => 0,
+        MeterType::Cumulative => 3 * meter.max_gap_ms,
+        MeterType::Power => meter.max_gap_ms + QUARTER_MS,
     }
 }
 
@@ -281,6 +283,13 @@ fn register_step(meter: &Meter, a: f64, b: f64, from_ms: i64, to_ms: i64) -> (f6
 fn power(meter: &Meter, series: &[(i64, f64)]) -> Vec<Derived> {
     let ok = |v: f64| v.is_finite() && meter.max_kw.is_none_or(|max| v.abs() <= max);
     let mut out = Vec::with_capacity(series.len());
+    // Each interval's exact energy is a binary fraction; rounding each to
+    // the milliwatt-hour would add up an error per sample. Instead each
+    // gets the step of the rounded running sum within its clock quarter,
+    // so a quarter (and every bucket made of quarters) sums to its exact
+    // energy rounded once, and a sample depends on its own quarter only.
+    let mut quarter = i64::MIN;
+    let mut running = 0.0;
     for (i, &(ts_ms, value)) in series.iter().enumerate() {
         let mut d = Derived {
             ts_ms,
@@ -295,7 +304,13 @@ fn power(meter: &Meter, series: &[(i64, f64)]) -> Vec<Derived> {
             .take_while(|(t, _)| t - ts_ms <= meter.max_gap_ms)
             .find(|(_, v)| ok(*v))
         {
-            d.kwh = Some(round_kwh((value + next_v) / 2.0 * hours(ts_ms, next_ts)));
+            if ts_ms.div_euclid(QUARTER_MS) != quarter {
+                quarter = ts_ms.div_euclid(QUARTER_MS);
+                running = 0.0;
+            }
+            let before = round_kwh(running);
+            running += (value + next_v) / 2.0 * hours(ts_ms, next_ts);
+            d.kwh = Some(add_kwh(round_kwh(running), -before));
             d.quality = Quality::Measured;
         }
         out.push(d);

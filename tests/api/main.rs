@@ -15,6 +15,7 @@ mod energy;
 mod fault_paths;
 mod ingest;
 mod limits;
+mod meters;
 mod operations;
 mod process;
 mod pydeps;

@@ -115,6 +115,39 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn a_power_sample_reaches_no_further_than_its_reach(
+        steps in prop::collection::vec((1i64..1200, -50i32..200), 2..150),
+        cut in 0usize..150,
+    ) {
+        let meter = Meter {
+            meter_type: MeterType::Power,
+            max_gap_ms: 600_000,
+            max_kw: Some(150.0),
+            ..Meter::default()
+        };
+        let mut t = 0;
+        let series: Vec<(i64, f64)> = steps
+            .iter()
+            .map(|&(dt, kw)| {
+                t += dt * 1000;
+                (t, f64::from(kw))
+            })
+            .collect();
+        let cut = cut % series.len();
+        let all = derive(&meter, &series);
+        let mut fewer = series.clone();
+        let (gone, _) = fewer.remove(cut);
+        for d in derive(&meter, &fewer) {
+            if (d.ts_ms - gone).abs() > reach_ms(&meter) {
+                let before = all.iter().find(|a| a.ts_ms == d.ts_ms).unwrap();
+                prop_assert_eq!(*before, d);
+            }
+        }
+    }
+}
+
 #[test]
 fn resets_wraps_and_glitches_are_told_apart() {
     let m = register(STEP_MS);

@@ -116,6 +116,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
 const TABLES: &[&str] = &[
     "readings",
     "sensor_hourly",
+    "building_quarterly",
     "building_hourly",
     "building_daily",
     "building_monthly",

@@ -19,6 +19,7 @@ pub(crate) const TABLES: &[&str] = &[
     "sensors",
     "readings",
     "sensor_hourly",
+    "building_quarterly",
     "building_hourly",
     "building_daily",
     "building_monthly",

@@ -78,6 +78,7 @@ impl QueryEngine {
                         kwh: wattline_storage::round_kwh(kwh.value(i) / 1e6),
                         peak_kwh: peak.value(i),
                         readings: n.value(i),
+                        peak_kw: None,
                     },
                 )
             }));

@@ -40,7 +40,7 @@ use crate::filters::ts_literal;
 use crate::guard::check_read_only;
 use crate::join_budget::BoundJoinOutput;
 use crate::readings_table::ReadingsTable;
-use crate::rollup_tables::{SensorHourlyTable, building_table, yearly_table};
+use crate::rollup_tables::{PartitionedTable, building_table, yearly_table};
 use crate::scope::Scope;
 use wattline_storage::RollupTable;
 
@@ -177,10 +177,16 @@ impl QueryEngine {
                 scope.clone(),
             )),
         )?;
-        ctx.register_table(
-            "sensor_hourly",
-            Arc::new(SensorHourlyTable::new(self.store.clone(), scope.clone())),
-        )?;
+        for table in [RollupTable::SensorHourly, RollupTable::BuildingQuarterly] {
+            ctx.register_table(
+                table.name(),
+                Arc::new(PartitionedTable::new(
+                    self.store.clone(),
+                    scope.clone(),
+                    table,
+                )),
+            )?;
+        }
         for table in [
             RollupTable::BuildingHourly,
             RollupTable::BuildingDaily,

@@ -1,7 +1,7 @@
 //! The rollup tables in SQL, scoped like every table: `building_hourly`,
 //! `building_daily`, `building_monthly` and `building_yearly` from the
 //! in-memory rollups (days, months and years also per m2 of floor area),
-//! `sensor_hourly` from its Parquet partitions.
+//! `sensor_hourly` and `building_quarterly` from their Parquet partitions.
 
 use std::sync::Arc;
 
@@ -68,10 +68,15 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
                     kwh: 0.0,
                     peak_kwh: f64::MIN,
                     readings: 0,
+                    peak_kw: None,
                 });
             y.kwh = kwh_sum([y.kwh, m.kwh]);
             y.peak_kwh = y.peak_kwh.max(m.peak_kwh);
             y.readings += m.readings;
+            y.peak_kw = match (y.peak_kw, m.peak_kw) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
         }
         let areas = floor_areas(
             &store,
@@ -94,6 +99,7 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
             Arc::new(Int64Array::from_iter_values(
                 years.values().map(|y| y.readings),
             )),
+            Arc::new(Float64Array::from_iter(years.values().map(|y| y.peak_kw))),
             Arc::new(Float64Array::from_iter(
                 years.iter().map(|((b, _), y)| per_m2(y.kwh, &areas, b)),
             )),
@@ -108,6 +114,7 @@ struct Year {
     kwh: f64,
     peak_kwh: f64,
     readings: i64,
+    peak_kw: Option<f64>,
 }
 
 fn yearly_schema() -> SchemaRef {
@@ -118,6 +125,7 @@ fn yearly_schema() -> SchemaRef {
         Field::new("kwh", DataType::Float64, false),
         Field::new("peak_kwh", DataType::Float64, false),
         Field::new("readings", DataType::Int64, false),
+        Field::new("peak_kw", DataType::Float64, true),
         Field::new("kwh_per_m2", DataType::Float64, true),
     ]))
 }
@@ -172,32 +180,36 @@ fn external(e: wattline_storage::Error) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(e))
 }
 
-/// `sensor_hourly`, read from its partition files (listed when scanned).
-pub(crate) struct SensorHourlyTable {
+/// `sensor_hourly` or `building_quarterly`, read from their partition
+/// files (listed when scanned).
+pub(crate) struct PartitionedTable {
     store: Arc<ReadingStore>,
     scope: Scope,
+    table: RollupTable,
 }
 
-impl std::fmt::Debug for SensorHourlyTable {
+impl std::fmt::Debug for PartitionedTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SensorHourlyTable")
+        f.debug_struct("PartitionedTable")
+            .field("table", &self.table.name())
             .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
 }
 
-/// Index of `tenant_id` in the `sensor_hourly` schema.
-const TENANT_COLUMN: usize = 2;
-
-impl SensorHourlyTable {
-    pub(crate) fn new(store: Arc<ReadingStore>, scope: Scope) -> Self {
-        Self { store, scope }
+impl PartitionedTable {
+    pub(crate) fn new(store: Arc<ReadingStore>, scope: Scope, table: RollupTable) -> Self {
+        Self {
+            store,
+            scope,
+            table,
+        }
     }
 
     fn files(&self) -> Vec<(String, u64)> {
         self.store
             .rollups()
-            .sensor_hourly_files()
+            .partition_files(self.table)
             .into_iter()
             .filter_map(|p| {
                 let size = std::fs::metadata(&p).ok()?.len();
@@ -205,12 +217,20 @@ impl SensorHourlyTable {
             })
             .collect()
     }
+
+    /// Index of `tenant_id`, and the time column's name.
+    fn columns(&self) -> (usize, &'static str) {
+        match self.table {
+            RollupTable::SensorHourly => (2, "hour"),
+            _ => (1, "quarter"),
+        }
+    }
 }
 
 #[async_trait]
-impl TableProvider for SensorHourlyTable {
+impl TableProvider for PartitionedTable {
     fn schema(&self) -> SchemaRef {
-        RollupTable::SensorHourly.schema()
+        self.table.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -233,20 +253,21 @@ impl TableProvider for SensorHourlyTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let tenant = self.scope.restricted_to();
-        let (requested, columns) = scan_columns(&schema, projection, TENANT_COLUMN, tenant);
+        let (tenant_column, time) = self.columns();
+        let (requested, columns) = scan_columns(&schema, projection, tenant_column, tenant);
         let files = self.files();
         let scanned: Arc<dyn ExecutionPlan> = if files.is_empty() {
             Arc::new(EmptyExec::new(Arc::new(schema.project(&columns)?)))
         } else {
-            let predicate = ScanBounds::from_filters(filters, "hour").predicate("hour", tenant);
+            let predicate = ScanBounds::from_filters(filters, time).predicate(time, tenant);
             parquet_scan(state, &schema, &files, &columns, predicate)?
         };
         scoped(
             state,
-            "sensor_hourly",
+            self.table.name(),
             scanned,
             &columns,
-            TENANT_COLUMN,
+            tenant_column,
             tenant,
             requested.len(),
         )

@@ -6,6 +6,7 @@
 //! - [`rollups`]: the building tables in memory and their files; [`steps`]
 //!   recompute exactly what changed, [`zone_rebuild`] after a time zone
 //!   change, [`reads`] serve them, [`retention`] drops old buckets.
+//! - [`demand`]: peak demand of days and months, from the quarters.
 //! - [`derived`]: the interval energy of cumulative and power meters.
 //! - [`quarters`]: recent 15-minute building totals, for alert windows.
 //! - [`windows`]: clock-aligned windows read in one pass (alert rules).
@@ -13,6 +14,7 @@
 //! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
 
 pub(crate) mod calendar;
+mod demand;
 mod derived;
 pub(crate) mod files;
 #[cfg(test)]

@@ -254,6 +254,7 @@ async fn a_tenant_sees_only_its_own_rows_whatever_the_sql() {
         "SELECT tenant_id, count(*) FROM readings GROUP BY tenant_id",
         "SELECT * FROM sensor_hourly",
         "SELECT * FROM sensor_hourly WHERE tenant_id = 'b'",
+        "SELECT * FROM building_quarterly WHERE tenant_id = 'b' OR building_id = 'bb'",
         "SELECT * FROM building_hourly",
         "SELECT * FROM building_daily UNION ALL SELECT * FROM building_daily WHERE building_id = 'bb'",
         "SELECT * FROM building_monthly",

@@ -84,9 +84,10 @@ fn count_of(v: &Value) -> i64 {
 
 /// The tables to attack: name, a text column to build cast oracles from,
 /// and the column to join `sensors` on.
-const TABLES: [(&str, &str, &str); 9] = [
+const TABLES: [(&str, &str, &str); 10] = [
     ("readings", "sensor_id", "sensor_id"),
     ("sensor_hourly", "sensor_id", "sensor_id"),
+    ("building_quarterly", "building_id", "tenant_id"),
     ("building_hourly", "building_id", "tenant_id"),
     ("building_daily", "building_id", "tenant_id"),
     ("building_monthly", "building_id", "tenant_id"),
@@ -103,6 +104,7 @@ async fn rollups_settled(server: &Server) {
         let mut all = Vec::new();
         for t in [
             "sensor_hourly",
+            "building_quarterly",
             "building_hourly",
             "building_daily",
             "building_monthly",

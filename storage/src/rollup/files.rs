@@ -3,6 +3,7 @@
 //! ```text
 //! chunks/rollups/sensor_hourly/day=YYYY-MM-DD/part.parquet     (UTC day of `hour`)
 //! chunks/rollups/building_hourly/day=YYYY-MM-DD/part.parquet
+//! chunks/rollups/building_quarterly/day=YYYY-MM-DD/part.parquet  (UTC day of `quarter`)
 //! chunks/rollups/building_daily/month=YYYY-MM/part.parquet     (local month)
 //! chunks/rollups/building_monthly/part.parquet
 //! ```
@@ -38,13 +39,17 @@ pub struct RollupRow {
     pub kwh: f64,
     pub peak_kwh: f64,
     pub readings: i64,
+    /// Peak demand (days and months only).
+    pub peak_kw: Option<f64>,
 }
 
-/// The four rollup tables.
+/// The rollup tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RollupTable {
     SensorHourly,
     BuildingHourly,
+    /// 15-minute building totals, for peak demand.
+    BuildingQuarterly,
     BuildingDaily,
     BuildingMonthly,
 }
@@ -54,6 +59,7 @@ impl RollupTable {
         match self {
             Self::SensorHourly => "sensor_hourly",
             Self::BuildingHourly => "building_hourly",
+            Self::BuildingQuarterly => "building_quarterly",
             Self::BuildingDaily => "building_daily",
             Self::BuildingMonthly => "building_monthly",
         }
@@ -63,6 +69,7 @@ impl RollupTable {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
         match self {
             Self::SensorHourly | Self::BuildingHourly => ("hour", ts),
+            Self::BuildingQuarterly => ("quarter", ts),
             Self::BuildingDaily => ("day", DataType::Date32),
             Self::BuildingMonthly => ("month", DataType::Date32),
         }
@@ -81,7 +88,24 @@ impl RollupTable {
         fields.push(Field::new("kwh", DataType::Float64, false));
         fields.push(Field::new("peak_kwh", DataType::Float64, false));
         fields.push(Field::new("readings", DataType::Int64, false));
+        if self.has_demand() {
+            fields.push(Field::new("peak_kw", DataType::Float64, true));
+        }
         Arc::new(Schema::new(fields))
+    }
+
+    /// Whether rows carry peak demand (files written before it was kept
+    /// have no such column: read as unknown).
+    fn has_demand(self) -> bool {
+        matches!(self, Self::BuildingDaily | Self::BuildingMonthly)
+    }
+
+    /// Whether the table is partitioned by UTC day.
+    fn by_day(self) -> bool {
+        matches!(
+            self,
+            Self::SensorHourly | Self::BuildingHourly | Self::BuildingQuarterly
+        )
     }
 
     /// The table's folder under the data directory.
@@ -102,7 +126,7 @@ pub fn to_batch(table: RollupTable, rows: &[RollupRow]) -> Result<RecordBatch> {
     columns.push(strings(&|r| &r.building_id));
     columns.push(strings(&|r| &r.tenant_id));
     columns.push(match table {
-        RollupTable::SensorHourly | RollupTable::BuildingHourly => Arc::new(
+        t if t.by_day() => Arc::new(
             TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.at))
                 .with_timezone("UTC"),
         ),
@@ -119,6 +143,11 @@ pub fn to_batch(table: RollupTable, rows: &[RollupRow]) -> Result<RecordBatch> {
     columns.push(Arc::new(Int64Array::from_iter_values(
         rows.iter().map(|r| r.readings),
     )));
+    if table.has_demand() {
+        columns.push(Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.peak_kw),
+        )));
+    }
     RecordBatch::try_new(table.schema(), columns)
         .map_err(|e| Error::InvalidArgument(format!("building a {} batch: {e}", table.name())))
 }
@@ -193,7 +222,7 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
         let sensors = if offset == 1 { Some(s(0)?) } else { None };
         let (buildings, tenants) = (s(offset)?, s(offset + 1)?);
         let at: Vec<i64> = match table {
-            RollupTable::SensorHourly | RollupTable::BuildingHourly => col(offset + 2)
+            t if t.by_day() => col(offset + 2)
                 .as_any()
                 .downcast_ref::<TimestampMillisecondArray>()
                 .ok_or_else(|| bad("hour is not a timestamp".into()))?
@@ -214,6 +243,10 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
             .downcast_ref::<Int64Array>()
             .cloned()
             .ok_or_else(|| bad("readings is not an integer".into()))?;
+        let demand = match batch.schema().index_of("peak_kw") {
+            Ok(i) if table.has_demand() => Some(f(i)?),
+            _ => None,
+        };
         for (i, &at) in at.iter().enumerate() {
             rows.push(RollupRow {
                 sensor_id: sensors.as_ref().map(|s| Arc::from(s.value(i))),
@@ -223,6 +256,10 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
                 kwh: kwh.value(i),
                 peak_kwh: peak.value(i),
                 readings: readings.value(i),
+                peak_kw: demand
+                    .as_ref()
+                    .filter(|d| d.is_valid(i))
+                    .map(|d| d.value(i)),
             });
         }
     }

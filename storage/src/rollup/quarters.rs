@@ -1,84 +1,93 @@
-//! Building energy per 15-minute clock interval, for alert windows.
+//! Building energy per 15-minute clock interval: the `building_quarterly`
+//! table on disk (for peak demand, see `demand`) and the recent ones in
+//! memory for alert windows.
 //!
-//! Only the recent past is kept ([`QUARTER_DAYS`] UTC days), in memory:
-//! alert rules with a `15m` window look back that far at most. A rollup
-//! step that recomputes a recent UTC day also recomputes that day's
-//! quarters of the buildings it touches, from the raw readings of *all*
-//! their sensors (a quarter's sum cannot be patched from one sensor's
-//! change alone). On open they are rebuilt from the raw readings, so they
-//! need no file of their own.
+//! A rollup step recomputes a UTC day's quarters of the buildings it
+//! touches from the raw readings of *all* their sensors (a quarter's sum
+//! cannot be patched from one sensor's change alone) and rewrites that
+//! day's partition. Only the recent past ([`QUARTER_DAYS`] UTC days) is
+//! also held in memory: alert rules with a `15m` window look back that far
+//! at most. On open those days are rebuilt from the raw readings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::chunk::{DAY_MS, SensorNames};
+use crate::chunk::{DAY_MS, SensorNames, day_name};
 use crate::error::Result;
 use crate::ids::SensorKey;
-use crate::reading::TimeRange;
+use crate::reading::{Reading, TimeRange};
 use crate::sync::{Recover, RecoverRw};
 use crate::tiers::Snapshot;
 
 use super::derived::Meters;
+use super::files::{RollupRow, RollupTable, read_partition, write_partition};
 use super::rollups::*;
 use super::windows::WindowSpan;
 
-/// UTC days of quarters kept: today and the two before.
+/// UTC days of quarters kept in memory: today and the two before.
 pub const QUARTER_DAYS: i64 = 3;
 pub(super) const QUARTER_MS: i64 = 900_000;
 
+/// The UTC range of day `day`.
+pub(super) fn day_range(day: i64) -> TimeRange {
+    TimeRange {
+        start_ms: day * DAY_MS,
+        end_ms: (day + 1) * DAY_MS,
+    }
+}
+
 impl Rollups {
-    /// First UTC day whose quarters are kept, at `now_ms`.
+    /// First UTC day whose quarters are kept in memory, at `now_ms`.
     fn first_quarter_day(now_ms: i64) -> i64 {
         now_ms.div_euclid(DAY_MS) - (QUARTER_DAYS - 1)
     }
 
-    /// Recomputes the quarters of UTC day `day` for `buildings` (all of
-    /// them with `None`) from the raw readings in `snap`, if the day is
-    /// recent enough to be kept. Blocking.
-    /// Returns the newest reading time of each sensor on that day.
-    pub(super) fn recompute_quarters(
-        &self,
-        day: i64,
-        buildings: Option<&HashSet<Arc<str>>>,
-        snap: &Snapshot,
-    ) -> Result<HashMap<SensorKey, i64>> {
-        let mut newest: HashMap<SensorKey, i64> = HashMap::new();
-        if day < Self::first_quarter_day(crate::now_ms()) {
-            return Ok(newest);
-        }
-        let (names, keys, meters) = {
+    /// Recomputes the quarters of UTC day `day` for every building from
+    /// the raw readings in `snap` (on open). Blocking. Returns the newest
+    /// reading time of each sensor on that day.
+    fn recompute_all_quarters(&self, day: i64, snap: &Snapshot) -> Result<HashMap<SensorKey, i64>> {
+        let (names, meters) = {
             let view = self.catalog.view();
-            let keys: HashSet<SensorKey> = view
-                .sensors()
-                .filter(|s| buildings.is_none_or(|b| b.contains(s.building_id.as_str())))
-                .map(|s| s.key)
-                .collect();
-            let meters = Meters::of(&view, keys.iter().copied());
-            (SensorNames::from_catalog(&view), keys, meters)
+            let meters = Meters::of(&view, view.sensors().map(|s| s.key));
+            (SensorNames::from_catalog(&view), meters)
         };
-        let range = TimeRange {
-            start_ms: day * DAY_MS,
-            end_ms: (day + 1) * DAY_MS,
-        };
+        let range = day_range(day);
         let reach = meters.reach_ms();
         let window = TimeRange {
             start_ms: range.start_ms - reach,
             end_ms: range.end_ms + reach,
         };
-        let raw = snap.merged_readings(&|k| keys.contains(&k), window, &names)?;
+        let raw = snap.merged_readings(&|_| true, window, &names)?;
+        let mut newest: HashMap<SensorKey, i64> = HashMap::new();
         for r in raw.iter().filter(|r| range.contains(r.ts_ms)) {
             let t = newest.entry(r.sensor).or_insert(r.ts_ms);
             *t = (*t).max(r.ts_ms);
         }
+        self.replace_quarters(day, None, &meters.interval_energy(raw), &names)?;
+        Ok(newest)
+    }
+
+    /// Replaces day `day`'s quarters of `buildings` (all of them with
+    /// `None`) by the sums of `energy` (interval energy of every sensor of
+    /// those buildings, at least over the day), on disk and, for a recent
+    /// day, in memory.
+    pub(super) fn replace_quarters(
+        &self,
+        day: i64,
+        buildings: Option<&HashSet<Arc<str>>>,
+        energy: &[Reading],
+        names: &SensorNames,
+    ) -> Result<()> {
+        let range = day_range(day);
         let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
         let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
-        for r in meters.interval_energy(raw) {
-            if !range.contains(r.ts_ms) {
-                continue;
-            }
+        for r in energy.iter().filter(|r| range.contains(r.ts_ms)) {
             let Some(ids) = names.ids(r.sensor) else {
                 continue;
             };
+            if buildings.is_some_and(|b| !b.contains(&ids.building_id)) {
+                continue;
+            }
             tenants.insert(ids.building_id.clone(), ids.tenant_id.clone());
             let q = r.ts_ms - r.ts_ms.rem_euclid(QUARTER_MS);
             sums.entry(ids.building_id.clone())
@@ -86,6 +95,10 @@ impl Rollups {
                 .entry(q)
                 .and_modify(|a| a.add(&Agg::one(r.value_kwh)))
                 .or_insert_with(|| Agg::one(r.value_kwh));
+        }
+        self.write_quarters(day, buildings, &sums, &tenants)?;
+        if day < Self::first_quarter_day(crate::now_ms()) {
+            return Ok(());
         }
         let floor = Self::first_quarter_day(crate::now_ms()) * DAY_MS;
         let mut map = self.buildings.write_locked();
@@ -114,7 +127,41 @@ impl Rollups {
                 entry.note_change(&self.generation, WindowSpan::Quarter, first);
             }
         }
-        Ok(newest)
+        Ok(())
+    }
+
+    /// Rewrites day `day`'s `building_quarterly` partition with `sums` in
+    /// place of the rows of `buildings` (all with `None`).
+    fn write_quarters(
+        &self,
+        day: i64,
+        buildings: Option<&HashSet<Arc<str>>>,
+        sums: &HashMap<Arc<str>, BTreeMap<i64, Agg>>,
+        tenants: &HashMap<Arc<str>, Arc<str>>,
+    ) -> Result<()> {
+        let path = self.partition_path(RollupTable::BuildingQuarterly, &day_name(day));
+        let mut rows: Vec<RollupRow> = match buildings {
+            None => Vec::new(),
+            Some(b) => read_partition(RollupTable::BuildingQuarterly, &path)?
+                .into_iter()
+                .filter(|r| !b.contains(&r.building_id))
+                .collect(),
+        };
+        for (b, quarters) in sums {
+            let tenant = tenants.get(b).cloned().unwrap_or_default();
+            rows.extend(quarters.iter().map(|(q, a)| RollupRow {
+                sensor_id: None,
+                building_id: b.clone(),
+                tenant_id: tenant.clone(),
+                at: *q,
+                kwh: a.kwh,
+                peak_kwh: a.peak_kwh,
+                readings: a.readings,
+                peak_kw: None,
+            }));
+        }
+        rows.sort_by(|a, b| (&a.building_id, a.at).cmp(&(&b.building_id, b.at)));
+        write_partition(RollupTable::BuildingQuarterly, &path, &rows)
     }
 
     /// Rebuilds every kept day's quarters (on open), returning the newest
@@ -124,7 +171,7 @@ impl Rollups {
         let first = Self::first_quarter_day(crate::now_ms());
         let mut newest = HashMap::new();
         for day in first..first + QUARTER_DAYS {
-            for (k, t) in self.recompute_quarters(day, None, snap)? {
+            for (k, t) in self.recompute_all_quarters(day, snap)? {
                 let e = newest.entry(k).or_insert(t);
                 *e = (*e).max(t);
             }

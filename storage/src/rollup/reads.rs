@@ -95,7 +95,8 @@ impl Rollups {
                     .iter()
                     .map(|(d, a)| (days_since_epoch(*d), *a))
                     .collect(),
-                RollupTable::SensorHourly => vec![],
+                // On disk only.
+                RollupTable::SensorHourly | RollupTable::BuildingQuarterly => vec![],
             }
         })
     }

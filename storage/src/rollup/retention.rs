@@ -19,7 +19,11 @@ impl Rollups {
     pub fn drop_expired(&self, cutoff_ms: i64) -> Result<()> {
         let _step = self.step.locked();
         let cutoff_day = cutoff_ms.div_euclid(DAY_MS);
-        for table in [RollupTable::SensorHourly, RollupTable::BuildingHourly] {
+        for table in [
+            RollupTable::SensorHourly,
+            RollupTable::BuildingHourly,
+            RollupTable::BuildingQuarterly,
+        ] {
             for path in partitions(table, &self.data_dir) {
                 let dir = path.parent().expect("partition folder");
                 let name = dir

@@ -39,6 +39,10 @@ pub struct Agg {
     /// The largest single reading.
     pub peak_kwh: f64,
     pub readings: i64,
+    /// Peak demand: the largest 15-minute average power in kW (kWh of
+    /// the building's busiest clock quarter times four), as utilities
+    /// bill it. Days and months only; `None` when unknown.
+    pub peak_kw: Option<f64>,
 }
 
 impl Agg {
@@ -48,6 +52,7 @@ impl Agg {
             kwh: crate::kwh::round_kwh(v),
             peak_kwh: v,
             readings: 1,
+            peak_kw: None,
         }
     }
 
@@ -55,6 +60,10 @@ impl Agg {
         self.kwh = crate::kwh::add_kwh(self.kwh, o.kwh);
         self.peak_kwh = self.peak_kwh.max(o.peak_kwh);
         self.readings += o.readings;
+        self.peak_kw = match (self.peak_kw, o.peak_kw) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     pub(super) fn sum<'a>(it: impl IntoIterator<Item = &'a Agg>) -> Option<Agg> {
@@ -195,6 +204,7 @@ impl Rollups {
                         kwh: r.kwh,
                         peak_kwh: r.peak_kwh,
                         readings: r.readings,
+                        peak_kw: r.peak_kw,
                     };
                     match table {
                         RollupTable::BuildingHourly => b.hourly.insert(r.at, agg),
@@ -221,9 +231,9 @@ impl Rollups {
     pub(super) fn partition_path(&self, table: RollupTable, key: &str) -> PathBuf {
         let dir = table.dir(&self.data_dir);
         match table {
-            RollupTable::SensorHourly | RollupTable::BuildingHourly => {
-                dir.join(format!("day={key}")).join("part.parquet")
-            }
+            RollupTable::SensorHourly
+            | RollupTable::BuildingHourly
+            | RollupTable::BuildingQuarterly => dir.join(format!("day={key}")).join("part.parquet"),
             RollupTable::BuildingDaily => dir.join(format!("month={key}")).join("part.parquet"),
             RollupTable::BuildingMonthly => dir.join("part.parquet"),
         }
@@ -249,9 +259,10 @@ impl Rollups {
         Ok(out)
     }
 
-    /// Files of `sensor_hourly`, for SQL.
-    pub fn sensor_hourly_files(&self) -> Vec<PathBuf> {
-        partitions(RollupTable::SensorHourly, &self.data_dir)
+    /// Files of a table kept on disk only (`sensor_hourly`,
+    /// `building_quarterly`), for SQL.
+    pub fn partition_files(&self, table: RollupTable) -> Vec<PathBuf> {
+        partitions(table, &self.data_dir)
     }
 }
 
@@ -273,6 +284,7 @@ pub(super) fn buildings_rows(
             kwh: a.kwh,
             peak_kwh: a.peak_kwh,
             readings: a.readings,
+            peak_kw: a.peak_kw,
         }));
     }
     rows

@@ -14,6 +14,7 @@ use chrono_tz::Tz;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
+use super::demand::QuarterFiles;
 use super::derived::Meters;
 use super::files::{RollupRow, RollupTable, read_partition, write_partition};
 use super::windows::WindowSpan;
@@ -131,10 +132,21 @@ impl Rollups {
         sensors: &HashSet<SensorKey>,
         snap: &Snapshot,
     ) -> Result<()> {
-        let (names, zones, meters) = {
+        let (names, zones, buildings, building_sensors) = {
             let view = self.catalog.view();
             let names = SensorNames::from_catalog(&view);
-            let meters = Meters::of(&view, sensors.iter().copied());
+            let buildings: HashSet<Arc<str>> = sensors
+                .iter()
+                .filter_map(|k| names.ids(*k))
+                .map(|i| i.building_id.clone())
+                .collect();
+            // Every sensor of those buildings: their quarters are summed
+            // from all of them.
+            let building_sensors: HashSet<SensorKey> = buildings
+                .iter()
+                .flat_map(|b| view.sensors_of(b).map(|s| s.key))
+                .chain(sensors.iter().copied())
+                .collect();
             let zones: HashMap<SensorKey, Tz> = sensors
                 .iter()
                 .filter_map(|k| {
@@ -143,8 +155,9 @@ impl Rollups {
                     Some((*k, b.timezone.tz()))
                 })
                 .collect();
-            (names, zones, meters)
+            (names, zones, buildings, building_sensors)
         };
+        let meters = Meters::of(&self.catalog.view(), building_sensors.iter().copied());
         // The partitions (UTC days of hour starts) recomputed: a reading's
         // hour starts on its UTC day or the one before. A meter's reading
         // also changes derived values up to its reach (at most 18 hours)
@@ -163,9 +176,10 @@ impl Rollups {
             start_ms: parts.start() * DAY_MS - reach,
             end_ms: (parts.end() + 1) * DAY_MS + 2 * HOUR_MS + reach,
         };
-        let raw = snap.merged_readings(&|k| sensors.contains(&k), window, &names)?;
+        let raw = snap.merged_readings(&|k| building_sensors.contains(&k), window, &names)?;
+        let energy = meters.interval_energy(raw);
         let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
-        for r in meters.interval_energy(raw) {
+        for r in &energy {
             let Some(&tz) = zones.get(&r.sensor) else {
                 continue;
             };
@@ -216,6 +230,7 @@ impl Rollups {
                     kwh: agg.kwh,
                     peak_kwh: agg.peak_kwh,
                     readings: agg.readings,
+                    peak_kw: None,
                 });
             }
             rows.sort_by(|a, b| {
@@ -224,20 +239,18 @@ impl Rollups {
             write_partition(RollupTable::SensorHourly, &path, &rows)?;
             self.replace_building_hours(p, sensors, &names, &rows, &mut touched)?;
         }
-        self.rederive(&touched)?;
-        let buildings: HashSet<Arc<str>> = sensors
-            .iter()
-            .filter_map(|k| names.ids(*k))
-            .map(|i| i.building_id.clone())
-            .collect();
+        // The quarters of the UTC days whose readings' energy may have
+        // changed, before the days' peak demand is taken from them; not
+        // those retention may have thinned.
         let quarter_days = if meters.is_empty() {
             day..=day
         } else {
             day - 1..=day + 1
         };
-        for d in quarter_days {
-            self.recompute_quarters(d, Some(&buildings), snap)?;
+        for d in quarter_days.filter(|d| d * DAY_MS >= floor) {
+            self.replace_quarters(d, Some(&buildings), &energy, &names)?;
         }
+        self.rederive(&touched)?;
         Ok(())
     }
 
@@ -265,6 +278,7 @@ impl Rollups {
                 kwh: r.kwh,
                 peak_kwh: r.peak_kwh,
                 readings: r.readings,
+                peak_kw: None,
             };
             sums.entry(r.building_id.clone())
                 .or_default()
@@ -332,6 +346,7 @@ impl Rollups {
         from_hours: bool,
     ) -> Result<()> {
         let view = self.catalog.view();
+        let mut quarters = QuarterFiles::new(self);
         let mut buildings = self.buildings.write_locked();
         let mut months_touched: BTreeSet<NaiveDate> = BTreeSet::new();
         for (b, days) in touched {
@@ -344,8 +359,11 @@ impl Rollups {
             for &d in days {
                 if from_hours {
                     let span = day_start(tz, d)..day_start(tz, next_day(d));
-                    let old = match Agg::sum(entry.hourly.range(span).map(|(_, a)| a)) {
-                        Some(a) => entry.daily.insert(d, a),
+                    let old = match Agg::sum(entry.hourly.range(span.clone()).map(|(_, a)| a)) {
+                        Some(mut a) => {
+                            a.peak_kw = quarters.peak_kw(b, span)?;
+                            entry.daily.insert(d, a)
+                        }
                         None => entry.daily.remove(&d),
                     };
                     if first_changed.is_none() && old != entry.daily.get(&d).copied() {

@@ -88,6 +88,57 @@ fn brute(
     out
 }
 
+/// Peak demand per bucket key, brute force: the building's 15-minute
+/// sums, the largest in each bucket, times four.
+fn brute_demand(
+    truth: &BTreeMap<(u32, i64), f64>,
+    key: impl Fn(Tz, i64) -> String,
+) -> BTreeMap<(usize, String), f64> {
+    let mut quarters: BTreeMap<(usize, i64), f64> = BTreeMap::new();
+    for (&(sensor, ts), &v) in truth {
+        *quarters
+            .entry((sensor as usize / 2, ts - ts.rem_euclid(900_000)))
+            .or_default() += v;
+    }
+    let mut out: BTreeMap<(usize, String), f64> = BTreeMap::new();
+    for ((b, q), kwh) in quarters {
+        let tz: Tz = ZONES[b].parse().unwrap();
+        let e = out.entry((b, key(tz, q))).or_insert(f64::MIN);
+        *e = e.max(kwh * 4.0);
+    }
+    out
+}
+
+/// Peak demand per bucket key, as the rollups hold it.
+fn demand(
+    store: &ReadingStore,
+    res: Resolution,
+    key: impl Fn(Tz, i64) -> String,
+) -> BTreeMap<(usize, String), f64> {
+    let mut out = BTreeMap::new();
+    for (b, zone) in ZONES.iter().enumerate() {
+        let tz: Tz = zone.parse().unwrap();
+        for (start, a) in store
+            .rollups()
+            .series(&format!("b{b}"), tz, res, TimeRange::ALL)
+        {
+            out.insert((b, key(tz, start)), a.peak_kw.expect("days have a demand"));
+        }
+    }
+    out
+}
+
+fn assert_demand(
+    got: &BTreeMap<(usize, String), f64>,
+    want: &BTreeMap<(usize, String), f64>,
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (k, w) in want {
+        assert!((got[k] - w).abs() < 1e-6, "{what} {k:?}: {} != {w}", got[k]);
+    }
+}
+
 fn local(tz: Tz, ts: i64) -> chrono::DateTime<Tz> {
     DateTime::from_timestamp_millis(ts)
         .unwrap()
@@ -122,6 +173,7 @@ fn rollup(
                 kwh,
                 peak_kwh,
                 readings,
+                ..
             },
         ) in store
             .rollups()
@@ -219,9 +271,26 @@ async fn rollups_equal_a_brute_force_recomputation() {
             "month",
         );
 
+        // Peak demand of local days and months against their quarters.
+        assert_demand(
+            &demand(&store, Resolution::Day, day_key),
+            &brute_demand(&truth, day_key),
+            "day demand",
+        );
+        assert_demand(
+            &demand(&store, Resolution::Month, month_key),
+            &brute_demand(&truth, month_key),
+            "month demand",
+        );
+
         // Everything survives a restart (building tables reload from files).
         drop(store);
         let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+        assert_demand(
+            &demand(&store, Resolution::Day, day_key),
+            &brute_demand(&truth, day_key),
+            "day demand after restart",
+        );
         assert_close(
             &rollup(&store, Resolution::Day, day_key),
             &brute(&truth, day_key),

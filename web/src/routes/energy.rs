@@ -60,6 +60,9 @@ pub(super) struct Point {
     kwh: f64,
     peak_kwh: f64,
     readings: i64,
+    /// Peak demand (kW), days and months.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_kw: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -141,6 +144,7 @@ pub(super) async fn energy(
                 kwh: a.kwh,
                 peak_kwh: a.peak_kwh,
                 readings: a.readings,
+                peak_kw: a.peak_kw,
             })
             .collect(),
     }))

@@ -1,0 +1,65 @@
+//! Peak demand: the largest 15-minute average power of a building in a
+//! local day (months take the largest of their days), the number a
+//! utility's demand charge is billed on. Taken from the day's quarters in
+//! `building_quarterly`, which the rollup step rewrites before it
+//! re-derives the days they fall in.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::files::{RollupTable, read_partition};
+use super::quarters::QUARTER_MS;
+use super::rollups::Rollups;
+use crate::chunk::{DAY_MS, day_name};
+use crate::error::Result;
+
+/// Quarter partitions read while re-deriving days, each read once.
+pub(super) struct QuarterFiles<'a> {
+    rollups: &'a Rollups,
+    /// UTC day -> building -> (quarter start, kWh).
+    days: HashMap<i64, HashMap<Arc<str>, Vec<(i64, f64)>>>,
+}
+
+impl<'a> QuarterFiles<'a> {
+    pub(super) fn new(rollups: &'a Rollups) -> Self {
+        Self {
+            rollups,
+            days: HashMap::new(),
+        }
+    }
+
+    /// The peak demand in kW of `building` over quarters starting in
+    /// `span`; `None` when it has none there.
+    pub(super) fn peak_kw(&mut self, building: &str, span: Range<i64>) -> Result<Option<f64>> {
+        let mut peak: Option<f64> = None;
+        if span.is_empty() {
+            return Ok(None);
+        }
+        for day in span.start.div_euclid(DAY_MS)..=(span.end - 1).div_euclid(DAY_MS) {
+            let quarters = match self.days.entry(day) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let path = self
+                        .rollups
+                        .partition_path(RollupTable::BuildingQuarterly, &day_name(day));
+                    let mut by_building: HashMap<Arc<str>, Vec<(i64, f64)>> = HashMap::new();
+                    for r in read_partition(RollupTable::BuildingQuarterly, &path)? {
+                        by_building
+                            .entry(r.building_id)
+                            .or_default()
+                            .push((r.at, r.kwh));
+                    }
+                    e.insert(by_building)
+                }
+            };
+            for &(q, kwh) in quarters.get(building).into_iter().flatten() {
+                if span.contains(&q) {
+                    peak = Some(peak.map_or(kwh, |p: f64| p.max(kwh)));
+                }
+            }
+        }
+        // kWh in a quarter hour is a quarter of the average kW.
+        Ok(peak.map(|kwh| crate::kwh::round_kwh(kwh * (3_600_000 / QUARTER_MS) as f64)))
+    }
+}

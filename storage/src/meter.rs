@@ -86,7 +86,18 @@ pub struct Meter {
     /// Intervals with a higher average power are quarantined (kW).
     #[serde(default)]
     pub max_kw: Option<f64>,
+    /// How often the meter reports (seconds): peak demand spreads a
+    /// reading's energy over the quarter hours of its interval.
+    #[serde(default = "default_interval")]
+    pub interval_s: i64,
 }
+
+fn default_interval() -> i64 {
+    DEFAULT_INTERVAL_S
+}
+
+/// `interval_s` when none is given: the quarter hour utilities bill on.
+pub(crate) const DEFAULT_INTERVAL_S: i64 = 900;
 
 fn default_max_gap() -> i64 {
     DEFAULT_MAX_GAP_MS
@@ -99,6 +110,7 @@ impl Default for Meter {
             register_max: None,
             max_gap_ms: DEFAULT_MAX_GAP_MS,
             max_kw: None,
+            interval_s: DEFAULT_INTERVAL_S,
         }
     }
 }
@@ -119,6 +131,9 @@ impl Meter {
             {
                 return bad(format!("{name} must be a positive number"));
             }
+        }
+        if !(1..=86_400).contains(&self.interval_s) {
+            return bad("interval_s must be between 1 and 86400 seconds".into());
         }
         if self.register_max.is_some() && self.meter_type != MeterType::Cumulative {
             return bad("register_max applies to cumulative meters only".into());

@@ -187,7 +187,7 @@ async fn sensors_default_and_inactive_ones_keep_history_but_refuse_readings() {
         .unwrap();
     assert_eq!(
         r.json::<Value>().await.unwrap(),
-        json!({"id": "gas-1", "building_id": "b", "kind": "gas", "unit": "m3", "is_active": true, "meter_type": "interval"})
+        json!({"id": "gas-1", "building_id": "b", "kind": "gas", "unit": "m3", "is_active": true, "meter_type": "interval", "interval_s": 900})
     );
     server.create_sensor("b", "el-1").await;
     let r = server
@@ -197,7 +197,7 @@ async fn sensors_default_and_inactive_ones_keep_history_but_refuse_readings() {
         .unwrap();
     assert_eq!(
         r.json::<Value>().await.unwrap(),
-        json!({"id": "el-1", "building_id": "b", "kind": "electricity", "unit": "kWh", "is_active": true, "meter_type": "interval"})
+        json!({"id": "el-1", "building_id": "b", "kind": "electricity", "unit": "kWh", "is_active": true, "meter_type": "interval", "interval_s": 900})
     );
     // Sensor ids are unique across the appliance, not just per building.
     server.create_building("t", "b2").await;

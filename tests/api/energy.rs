@@ -390,7 +390,14 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
                 .status()
                 == 404
         {
-            server.create_sensor(&b, sensor).await;
+            // Hourly meters: peak demand spreads an hour over its quarters.
+            let r = server
+                .admin(Method::POST, &format!("/api/v1/buildings/{b}/sensors"))
+                .json(&json!({"id": sensor, "interval_s": 3600}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
         }
     }
     let lines: Vec<&str> = csv.lines().skip(1).collect();
@@ -410,6 +417,9 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
     let tz: Tz = "Europe/London".parse().unwrap();
     let mut daily: BTreeMap<(String, String), (f64, i64)> = BTreeMap::new();
     let mut monthly: BTreeMap<(String, String), f64> = BTreeMap::new();
+    // Peak demand by hand: the building's hourly sums are its average kW
+    // in each quarter of the hour; a month's peak is the largest.
+    let mut hours: BTreeMap<(String, String), f64> = BTreeMap::new();
     for line in &lines {
         let mut f = line.split(',');
         let (sensor, ts, v) = (
@@ -418,6 +428,7 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
             f.next().unwrap().parse::<f64>().unwrap(),
         );
         let b = sensor.split('-').next().unwrap().to_owned();
+        *hours.entry((b.clone(), ts.to_owned())).or_default() += v;
         let local = DateTime::parse_from_rfc3339(ts)
             .unwrap()
             .with_timezone(&tz)
@@ -449,6 +460,24 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
         for (ts, kwh, _) in got {
             let want = monthly[&(b.clone(), ts[..7].to_string())];
             assert!((kwh - want).abs() < 1e-6, "{b} {ts}: {kwh} vs {want}");
+        }
+        for p in v["points"].as_array().unwrap() {
+            let month = &p["ts"].as_str().unwrap()[..7];
+            let want = hours
+                .iter()
+                .filter(|((hb, ts), _)| {
+                    hb == b
+                        && DateTime::parse_from_rfc3339(ts)
+                            .unwrap()
+                            .with_timezone(&tz)
+                            .format("%Y-%m")
+                            .to_string()
+                            == month
+                })
+                .map(|(_, kwh)| *kwh)
+                .fold(f64::MIN, f64::max);
+            let got = p["peak_kw"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-6, "{b} {month}: {got} kW vs {want}");
         }
     }
     // The DST days of 2019 in London: 23 and 25 hourly readings.

@@ -10,6 +10,7 @@ fn register(max_gap_ms: i64) -> Meter {
         register_max: Some(1000.0),
         max_gap_ms,
         max_kw: None,
+        interval_s: 900,
     }
 }
 

@@ -1,15 +1,16 @@
 //! Peak demand: the largest 15-minute average power of a building in a
 //! local day (months take the largest of their days), the number a
-//! utility's demand charge is billed on. Taken from the day's quarters in
-//! `building_quarterly`, which the rollup step rewrites before it
-//! re-derives the days they fall in.
+//! utility's demand charge is billed on. Taken from the average power of
+//! the day's quarters in `building_quarterly` (each reading's energy
+//! spread over the quarters of its metering interval, so an hourly meter
+//! counts its hour's average in each), which the rollup step rewrites
+//! before it re-derives the days they fall in.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use super::files::{RollupTable, read_partition};
-use super::quarters::QUARTER_MS;
 use super::rollups::Rollups;
 use crate::chunk::{DAY_MS, day_name};
 use crate::error::Result;
@@ -17,7 +18,7 @@ use crate::error::Result;
 /// Quarter partitions read while re-deriving days, each read once.
 pub(super) struct QuarterFiles<'a> {
     rollups: &'a Rollups,
-    /// UTC day -> building -> (quarter start, kWh).
+    /// UTC day -> building -> (quarter start, average kW).
     days: HashMap<i64, HashMap<Arc<str>, Vec<(i64, f64)>>>,
 }
 
@@ -45,21 +46,22 @@ impl<'a> QuarterFiles<'a> {
                         .partition_path(RollupTable::BuildingQuarterly, &day_name(day));
                     let mut by_building: HashMap<Arc<str>, Vec<(i64, f64)>> = HashMap::new();
                     for r in read_partition(RollupTable::BuildingQuarterly, &path)? {
-                        by_building
-                            .entry(r.building_id)
-                            .or_default()
-                            .push((r.at, r.kwh));
+                        if let Some(kw) = r.peak_kw {
+                            by_building
+                                .entry(r.building_id)
+                                .or_default()
+                                .push((r.at, kw));
+                        }
                     }
                     e.insert(by_building)
                 }
             };
-            for &(q, kwh) in quarters.get(building).into_iter().flatten() {
+            for &(q, kw) in quarters.get(building).into_iter().flatten() {
                 if span.contains(&q) {
-                    peak = Some(peak.map_or(kwh, |p: f64| p.max(kwh)));
+                    peak = Some(peak.map_or(kw, |p: f64| p.max(kw)));
                 }
             }
         }
-        // kWh in a quarter hour is a quarter of the average kW.
-        Ok(peak.map(|kwh| crate::kwh::round_kwh(kwh * (3_600_000 / QUARTER_MS) as f64)))
+        Ok(peak)
     }
 }

@@ -11,46 +11,75 @@ use crate::ids::SensorKey;
 use crate::meter::{Meter, derive, reach_ms};
 use crate::reading::Reading;
 
-/// The meter settings of the non-interval sensors among some sensors.
+use super::quarters::QUARTER_MS;
+
+/// The meter settings of some sensors that matter to the rollups.
 #[derive(Default)]
-pub(super) struct Meters(HashMap<SensorKey, Meter>);
+pub(super) struct Meters {
+    /// Cumulative and power meters.
+    derived: HashMap<SensorKey, Meter>,
+    /// Quarter hours a reading's interval spans, where more than one.
+    spans: HashMap<SensorKey, i64>,
+}
 
 impl Meters {
     pub(super) fn of(view: &CatalogView<'_>, sensors: impl IntoIterator<Item = SensorKey>) -> Self {
-        Self(
-            sensors
-                .into_iter()
-                .filter_map(|k| Some((k, view.sensor_by_key(k)?.meter)))
-                .filter(|(_, m)| !m.is_interval())
-                .collect(),
-        )
+        let mut m = Self::default();
+        for k in sensors {
+            let Some(s) = view.sensor_by_key(k) else {
+                continue;
+            };
+            if !s.meter.is_interval() {
+                m.derived.insert(k, s.meter);
+            }
+            let quarters = (s.meter.interval_s * 1000 + QUARTER_MS - 1) / QUARTER_MS;
+            if quarters > 1 {
+                m.spans.insert(k, quarters);
+            }
+        }
+        m
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Whether no reading reaches beyond itself (only interval meters of
+    /// at most a quarter hour).
+    pub(super) fn is_local(&self) -> bool {
+        self.derived.is_empty() && self.spans.is_empty()
     }
 
     /// How far beyond a range raw readings must be read (0 without meters).
     pub(super) fn reach_ms(&self) -> i64 {
-        self.0.values().map(reach_ms).max().unwrap_or(0)
+        self.derived.values().map(reach_ms).max().unwrap_or(0)
+    }
+
+    /// How far back a reading's interval may reach into a range.
+    pub(super) fn span_ms(&self) -> i64 {
+        self.spans
+            .values()
+            .max()
+            .map_or(0, |q| (q - 1) * QUARTER_MS)
+    }
+
+    /// The quarter hours `sensor`'s readings span.
+    pub(super) fn quarters(&self, sensor: SensorKey) -> i64 {
+        self.spans.get(&sensor).copied().unwrap_or(1)
     }
 
     /// The readings of `raw` that count, with their interval energy as
     /// `value_kwh`: all of an interval meter, the derived ones of the
     /// others. `raw` is deduplicated (one reading per sensor and time).
     pub(super) fn interval_energy(&self, raw: Vec<Reading>) -> Vec<Reading> {
-        if self.0.is_empty() {
+        if self.derived.is_empty() {
             return raw;
         }
         let (mut metered, mut out): (Vec<Reading>, Vec<Reading>) = raw
             .into_iter()
-            .partition(|r| self.0.contains_key(&r.sensor));
+            .partition(|r| self.derived.contains_key(&r.sensor));
         metered.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));
         for run in metered.chunk_by(|a, b| a.sensor == b.sensor) {
             let sensor = run[0].sensor;
             let series: Vec<(i64, f64)> = run.iter().map(|r| (r.ts_ms, r.value_kwh)).collect();
             out.extend(
-                derive(&self.0[&sensor], &series)
+                derive(&self.derived[&sensor], &series)
                     .into_iter()
                     .filter_map(|d| {
                         Some(Reading {

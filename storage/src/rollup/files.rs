@@ -39,7 +39,7 @@ pub struct RollupRow {
     pub kwh: f64,
     pub peak_kwh: f64,
     pub readings: i64,
-    /// Peak demand (days and months only).
+    /// Peak demand of days and months; a quarter's average power.
     pub peak_kw: Option<f64>,
 }
 
@@ -88,16 +88,21 @@ impl RollupTable {
         fields.push(Field::new("kwh", DataType::Float64, false));
         fields.push(Field::new("peak_kwh", DataType::Float64, false));
         fields.push(Field::new("readings", DataType::Int64, false));
-        if self.has_demand() {
-            fields.push(Field::new("peak_kw", DataType::Float64, true));
+        if let Some(name) = self.demand_column() {
+            fields.push(Field::new(name, DataType::Float64, true));
         }
         Arc::new(Schema::new(fields))
     }
 
-    /// Whether rows carry peak demand (files written before it was kept
-    /// have no such column: read as unknown).
-    fn has_demand(self) -> bool {
-        matches!(self, Self::BuildingDaily | Self::BuildingMonthly)
+    /// The column of [`RollupRow::peak_kw`], if the table has one: peak
+    /// demand of days and months, the average power of a quarter (files
+    /// written before it was kept have no such column: read as unknown).
+    fn demand_column(self) -> Option<&'static str> {
+        match self {
+            Self::BuildingDaily | Self::BuildingMonthly => Some("peak_kw"),
+            Self::BuildingQuarterly => Some("kw"),
+            _ => None,
+        }
     }
 
     /// Whether the table is partitioned by UTC day.
@@ -143,7 +148,7 @@ pub fn to_batch(table: RollupTable, rows: &[RollupRow]) -> Result<RecordBatch> {
     columns.push(Arc::new(Int64Array::from_iter_values(
         rows.iter().map(|r| r.readings),
     )));
-    if table.has_demand() {
+    if table.demand_column().is_some() {
         columns.push(Arc::new(Float64Array::from_iter(
             rows.iter().map(|r| r.peak_kw),
         )));
@@ -243,8 +248,8 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
             .downcast_ref::<Int64Array>()
             .cloned()
             .ok_or_else(|| bad("readings is not an integer".into()))?;
-        let demand = match batch.schema().index_of("peak_kw") {
-            Ok(i) if table.has_demand() => Some(f(i)?),
+        let demand = match table.demand_column().map(|c| batch.schema().index_of(c)) {
+            Some(Ok(i)) => Some(f(i)?),
             _ => None,
         };
         for (i, &at) in at.iter().enumerate() {

@@ -54,7 +54,7 @@ impl Rollups {
         let range = day_range(day);
         let reach = meters.reach_ms();
         let window = TimeRange {
-            start_ms: range.start_ms - reach,
+            start_ms: range.start_ms - reach - meters.span_ms(),
             end_ms: range.end_ms + reach,
         };
         let raw = snap.merged_readings(&|_| true, window, &names)?;
@@ -63,25 +63,29 @@ impl Rollups {
             let t = newest.entry(r.sensor).or_insert(r.ts_ms);
             *t = (*t).max(r.ts_ms);
         }
-        self.replace_quarters(day, None, &meters.interval_energy(raw), &names)?;
+        let energy = meters.interval_energy(raw);
+        self.replace_quarters(day, None, &energy, &meters, &names)?;
         Ok(newest)
     }
 
     /// Replaces day `day`'s quarters of `buildings` (all of them with
     /// `None`) by the sums of `energy` (interval energy of every sensor of
-    /// those buildings, at least over the day), on disk and, for a recent
-    /// day, in memory.
+    /// those buildings, from `meters.span_ms()` before the day to its end),
+    /// on disk and, for a recent day, in memory.
     pub(super) fn replace_quarters(
         &self,
         day: i64,
         buildings: Option<&HashSet<Arc<str>>>,
         energy: &[Reading],
+        meters: &Meters,
         names: &SensorNames,
     ) -> Result<()> {
         let range = day_range(day);
         let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
+        // Energy spread over each reading's interval, for demand.
+        let mut spread: HashMap<Arc<str>, BTreeMap<i64, f64>> = HashMap::new();
         let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
-        for r in energy.iter().filter(|r| range.contains(r.ts_ms)) {
+        for r in energy {
             let Some(ids) = names.ids(r.sensor) else {
                 continue;
             };
@@ -90,13 +94,27 @@ impl Rollups {
             }
             tenants.insert(ids.building_id.clone(), ids.tenant_id.clone());
             let q = r.ts_ms - r.ts_ms.rem_euclid(QUARTER_MS);
-            sums.entry(ids.building_id.clone())
-                .or_default()
-                .entry(q)
-                .and_modify(|a| a.add(&Agg::one(r.value_kwh)))
-                .or_insert_with(|| Agg::one(r.value_kwh));
+            let n = meters.quarters(r.sensor);
+            let share = r.value_kwh / n as f64;
+            for k in 0..n {
+                let at = q + k * QUARTER_MS;
+                if range.contains(at) {
+                    *spread
+                        .entry(ids.building_id.clone())
+                        .or_default()
+                        .entry(at)
+                        .or_default() += share;
+                }
+            }
+            if range.contains(r.ts_ms) {
+                sums.entry(ids.building_id.clone())
+                    .or_default()
+                    .entry(q)
+                    .and_modify(|a| a.add(&Agg::one(r.value_kwh)))
+                    .or_insert_with(|| Agg::one(r.value_kwh));
+            }
         }
-        self.write_quarters(day, buildings, &sums, &tenants)?;
+        self.write_quarters(day, buildings, &sums, &spread, &tenants)?;
         if day < Self::first_quarter_day(crate::now_ms()) {
             return Ok(());
         }
@@ -130,13 +148,15 @@ impl Rollups {
         Ok(())
     }
 
-    /// Rewrites day `day`'s `building_quarterly` partition with `sums` in
-    /// place of the rows of `buildings` (all with `None`).
+    /// Rewrites day `day`'s `building_quarterly` partition with `sums`
+    /// and the average power of `spread` in place of the rows of
+    /// `buildings` (all with `None`).
     fn write_quarters(
         &self,
         day: i64,
         buildings: Option<&HashSet<Arc<str>>>,
         sums: &HashMap<Arc<str>, BTreeMap<i64, Agg>>,
+        spread: &HashMap<Arc<str>, BTreeMap<i64, f64>>,
         tenants: &HashMap<Arc<str>, Arc<str>>,
     ) -> Result<()> {
         let path = self.partition_path(RollupTable::BuildingQuarterly, &day_name(day));
@@ -147,17 +167,30 @@ impl Rollups {
                 .filter(|r| !b.contains(&r.building_id))
                 .collect(),
         };
-        for (b, quarters) in sums {
-            let tenant = tenants.get(b).cloned().unwrap_or_default();
-            rows.extend(quarters.iter().map(|(q, a)| RollupRow {
-                sensor_id: None,
-                building_id: b.clone(),
-                tenant_id: tenant.clone(),
-                at: *q,
-                kwh: a.kwh,
-                peak_kwh: a.peak_kwh,
-                readings: a.readings,
-                peak_kw: None,
+        let none = Agg {
+            kwh: 0.0,
+            peak_kwh: 0.0,
+            readings: 0,
+            peak_kw: None,
+        };
+        for (b, quarters) in spread {
+            let Some(tenant) = tenants.get(b) else {
+                continue;
+            };
+            let energy = sums.get(b);
+            rows.extend(quarters.iter().map(|(q, kwh)| {
+                let a = energy.and_then(|e| e.get(q)).unwrap_or(&none);
+                RollupRow {
+                    sensor_id: None,
+                    building_id: b.clone(),
+                    tenant_id: tenant.clone(),
+                    at: *q,
+                    kwh: a.kwh,
+                    peak_kwh: a.peak_kwh,
+                    readings: a.readings,
+                    // kWh in a quarter hour is a quarter of the average kW.
+                    peak_kw: Some(crate::kwh::round_kwh(kwh * 4.0)),
+                }
             }));
         }
         rows.sort_by(|a, b| (&a.building_id, a.at).cmp(&(&b.building_id, b.at)));

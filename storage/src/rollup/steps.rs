@@ -162,7 +162,8 @@ impl Rollups {
         // hour starts on its UTC day or the one before. A meter's reading
         // also changes derived values up to its reach (at most 18 hours)
         // around it, so for meters the day after too.
-        let parts = if meters.is_empty() {
+        let reach = meters.reach_ms();
+        let parts = if reach == 0 {
             day - 1..=day
         } else {
             day - 1..=day + 1
@@ -170,10 +171,10 @@ impl Rollups {
         // Hours starting on those days hold readings from the start of the
         // first up to at most 90 minutes past the end of the last (the
         // longest local hour, at a 30-minute DST shift back); derivation
-        // needs the readings within reach of those.
-        let reach = meters.reach_ms();
+        // needs the readings within reach of those, and a quarter's demand
+        // the readings whose interval reaches into it.
         let window = TimeRange {
-            start_ms: parts.start() * DAY_MS - reach,
+            start_ms: parts.start() * DAY_MS - reach - meters.span_ms(),
             end_ms: (parts.end() + 1) * DAY_MS + 2 * HOUR_MS + reach,
         };
         let raw = snap.merged_readings(&|k| building_sensors.contains(&k), window, &names)?;
@@ -242,13 +243,13 @@ impl Rollups {
         // The quarters of the UTC days whose readings' energy may have
         // changed, before the days' peak demand is taken from them; not
         // those retention may have thinned.
-        let quarter_days = if meters.is_empty() {
+        let quarter_days = if meters.is_local() {
             day..=day
         } else {
             day - 1..=day + 1
         };
         for d in quarter_days.filter(|d| d * DAY_MS >= floor) {
-            self.replace_quarters(d, Some(&buildings), &energy, &names)?;
+            self.replace_quarters(d, Some(&buildings), &energy, &meters, &names)?;
         }
         self.rederive(&touched)?;
         Ok(())

@@ -56,6 +56,7 @@ struct BulkSensor {
     register_max: Option<f64>,
     max_gap_s: Option<i64>,
     max_kw: Option<f64>,
+    interval_s: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -137,7 +138,13 @@ pub(super) async fn create(
             kind: s.kind,
             unit: s.unit,
             is_active: s.is_active,
-            meter: super::sensors::meter_of(s.meter_type, s.register_max, s.max_gap_s, s.max_kw),
+            meter: super::sensors::meter_of(
+                s.meter_type,
+                s.register_max,
+                s.max_gap_s,
+                s.max_kw,
+                s.interval_s,
+            ),
         })
         .collect();
     let catalog = state.catalog.clone();
@@ -180,7 +187,7 @@ fn parse_csv(bytes: &[u8], tenant: &str) -> ApiResult<Bulk> {
         return Err(bad(
             1,
             format!(
-                "the header has no {missing} column (buildings: building_id,name[,floor_area_m2][,timezone]; sensors: sensor_id,building_id[,kind][,unit][,is_active][,meter_type][,register_max][,max_gap_s][,max_kw])"
+                "the header has no {missing} column (buildings: building_id,name[,floor_area_m2][,timezone]; sensors: sensor_id,building_id[,kind][,unit][,is_active][,meter_type][,register_max][,max_gap_s][,max_kw][,interval_s])"
             ),
         ));
     }
@@ -241,6 +248,7 @@ fn parse_csv(bytes: &[u8], tenant: &str) -> ApiResult<Bulk> {
                 register_max: number(field("register_max"), "register_max", line)?,
                 max_gap_s: number(field("max_gap_s"), "max_gap_s", line)?,
                 max_kw: number(field("max_kw"), "max_kw", line)?,
+                interval_s: number(field("interval_s"), "interval_s", line)?,
             });
         } else {
             bulk.buildings.push(CreateBuilding {

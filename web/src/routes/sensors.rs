@@ -24,6 +24,7 @@ pub(super) struct CreateSensor {
     register_max: Option<f64>,
     max_gap_s: Option<i64>,
     max_kw: Option<f64>,
+    interval_s: Option<i64>,
 }
 
 /// A sensor's meter settings from the API's fields (defaults for those
@@ -33,6 +34,7 @@ pub(super) fn meter_of(
     register_max: Option<f64>,
     max_gap_s: Option<i64>,
     max_kw: Option<f64>,
+    interval_s: Option<i64>,
 ) -> Meter {
     let default = Meter::default();
     Meter {
@@ -40,6 +42,7 @@ pub(super) fn meter_of(
         register_max,
         max_gap_ms: max_gap_s.map_or(default.max_gap_ms, |s| s.saturating_mul(1000)),
         max_kw,
+        interval_s: interval_s.unwrap_or(default.interval_s),
     }
 }
 
@@ -64,6 +67,7 @@ pub(super) struct SensorOut {
     max_gap_s: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_kw: Option<f64>,
+    interval_s: i64,
     /// Its newest reading's time (UTC), in the list only.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_reading: Option<String>,
@@ -81,6 +85,7 @@ impl From<&Sensor> for SensorOut {
             register_max: s.meter.register_max,
             max_gap_s: (!s.meter.is_interval()).then_some(s.meter.max_gap_ms / 1000),
             max_kw: s.meter.max_kw,
+            interval_s: s.meter.interval_s,
             last_reading: None,
         }
     }
@@ -107,6 +112,7 @@ pub(super) async fn create(
                 body.register_max,
                 body.max_gap_s,
                 body.max_kw,
+                body.interval_s,
             ),
         })
     })

@@ -15,11 +15,13 @@ use super::rollups::Rollups;
 use crate::chunk::{DAY_MS, day_name};
 use crate::error::Result;
 
+/// A UTC day's quarters: building -> (quarter start, average kW).
+type DayQuarters = HashMap<Arc<str>, Vec<(i64, f64)>>;
+
 /// Quarter partitions read while re-deriving days, each read once.
 pub(super) struct QuarterFiles<'a> {
     rollups: &'a Rollups,
-    /// UTC day -> building -> (quarter start, average kW).
-    days: HashMap<i64, HashMap<Arc<str>, Vec<(i64, f64)>>>,
+    days: HashMap<i64, DayQuarters>,
 }
 
 impl<'a> QuarterFiles<'a> {
@@ -44,7 +46,7 @@ impl<'a> QuarterFiles<'a> {
                     let path = self
                         .rollups
                         .partition_path(RollupTable::BuildingQuarterly, &day_name(day));
-                    let mut by_building: HashMap<Arc<str>, Vec<(i64, f64)>> = HashMap::new();
+                    let mut by_building = DayQuarters::new();
                     for r in read_partition(RollupTable::BuildingQuarterly, &path)? {
                         if let Some(kw) = r.peak_kw {
                             by_building

@@ -79,6 +79,7 @@ impl QueryEngine {
                         peak_kwh: peak.value(i),
                         readings: n.value(i),
                         peak_kw: None,
+                        cost: None,
                     },
                 )
             }));

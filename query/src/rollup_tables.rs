@@ -69,12 +69,17 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
                     peak_kwh: f64::MIN,
                     readings: 0,
                     peak_kw: None,
+                    cost: None,
                 });
             y.kwh = kwh_sum([y.kwh, m.kwh]);
             y.peak_kwh = y.peak_kwh.max(m.peak_kwh);
             y.readings += m.readings;
             y.peak_kw = match (y.peak_kw, m.peak_kw) {
                 (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            y.cost = match (y.cost, m.cost) {
+                (Some(a), Some(b)) => Some(kwh_sum([a, b])),
                 (a, b) => a.or(b),
             };
         }
@@ -100,6 +105,7 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
                 years.values().map(|y| y.readings),
             )),
             Arc::new(Float64Array::from_iter(years.values().map(|y| y.peak_kw))),
+            Arc::new(Float64Array::from_iter(years.values().map(|y| y.cost))),
             Arc::new(Float64Array::from_iter(
                 years.iter().map(|((b, _), y)| per_m2(y.kwh, &areas, b)),
             )),
@@ -115,6 +121,7 @@ struct Year {
     peak_kwh: f64,
     readings: i64,
     peak_kw: Option<f64>,
+    cost: Option<f64>,
 }
 
 fn yearly_schema() -> SchemaRef {
@@ -126,6 +133,7 @@ fn yearly_schema() -> SchemaRef {
         Field::new("peak_kwh", DataType::Float64, false),
         Field::new("readings", DataType::Int64, false),
         Field::new("peak_kw", DataType::Float64, true),
+        Field::new("cost", DataType::Float64, true),
         Field::new("kwh_per_m2", DataType::Float64, true),
     ]))
 }

@@ -9,6 +9,7 @@
 
 mod model;
 mod secret;
+mod tariffs;
 mod view;
 
 use crate::sync::{Recover, RecoverRw};
@@ -45,6 +46,8 @@ pub struct Catalog {
     state: RwLock<CatalogState>,
     /// Bumped by every write, so readers can cache what they derive.
     version: AtomicU64,
+    /// Bumped by every tariff change.
+    tariff_version: AtomicU64,
 }
 
 impl Catalog {
@@ -53,7 +56,7 @@ impl Catalog {
         let path: PathBuf = data_dir.join("meta.redb");
         let db = Database::create(&path).map_err(|e| Error::open(path.clone(), e))?;
         let txn = db.begin_write()?;
-        for table in [TENANTS, BUILDINGS, SENSORS, KEYS] {
+        for table in [TENANTS, BUILDINGS, SENSORS, KEYS, tariffs::TARIFFS] {
             txn.open_table(table)?;
         }
         txn.commit()?;
@@ -72,11 +75,15 @@ impl Catalog {
         for k in load::<ApiKey>(&txn, KEYS, "api_keys")? {
             state.insert_key(k);
         }
+        for t in load::<crate::tariff::Tariff>(&txn, tariffs::TARIFFS, "tariffs")? {
+            state.tariffs.insert(t.id.clone(), t);
+        }
         drop(txn);
         Ok(Self {
             db: Mutex::new(db),
             state: RwLock::new(state),
             version: AtomicU64::new(0),
+            tariff_version: AtomicU64::new(0),
         })
     }
 
@@ -121,7 +128,7 @@ impl Catalog {
         let src = db.begin_read()?;
         let out = Database::create(path).map_err(|e| Error::open(path.to_owned(), e))?;
         let txn = out.begin_write()?;
-        for def in [TENANTS, BUILDINGS, SENSORS, KEYS] {
+        for def in [TENANTS, BUILDINGS, SENSORS, KEYS, tariffs::TARIFFS] {
             crate::table_copy::copy_table(&src, &txn, def)?;
         }
         txn.commit()?;
@@ -207,9 +214,23 @@ impl Catalog {
                 if view.sensors_of(id.as_str()).next().is_some() {
                     return Err(Error::BuildingHasSensors(id.to_string()));
                 }
-                Ok((vec![Put::delete(BUILDINGS, id.as_str())], ()))
+                // Its own tariffs go with it.
+                let mut puts = vec![Put::delete(BUILDINGS, id.as_str())];
+                puts.extend(
+                    view.state
+                        .tariffs
+                        .values()
+                        .filter(|t| t.building_id.as_ref() == Some(id))
+                        .map(|t| Put::delete(tariffs::TARIFFS, &t.id)),
+                );
+                Ok((puts, ()))
             },
-            |state, ()| state.remove_building(id),
+            |state, ()| {
+                state.remove_building(id);
+                state
+                    .tariffs
+                    .retain(|_, t| t.building_id.as_ref() != Some(id));
+            },
         )
     }
 

@@ -58,6 +58,7 @@ mod rollup;
 mod store;
 mod sync;
 mod table_copy;
+mod tariff;
 #[cfg(test)]
 mod test_util;
 mod tiers;
@@ -95,6 +96,7 @@ pub use rollup::{
 };
 pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
 pub use sync::{Recover, RecoverRw};
+pub use tariff::{Day, Period, Tariff};
 pub use tiers::Snapshot;
 pub use tree::{Transfer, copy_tree};
 

@@ -23,5 +23,6 @@ mod readback;
 mod reports;
 mod sql;
 mod support;
+mod tariffs;
 mod tenant_wall;
 mod webdriver;

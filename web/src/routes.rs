@@ -13,6 +13,7 @@ mod readings;
 mod reports;
 mod sensors;
 mod sql;
+mod tariffs;
 mod tenants;
 mod write;
 
@@ -42,6 +43,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/api/v1/tenants/{t}/overview", get(overview::overview))
         .route("/api/v1/tenants/{t}/bulk", post(bulk::create))
+        .route(
+            "/api/v1/tenants/{t}/tariffs",
+            post(tariffs::create).get(tariffs::list),
+        )
+        .route(
+            "/api/v1/tariffs/{id}",
+            axum::routing::delete(tariffs::delete),
+        )
         .route(
             "/api/v1/tenants/{t}/buildings",
             post(buildings::create).get(buildings::list),

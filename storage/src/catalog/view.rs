@@ -9,6 +9,7 @@ use std::sync::RwLockReadGuard;
 
 use super::model::{ApiKey, Building, Sensor, Tenant};
 use crate::ids::{BuildingId, KeyId, SensorId, SensorKey, TenantId};
+use crate::tariff::Tariff;
 
 #[derive(Debug, Default)]
 pub(crate) struct CatalogState {
@@ -22,6 +23,7 @@ pub(crate) struct CatalogState {
     pub(crate) key_ids_by_hash: HashMap<String, KeyId>,
     /// One past the largest sensor key in use.
     pub(crate) next_sensor_key: u32,
+    pub(crate) tariffs: BTreeMap<String, Tariff>,
 }
 
 impl CatalogState {
@@ -80,6 +82,28 @@ pub struct CatalogView<'a> {
 impl CatalogView<'_> {
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
         self.state.tenants.get(id)
+    }
+
+    pub fn tariff(&self, id: &str) -> Option<&Tariff> {
+        self.state.tariffs.get(id)
+    }
+
+    /// A tenant's tariffs (its buildings' own too), by id.
+    pub fn tariffs_of<'s>(&'s self, tenant: &'s str) -> impl Iterator<Item = &'s Tariff> + Clone {
+        self.state
+            .tariffs
+            .values()
+            .filter(move |t| t.tenant_id.as_str() == tenant)
+    }
+
+    /// The tariff in effect for `building` on its local day `day`.
+    pub fn tariff_for(&self, building: &Building, day: chrono::NaiveDate) -> Option<&Tariff> {
+        crate::tariff::tariff_for(
+            self.state.tariffs.values(),
+            building.tenant_id.as_str(),
+            building.id.as_str(),
+            day,
+        )
     }
 
     pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {

@@ -41,6 +41,8 @@ pub struct RollupRow {
     pub readings: i64,
     /// Peak demand of days and months; a quarter's average power.
     pub peak_kw: Option<f64>,
+    /// Cost of days and months.
+    pub cost: Option<f64>,
 }
 
 /// The rollup tables.
@@ -91,6 +93,9 @@ impl RollupTable {
         if let Some(name) = self.demand_column() {
             fields.push(Field::new(name, DataType::Float64, true));
         }
+        if self.has_cost() {
+            fields.push(Field::new("cost", DataType::Float64, true));
+        }
         Arc::new(Schema::new(fields))
     }
 
@@ -103,6 +108,11 @@ impl RollupTable {
             Self::BuildingQuarterly => Some("kw"),
             _ => None,
         }
+    }
+
+    /// Whether rows carry a cost (older files: unknown).
+    fn has_cost(self) -> bool {
+        matches!(self, Self::BuildingDaily | Self::BuildingMonthly)
     }
 
     /// Whether the table is partitioned by UTC day.
@@ -151,6 +161,11 @@ pub fn to_batch(table: RollupTable, rows: &[RollupRow]) -> Result<RecordBatch> {
     if table.demand_column().is_some() {
         columns.push(Arc::new(Float64Array::from_iter(
             rows.iter().map(|r| r.peak_kw),
+        )));
+    }
+    if table.has_cost() {
+        columns.push(Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.cost),
         )));
     }
     RecordBatch::try_new(table.schema(), columns)
@@ -248,9 +263,16 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
             .downcast_ref::<Int64Array>()
             .cloned()
             .ok_or_else(|| bad("readings is not an integer".into()))?;
-        let demand = match table.demand_column().map(|c| batch.schema().index_of(c)) {
-            Some(Ok(i)) => Some(f(i)?),
-            _ => None,
+        let optional = |name: Option<&str>| -> Result<Option<Float64Array>> {
+            match name.map(|c| batch.schema().index_of(c)) {
+                Some(Ok(i)) => Ok(Some(f(i)?)),
+                _ => Ok(None),
+            }
+        };
+        let demand = optional(table.demand_column())?;
+        let cost = optional(table.has_cost().then_some("cost"))?;
+        let value = |a: &Option<Float64Array>, i: usize| {
+            a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
         };
         for (i, &at) in at.iter().enumerate() {
             rows.push(RollupRow {
@@ -261,10 +283,8 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
                 kwh: kwh.value(i),
                 peak_kwh: peak.value(i),
                 readings: readings.value(i),
-                peak_kw: demand
-                    .as_ref()
-                    .filter(|d| d.is_valid(i))
-                    .map(|d| d.value(i)),
+                peak_kw: value(&demand, i),
+                cost: value(&cost, i),
             });
         }
     }

@@ -172,6 +172,7 @@ impl Rollups {
             peak_kwh: 0.0,
             readings: 0,
             peak_kw: None,
+            cost: None,
         };
         for (b, quarters) in spread {
             let Some(tenant) = tenants.get(b) else {
@@ -190,6 +191,7 @@ impl Rollups {
                     readings: a.readings,
                     // kWh in a quarter hour is a quarter of the average kW.
                     peak_kw: Some(crate::kwh::round_kwh(kwh * 4.0)),
+                    cost: None,
                 }
             }));
         }

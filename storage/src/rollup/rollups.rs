@@ -43,6 +43,9 @@ pub struct Agg {
     /// the building's busiest clock quarter times four), as utilities
     /// bill it. Days and months only; `None` when unknown.
     pub peak_kw: Option<f64>,
+    /// What the energy cost under the building's tariff (days and months;
+    /// months include the demand charge); `None` without a tariff.
+    pub cost: Option<f64>,
 }
 
 impl Agg {
@@ -53,6 +56,7 @@ impl Agg {
             peak_kwh: v,
             readings: 1,
             peak_kw: None,
+            cost: None,
         }
     }
 
@@ -62,6 +66,10 @@ impl Agg {
         self.readings += o.readings;
         self.peak_kw = match (self.peak_kw, o.peak_kw) {
             (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.cost = match (self.cost, o.cost) {
+            (Some(a), Some(b)) => Some(crate::kwh::add_kwh(a, b)),
             (a, b) => a.or(b),
         };
     }
@@ -167,6 +175,8 @@ pub struct Rollups {
     pub(super) zones: ZoneLedger,
     /// Bumped whenever a building's buckets change.
     pub(super) generation: AtomicU64,
+    /// The catalog's tariff version the costs follow.
+    pub(super) tariffs_seen: AtomicU64,
 }
 
 pub(super) fn days_since_epoch(d: NaiveDate) -> i64 {
@@ -205,6 +215,7 @@ impl Rollups {
                         peak_kwh: r.peak_kwh,
                         readings: r.readings,
                         peak_kw: r.peak_kw,
+                        cost: r.cost,
                     };
                     match table {
                         RollupTable::BuildingHourly => b.hourly.insert(r.at, agg),
@@ -215,6 +226,7 @@ impl Rollups {
             }
         }
         let zones = ZoneLedger::load(wal.get()?.as_ref(), &catalog.view())?;
+        let catalog_tariffs = catalog.tariff_version();
         Ok(Self {
             data_dir: data_dir.to_owned(),
             catalog,
@@ -225,6 +237,7 @@ impl Rollups {
             pending_since: Mutex::new(None),
             zones,
             generation: AtomicU64::new(1),
+            tariffs_seen: AtomicU64::new(catalog_tariffs),
         })
     }
 
@@ -285,6 +298,7 @@ pub(super) fn buildings_rows(
             peak_kwh: a.peak_kwh,
             readings: a.readings,
             peak_kw: a.peak_kw,
+            cost: a.cost,
         }));
     }
     rows

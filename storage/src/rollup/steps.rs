@@ -60,6 +60,10 @@ impl Rollups {
             // Tried again at a later step; the others' rollups go on.
             tracing::error!(building = %building, error = %e, "rebuilding a building's rollups failed");
         }
+        if let Err(e) = self.recost_if_tariffs_changed() {
+            // Tried again at the next step; energy goes on meanwhile.
+            tracing::error!(error = %e, "re-costing after a tariff change failed");
+        }
         let mut processed = 0;
         for day in self.dirty_days()? {
             if self.process_day(day, &snapshot)? {
@@ -232,6 +236,7 @@ impl Rollups {
                     peak_kwh: agg.peak_kwh,
                     readings: agg.readings,
                     peak_kw: None,
+                    cost: None,
                 });
             }
             rows.sort_by(|a, b| {
@@ -280,6 +285,7 @@ impl Rollups {
                 peak_kwh: r.peak_kwh,
                 readings: r.readings,
                 peak_kw: None,
+                cost: None,
             };
             sums.entry(r.building_id.clone())
                 .or_default()
@@ -351,7 +357,8 @@ impl Rollups {
         let mut buildings = self.buildings.write_locked();
         let mut months_touched: BTreeSet<NaiveDate> = BTreeSet::new();
         for (b, days) in touched {
-            let tz = view.building(b).map_or(Tz::UTC, |bb| bb.timezone.tz());
+            let building = view.building(b);
+            let tz = building.map_or(Tz::UTC, |bb| bb.timezone.tz());
             let Some(entry) = buildings.get_mut(b) else {
                 continue;
             };
@@ -362,7 +369,8 @@ impl Rollups {
                     let span = day_start(tz, d)..day_start(tz, next_day(d));
                     let old = match Agg::sum(entry.hourly.range(span.clone()).map(|(_, a)| a)) {
                         Some(mut a) => {
-                            a.peak_kw = quarters.peak_kw(b, span)?;
+                            let tariff = building.and_then(|bb| view.tariff_for(bb, d));
+                            (a.peak_kw, a.cost) = quarters.day(b, span, tz, tariff)?;
                             entry.daily.insert(d, a)
                         }
                         None => entry.daily.remove(&d),
@@ -379,8 +387,21 @@ impl Rollups {
                 entry.note_change(&self.generation, WindowSpan::Day, first);
             }
             for m in months {
-                match Agg::sum(entry.daily.range(m..next_month(m)).map(|(_, a)| a)) {
-                    Some(a) => entry.monthly.insert(m, a),
+                let days = entry.daily.range(m..next_month(m));
+                match Agg::sum(days.clone().map(|(_, a)| a)) {
+                    Some(mut a) => {
+                        // The demand charge of the tariff in effect on the
+                        // month's last day with energy.
+                        let last = days.last().map(|(d, _)| *d);
+                        let charge = building
+                            .zip(last)
+                            .and_then(|(bb, d)| view.tariff_for(bb, d))
+                            .and_then(|t| t.demand_charge_per_kw);
+                        if let (Some(c), Some(kw)) = (charge, a.peak_kw) {
+                            a.cost = Some(crate::kwh::add_kwh(a.cost.unwrap_or(0.0), c * kw));
+                        }
+                        entry.monthly.insert(m, a)
+                    }
                     None => entry.monthly.remove(&m),
                 };
                 months_touched.insert(m);

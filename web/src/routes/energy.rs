@@ -63,6 +63,10 @@ pub(super) struct Point {
     /// Peak demand (kW), days and months.
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_kw: Option<f64>,
+    /// Under the building's tariff, days and months (months with the
+    /// demand charge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -71,6 +75,9 @@ pub(super) struct EnergyAnswer {
     resolution: EnergyResolution,
     timezone: String,
     unit: &'static str,
+    /// The currency of `cost`, when the tenant has tariffs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<String>,
     points: Vec<Point>,
 }
 
@@ -137,6 +144,12 @@ pub(super) async fn energy(
         resolution,
         timezone: building.timezone.name().to_owned(),
         unit: "kWh",
+        currency: state
+            .catalog
+            .view()
+            .tariffs_of(building.tenant_id.as_str())
+            .next()
+            .map(|t| t.currency.clone()),
         points: series
             .into_iter()
             .map(|(t, a)| Point {
@@ -145,6 +158,7 @@ pub(super) async fn energy(
                 peak_kwh: a.peak_kwh,
                 readings: a.readings,
                 peak_kw: a.peak_kw,
+                cost: a.cost,
             })
             .collect(),
     }))

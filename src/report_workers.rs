@@ -139,12 +139,19 @@ fn produce(job: &ReportJob, store: &ReadingStore) -> Result<Vec<u8>, String> {
         .filter(|b| b.tenant_id == r.tenant_id)
         .cloned()
         .ok_or_else(|| ReportError::BuildingGone(r.building_id.to_string()).to_string())?;
+    let currency = store
+        .catalog()
+        .view()
+        .tariffs_of(building.tenant_id.as_str())
+        .next()
+        .map(|t| t.currency.clone());
     let report = build(
         &building,
         store.rollups(),
         r.start_ms,
         r.end_ms,
         r.forecast_days as usize,
+        currency,
         now_ms(),
     );
     render(r.format, &report).map_err(|e| e.to_string())

@@ -70,7 +70,7 @@ fn ms(s: &str) -> i64 {
     DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
 }
 
-async fn request(server: &Server, key: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn request(server: &Server, key: &str, body: &Value) -> reqwest::Response {
     server
         .with_key(key, Method::POST, "/api/v1/reports")
         .json(body)
@@ -80,7 +80,7 @@ async fn request(server: &Server, key: &str, body: &Value) -> reqwest::Response 
 }
 
 /// Polls the job until it is done or failed.
-async fn finished(server: &Server, id: &str) -> Value {
+pub(crate) async fn finished(server: &Server, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = server.get_json(&format!("/api/v1/reports/{id}")).await;
@@ -92,7 +92,7 @@ async fn finished(server: &Server, id: &str) -> Value {
     }
 }
 
-async fn result(server: &Server, id: &str) -> reqwest::Response {
+pub(crate) async fn result(server: &Server, id: &str) -> reqwest::Response {
     let r = server
         .admin(Method::GET, &format!("/api/v1/reports/{id}/result"))
         .send()
@@ -246,14 +246,14 @@ async fn json_and_csv_reports_hold_the_rollups_a_profile_and_a_tested_forecast()
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = r.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "day,kwh,kind");
+    assert_eq!(lines[0], "day,kwh,kind,peak_kw,cost");
     assert_eq!(lines.len(), 1 + 28 + 7);
     for (line, (day, kwh)) in lines[1..29].iter().zip(&days) {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!((cells[0], cells[2]), (day.as_str(), "actual"));
         assert!((cells[1].parse::<f64>().unwrap() - kwh).abs() < 1e-9);
     }
-    assert!(lines[29].starts_with(&format!("{},", day(0))) && lines[29].ends_with(",forecast"));
+    assert!(lines[29].starts_with(&format!("{},", day(0))) && lines[29].ends_with(",forecast,,"));
     let csv_total: f64 = lines[1..29]
         .iter()
         .map(|l| l.split(',').nth(1).unwrap().parse::<f64>().unwrap())

@@ -151,6 +151,35 @@ async fn time_of_use_prices_dst_days_tariff_changes_and_demand_charges() {
     assert!(close(rows[2][1].as_f64().unwrap(), spring), "{rows:?}");
     assert_eq!(rows[2][2], 4.0);
 
+    // A report of those days: their energy cost and peak demand.
+    let r = crate::reports::request(
+        &server,
+        &admin,
+        &json!({"building_id": "b", "start": "2026-03-28", "end": "2026-04-01", "format": "json"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        crate::reports::finished(&server, &id).await["status"],
+        "done"
+    );
+    let report: Value = crate::reports::result(&server, &id)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["currency"], "EUR");
+    assert!(
+        close(report["energy_cost"].as_f64().unwrap(), energy),
+        "{report}"
+    );
+    assert_eq!(report["peak_demand"]["kw"], 4.0);
+    assert!(close(report["days"][2]["cost"].as_f64().unwrap(), spring));
+
     // Deleting it restores the old prices; costs survive a restart.
     let r = server
         .admin(Method::DELETE, "/api/v1/tariffs/spring")

@@ -21,6 +21,10 @@ pub struct Day {
     pub day: String,
     pub kwh: f64,
     pub readings: i64,
+    /// Peak demand: the day's largest 15-minute average power.
+    pub peak_kw: Option<f64>,
+    /// Under the building's tariff (energy only: demand is billed monthly).
+    pub cost: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +32,12 @@ pub struct Peak {
     /// Start of the local hour, RFC 3339 with the building's offset.
     pub hour: String,
     pub kwh: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Demand {
+    pub day: String,
+    pub kw: f64,
 }
 
 /// Average kWh per local hour (0..23) on days of that kind with data;
@@ -78,6 +88,11 @@ pub struct Report {
     pub readings: i64,
     pub floor_area_m2: Option<f64>,
     pub kwh_per_m2: Option<f64>,
+    /// The largest of the days' peak demands, and its day.
+    pub peak_demand: Option<Demand>,
+    /// The days' energy cost, when the building has a tariff.
+    pub energy_cost: Option<f64>,
+    pub currency: Option<String>,
     pub days: Vec<Day>,
     pub peak: Option<Peak>,
     pub profile: Profile,
@@ -135,6 +150,7 @@ pub fn build(
     start: i64,
     end: i64,
     forecast_days: usize,
+    currency: Option<String>,
     now_ms: i64,
 ) -> Report {
     let tz = building.timezone.tz();
@@ -170,8 +186,20 @@ pub fn build(
             day: d.to_string(),
             kwh: kwh_of(*d),
             readings: daily.get(d).map_or(0, |a| a.readings),
+            peak_kw: daily.get(d).and_then(|a| a.peak_kw),
+            cost: daily.get(d).and_then(|a| a.cost),
         })
         .collect();
+    let peak_demand = days
+        .iter()
+        .filter_map(|d| Some((d, d.peak_kw?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(d, kw)| Demand {
+            day: d.day.clone(),
+            kw,
+        });
+    let costs: Vec<f64> = days.iter().filter_map(|d| d.cost).collect();
+    let energy_cost = (!costs.is_empty()).then(|| wattline_storage::kwh_sum(costs));
     let total_kwh = wattline_storage::kwh_sum(days.iter().map(|d| d.kwh));
     let readings = days.iter().map(|d| d.readings).sum();
 
@@ -224,6 +252,9 @@ pub fn build(
             .filter(|a| *a > 0.0)
             .map(|a| total_kwh / a),
         anomalies: anomalies(&period, &daily, last_complete),
+        peak_demand,
+        energy_cost,
+        currency: energy_cost.and(currency),
         days,
         peak,
         profile,
@@ -401,6 +432,8 @@ mod tests {
                     kwh,
                     peak_kwh: kwh,
                     readings: 24,
+                    peak_kw: None,
+                    cost: None,
                 },
             );
         }

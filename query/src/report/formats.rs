@@ -1,5 +1,5 @@
-//! A report as a file: JSON (everything), CSV (`day,kwh,kind`, actual and
-//! forecast rows) or PDF.
+//! A report as a file: JSON (everything), CSV (`day,kwh,kind,peak_kw,cost`,
+//! actual and forecast rows; the last two empty where unknown) or PDF.
 
 use wattline_storage::ReportFormat;
 
@@ -25,12 +25,19 @@ pub fn render(format: ReportFormat, report: &Report) -> Result<Vec<u8>, ReportEr
 
 fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["day", "kwh", "kind"])?;
+    w.write_record(["day", "kwh", "kind", "peak_kw", "cost"])?;
+    let text = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for d in &report.days {
-        w.write_record([d.day.as_str(), &d.kwh.to_string(), "actual"])?;
+        w.write_record([
+            d.day.as_str(),
+            &d.kwh.to_string(),
+            "actual",
+            &text(d.peak_kw),
+            &text(d.cost),
+        ])?;
     }
     for d in &report.forecast {
-        w.write_record([d.day.as_str(), &d.kwh.to_string(), "forecast"])?;
+        w.write_record([d.day.as_str(), &d.kwh.to_string(), "forecast", "", ""])?;
     }
     w.into_inner().map_err(|e| e.into_error().into())
 }

@@ -202,6 +202,15 @@ fn summary(w: &mut Writer<'_, '_>, r: &Report) {
         ),
         ("Readings", r.readings.to_string()),
     ];
+    if let Some(d) = &r.peak_demand {
+        facts.push((
+            "Peak demand",
+            format!("{:.1} kW (15-minute average) on {}", d.kw, d.day),
+        ));
+    }
+    if let (Some(cost), Some(currency)) = (r.energy_cost, &r.currency) {
+        facts.push(("Energy cost", format!("{cost:.2} {currency}")));
+    }
     if let Some(per_m2) = r.kwh_per_m2 {
         facts.insert(1, ("Per floor area", format!("{per_m2:.2} kWh/m\u{b2}")));
     }

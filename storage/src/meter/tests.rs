@@ -59,9 +59,10 @@ fn case() -> impl Strategy<Value = Case> {
                 );
             }
             // No glitch next to a wrap.
-            for k in 3..n.saturating_sub(3) {
-                if event_at[k] >= 3 && (k - 2..=k + 3).any(|j| units[j] < units[j - 1]) {
-                    event_at[k] = 0;
+            let wrapped = |k: usize| (k - 2..=k + 3).any(|j| units[j] < units[j - 1]);
+            for (k, e) in event_at.iter_mut().enumerate() {
+                if *e >= 3 && wrapped(k) {
+                    *e = 0;
                 }
             }
             let mut series: Vec<(i64, f64)> = units

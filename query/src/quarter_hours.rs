@@ -6,13 +6,22 @@
 use std::collections::BTreeMap;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use wattline_storage::{Agg, BuildingId, Meter, TenantId, TimeRange, derive, reach_ms};
 
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions::expr_fn::{date_bin, round};
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_aggregate::expr_fn::{max, sum};
+use datafusion::prelude::{col, lit};
+
 use crate::error::{QueryError, Result};
+use crate::filters::ts_literal;
+use crate::query_engine::collect_capped;
 use crate::{QueryEngine, Scope};
 
 /// Timestamps DataFusion's millisecond conversions accept.
@@ -24,9 +33,12 @@ impl QueryEngine {
     /// The non-empty quarters of `building` (of `tenant`, whose query
     /// slots it takes) whose start lies in `range`, in order.
     ///
-    /// Interval meters are summed in SQL. Cumulative and power meters'
-    /// readings are read with those up to their reach around the range
-    /// and their interval energy derived, as the rollups do.
+    /// Interval meters are summed by the engine. Cumulative and power
+    /// meters' readings are read with those up to their reach around the
+    /// range and their interval energy derived, as the rollups do. Both
+    /// are plans built from expressions (no SQL text, so any number of
+    /// meters fits); an answer cut at `query.max_rows` is an error rather
+    /// than a partial series.
     pub async fn quarter_hours(
         &self,
         building: &BuildingId,
@@ -41,29 +53,40 @@ impl QueryEngine {
             .filter(|s| !s.meter.is_interval())
             .map(|s| (s.id.to_string(), s.meter))
             .collect();
-        // Ids are limited to A-Za-z0-9_.:- and cannot break the quoting.
-        let quoted = |ids: &mut dyn Iterator<Item = &str>| {
-            ids.map(|i| format!("'{i}'")).collect::<Vec<_>>().join(", ")
-        };
-        let mut filter = format!(
-            "building_id = '{}' AND ts >= to_timestamp_millis({}) AND ts < to_timestamp_millis({})",
-            building.as_str(),
-            range.start_ms.max(-LIMIT_MS),
-            range.end_ms.min(LIMIT_MS)
-        );
-        if !meters.is_empty() {
-            let ids = quoted(&mut meters.iter().map(|(i, _)| i.as_str()));
-            filter.push_str(&format!(" AND sensor_id NOT IN ({ids})"));
-        }
-        let sql = format!(
-            "SELECT date_bin(INTERVAL '15 minutes', ts, TIMESTAMP '1970-01-01T00:00:00Z') AS q, \
-             sum(round(value_kwh * 1000000)), max(value_kwh), count(*) FROM readings \
-             WHERE {filter} GROUP BY q ORDER BY q"
-        );
         let scope = Scope::tenant(tenant.clone());
-        let out = self.sql(&sql, &scope).await?;
+        let in_range = |r: TimeRange| {
+            col("ts")
+                .gt_eq(ts_literal(r.start_ms.max(-LIMIT_MS)))
+                .and(col("ts").lt(ts_literal(r.end_ms.min(LIMIT_MS))))
+        };
+        let mut filter = col("building_id")
+            .eq(lit(building.as_str()))
+            .and(in_range(range));
+        if !meters.is_empty() {
+            let ids = meters.iter().map(|(i, _)| lit(i.as_str())).collect();
+            filter = filter.and(col("sensor_id").in_list(ids, true));
+        }
+        let quarter = date_bin(
+            lit(ScalarValue::new_interval_mdn(0, 0, QUARTER_MS * 1_000_000)),
+            col("ts"),
+            ts_literal(0),
+        );
+        let out = self
+            .plan(&scope, move |df| {
+                df.filter(filter)?
+                    .aggregate(
+                        vec![quarter.alias("q")],
+                        vec![
+                            sum(round(vec![col("value_kwh") * lit(1e6)])),
+                            max(col("value_kwh")),
+                            count_all(),
+                        ],
+                    )?
+                    .sort(vec![col("q").sort(true, false)])
+            })
+            .await?;
         let mut points: BTreeMap<i64, Agg> = BTreeMap::new();
-        for b in &out.batches {
+        for b in &out {
             let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
             let ts = column::<TimestampMillisecondArray>(b.column(0), &ms)?;
             let kwh = column::<Float64Array>(b.column(1), &DataType::Float64)?;
@@ -101,25 +124,25 @@ impl QueryEngine {
         range: TimeRange,
     ) -> Result<BTreeMap<i64, Agg>> {
         let reach = meters.iter().map(|(_, m)| reach_ms(m)).max().unwrap_or(0);
-        let ids: Vec<String> = meters.iter().map(|(i, _)| format!("'{i}'")).collect();
-        let sql = format!(
-            "SELECT sensor_id, ts, value_kwh FROM readings WHERE sensor_id IN ({}) \
-             AND ts >= to_timestamp_millis({}) AND ts < to_timestamp_millis({}) \
-             ORDER BY sensor_id, ts",
-            ids.join(", "),
-            range.start_ms.saturating_sub(reach).max(-LIMIT_MS),
-            range.end_ms.saturating_add(reach).min(LIMIT_MS)
-        );
-        let out = self.sql(&sql, scope).await?;
-        if out.truncated {
-            return Err(QueryError::TooComplex(
-                "the range holds more meter readings than a query may answer \
-                 (query.max_rows): ask for a shorter range"
-                    .into(),
-            ));
-        }
+        let ids = meters.iter().map(|(i, _)| lit(i.as_str())).collect();
+        let filter = col("sensor_id")
+            .in_list(ids, false)
+            .and(col("ts").gt_eq(ts_literal(
+                range.start_ms.saturating_sub(reach).max(-LIMIT_MS),
+            )))
+            .and(col("ts").lt(ts_literal(range.end_ms.saturating_add(reach).min(LIMIT_MS))));
+        let out = self
+            .plan(scope, move |df| {
+                df.filter(filter)?
+                    .select(vec![col("sensor_id"), col("ts"), col("value_kwh")])?
+                    .sort(vec![
+                        col("sensor_id").sort(true, false),
+                        col("ts").sort(true, false),
+                    ])
+            })
+            .await?;
         let mut series: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
-        for b in &out.batches {
+        for b in &out {
             let ids = column::<StringArray>(b.column(0), &DataType::Utf8)?;
             let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
             let ts = column::<TimestampMillisecondArray>(b.column(1), &ms)?;
@@ -148,6 +171,31 @@ impl QueryEngine {
             }
         }
         Ok(quarters)
+    }
+
+    /// Runs `build` on the scope's `readings` and collects the answer in
+    /// full: more than `query.max_rows` rows is an error.
+    async fn plan(
+        &self,
+        scope: &Scope,
+        build: impl FnOnce(DataFrame) -> datafusion::error::Result<DataFrame> + Send + 'static,
+    ) -> Result<Vec<RecordBatch>> {
+        let (ctx, _) = self.context(scope)?;
+        let (max_rows, max_bytes) = (self.limits().max_rows, self.answer_bytes());
+        let out = self
+            .run(scope, async move {
+                let df = build(ctx.table("readings").await?)?;
+                collect_capped(df.execute_stream().await?, max_rows, max_bytes).await
+            })
+            .await?;
+        if out.truncated {
+            return Err(QueryError::TooComplex(
+                "the range holds more rows than a query may answer (query.max_rows): \
+                 ask for a shorter range"
+                    .into(),
+            ));
+        }
+        Ok(out.batches)
     }
 }
 

@@ -137,7 +137,7 @@ impl QueryEngine {
 
     /// A session holding the scope's tables, and the share of its bounded
     /// string functions (see [`bounded_functions`]).
-    fn context(&self, scope: &Scope) -> Result<(SessionContext, CallShare)> {
+    pub(crate) fn context(&self, scope: &Scope) -> Result<(SessionContext, CallShare)> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.limits.memory_limit, 1.0)
             .with_cache_manager(
@@ -281,7 +281,7 @@ impl QueryEngine {
     /// past the timeout is aborted. When the caller stops waiting (the
     /// client went away), the [`QueryRun`] guard aborts the work and keeps
     /// both slots until the runtime has stopped.
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         scope: &Scope,
         work: impl std::future::Future<Output = Result<T>> + Send + 'static,
@@ -332,7 +332,7 @@ impl QueryEngine {
     }
 
     /// The most memory an answer may take before it is encoded.
-    fn answer_bytes(&self) -> usize {
+    pub(crate) fn answer_bytes(&self) -> usize {
         self.limits.memory_limit / 4
     }
 
@@ -408,7 +408,7 @@ fn at_end_if_unplaced(err: QueryError, end: &str) -> QueryError {
 /// Collects at most `max_rows` rows; `truncated` when more were there.
 /// The answer may take at most `max_bytes` in memory: converting and
 /// encoding it for the client takes about three times as much again.
-async fn collect_capped(
+pub(crate) async fn collect_capped(
     mut stream: SendableRecordBatchStream,
     max_rows: usize,
     max_bytes: usize,

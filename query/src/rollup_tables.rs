@@ -68,20 +68,16 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
                     kwh: 0.0,
                     peak_kwh: f64::MIN,
                     readings: 0,
-                    peak_kw: None,
-                    cost: None,
+                    // Neutral starts when the first month knows them.
+                    peak_kw: m.peak_kw.map(|_| f64::MIN),
+                    cost: m.cost.map(|_| 0.0),
                 });
             y.kwh = kwh_sum([y.kwh, m.kwh]);
             y.peak_kwh = y.peak_kwh.max(m.peak_kwh);
             y.readings += m.readings;
-            y.peak_kw = match (y.peak_kw, m.peak_kw) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-            y.cost = match (y.cost, m.cost) {
-                (Some(a), Some(b)) => Some(kwh_sum([a, b])),
-                (a, b) => a.or(b),
-            };
+            // Known for the year only when known for each month.
+            y.peak_kw = y.peak_kw.zip(m.peak_kw).map(|(a, b)| a.max(b));
+            y.cost = y.cost.zip(m.cost).map(|(a, b)| kwh_sum([a, b]));
         }
         let areas = floor_areas(
             &store,

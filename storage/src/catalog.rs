@@ -76,7 +76,7 @@ impl Catalog {
             state.insert_key(k);
         }
         for t in load::<crate::tariff::Tariff>(&txn, tariffs::TARIFFS, "tariffs")? {
-            state.tariffs.insert(t.id.clone(), t);
+            state.tariffs.insert(t.key(), t);
         }
         drop(txn);
         Ok(Self {
@@ -221,7 +221,7 @@ impl Catalog {
                         .tariffs
                         .values()
                         .filter(|t| t.building_id.as_ref() == Some(id))
-                        .map(|t| Put::delete(tariffs::TARIFFS, &t.id)),
+                        .map(|t| Put::delete(tariffs::TARIFFS, &t.key())),
                 );
                 Ok((puts, ()))
             },

@@ -96,7 +96,7 @@ pub use rollup::{
 };
 pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
 pub use sync::{Recover, RecoverRw};
-pub use tariff::{Day, Period, Tariff};
+pub use tariff::{Day, Period, Tariff, tariff_key};
 pub use tiers::Snapshot;
 pub use tree::{Transfer, copy_tree};
 

@@ -6,7 +6,8 @@
 //! - [`rollups`]: the building tables in memory and their files; [`steps`]
 //!   recompute exactly what changed, [`zone_rebuild`] after a time zone
 //!   change, [`reads`] serve them, [`retention`] drops old buckets.
-//! - [`demand`]: peak demand of days and months, from the quarters.
+//! - [`demand`]: peak demand and cost of days, from the quarters;
+//!   [`recost`] after a tariff change.
 //! - [`derived`]: the interval energy of cumulative and power meters.
 //! - [`quarters`]: recent 15-minute building totals, for alert windows.
 //! - [`windows`]: clock-aligned windows read in one pass (alert rules).
@@ -14,6 +15,8 @@
 //! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
 
 pub(crate) mod calendar;
+#[cfg(test)]
+mod cost_tests;
 mod demand;
 mod derived;
 pub(crate) mod files;
@@ -21,6 +24,7 @@ pub(crate) mod files;
 mod meter_tests;
 mod quarters;
 mod reads;
+mod recost;
 mod retention;
 mod rollups;
 mod steps;

@@ -94,11 +94,16 @@ impl Day {
     }
 }
 
+/// The catalog key of tariff `id` of `tenant`.
+pub fn tariff_key(tenant: &str, id: &str) -> String {
+    format!("{tenant}/{id}")
+}
+
 /// Minutes after local midnight of `HH:MM`, if it is a quarter hour
 /// between 00:00 and 24:00.
 fn minutes(text: &str) -> Option<u32> {
     let (h, m) = text.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
         return None;
     }
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
@@ -111,6 +116,12 @@ fn price_ok(p: f64) -> bool {
 }
 
 impl Tariff {
+    /// Its key in the catalog: ids are the tenant's own, so two tenants
+    /// may use the same one without learning of each other.
+    pub fn key(&self) -> String {
+        tariff_key(self.tenant_id.as_str(), &self.id)
+    }
+
     /// Refuses what cannot be meant: a bad currency code, prices that are
     /// not numbers, times off the quarter hour, empty or overlapping periods.
     pub fn validate(&self) -> Result<()> {
@@ -246,6 +257,11 @@ mod tests {
         let mut t = tariff();
         t.periods[0].to = "06:00".into();
         assert!(t.validate().is_err());
+        for bad in ["+7:00", "7:00", "24:15", "-1:00", "07:60", "０7:00"] {
+            let mut t = tariff();
+            t.periods[0].from = bad.into();
+            assert!(t.validate().is_err(), "{bad}");
+        }
         let mut t = tariff();
         let mut overlap = t.periods[0].clone();
         overlap.days = vec![Day::Fri];

@@ -182,7 +182,7 @@ async fn time_of_use_prices_dst_days_tariff_changes_and_demand_charges() {
 
     // Deleting it restores the old prices; costs survive a restart.
     let r = server
-        .admin(Method::DELETE, "/api/v1/tariffs/spring")
+        .admin(Method::DELETE, "/api/v1/tenants/t/tariffs/spring")
         .send()
         .await
         .unwrap();
@@ -263,12 +263,22 @@ async fn tariffs_are_checked_and_kept_to_their_tenant() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    for path in ["/api/v1/tenants/t/tariffs/p", "/api/v1/tenants/u/tariffs/p"] {
+        let r = server
+            .with_key(&key_u, Method::DELETE, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    // Ids are each tenant's own: another tenant's id tells nothing.
+    assert_eq!(create(&server, &key_u, "u", ok.clone()).await.status(), 201);
     let r = server
-        .with_key(&key_u, Method::DELETE, "/api/v1/tariffs/p")
+        .with_key(&key_u, Method::DELETE, "/api/v1/tenants/u/tariffs/p")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 204);
     let list = server.get_json("/api/v1/tenants/t/tariffs").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     // An ingest key may not touch tariffs.

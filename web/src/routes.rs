@@ -48,7 +48,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(tariffs::create).get(tariffs::list),
         )
         .route(
-            "/api/v1/tariffs/{id}",
+            "/api/v1/tenants/{t}/tariffs/{id}",
             axum::routing::delete(tariffs::delete),
         )
         .route(

@@ -198,8 +198,15 @@ pub fn build(
             day: d.day.clone(),
             kw,
         });
-    let costs: Vec<f64> = days.iter().filter_map(|d| d.cost).collect();
-    let energy_cost = (!costs.is_empty()).then(|| wattline_storage::kwh_sum(costs));
+    // Known only when every day with energy has a cost.
+    let costs: Option<Vec<f64>> = days
+        .iter()
+        .filter(|d| d.readings > 0)
+        .map(|d| d.cost)
+        .collect();
+    let energy_cost = costs
+        .filter(|c| !c.is_empty())
+        .map(wattline_storage::kwh_sum);
     let total_kwh = wattline_storage::kwh_sum(days.iter().map(|d| d.kwh));
     let readings = days.iter().map(|d| d.readings).sum();
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Catalog, Put, Records, check_new_id, exists, not_found};
 use crate::error::{Error, Result};
+use crate::ids::TenantId;
 use crate::tariff::Tariff;
 
 pub(super) const TARIFFS: Records = redb::TableDefinition::new("tariffs");
@@ -31,7 +32,7 @@ impl Catalog {
                 {
                     return Err(not_found("building", b));
                 }
-                if view.state.tariffs.contains_key(&tariff.id) {
+                if view.state.tariffs.contains_key(&tariff.key()) {
                     return Err(exists("tariff", &tariff.id));
                 }
                 let mut own = view.tariffs_of(tariff.tenant_id.as_str()).peekable();
@@ -48,27 +49,28 @@ impl Catalog {
                         "a tenant has at most {MAX_PER_TENANT} tariffs"
                     )));
                 }
-                Ok((vec![Put::new(TARIFFS, &tariff.id, &tariff)], tariff))
+                Ok((vec![Put::new(TARIFFS, &tariff.key(), &tariff)], tariff))
             },
             |state, t| {
-                state.tariffs.insert(t.id.clone(), t.clone());
+                state.tariffs.insert(t.key(), t.clone());
             },
         )?;
         self.tariff_version.fetch_add(1, Ordering::Release);
         Ok(out)
     }
 
-    /// Deletes a tariff.
-    pub fn delete_tariff(&self, id: &str) -> Result<()> {
+    /// Deletes tariff `id` of `tenant`.
+    pub fn delete_tariff(&self, tenant: &TenantId, id: &str) -> Result<()> {
+        let key = crate::tariff::tariff_key(tenant.as_str(), id);
         self.write(
             |view| {
-                if !view.state.tariffs.contains_key(id) {
+                if !view.state.tariffs.contains_key(&key) {
                     return Err(not_found("tariff", &id));
                 }
-                Ok((vec![Put::delete(TARIFFS, id)], ()))
+                Ok((vec![Put::delete(TARIFFS, &key)], ()))
             },
             |state, ()| {
-                state.tariffs.remove(id);
+                state.tariffs.remove(&key);
             },
         )?;
         self.tariff_version.fetch_add(1, Ordering::Release);

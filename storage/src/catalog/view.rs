@@ -84,8 +84,10 @@ impl CatalogView<'_> {
         self.state.tenants.get(id)
     }
 
-    pub fn tariff(&self, id: &str) -> Option<&Tariff> {
-        self.state.tariffs.get(id)
+    pub fn tariff(&self, tenant: &str, id: &str) -> Option<&Tariff> {
+        self.state
+            .tariffs
+            .get(&crate::tariff::tariff_key(tenant, id))
     }
 
     /// A tenant's tariffs (its buildings' own too), by id.

@@ -9,11 +9,10 @@
 //! before it re-derives the days they fall in. Cost: each quarter's energy
 //! at the price its local start has under the day's tariff.
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::files::{RollupTable, read_partition};
 use super::rollups::Rollups;
@@ -24,11 +23,52 @@ use crate::tariff::Tariff;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use super::calendar::{day_start, next_day};
-use crate::sync::RecoverRw;
+use crate::catalog::CatalogView;
 
-/// A UTC day's quarters: building -> (quarter start, kWh, average kW).
-type DayQuarters = HashMap<Arc<str>, Vec<(i64, f64, Option<f64>)>>;
+/// A building's zone and its tenant's tariffs, copied out of the catalog.
+pub(super) struct Pricing {
+    pub(super) tz: Tz,
+    tenant: String,
+    building: String,
+    tariffs: Arc<[Tariff]>,
+}
+
+impl Pricing {
+    /// The pricing of each of `buildings` still in the catalog.
+    pub(super) fn of<'b>(
+        view: &CatalogView<'_>,
+        buildings: impl Iterator<Item = &'b Arc<str>>,
+    ) -> HashMap<Arc<str>, Pricing> {
+        let mut by_tenant: HashMap<&str, Arc<[Tariff]>> = HashMap::new();
+        buildings
+            .filter_map(|b| {
+                let bb = view.building(b)?;
+                let tenant = bb.tenant_id.as_str();
+                let tariffs = by_tenant
+                    .entry(tenant)
+                    .or_insert_with(|| view.tariffs_of(tenant).cloned().collect())
+                    .clone();
+                Some((
+                    b.clone(),
+                    Pricing {
+                        tz: bb.timezone.tz(),
+                        tenant: tenant.to_owned(),
+                        building: bb.id.to_string(),
+                        tariffs,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The tariff in effect on local day `day`.
+    pub(super) fn tariff(&self, day: NaiveDate) -> Option<&Tariff> {
+        crate::tariff::tariff_for(self.tariffs.iter(), &self.tenant, &self.building, day)
+    }
+}
+
+/// A UTC day's quarters: building -> (quarter start, average kW).
+type DayQuarters = HashMap<Arc<str>, Vec<(i64, f64)>>;
 
 /// Quarter partitions read while re-deriving days, each read once.
 pub(super) struct QuarterFiles<'a> {
@@ -60,22 +100,27 @@ impl<'a> QuarterFiles<'a> {
             return Ok((None, None));
         }
         for day in span.start.div_euclid(DAY_MS)..=(span.end - 1).div_euclid(DAY_MS) {
-            for &(q, kwh, kw) in self.quarters(day)?.get(building).into_iter().flatten() {
+            for &(q, kw) in self.quarters(day)?.get(building).into_iter().flatten() {
                 if !span.contains(&q) {
                     continue;
                 }
-                if let Some(kw) = kw {
-                    peak = Some(peak.map_or(kw, |p: f64| p.max(kw)));
-                }
+                peak = Some(peak.map_or(kw, |p: f64| p.max(kw)));
+                // The energy used in the quarter (readings spread over
+                // their intervals) at the quarter's price.
                 if let Some(t) = tariff
                     && let Some(local) = chrono::DateTime::from_timestamp_millis(q)
                 {
                     let price = t.price_at(local.with_timezone(&tz).naive_local());
-                    cost = Some(cost.unwrap_or(0.0) + kwh * price);
+                    cost = Some(cost.unwrap_or(0.0) + kw / 4.0 * price);
                 }
             }
         }
         Ok((peak, cost.map(round_kwh)))
+    }
+
+    /// Drops the quarters of UTC days before `day` from memory.
+    pub(super) fn forget_before(&mut self, day: i64) {
+        self.days.retain(|d, _| *d >= day);
     }
 
     /// UTC day `day`'s quarters, read on first use.
@@ -87,54 +132,24 @@ impl<'a> QuarterFiles<'a> {
                     .rollups
                     .partition_path(RollupTable::BuildingQuarterly, &day_name(day));
                 let mut by_building = DayQuarters::new();
-                for r in read_partition(RollupTable::BuildingQuarterly, &path)? {
-                    by_building
-                        .entry(r.building_id)
-                        .or_default()
-                        .push((r.at, r.kwh, r.peak_kw));
+                // An unreadable file costs that day its peak and cost
+                // (unknown), not the rollups their progress; the next step
+                // of the day rewrites it.
+                let rows =
+                    read_partition(RollupTable::BuildingQuarterly, &path).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "a quarter file is unreadable");
+                        Vec::new()
+                    });
+                for r in rows {
+                    if let Some(kw) = r.peak_kw {
+                        by_building
+                            .entry(r.building_id)
+                            .or_default()
+                            .push((r.at, kw));
+                    }
                 }
                 e.insert(by_building)
             }
         })
-    }
-}
-
-impl Rollups {
-    /// After a tariff change, re-costs every building's days (and months)
-    /// from their quarters. Tariffs change rarely; this reads each UTC day's
-    /// quarter file once. Blocking; call with the step lock held.
-    pub(super) fn recost_if_tariffs_changed(&self) -> Result<()> {
-        let version = self.catalog.tariff_version();
-        if self.tariffs_seen.load(Ordering::Acquire) == version {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let view = self.catalog.view();
-        let mut quarters = QuarterFiles::new(self);
-        let mut touched: HashMap<Arc<str>, BTreeSet<NaiveDate>> = HashMap::new();
-        {
-            let mut buildings = self.buildings.write_locked();
-            for (b, entry) in buildings.iter_mut() {
-                let Some(building) = view.building(b) else {
-                    continue;
-                };
-                let tz = building.timezone.tz();
-                for (d, a) in entry.daily.iter_mut() {
-                    let span = day_start(tz, *d)..day_start(tz, next_day(*d));
-                    (a.peak_kw, a.cost) =
-                        quarters.day(b, span, tz, view.tariff_for(building, *d))?;
-                }
-                touched.insert(b.clone(), entry.daily.keys().copied().collect());
-            }
-        }
-        drop(view);
-        self.rederive_with(&touched, false)?;
-        self.tariffs_seen.store(version, Ordering::Release);
-        tracing::info!(
-            buildings = touched.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "re-costed the rollups after a tariff change"
-        );
-        Ok(())
     }
 }

@@ -45,7 +45,11 @@ impl Rollups {
     /// Recomputes the quarters of UTC day `day` for every building from
     /// the raw readings in `snap` (on open). Blocking. Returns the newest
     /// reading time of each sensor on that day.
-    fn recompute_all_quarters(&self, day: i64, snap: &Snapshot) -> Result<HashMap<SensorKey, i64>> {
+    pub(super) fn recompute_all_quarters(
+        &self,
+        day: i64,
+        snap: &Snapshot,
+    ) -> Result<HashMap<SensorKey, i64>> {
         let (names, meters) = {
             let view = self.catalog.view();
             let meters = Meters::of(&view, view.sensors().map(|s| s.key));
@@ -96,15 +100,16 @@ impl Rollups {
             let q = r.ts_ms - r.ts_ms.rem_euclid(QUARTER_MS);
             let n = meters.quarters(r.sensor);
             let share = r.value_kwh / n as f64;
-            for k in 0..n {
-                let at = q + k * QUARTER_MS;
-                if range.contains(at) {
-                    *spread
-                        .entry(ids.building_id.clone())
-                        .or_default()
-                        .entry(at)
-                        .or_default() += share;
-                }
+            // Only the quarters of the interval that lie in the day.
+            let first = (range.start_ms - q).max(0).div_euclid(QUARTER_MS)
+                + i64::from((range.start_ms - q).max(0) % QUARTER_MS != 0);
+            let end = ((range.end_ms - q).max(0) + QUARTER_MS - 1).div_euclid(QUARTER_MS);
+            for k in first..end.min(n) {
+                *spread
+                    .entry(ids.building_id.clone())
+                    .or_default()
+                    .entry(q + k * QUARTER_MS)
+                    .or_default() += share;
             }
             if range.contains(r.ts_ms) {
                 sums.entry(ids.building_id.clone())

@@ -41,10 +41,12 @@ pub struct Agg {
     pub readings: i64,
     /// Peak demand: the largest 15-minute average power in kW (kWh of
     /// the building's busiest clock quarter times four), as utilities
-    /// bill it. Days and months only; `None` when unknown.
+    /// bill it. Days and months only; `None` when unknown (for a month:
+    /// unknown for one of its days).
     pub peak_kw: Option<f64>,
     /// What the energy cost under the building's tariff (days and months;
-    /// months include the demand charge); `None` without a tariff.
+    /// months include the demand charge); `None` without a tariff (for a
+    /// month: for one of its days).
     pub cost: Option<f64>,
 }
 
@@ -64,14 +66,13 @@ impl Agg {
         self.kwh = crate::kwh::add_kwh(self.kwh, o.kwh);
         self.peak_kwh = self.peak_kwh.max(o.peak_kwh);
         self.readings += o.readings;
-        self.peak_kw = match (self.peak_kw, o.peak_kw) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.cost = match (self.cost, o.cost) {
-            (Some(a), Some(b)) => Some(crate::kwh::add_kwh(a, b)),
-            (a, b) => a.or(b),
-        };
+        // Known only when known for every part: a month with a day of
+        // unknown cost has an unknown cost, not a partial one.
+        self.peak_kw = self.peak_kw.zip(o.peak_kw).map(|(a, b)| a.max(b));
+        self.cost = self
+            .cost
+            .zip(o.cost)
+            .map(|(a, b)| crate::kwh::add_kwh(a, b));
     }
 
     pub(super) fn sum<'a>(it: impl IntoIterator<Item = &'a Agg>) -> Option<Agg> {
@@ -226,7 +227,6 @@ impl Rollups {
             }
         }
         let zones = ZoneLedger::load(wal.get()?.as_ref(), &catalog.view())?;
-        let catalog_tariffs = catalog.tariff_version();
         Ok(Self {
             data_dir: data_dir.to_owned(),
             catalog,
@@ -237,7 +237,9 @@ impl Rollups {
             pending_since: Mutex::new(None),
             zones,
             generation: AtomicU64::new(1),
-            tariffs_seen: AtomicU64::new(catalog_tariffs),
+            // Checked against the record of what costs follow at the
+            // first step.
+            tariffs_seen: AtomicU64::new(u64::MAX),
         })
     }
 

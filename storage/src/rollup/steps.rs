@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
-use super::demand::QuarterFiles;
+use super::demand::{Pricing, QuarterFiles};
 use super::derived::Meters;
 use super::files::{RollupRow, RollupTable, read_partition, write_partition};
 use super::windows::WindowSpan;
@@ -253,8 +253,31 @@ impl Rollups {
         } else {
             day - 1..=day + 1
         };
+        let building_zones: HashMap<Arc<str>, Tz> = {
+            let view = self.catalog.view();
+            buildings
+                .iter()
+                .filter_map(|b| Some((b.clone(), view.building(b)?.timezone.tz())))
+                .collect()
+        };
         for d in quarter_days.filter(|d| d * DAY_MS >= floor) {
-            self.replace_quarters(d, Some(&buildings), &energy, &meters, &names)?;
+            match self.replace_quarters(d, Some(&buildings), &energy, &meters, &names) {
+                Ok(()) => {}
+                // The day's file cannot be read to keep the other
+                // buildings' rows: rebuilt whole from the raw readings.
+                Err(e @ crate::error::Error::ChunkUnreadable { .. }) => {
+                    tracing::error!(error = %e, "rebuilding a day's quarters");
+                    self.recompute_all_quarters(d, snap)?;
+                }
+                Err(e) => return Err(e),
+            }
+            // The local days those quarters fall in re-derive their peak
+            // and cost (a long interval reaches into the next day).
+            for (b, tz) in &building_zones {
+                let days = touched.entry(b.clone()).or_default();
+                days.insert(local_date(*tz, d * DAY_MS));
+                days.insert(local_date(*tz, (d + 1) * DAY_MS - 1));
+            }
         }
         self.rederive(&touched)?;
         Ok(())
@@ -352,13 +375,15 @@ impl Rollups {
         touched: &HashMap<Arc<str>, BTreeSet<NaiveDate>>,
         from_hours: bool,
     ) -> Result<()> {
-        let view = self.catalog.view();
+        // What the days need of the catalog, taken first: no catalog lock
+        // is held while files are read.
+        let pricing = Pricing::of(&self.catalog.view(), touched.keys());
         let mut quarters = QuarterFiles::new(self);
         let mut buildings = self.buildings.write_locked();
         let mut months_touched: BTreeSet<NaiveDate> = BTreeSet::new();
         for (b, days) in touched {
-            let building = view.building(b);
-            let tz = building.map_or(Tz::UTC, |bb| bb.timezone.tz());
+            let price = pricing.get(b);
+            let tz = price.map_or(Tz::UTC, |p| p.tz);
             let Some(entry) = buildings.get_mut(b) else {
                 continue;
             };
@@ -369,7 +394,7 @@ impl Rollups {
                     let span = day_start(tz, d)..day_start(tz, next_day(d));
                     let old = match Agg::sum(entry.hourly.range(span.clone()).map(|(_, a)| a)) {
                         Some(mut a) => {
-                            let tariff = building.and_then(|bb| view.tariff_for(bb, d));
+                            let tariff = price.and_then(|p| p.tariff(d));
                             (a.peak_kw, a.cost) = quarters.day(b, span, tz, tariff)?;
                             entry.daily.insert(d, a)
                         }
@@ -393,12 +418,12 @@ impl Rollups {
                         // The demand charge of the tariff in effect on the
                         // month's last day with energy.
                         let last = days.last().map(|(d, _)| *d);
-                        let charge = building
+                        let charge = price
                             .zip(last)
-                            .and_then(|(bb, d)| view.tariff_for(bb, d))
+                            .and_then(|(p, d)| p.tariff(d))
                             .and_then(|t| t.demand_charge_per_kw);
-                        if let (Some(c), Some(kw)) = (charge, a.peak_kw) {
-                            a.cost = Some(crate::kwh::add_kwh(a.cost.unwrap_or(0.0), c * kw));
+                        if let (Some(c), Some(kw), Some(cost)) = (charge, a.peak_kw, a.cost) {
+                            a.cost = Some(crate::kwh::add_kwh(cost, c * kw));
                         }
                         entry.monthly.insert(m, a)
                     }
@@ -407,7 +432,6 @@ impl Rollups {
                 months_touched.insert(m);
             }
         }
-        drop(view);
         for m in &months_touched {
             let rows = buildings_rows(&buildings, |b| {
                 b.daily

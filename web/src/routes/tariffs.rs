@@ -1,4 +1,4 @@
-//! `/api/v1/tenants/{t}/tariffs` and `/api/v1/tariffs/{id}`: time-of-use
+//! `/api/v1/tenants/{t}/tariffs[/{id}]`: time-of-use
 //! tariffs, which put a cost on the rollups' days and months. A tariff is
 //! never edited in place: a new one with a later `effective_from` takes
 //! over, and deleting one re-costs the days it priced.
@@ -79,18 +79,11 @@ pub(super) async fn list(
 pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    PathParams(id): PathParams<String>,
+    PathParams((tenant, id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_manager()?;
-    let visible = state
-        .catalog
-        .view()
-        .tariff(&id)
-        .is_some_and(|t| caller.sees_tenant(t.tenant_id.as_str()));
-    if !visible {
-        return Err(ApiError::not_found("tariff", &id));
-    }
+    caller.check_tenant(&tenant)?;
+    let tenant = TenantId::parse(&tenant)?;
     let catalog = state.catalog.clone();
-    blocking(move || catalog.delete_tariff(&id)).await?;
+    blocking(move || catalog.delete_tariff(&tenant, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

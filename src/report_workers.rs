@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wattline_query::report::{ReportError, build, render};
+use wattline_query::report::{CatalogFacts, ReportError, build, render};
 use wattline_storage::{ReadingStore, ReportJob, ReportStore, now_ms};
 
 /// How long an idle worker waits before looking at the stop flag again.
@@ -139,19 +139,23 @@ fn produce(job: &ReportJob, store: &ReadingStore) -> Result<Vec<u8>, String> {
         .filter(|b| b.tenant_id == r.tenant_id)
         .cloned()
         .ok_or_else(|| ReportError::BuildingGone(r.building_id.to_string()).to_string())?;
-    let currency = store
-        .catalog()
-        .view()
-        .tariffs_of(building.tenant_id.as_str())
-        .next()
-        .map(|t| t.currency.clone());
+    let facts = {
+        let view = store.catalog().view();
+        CatalogFacts {
+            currency: view
+                .tariffs_of(building.tenant_id.as_str())
+                .next()
+                .map(|t| t.currency.clone()),
+            expected_per_hour: view.expected_per_hour(building.id.as_str()),
+        }
+    };
     let report = build(
         &building,
         store.rollups(),
         r.start_ms,
         r.end_ms,
         r.forecast_days as usize,
-        currency,
+        &facts,
         now_ms(),
     );
     render(r.format, &report).map_err(|e| e.to_string())

@@ -121,6 +121,7 @@ const TABLES: &[&str] = &[
     "building_daily",
     "building_monthly",
     "building_yearly",
+    "sensor_gaps",
     "sensors",
     "buildings",
     "tenants",

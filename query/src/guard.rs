@@ -24,6 +24,7 @@ pub(crate) const TABLES: &[&str] = &[
     "building_daily",
     "building_monthly",
     "building_yearly",
+    "sensor_gaps",
     "alert_rules",
     "alert_events",
 ];

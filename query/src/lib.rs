@@ -25,6 +25,7 @@ mod error;
 mod filters;
 #[cfg(test)]
 mod fuzz_tests;
+mod gaps_table;
 mod guard;
 mod join_budget;
 mod lazy_table;

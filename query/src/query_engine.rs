@@ -37,6 +37,7 @@ use crate::catalog_tables;
 use crate::complexity::check_sql_complexity;
 use crate::error::{QueryError, Result};
 use crate::filters::ts_literal;
+use crate::gaps_table::SensorGapsTable;
 use crate::guard::check_read_only;
 use crate::join_budget::BoundJoinOutput;
 use crate::readings_table::ReadingsTable;
@@ -195,6 +196,7 @@ impl QueryEngine {
             ctx.register_table(table.name(), building_table(&self.store, table, scope))?;
         }
         ctx.register_table("building_yearly", yearly_table(&self.store, scope))?;
+        ctx.register_table("sensor_gaps", Arc::new(SensorGapsTable))?;
         Ok((ctx, share))
     }
 

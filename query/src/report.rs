@@ -11,5 +11,5 @@ mod forecast;
 mod formats;
 mod pdf;
 
-pub use content::{Report, build};
+pub use content::{CatalogFacts, Report, build};
 pub use formats::{ReportError, render};

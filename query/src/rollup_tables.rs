@@ -11,41 +11,80 @@ use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use chrono::Datelike;
+use chrono_tz::Tz;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use wattline_storage::ReadingStore;
-use wattline_storage::{RollupTable, kwh_sum, rollup_batch};
+use wattline_storage::{Resolution, RollupTable, bucket_end, day_start, kwh_sum, rollup_batch};
 
 use crate::filters::ScanBounds;
 use crate::lazy_table::LazyTable;
 use crate::readings_table::{parquet_scan, scan_columns, scoped};
 use crate::scope::Scope;
 
-/// A building-level rollup table with the scope's rows, built when scanned;
-/// days and months also in kWh per m2 of floor area.
+/// A building-level rollup table with the scope's rows, built when scanned,
+/// with each bucket's data `coverage`; days and months also in kWh per m2
+/// of floor area.
 pub(crate) fn building_table(
     store: &Arc<ReadingStore>,
     table: RollupTable,
     scope: &Scope,
 ) -> Arc<LazyTable> {
     let (store, scope) = (store.clone(), scope.clone());
-    let per_area = table != RollupTable::BuildingHourly;
-    LazyTable::new(with_per_area(table.schema(), per_area), move || {
+    let (resolution, per_area) = match table {
+        RollupTable::BuildingHourly => (Resolution::Hour, false),
+        RollupTable::BuildingDaily => (Resolution::Day, true),
+        _ => (Resolution::Month, true),
+    };
+    let schema = building_schema(table, per_area);
+    LazyTable::new(schema.clone(), move || {
         let rows = store.rollups().table_rows(table, |t| scope.sees(t));
         let batch = rollup_batch(table, &rows).map_err(external)?;
-        if !per_area {
-            return Ok(batch);
-        }
-        let areas = floor_areas(
+        let facts = building_facts(
             &store,
             rows.iter().map(|r| (&*r.building_id, &*r.tenant_id)),
         );
-        let kwh = rows.iter().map(|r| per_m2(r.kwh, &areas, &r.building_id));
-        append_column(batch, Arc::new(Float64Array::from_iter(kwh)))
+        let coverage = rows.iter().map(|r| {
+            let f = facts.get(&*r.building_id)?;
+            let start = match resolution {
+                Resolution::Hour => r.at,
+                _ => day_start(f.tz, from_days(r.at)),
+            };
+            let span = bucket_end(f.tz, resolution, start) - start;
+            wattline_storage::coverage(r.readings, f.per_hour, span)
+        });
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(Float64Array::from_iter(coverage)));
+        if per_area {
+            let kwh = rows.iter().map(|r| per_m2(r.kwh, &facts, &r.building_id));
+            columns.push(Arc::new(Float64Array::from_iter(kwh)));
+        }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
     })
+}
+
+/// A building table's columns: the rollup file's, `coverage`, and
+/// `kwh_per_m2` with `per_area`.
+fn building_schema(table: RollupTable, per_area: bool) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (**f).clone())
+        .collect();
+    fields.push(Field::new("coverage", DataType::Float64, true));
+    if per_area {
+        fields.push(Field::new("kwh_per_m2", DataType::Float64, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// The local date `days` after the epoch.
+fn from_days(days: i64) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days)
 }
 
 /// `building_yearly`: each building's local calendar years, summed from
@@ -79,7 +118,7 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
             y.peak_kw = y.peak_kw.zip(m.peak_kw).map(|(a, b)| a.max(b));
             y.cost = y.cost.zip(m.cost).map(|(a, b)| kwh_sum([a, b]));
         }
-        let areas = floor_areas(
+        let facts = building_facts(
             &store,
             years.iter().map(|((b, _), y)| (&**b, &*y.tenant_id)),
         );
@@ -103,7 +142,7 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
             Arc::new(Float64Array::from_iter(years.values().map(|y| y.peak_kw))),
             Arc::new(Float64Array::from_iter(years.values().map(|y| y.cost))),
             Arc::new(Float64Array::from_iter(
-                years.iter().map(|((b, _), y)| per_m2(y.kwh, &areas, b)),
+                years.iter().map(|((b, _), y)| per_m2(y.kwh, &facts, b)),
             )),
         ];
         RecordBatch::try_new(yearly_schema(), columns).map_err(|e| e.into())
@@ -134,50 +173,46 @@ fn yearly_schema() -> SchemaRef {
     ]))
 }
 
-/// `schema` and, with `per_area`, a nullable `kwh_per_m2` column.
-fn with_per_area(schema: SchemaRef, per_area: bool) -> SchemaRef {
-    if !per_area {
-        return schema;
-    }
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| (**f).clone()).collect();
-    fields.push(Field::new("kwh_per_m2", DataType::Float64, true));
-    Arc::new(Schema::new(fields))
+/// What the tables need of a building from the in-memory catalog: its
+/// zone, the readings per hour its active sensors should send, and its
+/// floor area if it has one.
+struct Facts {
+    tz: Tz,
+    per_hour: f64,
+    area: Option<f64>,
 }
 
-fn append_column(batch: RecordBatch, column: ArrayRef) -> DfResult<RecordBatch> {
-    let schema = with_per_area(batch.schema(), true);
-    let mut columns = batch.columns().to_vec();
-    columns.push(column);
-    Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// Floor areas of the rows' buildings that have one, from the in-memory
-/// catalog: only buildings of the rows' own tenants.
-fn floor_areas<'a>(
+/// The facts of the rows' buildings, only of the rows' own tenants.
+fn building_facts<'a>(
     store: &ReadingStore,
     rows: impl Iterator<Item = (&'a str, &'a str)>,
-) -> HashMap<String, f64> {
+) -> HashMap<String, Facts> {
     let view = store.catalog().view();
-    let mut areas = HashMap::new();
+    let mut facts = HashMap::new();
     for (building, tenant) in rows {
-        if areas.contains_key(building) {
+        if facts.contains_key(building) {
             continue;
         }
-        if let Some(area) = view
+        if let Some(b) = view
             .building(building)
             .filter(|b| b.tenant_id.as_str() == tenant)
-            .and_then(|b| b.floor_area_m2)
-            .filter(|a| *a > 0.0)
         {
-            areas.insert(building.to_owned(), area);
+            facts.insert(
+                building.to_owned(),
+                Facts {
+                    tz: b.timezone.tz(),
+                    per_hour: view.expected_per_hour(building),
+                    area: b.floor_area_m2.filter(|a| *a > 0.0),
+                },
+            );
         }
     }
-    areas
+    facts
 }
 
 /// kWh per m2, or null for a building without a floor area.
-fn per_m2(kwh: f64, areas: &HashMap<String, f64>, building: &str) -> Option<f64> {
-    areas.get(building).map(|a| kwh / a)
+fn per_m2(kwh: f64, facts: &HashMap<String, Facts>, building: &str) -> Option<f64> {
+    facts.get(building).and_then(|f| f.area).map(|a| kwh / a)
 }
 
 fn external(e: wattline_storage::Error) -> datafusion::error::DataFusionError {

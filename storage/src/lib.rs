@@ -52,6 +52,7 @@ mod last_seen;
 mod manifest;
 mod memtable;
 mod meter;
+mod quality;
 mod reading;
 mod reports;
 mod rollup;
@@ -86,6 +87,7 @@ pub use memtable::Memtable;
 pub use meter::{
     DEFAULT_MAX_GAP_MS, Derived, MAX_GAP_LIMIT_MS, Meter, MeterType, Quality, derive, reach_ms,
 };
+pub use quality::{bucket_end, coverage};
 pub use reading::{DAY_MS, day_of};
 pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use reports::{JobStatus, ReportFormat, ReportJob, ReportRequest, ReportStore};

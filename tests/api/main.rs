@@ -19,6 +19,7 @@ mod meters;
 mod operations;
 mod process;
 mod pydeps;
+mod quality;
 mod readback;
 mod reports;
 mod sql;

@@ -246,14 +246,14 @@ async fn json_and_csv_reports_hold_the_rollups_a_profile_and_a_tested_forecast()
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = r.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "day,kwh,kind,peak_kw,cost");
+    assert_eq!(lines[0], "day,kwh,kind,peak_kw,cost,coverage");
     assert_eq!(lines.len(), 1 + 28 + 7);
     for (line, (day, kwh)) in lines[1..29].iter().zip(&days) {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!((cells[0], cells[2]), (day.as_str(), "actual"));
         assert!((cells[1].parse::<f64>().unwrap() - kwh).abs() < 1e-9);
     }
-    assert!(lines[29].starts_with(&format!("{},", day(0))) && lines[29].ends_with(",forecast,,"));
+    assert!(lines[29].starts_with(&format!("{},", day(0))) && lines[29].ends_with(",forecast,,,"));
     let csv_total: f64 = lines[1..29]
         .iter()
         .map(|l| l.split(',').nth(1).unwrap().parse::<f64>().unwrap())

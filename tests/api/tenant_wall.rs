@@ -84,10 +84,11 @@ fn count_of(v: &Value) -> i64 {
 
 /// The tables to attack: name, a text column to build cast oracles from,
 /// and the column to join `sensors` on.
-const TABLES: [(&str, &str, &str); 10] = [
+const TABLES: [(&str, &str, &str); 11] = [
     ("readings", "sensor_id", "sensor_id"),
     ("sensor_hourly", "sensor_id", "sensor_id"),
     ("building_quarterly", "building_id", "tenant_id"),
+    ("sensor_gaps", "sensor_id", "sensor_id"),
     ("building_hourly", "building_id", "tenant_id"),
     ("building_daily", "building_id", "tenant_id"),
     ("building_monthly", "building_id", "tenant_id"),
@@ -344,6 +345,19 @@ async fn error_oracles_never_see_other_tenants_rows() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
     let (key_a, _) = two_tenants(&server, 10).await;
+    // A reading hours before the others: every sensor has a gap.
+    let early = now_minute_ms() - 20 * 3_600_000;
+    let gapped: Vec<Value> = ["a1", "a2", "b1", "b2"]
+        .iter()
+        .map(|s| reading(s, early, 1.0))
+        .collect();
+    assert_eq!(
+        server
+            .post_json(&json!({"readings": gapped}))
+            .await
+            .status(),
+        202
+    );
     let mut failures = Vec::new();
 
     rollups_settled(&server).await;

@@ -7,7 +7,9 @@
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Weekday};
 use chrono_tz::Tz;
 use serde::Serialize;
-use wattline_storage::{Agg, Building, Resolution, Rollups, TimeRange, day_start, format_local};
+use wattline_storage::{
+    Agg, Building, Resolution, Rollups, TimeRange, coverage, day_start, format_local,
+};
 
 use super::forecast::{self, Forecast, WEEK};
 
@@ -25,6 +27,17 @@ pub struct Day {
     pub peak_kw: Option<f64>,
     /// Under the building's tariff (energy only: demand is billed monthly).
     pub cost: Option<f64>,
+    /// Readings received over those the active sensors should have sent.
+    pub coverage: Option<f64>,
+}
+
+/// What a report needs of the catalog besides the building.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogFacts {
+    /// The tenant's tariff currency.
+    pub currency: Option<String>,
+    /// Readings per hour the building's active sensors should send.
+    pub expected_per_hour: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +106,8 @@ pub struct Report {
     /// The days' energy cost, when the building has a tariff.
     pub energy_cost: Option<f64>,
     pub currency: Option<String>,
+    /// The period's readings over those expected.
+    pub coverage: Option<f64>,
     pub days: Vec<Day>,
     pub peak: Option<Peak>,
     pub profile: Profile,
@@ -150,7 +165,7 @@ pub fn build(
     start: i64,
     end: i64,
     forecast_days: usize,
-    currency: Option<String>,
+    facts: &CatalogFacts,
     now_ms: i64,
 ) -> Report {
     let tz = building.timezone.tz();
@@ -188,6 +203,11 @@ pub fn build(
             readings: daily.get(d).map_or(0, |a| a.readings),
             peak_kw: daily.get(d).and_then(|a| a.peak_kw),
             cost: daily.get(d).and_then(|a| a.cost),
+            coverage: coverage(
+                daily.get(d).map_or(0, |a| a.readings),
+                facts.expected_per_hour,
+                day_start(tz, *d + chrono::Duration::days(1)) - day_start(tz, *d),
+            ),
         })
         .collect();
     let peak_demand = days
@@ -261,7 +281,12 @@ pub fn build(
         anomalies: anomalies(&period, &daily, last_complete),
         peak_demand,
         energy_cost,
-        currency: energy_cost.and(currency),
+        currency: energy_cost.and(facts.currency.clone()),
+        coverage: coverage(
+            readings,
+            facts.expected_per_hour,
+            hours.end_ms - hours.start_ms,
+        ),
         days,
         peak,
         profile,

@@ -1,5 +1,6 @@
-//! A report as a file: JSON (everything), CSV (`day,kwh,kind,peak_kw,cost`,
-//! actual and forecast rows; the last two empty where unknown) or PDF.
+//! A report as a file: JSON (everything), CSV
+//! (`day,kwh,kind,peak_kw,cost,coverage`, actual and forecast rows; the
+//! last three empty where unknown) or PDF.
 
 use wattline_storage::ReportFormat;
 
@@ -25,7 +26,7 @@ pub fn render(format: ReportFormat, report: &Report) -> Result<Vec<u8>, ReportEr
 
 fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["day", "kwh", "kind", "peak_kw", "cost"])?;
+    w.write_record(["day", "kwh", "kind", "peak_kw", "cost", "coverage"])?;
     let text = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for d in &report.days {
         w.write_record([
@@ -34,10 +35,11 @@ fn csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
             "actual",
             &text(d.peak_kw),
             &text(d.cost),
+            &text(d.coverage),
         ])?;
     }
     for d in &report.forecast {
-        w.write_record([d.day.as_str(), &d.kwh.to_string(), "forecast", "", ""])?;
+        w.write_record([d.day.as_str(), &d.kwh.to_string(), "forecast", "", "", ""])?;
     }
     w.into_inner().map_err(|e| e.into_error().into())
 }

@@ -208,6 +208,12 @@ fn summary(w: &mut Writer<'_, '_>, r: &Report) {
             format!("{:.1} kW (15-minute average) on {}", d.kw, d.day),
         ));
     }
+    if let Some(c) = r.coverage {
+        facts.push((
+            "Data coverage",
+            format!("{:.1}% of the readings expected", c * 100.0),
+        ));
+    }
     if let (Some(cost), Some(currency)) = (r.energy_cost, &r.currency) {
         facts.push(("Energy cost", format!("{cost:.2} {currency}")));
     }

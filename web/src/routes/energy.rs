@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use wattline_storage::TimeRange;
-use wattline_storage::{Agg, Resolution, day_start, format_local};
+use wattline_storage::{Agg, Resolution, bucket_end, coverage, day_start, format_local};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -67,6 +67,9 @@ pub(super) struct Point {
     /// demand charge).
     #[serde(skip_serializing_if = "Option::is_none")]
     cost: Option<f64>,
+    /// Readings received over those the active sensors should have sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coverage: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -139,6 +142,13 @@ pub(super) async fn energy(
         EnergyResolution::Day => rollups(Resolution::Day)?,
         EnergyResolution::Month => rollups(Resolution::Month)?,
     };
+    let per_hour = state.catalog.view().expected_per_hour(building.id.as_str());
+    let span = |t: i64| match resolution {
+        EnergyResolution::Quarter => 900_000,
+        EnergyResolution::Hour => bucket_end(tz, Resolution::Hour, t) - t,
+        EnergyResolution::Day => bucket_end(tz, Resolution::Day, t) - t,
+        EnergyResolution::Month => bucket_end(tz, Resolution::Month, t) - t,
+    };
     Ok(Json(EnergyAnswer {
         building_id: building.id.to_string(),
         resolution,
@@ -159,6 +169,7 @@ pub(super) async fn energy(
                 readings: a.readings,
                 peak_kw: a.peak_kw,
                 cost: a.cost,
+                coverage: coverage(a.readings, per_hour, span(t)),
             })
             .collect(),
     }))

@@ -261,6 +261,11 @@ async fn in_a_real_browser_a_tenant_signs_in_sees_its_buildings_and_their_chart(
             total.ends_with("kWh") && !total.starts_with("0.0"),
             "{total}"
         );
+        // Days carry peak demand and coverage; no tariff, no cost.
+        let peak = b.text("#peak").await;
+        assert!(peak.ends_with(" kW"), "{peak}");
+        assert!(b.text("#coverage").await.ends_with('%'));
+        assert_eq!(b.text("#cost").await, "–");
         eprintln!("{name}: sign-in to first chart {first_chart:?}");
 
         // Sensors: the meter with its last reading; add one, deactivate it.

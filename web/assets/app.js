@@ -239,6 +239,7 @@ async function buildingPage(id, params) {
   const note = el("p", { class: "muted", id: "chart-note" });
   const area = el("div", { class: "chart" }, canvas, tip);
   let points = [];
+  let lastCurrency = null;
 
   async function load() {
     busy("Loading energy…");
@@ -251,16 +252,28 @@ async function buildingPage(id, params) {
         api(q(addDays(start.value, -days), start.value)),
       ]);
       points = now.points;
+      lastCurrency = now.currency;
       const total = points.reduce((s, p) => s + p.kwh, 0);
       // Like for like: the previous period only as far into it as now is
       // into this one (a period that runs until tomorrow is not complete).
       const cut = Date.now() - days * DAY;
       const previous = before.points.filter((p) => Date.parse(p.ts) < cut).reduce((s, p) => s + p.kwh, 0);
       const change = previous > 0 ? ((total - previous) / previous * 100) : null;
+      // Peak demand: days and months carry it; a quarter's energy is a
+      // quarter of its average power; hours cannot tell it.
+      const peaks = resolution === "15m" ? points.map((p) => p.kwh * 4) : points.map((p) => p.peak_kw).filter((k) => k !== undefined);
+      const peak = resolution !== "hour" && peaks.length ? Math.max(...peaks) : null;
+      // Cost only when every bucket has one (a tariff covers it all).
+      const cost = points.length && points.every((p) => p.cost !== undefined) ? points.reduce((s, p) => s + p.cost, 0) : null;
+      const covered = points.filter((p) => p.coverage !== undefined);
+      const lowest = covered.length ? Math.min(...covered.map((p) => p.coverage)) : null;
       cards.replaceChildren(
         el("div", { class: "card" }, "Total", el("b", { id: "total" }, fmt(total) + " kWh")),
         el("div", { class: "card" }, "Previous period", el("b", {}, fmt(previous) + " kWh")),
-        el("div", { class: "card" }, "Change", el("b", {}, change === null ? "–" : (change >= 0 ? "+" : "") + fmt(change) + "%")));
+        el("div", { class: "card" }, "Change", el("b", {}, change === null ? "–" : (change >= 0 ? "+" : "") + fmt(change) + "%")),
+        el("div", { class: "card" }, "Peak demand", el("b", { id: "peak" }, peak === null ? "–" : fmt(peak, 1) + " kW")),
+        el("div", { class: "card" }, "Cost", el("b", { id: "cost" }, cost === null ? "–" : fmt(cost, 2) + " " + now.currency)),
+        el("div", { class: "card" }, "Lowest coverage", el("b", { id: "coverage" }, lowest === null ? "–" : fmt(lowest * 100, 0) + "%")));
       const gaps = gapsOf(points, resolution);
       note.textContent = points.length + " " + resolution + " buckets in " + now.timezone + " local time." +
         (gaps.length ? " " + gaps.length + (gaps.length === 1 ? " gap" : " gaps") + " without readings, the longest " +
@@ -278,7 +291,10 @@ async function buildingPage(id, params) {
     const t = x0 + (e.clientX - r.left - left) / (r.width - left) * (x1 - x0);
     const p = points.find((q) => Date.parse(q.ts) <= t && t < bucketEnd(q.ts, resolution));
     tip.hidden = false;
-    tip.textContent = p ? p.ts + ": " + fmt(p.kwh, 2) + " kWh" : "No readings";
+    tip.textContent = p ? p.ts + ": " + fmt(p.kwh, 2) + " kWh" +
+      (p.peak_kw !== undefined ? " · peak " + fmt(p.peak_kw, 1) + " kW" : "") +
+      (p.cost !== undefined ? " · " + fmt(p.cost, 2) + " " + (lastCurrency || "") : "") +
+      (p.coverage !== undefined ? " · " + fmt(p.coverage * 100, 0) + "% of readings" : "") : "No readings";
     tip.style.left = Math.min(e.clientX - r.left + 12, r.width - 160) + "px";
     tip.style.top = "8px";
   });
@@ -517,7 +533,7 @@ async function adminPage() {
 
 // --- SQL console ---------------------------------------------------------
 
-const TABLES = ["readings", "sensors", "buildings", "sensor_hourly", "building_hourly", "building_daily", "building_monthly", "alert_rules", "alert_events"];
+const TABLES = ["readings", "sensors", "buildings", "sensor_hourly", "sensor_gaps", "building_quarterly", "building_hourly", "building_daily", "building_monthly", "building_yearly", "alert_rules", "alert_events"];
 
 /** Puts the editor's cursor on `line`, `column` (1-based, in characters,
  * as the server names an error's place) and returns that line with a caret

@@ -10,7 +10,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
-use wattline_storage::{Agg, BuildingId, Meter, TenantId, TimeRange, derive, reach_ms};
+use wattline_storage::{Agg, BuildingId, Meter, Quality, TenantId, TimeRange, derive, reach_ms};
 
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
@@ -50,7 +50,7 @@ impl QueryEngine {
             .catalog()
             .view()
             .sensors_of(building.as_str())
-            .filter(|s| !s.meter.is_interval())
+            .filter(|s| !s.meter.counts_as_sent())
             .map(|s| (s.id.to_string(), s.meter))
             .collect();
         let scope = Scope::tenant(tenant.clone());
@@ -103,6 +103,7 @@ impl QueryEngine {
                         readings: n.value(i),
                         peak_kw: None,
                         cost: None,
+                        quarantined: 0,
                     },
                 )
             }));
@@ -160,14 +161,16 @@ impl QueryEngine {
                 continue;
             };
             for d in derive(meter, points) {
-                let Some(kwh) = d.kwh.filter(|_| range.contains(d.ts_ms)) else {
-                    continue;
+                let agg = match d.kwh {
+                    Some(kwh) => Agg::one(kwh),
+                    None if d.quality == Quality::Quarantined => Agg::quarantined(),
+                    None => continue,
                 };
+                if !range.contains(d.ts_ms) {
+                    continue;
+                }
                 let q = d.ts_ms - d.ts_ms.rem_euclid(QUARTER_MS);
-                quarters
-                    .entry(q)
-                    .and_modify(|a| a.add(&Agg::one(kwh)))
-                    .or_insert_with(|| Agg::one(kwh));
+                quarters.entry(q).and_modify(|a| a.add(&agg)).or_insert(agg);
             }
         }
         Ok(quarters)

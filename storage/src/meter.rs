@@ -23,7 +23,8 @@
 //! the old value plus the new), else a *reset* (the meter counts from zero
 //! again: energy = the new value). Only single-reading glitches are
 //! recognised. An interval whose average power exceeds `max_kw` is
-//! quarantined: flagged and never summed.
+//! quarantined: flagged and never summed (for interval meters, a reading
+//! above `max_kw` over the sensor's `interval_s`).
 
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,12 @@ impl Meter {
     pub fn is_interval(&self) -> bool {
         self.meter_type == MeterType::Interval
     }
+
+    /// Whether readings count as they are: interval energy with nothing
+    /// to quarantine.
+    pub fn counts_as_sent(&self) -> bool {
+        self.is_interval() && self.max_kw.is_none()
+    }
 }
 
 /// How far one reading's arrival or change reaches: derived values of
@@ -205,11 +212,24 @@ pub fn derive(meter: &Meter, series: &[(i64, f64)]) -> Vec<Derived> {
     match meter.meter_type {
         MeterType::Interval => series
             .iter()
-            .map(|&(ts_ms, value)| Derived {
-                ts_ms,
-                value,
-                kwh: Some(value),
-                quality: Quality::Measured,
+            .map(|&(ts_ms, value)| {
+                // Implausible for its metering interval: quarantined.
+                let hours = meter.interval_s as f64 / 3600.0;
+                if meter.max_kw.is_some_and(|max| value.abs() > max * hours) {
+                    Derived {
+                        ts_ms,
+                        value,
+                        kwh: None,
+                        quality: Quality::Quarantined,
+                    }
+                } else {
+                    Derived {
+                        ts_ms,
+                        value,
+                        kwh: Some(value),
+                        quality: Quality::Measured,
+                    }
+                }
             })
             .collect(),
         MeterType::Cumulative => registers(meter, series),

@@ -10,6 +10,69 @@ use crate::support::{Server, reading};
 const QUARTER: i64 = 900_000;
 
 #[tokio::test]
+async fn implausible_readings_are_quarantined_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    server.setup("t", "b", &[]).await;
+    let r = server
+        .admin(Method::POST, "/api/v1/buildings/b/sensors")
+        .json(&json!({"id": "m", "max_kw": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // 10 kW over a quarter hour is 2.5 kWh: 25 kWh is a glitch of the
+    // meter's counter, not consumption.
+    let now = crate::support::now_minute_ms();
+    let hour = now / 3_600_000 * 3_600_000 - 3_600_000;
+    let readings: Vec<Value> = [1.0, 25.0, 2.0, 2.5]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| reading("m", hour + i as i64 * QUARTER, *v))
+        .collect();
+    assert_eq!(
+        server
+            .post_json(&json!({ "readings": readings }))
+            .await
+            .status(),
+        202
+    );
+    server.flush().await;
+    let start = chrono::DateTime::from_timestamp_millis(hour)
+        .unwrap()
+        .to_rfc3339();
+    let v = server
+        .get_json(&format!(
+            "/api/v1/buildings/b/energy?resolution=hour&start={}",
+            start.replace('+', "%2B")
+        ))
+        .await;
+    let p = &v["points"][0];
+    assert_eq!(
+        (p["kwh"].as_f64(), p["readings"].as_i64()),
+        (Some(5.5), Some(3))
+    );
+    assert_eq!(p["quarantined"], 1);
+    assert_eq!(p["peak_kwh"], 2.5);
+    let v = server
+        .get_json(&format!(
+            "/api/v1/buildings/b/energy?resolution=15m&start={}",
+            start.replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(v["points"][1]["quarantined"], 1);
+    assert_eq!(v["points"][1]["kwh"], 0.0);
+    let rows = server
+        .sql("SELECT kwh, readings, quarantined FROM sensor_hourly")
+        .await;
+    assert_eq!(rows, vec![json!([5.5, 3, 1])]);
+    let rows = server
+        .sql("SELECT sum(quarantined) FROM building_daily")
+        .await;
+    assert_eq!(rows[0][0], 1);
+}
+
+#[tokio::test]
 async fn coverage_counts_what_arrived_against_what_the_meters_should_send() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;

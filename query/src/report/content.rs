@@ -466,6 +466,7 @@ mod tests {
                     readings: 24,
                     peak_kw: None,
                     cost: None,
+                    quarantined: 0,
                 },
             );
         }

@@ -201,6 +201,14 @@ fn implausible_intervals_are_quarantined() {
     let d = derive(&m, &[(0, 10.0), (STEP_MS, 40.0), (2 * STEP_MS, 60.0)]);
     assert_eq!((d[0].kwh, d[0].quality), (None, Quality::Quarantined));
     assert_eq!((d[1].kwh, d[1].quality), (Some(20.0), Quality::Measured));
+    // An interval meter's reading over max_kw for its interval too.
+    let interval = Meter {
+        max_kw: Some(10.0),
+        ..Meter::default()
+    };
+    let d = derive(&interval, &[(0, 2.5), (STEP_MS, 2.6)]);
+    assert_eq!((d[0].kwh, d[0].quality), (Some(2.5), Quality::Measured));
+    assert_eq!((d[1].kwh, d[1].quality), (None, Quality::Quarantined));
     // A negative register is never summed.
     let d = derive(&m, &[(0, -1.0), (STEP_MS, 2.0)]);
     assert_eq!(d[0].quality, Quality::Quarantined);

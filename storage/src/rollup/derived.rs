@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::catalog::CatalogView;
 use crate::ids::SensorKey;
-use crate::meter::{Meter, derive, reach_ms};
+use crate::meter::{Meter, Quality, derive, reach_ms};
 use crate::reading::Reading;
 
 use super::quarters::QUARTER_MS;
@@ -16,7 +16,7 @@ use super::quarters::QUARTER_MS;
 /// The meter settings of some sensors that matter to the rollups.
 #[derive(Default)]
 pub(super) struct Meters {
-    /// Cumulative and power meters.
+    /// Cumulative and power meters, and interval meters with a `max_kw`.
     derived: HashMap<SensorKey, Meter>,
     /// Quarter hours a reading's interval spans, where more than one.
     spans: HashMap<SensorKey, i64>,
@@ -29,7 +29,7 @@ impl Meters {
             let Some(s) = view.sensor_by_key(k) else {
                 continue;
             };
-            if !s.meter.is_interval() {
+            if !s.meter.counts_as_sent() {
                 m.derived.insert(k, s.meter);
             }
             let quarters = (s.meter.interval_s * 1000 + QUARTER_MS - 1) / QUARTER_MS;
@@ -68,8 +68,14 @@ impl Meters {
     /// `value_kwh`: all of an interval meter, the derived ones of the
     /// others. `raw` is deduplicated (one reading per sensor and time).
     pub(super) fn interval_energy(&self, raw: Vec<Reading>) -> Vec<Reading> {
+        self.energy_and_quarantined(raw).0
+    }
+
+    /// [`Self::interval_energy`], and the readings quarantined.
+    pub(super) fn energy_and_quarantined(&self, raw: Vec<Reading>) -> (Vec<Reading>, Vec<Reading>) {
+        let mut quarantined = Vec::new();
         if self.derived.is_empty() {
-            return raw;
+            return (raw, quarantined);
         }
         let (mut metered, mut out): (Vec<Reading>, Vec<Reading>) = raw
             .into_iter()
@@ -78,18 +84,19 @@ impl Meters {
         for run in metered.chunk_by(|a, b| a.sensor == b.sensor) {
             let sensor = run[0].sensor;
             let series: Vec<(i64, f64)> = run.iter().map(|r| (r.ts_ms, r.value_kwh)).collect();
-            out.extend(
-                derive(&self.derived[&sensor], &series)
-                    .into_iter()
-                    .filter_map(|d| {
-                        Some(Reading {
-                            sensor,
-                            ts_ms: d.ts_ms,
-                            value_kwh: d.kwh?,
-                        })
-                    }),
-            );
+            for d in derive(&self.derived[&sensor], &series) {
+                let r = Reading {
+                    sensor,
+                    ts_ms: d.ts_ms,
+                    value_kwh: d.kwh.unwrap_or(d.value),
+                };
+                if d.kwh.is_some() {
+                    out.push(r);
+                } else if d.quality == Quality::Quarantined {
+                    quarantined.push(r);
+                }
+            }
         }
-        out
+        (out, quarantined)
     }
 }

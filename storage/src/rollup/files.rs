@@ -43,6 +43,8 @@ pub struct RollupRow {
     pub peak_kw: Option<f64>,
     /// Cost of days and months.
     pub cost: Option<f64>,
+    /// Readings quarantined (not in the quarterly table; older files: 0).
+    pub quarantined: i64,
 }
 
 /// The rollup tables.
@@ -96,6 +98,9 @@ impl RollupTable {
         if self.has_cost() {
             fields.push(Field::new("cost", DataType::Float64, true));
         }
+        if self.has_quarantined() {
+            fields.push(Field::new("quarantined", DataType::Int64, true));
+        }
         Arc::new(Schema::new(fields))
     }
 
@@ -108,6 +113,11 @@ impl RollupTable {
             Self::BuildingQuarterly => Some("kw"),
             _ => None,
         }
+    }
+
+    /// Whether rows count quarantined readings.
+    fn has_quarantined(self) -> bool {
+        self != Self::BuildingQuarterly
     }
 
     /// Whether rows carry a cost (older files: unknown).
@@ -166,6 +176,11 @@ pub fn to_batch(table: RollupTable, rows: &[RollupRow]) -> Result<RecordBatch> {
     if table.has_cost() {
         columns.push(Arc::new(Float64Array::from_iter(
             rows.iter().map(|r| r.cost),
+        )));
+    }
+    if table.has_quarantined() {
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.quarantined),
         )));
     }
     RecordBatch::try_new(table.schema(), columns)
@@ -271,6 +286,12 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
         };
         let demand = optional(table.demand_column())?;
         let cost = optional(table.has_cost().then_some("cost"))?;
+        let quarantined = match batch.schema().index_of("quarantined") {
+            Ok(i) if table.has_quarantined() => {
+                col(i).as_any().downcast_ref::<Int64Array>().cloned()
+            }
+            _ => None,
+        };
         let value = |a: &Option<Float64Array>, i: usize| {
             a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
         };
@@ -285,6 +306,10 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
                 readings: readings.value(i),
                 peak_kw: value(&demand, i),
                 cost: value(&cost, i),
+                quarantined: quarantined
+                    .as_ref()
+                    .filter(|q| q.is_valid(i))
+                    .map_or(0, |q| q.value(i)),
             });
         }
     }

@@ -178,6 +178,7 @@ impl Rollups {
             readings: 0,
             peak_kw: None,
             cost: None,
+            quarantined: 0,
         };
         for (b, quarters) in spread {
             let Some(tenant) = tenants.get(b) else {
@@ -197,6 +198,7 @@ impl Rollups {
                     // kWh in a quarter hour is a quarter of the average kW.
                     peak_kw: Some(crate::kwh::round_kwh(kwh * 4.0)),
                     cost: None,
+                    quarantined: 0,
                 }
             }));
         }

@@ -48,6 +48,9 @@ pub struct Agg {
     /// months include the demand charge); `None` without a tariff (for a
     /// month: for one of its days).
     pub cost: Option<f64>,
+    /// Readings not counted as implausible (above the sensor's `max_kw`,
+    /// a negative register).
+    pub quarantined: i64,
 }
 
 impl Agg {
@@ -59,13 +62,32 @@ impl Agg {
             readings: 1,
             peak_kw: None,
             cost: None,
+            quarantined: 0,
+        }
+    }
+
+    /// A quarantined reading: counted as such, never summed.
+    pub fn quarantined() -> Self {
+        Self {
+            kwh: 0.0,
+            peak_kwh: 0.0,
+            readings: 0,
+            peak_kw: None,
+            cost: None,
+            quarantined: 1,
         }
     }
 
     pub fn add(&mut self, o: &Agg) {
         self.kwh = crate::kwh::add_kwh(self.kwh, o.kwh);
-        self.peak_kwh = self.peak_kwh.max(o.peak_kwh);
+        // The largest reading of those counted.
+        self.peak_kwh = match (self.readings, o.readings) {
+            (0, _) => o.peak_kwh,
+            (_, 0) => self.peak_kwh,
+            _ => self.peak_kwh.max(o.peak_kwh),
+        };
         self.readings += o.readings;
+        self.quarantined += o.quarantined;
         // Known only when known for every part: a month with a day of
         // unknown cost has an unknown cost, not a partial one.
         self.peak_kw = self.peak_kw.zip(o.peak_kw).map(|(a, b)| a.max(b));
@@ -217,6 +239,7 @@ impl Rollups {
                         readings: r.readings,
                         peak_kw: r.peak_kw,
                         cost: r.cost,
+                        quarantined: r.quarantined,
                     };
                     match table {
                         RollupTable::BuildingHourly => b.hourly.insert(r.at, agg),
@@ -301,6 +324,7 @@ pub(super) fn buildings_rows(
             readings: a.readings,
             peak_kw: a.peak_kw,
             cost: a.cost,
+            quarantined: a.quarantined,
         }));
     }
     rows

@@ -182,9 +182,10 @@ impl Rollups {
             end_ms: (parts.end() + 1) * DAY_MS + 2 * HOUR_MS + reach,
         };
         let raw = snap.merged_readings(&|k| building_sensors.contains(&k), window, &names)?;
-        let energy = meters.interval_energy(raw);
+        let (energy, quarantined) = meters.energy_and_quarantined(raw);
         let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
-        for r in &energy {
+        let counted = energy.iter().map(|r| (r, Agg::one(r.value_kwh)));
+        for (r, agg) in counted.chain(quarantined.iter().map(|r| (r, Agg::quarantined()))) {
             let Some(&tz) = zones.get(&r.sensor) else {
                 continue;
             };
@@ -193,8 +194,8 @@ impl Rollups {
             if parts.contains(&p) {
                 fresh
                     .entry((p, r.sensor, h))
-                    .and_modify(|a| a.add(&Agg::one(r.value_kwh)))
-                    .or_insert_with(|| Agg::one(r.value_kwh));
+                    .and_modify(|a| a.add(&agg))
+                    .or_insert(agg);
             }
         }
         let dirty_ids: HashSet<&str> = sensors
@@ -237,6 +238,7 @@ impl Rollups {
                     readings: agg.readings,
                     peak_kw: None,
                     cost: None,
+                    quarantined: agg.quarantined,
                 });
             }
             rows.sort_by(|a, b| {
@@ -309,6 +311,7 @@ impl Rollups {
                 readings: r.readings,
                 peak_kw: None,
                 cost: None,
+                quarantined: r.quarantined,
             };
             sums.entry(r.building_id.clone())
                 .or_default()

@@ -70,6 +70,13 @@ pub(super) struct Point {
     /// Readings received over those the active sensors should have sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     coverage: Option<f64>,
+    /// Readings not counted as implausible (`max_kw`).
+    #[serde(skip_serializing_if = "is_zero")]
+    quarantined: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -170,6 +177,7 @@ pub(super) async fn energy(
                 peak_kw: a.peak_kw,
                 cost: a.cost,
                 coverage: coverage(a.readings, per_hour, span(t)),
+                quarantined: a.quarantined,
             })
             .collect(),
     }))

@@ -223,10 +223,13 @@ impl Server {
             .clone()
     }
 
-    /// `POST /api/v1/admin/flush`, expecting 200.
+    /// `POST /api/v1/admin/flush`, expecting 200. A flush rolls up all
+    /// the data sent: a year of it takes longer than other requests on a
+    /// busy debug build, so it has the maintenance routes' patience.
     pub async fn flush(&self) -> Value {
         let r = self
             .admin(Method::POST, "/api/v1/admin/flush")
+            .timeout(Duration::from_secs(300))
             .send()
             .await
             .unwrap();

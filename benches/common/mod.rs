@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wattline_storage::{
-    BuildingId, Catalog, NewBuilding, NewSensor, Reading, ReadingBatch, ReadingStore, SensorId,
-    SensorKey, TenantId,
+    BuildingId, Catalog, Meter, NewBuilding, NewSensor, Reading, ReadingBatch, ReadingStore,
+    SensorId, SensorKey, TenantId,
 };
 
 pub const QUARTER_MS: i64 = 900_000;
@@ -60,6 +60,16 @@ impl Shape {
 
 /// Tenants `t-i`, buildings `b-i-j`, sensors `s-i-j-k`, created in bulk.
 pub fn provision(catalog: &Catalog, shape: &Shape, zones: &[&str]) -> Vec<SensorKey> {
+    provision_with(catalog, shape, zones, |_| Meter::default())
+}
+
+/// As [`provision`], the `i`th sensor reporting as `meter(i)`.
+pub fn provision_with(
+    catalog: &Catalog,
+    shape: &Shape,
+    zones: &[&str],
+    meter: impl Fn(usize) -> Meter,
+) -> Vec<SensorKey> {
     let mut new_sensors = Vec::new();
     for t in 0..shape.tenants {
         let tenant = TenantId::parse(&format!("t-{t}")).unwrap();
@@ -86,7 +96,7 @@ pub fn provision(catalog: &Catalog, shape: &Shape, zones: &[&str]) -> Vec<Sensor
                     kind: None,
                     unit: None,
                     is_active: None,
-                    meter: Default::default(),
+                    meter: meter(new_sensors.len()),
                 });
             }
         }

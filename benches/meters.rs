@@ -207,9 +207,12 @@ async fn main() {
         );
     }
     let rate = |r: &Run| r.readings as f64 / r.ingest.as_secs_f64();
+    let until_done = |r: &Run| (r.ingest + r.catch_up).as_secs_f64();
     println!(
-        "half registers / all interval: ingest rate {:.2}, catch-up time {:.2}",
+        "half registers / all interval: ingest rate {:.2}; first reading to rollups complete {:.1} s / {:.1} s = {:.2}",
         rate(&registers) / rate(&interval),
-        registers.catch_up.as_secs_f64() / interval.catch_up.as_secs_f64()
+        until_done(&registers),
+        until_done(&interval),
+        until_done(&registers) / until_done(&interval)
     );
 }

@@ -85,39 +85,79 @@ impl Rollups {
         names: &SensorNames,
     ) -> Result<()> {
         let range = day_range(day);
-        let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
-        // Energy spread over each reading's interval, for demand.
-        let mut spread: HashMap<Arc<str>, BTreeMap<i64, f64>> = HashMap::new();
-        let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
+        // A UTC day's 96 quarters per building, found once per sensor: the
+        // work per reading is one map lookup and two array slots.
+        struct Slot {
+            building: Arc<str>,
+            tenant: Arc<str>,
+            sums: Vec<Option<Agg>>,
+            // Energy spread over each reading's interval, for demand.
+            spread: Vec<Option<f64>>,
+        }
+        const QUARTERS: usize = (DAY_MS / QUARTER_MS) as usize;
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut slot_of_building: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut slot_of: HashMap<SensorKey, Option<usize>> = HashMap::new();
+        let from = range.start_ms - meters.span_ms();
         for r in energy {
-            let Some(ids) = names.ids(r.sensor) else {
-                continue;
-            };
-            if buildings.is_some_and(|b| !b.contains(&ids.building_id)) {
+            if r.ts_ms < from || r.ts_ms >= range.end_ms {
                 continue;
             }
-            tenants.insert(ids.building_id.clone(), ids.tenant_id.clone());
-            let q = r.ts_ms - r.ts_ms.rem_euclid(QUARTER_MS);
+            let slot = *slot_of.entry(r.sensor).or_insert_with(|| {
+                let ids = names.ids(r.sensor)?;
+                if buildings.is_some_and(|b| !b.contains(&ids.building_id)) {
+                    return None;
+                }
+                Some(
+                    *slot_of_building
+                        .entry(ids.building_id.clone())
+                        .or_insert_with(|| {
+                            slots.push(Slot {
+                                building: ids.building_id.clone(),
+                                tenant: ids.tenant_id.clone(),
+                                sums: vec![None; QUARTERS],
+                                spread: vec![None; QUARTERS],
+                            });
+                            slots.len() - 1
+                        }),
+                )
+            });
+            let Some(slot) = slot.map(|i| &mut slots[i]) else {
+                continue;
+            };
+            let q = r.ts_ms.div_euclid(QUARTER_MS) - range.start_ms / QUARTER_MS;
             let n = meters.quarters(r.sensor);
             let share = r.value_kwh / n as f64;
             // Only the quarters of the interval that lie in the day.
-            let first = (range.start_ms - q).max(0).div_euclid(QUARTER_MS)
-                + i64::from((range.start_ms - q).max(0) % QUARTER_MS != 0);
-            let end = ((range.end_ms - q).max(0) + QUARTER_MS - 1).div_euclid(QUARTER_MS);
-            for k in first..end.min(n) {
-                *spread
-                    .entry(ids.building_id.clone())
-                    .or_default()
-                    .entry(q + k * QUARTER_MS)
-                    .or_default() += share;
+            for k in q.max(0)..(q + n).min(QUARTERS as i64) {
+                *slot.spread[k as usize].get_or_insert(0.0) += share;
             }
-            if range.contains(r.ts_ms) {
-                sums.entry(ids.building_id.clone())
-                    .or_default()
-                    .entry(q)
-                    .and_modify(|a| a.add(&Agg::one(r.value_kwh)))
-                    .or_insert_with(|| Agg::one(r.value_kwh));
+            if q >= 0 {
+                let one = Agg::one(r.value_kwh);
+                match &mut slot.sums[q as usize] {
+                    Some(a) => a.add(&one),
+                    none => *none = Some(one),
+                }
             }
+        }
+        let at = |i: usize| range.start_ms + i as i64 * QUARTER_MS;
+        let mut sums: HashMap<Arc<str>, BTreeMap<i64, Agg>> = HashMap::new();
+        let mut spread: HashMap<Arc<str>, BTreeMap<i64, f64>> = HashMap::new();
+        let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
+        for s in slots {
+            let quarters: BTreeMap<i64, Agg> = (s.sums.iter().enumerate())
+                .filter_map(|(i, a)| Some((at(i), (*a)?)))
+                .collect();
+            if !quarters.is_empty() {
+                sums.insert(s.building.clone(), quarters);
+            }
+            spread.insert(
+                s.building.clone(),
+                (s.spread.iter().enumerate())
+                    .filter_map(|(i, k)| Some((at(i), (*k)?)))
+                    .collect(),
+            );
+            tenants.insert(s.building, s.tenant);
         }
         self.write_quarters(day, buildings, &sums, &spread, &tenants)?;
         if day < Self::first_quarter_day(crate::now_ms()) {

@@ -17,13 +17,13 @@ const HOUR_MS: i64 = 3_600_000;
 /// The end (UTC ms) of the `resolution` bucket starting at `start` in
 /// zone `tz`. Hours are taken as an hour long.
 pub fn bucket_end(tz: Tz, resolution: Resolution, start: i64) -> i64 {
-    let date = local_date(tz, start);
     match resolution {
+        // No zone lookup: a month of hours is 720 calls on /energy.
         Resolution::Hour => start + HOUR_MS,
-        Resolution::Day => day_start(tz, next_day(date)),
+        Resolution::Day => day_start(tz, next_day(local_date(tz, start))),
         Resolution::Month => {
-            let first = date.with_day(1).unwrap_or(date);
-            day_start(tz, next_month(first))
+            let date = local_date(tz, start);
+            day_start(tz, next_month(date.with_day(1).unwrap_or(date)))
         }
     }
 }

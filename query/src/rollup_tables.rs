@@ -18,7 +18,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use wattline_storage::ReadingStore;
-use wattline_storage::{Resolution, RollupTable, bucket_end, day_start, kwh_sum, rollup_batch};
+use wattline_storage::{
+    Agg, Resolution, RollupTable, bucket_end, day_start, from_days, rollup_batch,
+};
 
 use crate::filters::ScanBounds;
 use crate::lazy_table::LazyTable;
@@ -82,11 +84,6 @@ fn building_schema(table: RollupTable, per_area: bool) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The local date `days` after the epoch.
-fn from_days(days: i64) -> chrono::NaiveDate {
-    chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days)
-}
-
 /// `building_yearly`: each building's local calendar years, summed from
 /// its months (a year in the building's zone is twelve local months).
 pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<LazyTable> {
@@ -95,68 +92,48 @@ pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<Lazy
         let months = store
             .rollups()
             .table_rows(RollupTable::BuildingMonthly, |t| scope.sees(t));
-        // (building, local year) -> the year so far.
-        let mut years: BTreeMap<(Arc<str>, i32), Year> = BTreeMap::new();
+        // (building, local year) -> (tenant, the year so far), summed as
+        // the rollups sum: peak and cost known only when every month's is.
+        let mut years: BTreeMap<(Arc<str>, i32), (Arc<str>, Agg)> = BTreeMap::new();
         for m in &months {
-            let year =
-                chrono::DateTime::from_timestamp(m.at * 86_400, 0).map_or(1970, |d| d.year());
-            let y = years
-                .entry((m.building_id.clone(), year))
-                .or_insert_with(|| Year {
-                    tenant_id: m.tenant_id.clone(),
-                    kwh: 0.0,
-                    peak_kwh: f64::MIN,
-                    readings: 0,
-                    // Neutral starts when the first month knows them.
-                    peak_kw: m.peak_kw.map(|_| f64::MIN),
-                    cost: m.cost.map(|_| 0.0),
-                });
-            y.kwh = kwh_sum([y.kwh, m.kwh]);
-            y.peak_kwh = y.peak_kwh.max(m.peak_kwh);
-            y.readings += m.readings;
-            // Known for the year only when known for each month.
-            y.peak_kw = y.peak_kw.zip(m.peak_kw).map(|(a, b)| a.max(b));
-            y.cost = y.cost.zip(m.cost).map(|(a, b)| kwh_sum([a, b]));
+            let key = (m.building_id.clone(), from_days(m.at).year());
+            match years.get_mut(&key) {
+                Some((_, y)) => y.add(&Agg::from(m)),
+                None => {
+                    years.insert(key, (m.tenant_id.clone(), Agg::from(m)));
+                }
+            }
         }
-        let facts = building_facts(
-            &store,
-            years.iter().map(|((b, _), y)| (&**b, &*y.tenant_id)),
-        );
+        let facts = building_facts(&store, years.iter().map(|((b, _), (t, _))| (&**b, &**t)));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 years.keys().map(|(b, _)| b.as_ref()),
             )),
             Arc::new(StringArray::from_iter_values(
-                years.values().map(|y| y.tenant_id.as_ref()),
+                years.values().map(|(t, _)| t.as_ref()),
             )),
             Arc::new(Int32Array::from_iter_values(years.keys().map(|(_, y)| *y))),
             Arc::new(Float64Array::from_iter_values(
-                years.values().map(|y| y.kwh),
+                years.values().map(|(_, y)| y.kwh),
             )),
             Arc::new(Float64Array::from_iter_values(
-                years.values().map(|y| y.peak_kwh),
+                years.values().map(|(_, y)| y.peak_kwh),
             )),
             Arc::new(Int64Array::from_iter_values(
-                years.values().map(|y| y.readings),
+                years.values().map(|(_, y)| y.readings),
             )),
-            Arc::new(Float64Array::from_iter(years.values().map(|y| y.peak_kw))),
-            Arc::new(Float64Array::from_iter(years.values().map(|y| y.cost))),
             Arc::new(Float64Array::from_iter(
-                years.iter().map(|((b, _), y)| per_m2(y.kwh, &facts, b)),
+                years.values().map(|(_, y)| y.peak_kw),
+            )),
+            Arc::new(Float64Array::from_iter(years.values().map(|(_, y)| y.cost))),
+            Arc::new(Float64Array::from_iter(
+                years
+                    .iter()
+                    .map(|((b, _), (_, y))| per_m2(y.kwh, &facts, b)),
             )),
         ];
         RecordBatch::try_new(yearly_schema(), columns).map_err(|e| e.into())
     })
-}
-
-/// One building's local year, summed from its months.
-struct Year {
-    tenant_id: Arc<str>,
-    kwh: f64,
-    peak_kwh: f64,
-    readings: i64,
-    peak_kw: Option<f64>,
-    cost: Option<f64>,
 }
 
 fn yearly_schema() -> SchemaRef {

@@ -94,7 +94,7 @@ pub use reports::{JobStatus, ReportFormat, ReportJob, ReportRequest, ReportStore
 pub use rollup::calendar::{day_start, format_local};
 pub use rollup::{
     Agg, QUARTER_DAYS, Resolution, RollupRow, RollupTable, Rollups, WindowReader, WindowSpan,
-    rollup_batch,
+    from_days, rollup_batch,
 };
 pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
 pub use sync::{Recover, RecoverRw};

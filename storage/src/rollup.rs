@@ -36,5 +36,5 @@ mod zones;
 
 pub use files::{RollupRow, RollupTable, to_batch as rollup_batch};
 pub use quarters::QUARTER_DAYS;
-pub use rollups::{Agg, Resolution, Rollups};
+pub use rollups::{Agg, Resolution, Rollups, from_days};
 pub use windows::{WindowReader, WindowSpan};

@@ -110,6 +110,19 @@ impl Agg {
     }
 }
 
+impl From<&RollupRow> for Agg {
+    fn from(r: &RollupRow) -> Self {
+        Self {
+            kwh: r.kwh,
+            peak_kwh: r.peak_kwh,
+            readings: r.readings,
+            peak_kw: r.peak_kw,
+            cost: r.cost,
+            quarantined: r.quarantined,
+        }
+    }
+}
+
 /// A building's rollups, in memory.
 #[derive(Debug, Default)]
 pub(crate) struct BuildingRollups {
@@ -211,7 +224,9 @@ pub(super) fn days_since_epoch(d: NaiveDate) -> i64 {
     )
 }
 
-pub(super) fn from_days(days: i64) -> NaiveDate {
+/// The date `days` after 1970-01-01 (how daily and monthly rows store
+/// their day).
+pub fn from_days(days: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days)
 }
 
@@ -233,14 +248,7 @@ impl Rollups {
                 for r in read_partition(table, &path)? {
                     let b = buildings.entry(r.building_id.clone()).or_default();
                     b.tenant = r.tenant_id.clone();
-                    let agg = Agg {
-                        kwh: r.kwh,
-                        peak_kwh: r.peak_kwh,
-                        readings: r.readings,
-                        peak_kw: r.peak_kw,
-                        cost: r.cost,
-                        quarantined: r.quarantined,
-                    };
+                    let agg = Agg::from(&r);
                     match table {
                         RollupTable::BuildingHourly => b.hourly.insert(r.at, agg),
                         RollupTable::BuildingDaily => b.daily.insert(from_days(r.at), agg),

@@ -305,14 +305,7 @@ impl Rollups {
         let mut tenants: HashMap<Arc<str>, Arc<str>> = HashMap::new();
         for r in rows.iter().filter(|r| affected.contains(&r.building_id)) {
             tenants.insert(r.building_id.clone(), r.tenant_id.clone());
-            let agg = Agg {
-                kwh: r.kwh,
-                peak_kwh: r.peak_kwh,
-                readings: r.readings,
-                peak_kw: None,
-                cost: None,
-                quarantined: r.quarantined,
-            };
+            let agg = Agg::from(r);
             sums.entry(r.building_id.clone())
                 .or_default()
                 .entry(r.at)

@@ -391,13 +391,9 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
                 == 404
         {
             // Hourly meters: peak demand spreads an hour over its quarters.
-            let r = server
-                .admin(Method::POST, &format!("/api/v1/buildings/{b}/sensors"))
-                .json(&json!({"id": sensor, "interval_s": 3600}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
+            server
+                .create_sensor_with(&b, json!({"id": sensor, "interval_s": 3600}))
+                .await;
         }
     }
     let lines: Vec<&str> = csv.lines().skip(1).collect();

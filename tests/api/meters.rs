@@ -17,13 +17,7 @@ async fn building_with(server: &Server, id: &str, sensor: Value) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = server
-        .admin(Method::POST, &format!("/api/v1/buildings/{id}/sensors"))
-        .json(&sensor)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    server.create_sensor_with(id, sensor).await;
 }
 
 async fn kwh(server: &Server, building: &str, query: &str) -> Vec<(String, f64)> {

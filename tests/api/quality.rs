@@ -2,7 +2,6 @@
 //! those the active sensors' metering intervals expect), in `/energy`,
 //! the SQL building tables and reports.
 
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{Server, reading};
@@ -14,13 +13,9 @@ async fn implausible_readings_are_quarantined_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path()).await;
     server.setup("t", "b", &[]).await;
-    let r = server
-        .admin(Method::POST, "/api/v1/buildings/b/sensors")
-        .json(&json!({"id": "m", "max_kw": 10}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    server
+        .create_sensor_with("b", json!({"id": "m", "max_kw": 10}))
+        .await;
     // 10 kW over a quarter hour is 2.5 kWh: 25 kWh is a glitch of the
     // meter's counter, not consumption.
     let now = crate::support::now_minute_ms();
@@ -82,13 +77,7 @@ async fn coverage_counts_what_arrived_against_what_the_meters_should_send() {
         json!({"id": "h1", "interval_s": 3600}),
         json!({"id": "off", "is_active": false}),
     ] {
-        let r = server
-            .admin(Method::POST, "/api/v1/buildings/b/sensors")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        server.create_sensor_with("b", body).await;
     }
     // Yesterday (UTC; the building is in UTC): q1 every quarter of the
     // day, h1 only in the first twelve hours. Expected: 96 + 24 = 120,

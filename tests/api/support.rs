@@ -151,12 +151,18 @@ impl Server {
     }
 
     pub async fn create_sensor(&self, building: &str, id: &str) {
+        self.create_sensor_with(building, serde_json::json!({"id": id}))
+            .await;
+    }
+
+    /// Creates a sensor from a whole body (meter settings and all).
+    pub async fn create_sensor_with(&self, building: &str, body: Value) {
         let r = self
             .admin(
                 Method::POST,
                 &format!("/api/v1/buildings/{building}/sensors"),
             )
-            .json(&serde_json::json!({"id": id}))
+            .json(&body)
             .send()
             .await
             .unwrap();

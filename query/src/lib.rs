@@ -21,6 +21,7 @@ mod alert_tables;
 mod bounded_functions;
 mod catalog_tables;
 mod complexity;
+mod derived_readings;
 mod error;
 mod filters;
 #[cfg(test)]

@@ -25,6 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DFSchema;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -34,27 +35,40 @@ use datafusion::error::DataFusionError;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::expressions::{Column, Literal, in_list};
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
 use wattline_storage::{
-    CatalogView, Reading, ReadingStore, SensorKey, Snapshot, TimeRange, spans_overlap,
+    CatalogView, Meter, Reading, ReadingStore, SensorKey, Snapshot, TimeRange, reach_ms,
+    spans_overlap,
 };
 use wattline_storage::{
     ChunkFile, SensorNames, day_of, merge_newest_wins, read_chunk, readings_schema, to_record_batch,
 };
 
+use crate::derived_readings::{DerivedReadingsExec, Layout, Meters, Out};
 use crate::filters::ScanBounds;
 use crate::scope::Scope;
 use crate::scoped_scan::ScopedScanExec;
 
-/// Index of `tenant_id` in [`readings_schema`].
+/// Indexes of the table's columns: the stored ones first, as in
+/// [`readings_schema`], then the derived ones.
+const SENSOR_COLUMN: usize = 0;
 const TENANT_COLUMN: usize = 2;
+const TS_COLUMN: usize = 3;
+const ENERGY_COLUMN: usize = 4;
+const VALUE_COLUMN: usize = 5;
+const QUALITY_COLUMN: usize = 6;
 
-/// The table's schema: the chunk files' columns, with the three ids as
+/// The columns as stored in chunk files and memory, with the three ids as
 /// `Utf8View`, which the Parquet reader fills without copying strings and
 /// grouping and filtering compare faster.
-fn table_schema() -> SchemaRef {
+fn stored_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         let fields: Vec<Field> = readings_schema()
             .fields()
@@ -69,10 +83,28 @@ fn table_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-/// In-memory rows as a batch of the table's schema.
+/// The table's schema: the stored columns, `value_kwh` being the interval
+/// energy (null where none is known: a register's last reading, a glitch,
+/// a quarantined value), then `value` as sent and `quality`.
+fn table_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields: Vec<Field> = stored_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[ENERGY_COLUMN] = fields[ENERGY_COLUMN].clone().with_nullable(true);
+        fields.push(Field::new("value", DataType::Float64, false));
+        fields.push(Field::new("quality", DataType::Utf8View, false));
+        Arc::new(Schema::new(fields))
+    });
+    SCHEMA.clone()
+}
+
+/// In-memory rows as a batch of the stored schema.
 fn memory_batch(rows: &[Reading], names: &SensorNames) -> DfResult<RecordBatch> {
     let batch = to_record_batch(rows, names).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let schema = table_schema();
+    let schema = stored_schema();
     let columns = batch
         .columns()
         .iter()
@@ -144,11 +176,71 @@ impl TableProvider for ReadingsTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = table_schema();
         let bounds = ScanBounds::from_filters(filters, "ts");
-        let wanted = wanted_sensors(&self.store.catalog().view(), &self.scope, &bounds);
-        let plan = ScanPlan::build(&self.snapshot, &self.names, wanted.as_ref(), bounds.range)?;
-
         let tenant = self.scope.restricted_to();
-        let (requested, scan_columns) = scan_columns(&schema, projection, TENANT_COLUMN, tenant);
+        let (requested, columns) = scan_columns(&schema, projection, TENANT_COLUMN, tenant);
+        let output = Arc::new(schema.project(&columns)?);
+        let (wanted, meters) = {
+            let view = self.store.catalog().view();
+            let wanted = wanted_sensors(&view, &self.scope, &bounds);
+            let derived = columns.contains(&ENERGY_COLUMN) || columns.contains(&QUALITY_COLUMN);
+            let meters = match derived {
+                true => metered(&view, &self.scope, wanted.as_ref()),
+                false => BTreeMap::new(),
+            };
+            (wanted, meters)
+        };
+
+        let scanned: Arc<dyn ExecutionPlan> = if meters.is_empty() {
+            let (stored, layout) = layout_for(&columns, &[]);
+            let input = self.stored_scan(state, &bounds, &Wanted::from(wanted), &stored)?;
+            Arc::new(DerivedReadingsExec::as_sent(input, layout, output)?)
+        } else {
+            let ids: Vec<String> = meters.keys().cloned().collect();
+            let keys: HashSet<SensorKey> = meters.values().map(|(k, _)| *k).collect();
+            // Interval meters' rows, as they stream.
+            let (stored, layout) = layout_for(&columns, &[SENSOR_COLUMN]);
+            let wanted = Wanted::except(wanted, keys.clone());
+            let input = self.stored_scan(state, &bounds, &wanted, &stored)?;
+            let input = only_sensors(input, &ids, true, layout.sensor)?;
+            let as_sent = DerivedReadingsExec::as_sent(input, layout, output.clone())?;
+            // The others' rows within their reach of the range, sorted
+            // and derived per sensor.
+            let reach = meters.values().map(|(_, m)| reach_ms(m)).max();
+            let mut around = bounds.clone();
+            around.range = widened(bounds.range, reach.unwrap_or(0));
+            around.sensors = Some(ids.iter().cloned().collect());
+            let (stored, layout) = layout_for(&columns, &[SENSOR_COLUMN, TS_COLUMN, ENERGY_COLUMN]);
+            let input = self.stored_scan(state, &around, &Wanted::Only(keys), &stored)?;
+            let input = only_sensors(input, &ids, false, layout.sensor)?;
+            let input = sorted_by_sensor_and_time(input, &layout)?;
+            let meters: Meters = meters.into_iter().map(|(id, (_, m))| (id, m)).collect();
+            let derived = DerivedReadingsExec::derive(input, layout, Arc::new(meters), output)?;
+            UnionExec::try_new(vec![Arc::new(as_sent), Arc::new(derived)])?
+        };
+        scoped(
+            state,
+            "readings",
+            scanned,
+            &columns,
+            TENANT_COLUMN,
+            tenant,
+            requested.len(),
+        )
+    }
+}
+
+impl ReadingsTable {
+    /// The `stored` columns of the rows of the sensors `wanted` accepts
+    /// within `bounds`, from chunk files and memory.
+    fn stored_scan(
+        &self,
+        state: &dyn Session,
+        bounds: &ScanBounds,
+        wanted: &Wanted,
+        stored: &[usize],
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = stored_schema();
+        let plan = ScanPlan::build(&self.snapshot, &self.names, wanted, bounds.range)?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plan.files.is_empty() {
             let files: Vec<(String, u64)> = plan
@@ -156,38 +248,128 @@ impl TableProvider for ReadingsTable {
                 .iter()
                 .map(|f| (f.path.to_string_lossy().to_string(), f.meta.bytes))
                 .collect();
-            let predicate = bounds.predicate("ts", tenant);
-            inputs.push(parquet_scan(
-                state,
-                &schema,
-                &files,
-                &scan_columns,
-                predicate,
-            )?);
+            let predicate = bounds.predicate("ts", self.scope.restricted_to());
+            inputs.push(parquet_scan(state, &schema, &files, stored, predicate)?);
         }
         if !plan.memory.is_empty() {
             let batch = memory_batch(&plan.memory, &self.names)?;
             inputs.push(MemorySourceConfig::try_new_exec(
                 &[vec![batch]],
                 schema.clone(),
-                Some(scan_columns.clone()),
+                Some(stored.to_vec()),
             )?);
         }
-        let scanned: Arc<dyn ExecutionPlan> = if inputs.is_empty() {
-            Arc::new(EmptyExec::new(Arc::new(schema.project(&scan_columns)?)))
+        Ok(if inputs.is_empty() {
+            Arc::new(EmptyExec::new(Arc::new(schema.project(stored)?)))
         } else {
             UnionExec::try_new(inputs)?
-        };
-        scoped(
-            state,
-            "readings",
-            scanned,
-            &scan_columns,
-            TENANT_COLUMN,
-            tenant,
-            requested.len(),
-        )
+        })
     }
+}
+
+/// The stored columns to read for the table's `columns` (and `also`), and
+/// where the derived columns find theirs.
+fn layout_for(columns: &[usize], also: &[usize]) -> (Vec<usize>, Layout) {
+    let mut stored: Vec<usize> = columns
+        .iter()
+        .filter_map(|&c| match c {
+            VALUE_COLUMN => Some(ENERGY_COLUMN),
+            QUALITY_COLUMN => None,
+            c => Some(c),
+        })
+        .chain(also.iter().copied())
+        .collect();
+    stored.sort_unstable();
+    stored.dedup();
+    let at = |c: usize| stored.iter().position(|&s| s == c);
+    let output = columns
+        .iter()
+        .map(|&c| match c {
+            ENERGY_COLUMN => Out::Energy,
+            VALUE_COLUMN => Out::Value,
+            QUALITY_COLUMN => Out::Quality,
+            c => Out::Input(at(c).expect("every stored column asked for is read")),
+        })
+        .collect();
+    let layout = Layout {
+        sensor: at(SENSOR_COLUMN),
+        ts: at(TS_COLUMN),
+        value: at(ENERGY_COLUMN),
+        output,
+    };
+    (stored, layout)
+}
+
+/// The sensors among those a scan may return (`wanted`, `None`: all the
+/// scope sees) whose energy is derived, by id.
+fn metered(
+    view: &CatalogView<'_>,
+    scope: &Scope,
+    wanted: Option<&HashSet<SensorKey>>,
+) -> BTreeMap<String, (SensorKey, Meter)> {
+    let derived = |s: &&wattline_storage::Sensor| !s.meter.counts_as_sent();
+    let entry = |s: &wattline_storage::Sensor| (s.id.to_string(), (s.key, s.meter));
+    match wanted {
+        Some(keys) => keys
+            .iter()
+            .filter_map(|k| view.sensor_by_key(*k))
+            .filter(derived)
+            .map(entry)
+            .collect(),
+        None => view
+            .sensors()
+            .filter(|s| scope.sees(s.tenant_id.as_str()))
+            .filter(derived)
+            .map(entry)
+            .collect(),
+    }
+}
+
+/// `range` with `reach` added on both sides.
+fn widened(range: TimeRange, reach: i64) -> TimeRange {
+    TimeRange {
+        start_ms: range.start_ms.saturating_sub(reach),
+        end_ms: range.end_ms.saturating_add(reach),
+    }
+}
+
+/// The rows of `input` whose sensor (at `at`) is (or, `negated`, is not)
+/// one of `ids`.
+fn only_sensors(
+    input: Arc<dyn ExecutionPlan>,
+    ids: &[String],
+    negated: bool,
+    at: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let at = at.ok_or_else(|| DataFusionError::Internal("sensor_id is not scanned".into()))?;
+    let schema = input.schema();
+    let sensor = Arc::new(Column::new(schema.field(at).name(), at));
+    let list = ids
+        .iter()
+        .map(|id| Arc::new(Literal::new(ScalarValue::Utf8View(Some(id.clone())))) as _)
+        .collect();
+    let predicate = in_list(sensor, list, &negated, &schema)?;
+    Ok(Arc::new(FilterExec::try_new(predicate, input)?))
+}
+
+/// `input` as one partition sorted by sensor and time.
+fn sorted_by_sensor_and_time(
+    input: Arc<dyn ExecutionPlan>,
+    layout: &Layout,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = input.schema();
+    let key = |at: Option<usize>| {
+        let at = at.ok_or_else(|| DataFusionError::Internal("sort column not scanned".into()))?;
+        let column = Arc::new(Column::new(schema.field(at).name(), at));
+        Ok::<_, DataFusionError>(PhysicalSortExpr::new_default(column))
+    };
+    let ordering = LexOrdering::new([key(layout.sensor)?, key(layout.ts)?])
+        .ok_or_else(|| DataFusionError::Internal("empty ordering".into()))?;
+    let sorted = SortExec::new(ordering.clone(), input).with_preserve_partitioning(true);
+    Ok(Arc::new(SortPreservingMergeExec::new(
+        ordering,
+        Arc::new(sorted),
+    )))
 }
 
 /// Wraps `scanned` (the `scan_columns` of a table whose `tenant_id` is
@@ -272,6 +454,39 @@ pub(crate) fn parquet_scan(
     Ok(DataSourceExec::from_data_source(config))
 }
 
+/// The sensors one scan reads.
+enum Wanted {
+    All,
+    Only(HashSet<SensorKey>),
+    AllBut(HashSet<SensorKey>),
+}
+
+impl Wanted {
+    fn from(wanted: Option<HashSet<SensorKey>>) -> Self {
+        wanted.map_or(Self::All, Self::Only)
+    }
+
+    /// `wanted` (`None`: all) without `these`.
+    fn except(wanted: Option<HashSet<SensorKey>>, these: HashSet<SensorKey>) -> Self {
+        match wanted {
+            Some(keys) => Self::Only(keys.difference(&these).copied().collect()),
+            None => Self::AllBut(these),
+        }
+    }
+
+    fn accepts(&self, key: SensorKey) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(keys) => keys.contains(&key),
+            Self::AllBut(keys) => !keys.contains(&key),
+        }
+    }
+
+    fn is_nothing(&self) -> bool {
+        matches!(self, Self::Only(keys) if keys.is_empty())
+    }
+}
+
 /// The sensors a scan may return: the scope's tenant and the filters'
 /// sensors and buildings. `None`: all sensors.
 fn wanted_sensors(
@@ -322,12 +537,12 @@ impl ScanPlan {
     fn build(
         snapshot: &Snapshot,
         names: &SensorNames,
-        wanted: Option<&HashSet<SensorKey>>,
+        wanted: &Wanted,
         range: TimeRange,
     ) -> DfResult<Self> {
-        let accept = |k: SensorKey| wanted.is_none_or(|w| w.contains(&k));
+        let accept = |k: SensorKey| wanted.accepts(k);
         let mut hot_by_day: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
-        if wanted.is_none_or(|w| !w.is_empty()) {
+        if !wanted.is_nothing() {
             for r in snapshot.hot_readings(accept, range) {
                 hot_by_day.entry(day_of(r.ts_ms)).or_default().push(r);
             }
@@ -342,7 +557,7 @@ impl ScanPlan {
             files: Vec::new(),
             memory: Vec::new(),
         };
-        if wanted.is_some_and(|w| w.is_empty()) {
+        if wanted.is_nothing() {
             return Ok(plan);
         }
         for (day, files) in files_by_day {

@@ -148,7 +148,7 @@ async fn registers_and_power_meters_give_interval_energy() {
     assert!(q.iter().all(|(_, k)| *k == 0.5), "{q:?}");
 
     // SQL: the sensors' meter types; sensor hours hold derived energy,
-    // readings what the meter sent.
+    // readings both what the meter sent and the derived energy.
     let rows = server
         .sql("SELECT sensor_id, meter_type FROM sensors ORDER BY sensor_id")
         .await;
@@ -165,9 +165,53 @@ async fn registers_and_power_meters_give_interval_energy() {
         .await;
     assert_eq!(rows[0][1], rows[2][1], "{rows:?}");
     let rows = server
-        .sql("SELECT max(value_kwh) FROM readings WHERE sensor_id = 'rb-1'")
+        .sql("SELECT max(value), max(value_kwh) FROM readings WHERE sensor_id = 'rb-1'")
         .await;
-    assert!(rows[0][0].as_f64().unwrap() > 99_990.0);
+    assert!(rows[0][0].as_f64().unwrap() > 99_990.0, "{rows:?}");
+    assert_eq!(rows[0][1].as_f64(), Some(1.25), "the largest quarter");
+    let rows = server
+        .sql(
+            "SELECT quality, count(*), count(value_kwh) FROM readings \
+             WHERE sensor_id = 'rb-1' GROUP BY 1 ORDER BY 1",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["gap", 1, 0]),
+            json!(["glitch", 1, 0]),
+            json!(["measured", 94, 94]),
+            json!(["wrap", 1, 1])
+        ]
+    );
+    // A reading's energy needs the next reading, outside the filter; a
+    // glitch-skipped reading's energy goes to the one before it.
+    for (i, want) in [
+        (10, json!(used[10])),
+        (6, json!(used[6] + used[7])),
+        (7, Value::Null),
+    ] {
+        let sql = format!(
+            "SELECT value_kwh FROM readings WHERE sensor_id = 'rb-1' \
+             AND ts = to_timestamp_millis({})",
+            start + i * QUARTER
+        );
+        assert_eq!(server.sql(&sql).await, vec![json!([want])], "{sql}");
+    }
+    let sql = format!(
+        "SELECT sensor_id, round(sum(value_kwh), 3) FROM readings \
+         WHERE ts >= to_timestamp_millis({start}) AND ts < to_timestamp_millis({}) \
+         GROUP BY 1 ORDER BY 1",
+        start + 86_400_000
+    );
+    let rows = server.sql(&sql).await;
+    assert_eq!(rows[1], json!(["pb-1", 48.0]));
+    assert_eq!(rows[0][1], rows[2][1], "{rows:?}");
+    // Rows without the derived columns are read as they are.
+    let rows = server
+        .sql("SELECT count(*), count(value) FROM readings WHERE sensor_id = 'rb-1'")
+        .await;
+    assert_eq!(rows, vec![json!([97, 97])]);
 }
 
 #[tokio::test]

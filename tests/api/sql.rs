@@ -145,7 +145,7 @@ async fn only_one_read_only_query_is_accepted() {
         ),
         ("DROP TABLE readings", "read_only"),
         (
-            "INSERT INTO readings VALUES ('a1','ba','a',now(),1.0)",
+            "INSERT INTO readings VALUES ('a1','ba','a',now(),1.0,1.0,'measured')",
             "read_only",
         ),
         ("DELETE FROM readings", "read_only"),

@@ -1,8 +1,9 @@
-//! Background maintenance of the reading store: flush memtables to chunk
-//! files every `storage.flush_interval` (sooner when memory holds
-//! [`MAX_HOT_READINGS`]), merge days whose files overlap or have become
-//! many, bring the rollups up to date every second, and drop chunk files
-//! past `retention.raw` and rollups past `retention.rollups`.
+//! Background maintenance of the reading store, in two loops that run side
+//! by side: one flushes memtables to chunk files every
+//! `storage.flush_interval` (sooner when memory holds [`MAX_HOT_READINGS`])
+//! and merges days whose files overlap or have become many; the other
+//! brings the rollups up to date every second and drops chunk files past
+//! `retention.raw` and rollups past `retention.rollups`.
 //!
 //! Each step runs on a blocking thread and ends with one small manifest
 //! commit; ingestion and queries go on meanwhile. A failed step is logged
@@ -69,46 +70,63 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-pub(crate) async fn run(
+/// Runs the two maintenance loops until `stop`: flushing (with
+/// compaction) and rollups (with retention). They run side by side, so a
+/// long rollup catch-up never delays a flush: memory is bounded by the
+/// flush trigger, not by how far behind the rollups are.
+pub(crate) async fn run(store: Arc<ReadingStore>, schedule: Schedule, stop: watch::Receiver<bool>) {
+    tokio::join!(
+        flush_loop(store.clone(), schedule.flush_interval, stop.clone()),
+        rollup_loop(store, &schedule, stop),
+    );
+}
+
+/// Waits a tick; false once the daemon stops or the store has failed.
+async fn tick(store: &ReadingStore, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(TICK) => {}
+        _ = stop.wait_for(|s| *s) => return false,
+    }
+    store.fatal().is_none()
+}
+
+async fn flush_loop(
     store: Arc<ReadingStore>,
-    schedule: Schedule,
+    flush_interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_flush = Instant::now();
-    let mut last_retention: Option<Instant> = None;
-    let (mut flush_backoff, mut compact_backoff, mut rollup_backoff, mut retention_backoff) = (
-        Backoff::default(),
-        Backoff::default(),
-        Backoff::default(),
-        Backoff::default(),
-    );
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = stop.wait_for(|s| *s) => return,
+    let (mut flush_backoff, mut compact_backoff) = (Backoff::default(), Backoff::default());
+    while tick(&store, &mut stop).await {
+        let due = last_flush.elapsed() >= flush_interval || store.active_len() >= MAX_HOT_READINGS;
+        if !due || !flush_backoff.ready(Instant::now()) {
+            continue;
         }
-        if store.fatal().is_some() {
-            return;
-        }
-        let now = Instant::now();
-        let due = last_flush.elapsed() >= schedule.flush_interval
-            || store.active_len() >= MAX_HOT_READINGS;
-        if due && flush_backoff.ready(now) {
-            let flushed = blocking(&store, |s| s.flush()).await;
-            flush_backoff.record("flush", &flushed);
-            if let Ok(report) = flushed {
-                last_flush = Instant::now();
-                tracing::debug!(
-                    readings = report.readings,
-                    chunks = report.chunks_written,
-                    "flushed"
-                );
-                if compact_backoff.ready(Instant::now()) {
-                    let merged = blocking(&store, |s| s.compact(false)).await;
-                    compact_backoff.record("compaction", &merged);
-                }
+        let flushed = blocking(&store, |s| s.flush()).await;
+        flush_backoff.record("flush", &flushed);
+        if let Ok(report) = flushed {
+            last_flush = Instant::now();
+            tracing::debug!(
+                readings = report.readings,
+                chunks = report.chunks_written,
+                "flushed"
+            );
+            if compact_backoff.ready(Instant::now()) {
+                let merged = blocking(&store, |s| s.compact(false)).await;
+                compact_backoff.record("compaction", &merged);
             }
         }
+    }
+}
+
+async fn rollup_loop(
+    store: Arc<ReadingStore>,
+    schedule: &Schedule,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_retention: Option<Instant> = None;
+    let (mut rollup_backoff, mut retention_backoff) = (Backoff::default(), Backoff::default());
+    while tick(&store, &mut stop).await {
         // Rollups catch up every tick (seconds behind ingestion), and
         // always before retention can drop raw readings behind them.
         if rollup_backoff.ready(Instant::now()) {

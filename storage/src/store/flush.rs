@@ -20,6 +20,9 @@ use crate::manifest::{self, ManifestChange};
 use crate::reading::{Reading, TimeRange, day_of};
 use crate::wal::writer::{WriterMsg, record_wal_size};
 
+/// A write-ahead file larger than this after a flush is compacted.
+pub(crate) const WAL_COMPACT_BYTES: u64 = 32 << 20;
+
 /// A day with this many files is compacted even if they do not overlap.
 pub(crate) const MANY_FILES: usize = 8;
 
@@ -52,9 +55,39 @@ impl ReadingStore {
         answer.blocking_recv().map_err(|_| Error::WalClosed)?;
         self.flush_frozen(&mut next_id, &names, &mut report)?;
         metrics::histogram!("wattline_flush_seconds").record(started.elapsed().as_secs_f64());
+        self.shrink_wal();
         record_wal_size(&self.wal);
         self.record_chunk_metrics();
         Ok(report)
+    }
+
+    /// Compacts the write-ahead once a flush has trimmed it, if its file
+    /// has grown past [`WAL_COMPACT_BYTES`]: what it still holds is what
+    /// arrived during the flush, so the file returns to about that size.
+    /// A failure is logged; the file just stays large until the next try.
+    fn shrink_wal(&self) {
+        let bytes = std::fs::metadata(self.wal.path()).map_or(0, |m| m.len());
+        if bytes < WAL_COMPACT_BYTES {
+            return;
+        }
+        let started = Instant::now();
+        match self.wal.compact() {
+            Ok(true) => {
+                let after = std::fs::metadata(self.wal.path()).map_or(0, |m| m.len());
+                metrics::counter!("wattline_wal_compactions_total").increment(1);
+                tracing::info!(
+                    before = bytes,
+                    after,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "compacted the write-ahead"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.wal.reset();
+                tracing::warn!(error = %e, "compacting the write-ahead failed");
+            }
+        }
     }
 
     /// Writes the frozen memtables, oldest first, one manifest commit each.

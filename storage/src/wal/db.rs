@@ -99,6 +99,40 @@ impl WalDb {
         Ok(db)
     }
 
+    /// Gives the file's free pages back to the file system: redb reuses
+    /// freed pages but never shrinks its file, so without this the
+    /// write-ahead stays as large as the most it ever held (one memtable
+    /// before a flush trimmed it). Skipped (`false`) while a transaction or
+    /// another handle is in use; appends wait meanwhile.
+    pub(crate) fn compact(&self) -> Result<bool> {
+        let mut slot = self.db.locked();
+        let Some(db) = slot.take() else {
+            return Ok(false);
+        };
+        let mut db = match Arc::try_unwrap(db) {
+            Ok(db) => db,
+            Err(shared) => {
+                *slot = Some(shared);
+                return Ok(false);
+            }
+        };
+        match db.compact() {
+            Ok(done) => {
+                *slot = Some(Arc::new(db));
+                Ok(done)
+            }
+            Err(redb::CompactionError::Storage(e)) => {
+                // Reopened (and recovered by redb) at the next use.
+                Err(Error::from(e))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "write-ahead compaction skipped");
+                *slot = Some(Arc::new(db));
+                Ok(false)
+            }
+        }
+    }
+
     /// Forgets the handle after an I/O error.
     pub(crate) fn reset(&self) {
         self.db.locked().take();

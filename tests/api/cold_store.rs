@@ -67,6 +67,10 @@ async fn hot_and_cold_answer_alike_across_flush_correction_and_restart() {
 
     let flushed = server.flush().await;
     assert_eq!(flushed["flushed_readings"], 96);
+    assert_eq!(flushed["chunks_written"], spread_days(t));
+    // The maintenance loop may have rolled some days up first.
+    let rolled = flushed["rollup_days"].as_u64().unwrap();
+    assert!(rolled as usize <= spread_days(t), "{flushed}");
     assert_eq!(answers(&server).await, hot, "after flush");
 
     // Late data and corrections land on days that already have files: the

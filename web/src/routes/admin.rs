@@ -18,6 +18,8 @@ pub(super) struct FlushAnswer {
     chunks_written: usize,
     /// Days whose files were merged into one.
     days_compacted: usize,
+    /// UTC days whose rollups were brought up to date.
+    rollup_days: usize,
 }
 
 /// Persists everything in memory, merges every day's files into one, so
@@ -32,11 +34,12 @@ pub(super) async fn flush(
     let answer = blocking(move || {
         let flushed = store.flush()?;
         let days = store.compact(true)?;
-        store.catch_up_rollups()?;
+        let rollup_days = store.catch_up_rollups()?;
         Ok(FlushAnswer {
             flushed_readings: flushed.readings,
             chunks_written: flushed.chunks_written,
             days_compacted: days,
+            rollup_days,
         })
     })
     .await?;

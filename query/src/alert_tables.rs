@@ -40,7 +40,7 @@ pub(crate) fn register(
         let (alerts, scope) = (alerts.clone(), scope.clone());
         ctx.register_table(
             name,
-            LazyTable::new(empty.schema(), move || build(&alerts, &scope)),
+            LazyTable::new(empty.schema(), move |_| build(&alerts, &scope)),
         )?;
     }
     Ok(())

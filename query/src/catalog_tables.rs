@@ -40,7 +40,7 @@ pub(crate) fn register(
         let (catalog, scope) = (catalog.clone(), scope.clone());
         ctx.register_table(
             name,
-            LazyTable::new(empty.schema(), move || build(&catalog.view(), &scope)),
+            LazyTable::new(empty.schema(), move |_| build(&catalog.view(), &scope)),
         )?;
     }
     Ok(())

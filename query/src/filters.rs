@@ -215,6 +215,8 @@ fn millis(v: &ScalarValue) -> Option<(i64, bool)> {
     match v {
         ScalarValue::TimestampMillisecond(Some(ms), _) => Some((*ms, true)),
         ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000).map(|ms| (ms, true)),
+        // A date column's value is its day's start.
+        ScalarValue::Date32(Some(d)) => Some((i64::from(*d) * 86_400_000, true)),
         ScalarValue::TimestampMicrosecond(Some(us), _) => {
             Some((us.div_euclid(1000), us.rem_euclid(1000) == 0))
         }

@@ -1,6 +1,7 @@
 //! A table whose rows are built only when a query scans it. Every session
 //! registers all tables; most queries read one or two, so the others must
-//! cost nothing.
+//! cost nothing. The builder sees the query's filters, to build only the
+//! rows they can keep (DataFusion applies them again).
 
 use std::sync::Arc;
 
@@ -10,10 +11,10 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-type Build = Box<dyn Fn() -> DfResult<RecordBatch> + Send + Sync>;
+type Build = Box<dyn Fn(&[Expr]) -> DfResult<RecordBatch> + Send + Sync>;
 
 pub(crate) struct LazyTable {
     schema: SchemaRef,
@@ -23,7 +24,7 @@ pub(crate) struct LazyTable {
 impl LazyTable {
     pub(crate) fn new(
         schema: SchemaRef,
-        build: impl Fn() -> DfResult<RecordBatch> + Send + Sync + 'static,
+        build: impl Fn(&[Expr]) -> DfResult<RecordBatch> + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             schema,
@@ -50,14 +51,21 @@ impl TableProvider for LazyTable {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = (self.build)()?;
+        let batch = (self.build)(filters)?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             self.schema.clone(),

@@ -41,9 +41,24 @@ pub(crate) fn building_table(
         RollupTable::BuildingDaily => (Resolution::Day, true),
         _ => (Resolution::Month, true),
     };
+    let time_column = match resolution {
+        Resolution::Hour => "hour",
+        Resolution::Day => "day",
+        Resolution::Month => "month",
+    };
     let schema = building_schema(table, per_area);
-    LazyTable::new(schema.clone(), move || {
-        let rows = store.rollups().table_rows(table, |t| scope.sees(t));
+    LazyTable::new(schema.clone(), move |filters| {
+        // Only the rows the filters can keep: a building's week of hours
+        // costs that week, not the tenant's whole history.
+        let bounds = ScanBounds::from_filters(filters, time_column);
+        let at = match resolution {
+            Resolution::Hour => bounds.range.start_ms..bounds.range.end_ms,
+            _ => days_from(bounds.range.start_ms)..days_from(bounds.range.end_ms),
+        };
+        let rows =
+            store
+                .rollups()
+                .table_rows(table, |t| scope.sees(t), bounds.buildings.as_ref(), at);
         let batch = rollup_batch(table, &rows).map_err(external)?;
         let facts = building_facts(
             &store,
@@ -68,6 +83,12 @@ pub(crate) fn building_table(
     })
 }
 
+/// The first day starting at or after `ms` (days since the epoch).
+fn days_from(ms: i64) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    ms.div_euclid(DAY_MS) + i64::from(ms.rem_euclid(DAY_MS) != 0)
+}
+
 /// A building table's columns: the rollup file's, `coverage`, and
 /// `kwh_per_m2` with `per_area`.
 fn building_schema(table: RollupTable, per_area: bool) -> SchemaRef {
@@ -88,10 +109,14 @@ fn building_schema(table: RollupTable, per_area: bool) -> SchemaRef {
 /// its months (a year in the building's zone is twelve local months).
 pub(crate) fn yearly_table(store: &Arc<ReadingStore>, scope: &Scope) -> Arc<LazyTable> {
     let (store, scope) = (store.clone(), scope.clone());
-    LazyTable::new(yearly_schema(), move || {
-        let months = store
-            .rollups()
-            .table_rows(RollupTable::BuildingMonthly, |t| scope.sees(t));
+    LazyTable::new(yearly_schema(), move |filters| {
+        let bounds = ScanBounds::from_filters(filters, "year");
+        let months = store.rollups().table_rows(
+            RollupTable::BuildingMonthly,
+            |t| scope.sees(t),
+            bounds.buildings.as_ref(),
+            i64::MIN..i64::MAX,
+        );
         // (building, local year) -> (tenant, the year so far), summed as
         // the rollups sum: peak and cost known only when every month's is.
         let mut years: BTreeMap<(Arc<str>, i32), (Arc<str>, Agg)> = BTreeMap::new();

@@ -498,6 +498,92 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
     )
     .await;
     assert_eq!(points(&v).len(), 25);
+    rollup_tables_filtered_in_sql_keep_exactly_the_rows_they_match(&server).await;
+}
+
+/// The building tables build only the rows a query's filters on building
+/// and bucket can keep: each filtered answer equals the whole table
+/// filtered here.
+async fn rollup_tables_filtered_in_sql_keep_exactly_the_rows_they_match(server: &Server) {
+    type Keep = fn(&str, i64) -> bool;
+    // Days are days since the epoch: 18196 is 2019-10-27, 18231
+    // 2019-12-01, 18189 2019-10-20, 18170 2019-10-01, 18201 2019-11-01.
+    let cases: [(&str, &str, &str, Keep); 10] = [
+        (
+            "building_hourly",
+            "CAST(hour AS BIGINT)",
+            "building_id = 'b1' AND hour >= TIMESTAMP '2019-10-26T23:00:00Z' AND hour < TIMESTAMP '2019-10-28T00:00:00Z'",
+            |b, h| b == "b1" && h >= ms("2019-10-26T23:00:00Z") && h < ms("2019-10-28T00:00:00Z"),
+        ),
+        (
+            "building_hourly",
+            "CAST(hour AS BIGINT)",
+            "hour > TIMESTAMP '2019-12-31T20:00:00Z'",
+            |_, h| h > ms("2019-12-31T20:00:00Z"),
+        ),
+        (
+            "building_hourly",
+            "CAST(hour AS BIGINT)",
+            "hour <= TIMESTAMP '2019-01-01T03:00:00Z' AND building_id IN ('b0', 'b2')",
+            |b, h| b != "b1" && h <= ms("2019-01-01T03:00:00Z"),
+        ),
+        (
+            "building_hourly",
+            "CAST(hour AS BIGINT)",
+            "hour = TIMESTAMP '2019-10-27T01:00:00Z'",
+            |_, h| h == ms("2019-10-27T01:00:00Z"),
+        ),
+        (
+            "building_daily",
+            "CAST(day AS INT)",
+            "day >= DATE '2019-10-27' AND day < DATE '2019-12-01'",
+            |_, d| (18196..18231).contains(&d),
+        ),
+        (
+            "building_daily",
+            "CAST(day AS INT)",
+            "day > DATE '2019-10-27' AND building_id = 'b2'",
+            |b, d| b == "b2" && d > 18196,
+        ),
+        (
+            "building_daily",
+            "CAST(day AS INT)",
+            "day <= DATE '2019-10-27' AND day >= '2019-10-20'",
+            |_, d| (18189..=18196).contains(&d),
+        ),
+        (
+            "building_daily",
+            "CAST(day AS INT)",
+            "day = DATE '2019-12-01'",
+            |_, d| d == 18231,
+        ),
+        (
+            "building_monthly",
+            "CAST(month AS INT)",
+            "month BETWEEN DATE '2019-10-01' AND DATE '2019-11-01'",
+            |_, d| (18170..=18201).contains(&d),
+        ),
+        ("building_yearly", "year", "building_id = 'b0'", |b, _| {
+            b == "b0"
+        }),
+    ];
+    for (table, key, filter, keep) in cases {
+        let columns = format!("building_id, {key} AS k, kwh, readings");
+        let all = server
+            .sql(&format!("SELECT {columns} FROM {table} ORDER BY 1, 2"))
+            .await;
+        let want: Vec<&Value> = all
+            .iter()
+            .filter(|r| keep(r[0].as_str().unwrap(), r[1].as_i64().unwrap()))
+            .collect();
+        assert!(!want.is_empty(), "{table} {filter}");
+        let got = server
+            .sql(&format!(
+                "SELECT {columns} FROM {table} WHERE {filter} ORDER BY 1, 2"
+            ))
+            .await;
+        assert_eq!(got.iter().collect::<Vec<_>>(), want, "{table} {filter}");
+    }
 }
 
 /// Sums read as the decimals they are: ten meters reading 0.1 kWh in one

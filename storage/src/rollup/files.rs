@@ -47,6 +47,29 @@ pub struct RollupRow {
     pub quarantined: i64,
 }
 
+impl RollupRow {
+    /// A building-level row (no sensor).
+    pub(crate) fn building(
+        building: &Arc<str>,
+        tenant: &Arc<str>,
+        at: i64,
+        a: &super::rollups::Agg,
+    ) -> Self {
+        Self {
+            sensor_id: None,
+            building_id: building.clone(),
+            tenant_id: tenant.clone(),
+            at,
+            kwh: a.kwh,
+            peak_kwh: a.peak_kwh,
+            readings: a.readings,
+            peak_kw: a.peak_kw,
+            cost: a.cost,
+            quarantined: a.quarantined,
+        }
+    }
+}
+
 /// The rollup tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RollupTable {

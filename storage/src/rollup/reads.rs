@@ -2,6 +2,10 @@
 //! table rows for SQL, from memory.
 
 use crate::sync::RecoverRw;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::sync::Arc;
+
 use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 
@@ -76,28 +80,49 @@ impl Rollups {
             .collect()
     }
 
-    /// Rows of a building-level table for the tenants `sees` accepts.
-    pub fn table_rows(&self, table: RollupTable, sees: impl Fn(&str) -> bool) -> Vec<RollupRow> {
-        let buildings = self.buildings.read_locked();
-        buildings_rows(&buildings, |b| {
-            if !sees(&b.tenant) {
-                return vec![];
+    /// Rows of a building-level table for the tenants `sees` accepts, of
+    /// `buildings` (`None`: all), whose bucket start (`at`: milliseconds
+    /// for hours, days since the epoch for days and months) lies in `at`.
+    pub fn table_rows(
+        &self,
+        table: RollupTable,
+        sees: impl Fn(&str) -> bool,
+        buildings: Option<&HashSet<String>>,
+        at: Range<i64>,
+    ) -> Vec<RollupRow> {
+        let all = self.buildings.read_locked();
+        let mut ids: Vec<&Arc<str>> = match buildings {
+            Some(wanted) => all.keys().filter(|id| wanted.contains(&***id)).collect(),
+            None => all.keys().collect(),
+        };
+        ids.sort();
+        let dates = |map: &BTreeMap<NaiveDate, Agg>| -> Vec<(i64, Agg)> {
+            map.iter()
+                .map(|(d, a)| (days_since_epoch(*d), *a))
+                .filter(|(d, _)| at.contains(d))
+                .collect()
+        };
+        let mut rows = Vec::new();
+        for id in ids {
+            let b = &all[id];
+            if !sees(&b.tenant) || at.is_empty() {
+                continue;
             }
-            match table {
-                RollupTable::BuildingHourly => b.hourly.iter().map(|(h, a)| (*h, *a)).collect(),
-                RollupTable::BuildingDaily => b
-                    .daily
-                    .iter()
-                    .map(|(d, a)| (days_since_epoch(*d), *a))
-                    .collect(),
-                RollupTable::BuildingMonthly => b
-                    .monthly
-                    .iter()
-                    .map(|(d, a)| (days_since_epoch(*d), *a))
-                    .collect(),
+            let points = match table {
+                RollupTable::BuildingHourly => {
+                    b.hourly.range(at.clone()).map(|(h, a)| (*h, *a)).collect()
+                }
+                RollupTable::BuildingDaily => dates(&b.daily),
+                RollupTable::BuildingMonthly => dates(&b.monthly),
                 // On disk only.
                 RollupTable::SensorHourly | RollupTable::BuildingQuarterly => vec![],
-            }
-        })
+            };
+            rows.extend(
+                points
+                    .into_iter()
+                    .map(|(at, a)| RollupRow::building(id, &b.tenant, at, &a)),
+            );
+        }
+        rows
     }
 }

@@ -322,18 +322,11 @@ pub(super) fn buildings_rows(
     let mut rows = Vec::new();
     for id in ids {
         let b = &buildings[id];
-        rows.extend(points(b).into_iter().map(|(at, a)| RollupRow {
-            sensor_id: None,
-            building_id: id.clone(),
-            tenant_id: b.tenant.clone(),
-            at,
-            kwh: a.kwh,
-            peak_kwh: a.peak_kwh,
-            readings: a.readings,
-            peak_kw: a.peak_kw,
-            cost: a.cost,
-            quarantined: a.quarantined,
-        }));
+        rows.extend(
+            points(b)
+                .into_iter()
+                .map(|(at, a)| RollupRow::building(id, &b.tenant, at, &a)),
+        );
     }
     rows
 }

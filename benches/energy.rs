@@ -8,8 +8,8 @@
 //!
 //! Reports: the time rollups take to catch up with the 30 loaded days;
 //! p50/p95/p99 latency over HTTP of `/energy` for a month at hour
-//! resolution and a year at month resolution, and of the tenant building
-//! list; and how long rollups take to catch up after a backfill of one day
+//! resolution and a year at month resolution, of the tenant building
+//! list, and of SQL on `building_hourly` for the same month of hours; and how long rollups take to catch up after a backfill of one day
 //! of data for every sensor, posted through the HTTP API. The 30 days are
 //! loaded through the storage write path (write-ahead, memtable, flush)
 //! before the release daemon starts on the same data directory.
@@ -81,6 +81,27 @@ async fn main() {
     let mut month_hour = Vec::new();
     let mut year_month = Vec::new();
     let mut list = Vec::new();
+    let mut sql_month_hour = Vec::new();
+    let sql = |body: Value| {
+        let (client, url, key) = (
+            client.clone(),
+            format!("{}/api/v1/sql", server.base),
+            server.key.clone(),
+        );
+        async move {
+            let started = Instant::now();
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+            started.elapsed()
+        }
+    };
     for i in 0..SAMPLES {
         let (t, b) = (i % shape.tenants, i % shape.buildings_per_tenant);
         month_hour.push(
@@ -99,6 +120,14 @@ async fn main() {
             .await,
         );
         list.push(get(format!("/api/v1/tenants/t-{t}/buildings")).await);
+        // A month of hours as above (UTC days), through SQL.
+        let query = format!(
+            "SELECT hour, kwh, readings FROM building_hourly WHERE building_id = 'b-{t}-{b}' \
+             AND hour >= TIMESTAMP '{month_start}T00:00:00Z' AND hour < TIMESTAMP '{}T00:00:00Z' \
+             ORDER BY hour",
+            common_day(today)
+        );
+        sql_month_hour.push(sql(json!({ "sql": query })).await);
     }
 
     // A backfill of one more (earlier) day for every sensor, over HTTP,
@@ -143,13 +172,14 @@ async fn main() {
         catch_up.as_secs_f64()
     );
     println!(
-        "{:<44} {:>9} {:>9} {:>9}",
+        "{:<48} {:>9} {:>9} {:>9}",
         "HTTP latency, ms (200 requests each)", "p50", "p95", "p99"
     );
     for (name, mut samples) in [
         ("/energy, a month at hour resolution", month_hour),
         ("/energy, a year at month resolution", year_month),
         ("tenant building list", list),
+        ("SQL, a month of hours (building_hourly)", sql_month_hour),
     ] {
         samples.sort();
         let p = |q: f64| {
@@ -157,7 +187,7 @@ async fn main() {
                 * 1e3
         };
         println!(
-            "{name:<44} {:>9.2} {:>9.2} {:>9.2}",
+            "{name:<48} {:>9.2} {:>9.2} {:>9.2}",
             p(0.5),
             p(0.95),
             p(0.99)

@@ -22,6 +22,7 @@ use arrow::array::{
 use arrow::datatypes::{Float64Type, SchemaRef, TimestampMillisecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -32,6 +33,10 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 use wattline_storage::{Meter, Quality, derive};
+
+/// Memory a held row takes besides its batch: its place in the series,
+/// its derived energy and quality, and the derivation's own output.
+const ROW_BYTES: usize = 72;
 
 /// What an interval meter's reading is.
 const AS_SENT: &str = "measured";
@@ -183,6 +188,7 @@ impl ExecutionPlan for DerivedReadingsExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        let pool = context.memory_pool().clone();
         let input = self.input.execute(partition, context)?;
         let schema = self.schema();
         let layout = self.layout.clone();
@@ -198,7 +204,8 @@ impl ExecutionPlan for DerivedReadingsExec {
                 Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
             }
             Some(meters) => {
-                let deriver = Deriver::new(layout, meters.clone(), out_schema);
+                let reservation = MemoryConsumer::new("DerivedReadingsExec").register(&pool);
+                let deriver = Deriver::new(layout, meters.clone(), out_schema, reservation);
                 Ok(Box::pin(RecordBatchStreamAdapter::new(
                     schema,
                     derived_stream(input, deriver),
@@ -285,8 +292,13 @@ struct Deriver {
     layout: Layout,
     meters: Arc<Meters>,
     schema: SchemaRef,
-    /// Input batches not yet emitted, oldest first.
-    pending: VecDeque<RecordBatch>,
+    /// Input batches not yet emitted, oldest first, with the bytes
+    /// reserved for each.
+    pending: VecDeque<(RecordBatch, usize)>,
+    /// What `pending` and the series take, from the query's memory pool:
+    /// one sensor's series is held whole, and a series larger than the
+    /// pool allows is an error, not unbounded memory.
+    reservation: MemoryReservation,
     /// Derived energy and quality of the rows of `pending`, in order.
     energy: Vec<Option<f64>>,
     quality: Vec<Quality>,
@@ -296,12 +308,18 @@ struct Deriver {
 }
 
 impl Deriver {
-    fn new(layout: Layout, meters: Arc<Meters>, schema: SchemaRef) -> Self {
+    fn new(
+        layout: Layout,
+        meters: Arc<Meters>,
+        schema: SchemaRef,
+        reservation: MemoryReservation,
+    ) -> Self {
         Self {
             layout,
             meters,
             schema,
             pending: VecDeque::new(),
+            reservation,
             energy: Vec::new(),
             quality: Vec::new(),
             sensor: None,
@@ -326,7 +344,9 @@ impl Deriver {
             }
             self.series.push((ts.value(i), values.value(i)));
         }
-        self.pending.push_back(batch);
+        let bytes = batch.get_array_memory_size() + batch.num_rows() * ROW_BYTES;
+        self.reservation.try_grow(bytes)?;
+        self.pending.push_back((batch, bytes));
         self.complete()
     }
 
@@ -359,12 +379,13 @@ impl Deriver {
     /// The pending batches whose rows are all derived.
     fn complete(&mut self) -> DfResult<Vec<RecordBatch>> {
         let mut out = Vec::new();
-        while let Some(front) = self.pending.front() {
+        while let Some((front, _)) = self.pending.front() {
             let rows = front.num_rows();
             if self.energy.len() < rows {
                 break;
             }
-            let batch = self.pending.pop_front().expect("front exists");
+            let (batch, bytes) = self.pending.pop_front().expect("front exists");
+            self.reservation.shrink(bytes);
             let energy: Float64Array = self.energy.drain(..rows).collect();
             let quality =
                 StringViewArray::from_iter_values(self.quality.drain(..rows).map(|q| q.name()));
@@ -518,6 +539,54 @@ mod tests {
             .enumerate()
             .map(|(i, (t, e))| (t, e, value.value(i), quality.value(i).to_string()))
             .collect()
+    }
+
+    /// One register's series is held whole until it ends, within the
+    /// query's memory pool: a series too long for it is refused.
+    #[tokio::test]
+    async fn a_series_larger_than_the_memory_pool_is_an_error() {
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        let register = Meter {
+            meter_type: MeterType::Cumulative,
+            ..Meter::default()
+        };
+        let meters: Meters = [("r".to_string(), register)].into();
+        let batches: Vec<RecordBatch> = (0..100)
+            .map(|b| {
+                let rows: Vec<(&str, i64, f64)> = (0..1000)
+                    .map(|i| ("r", (b * 1000 + i) * 900_000, (b * 1000 + i) as f64))
+                    .collect();
+                batch(&rows)
+            })
+            .collect();
+        for (limit, fits) in [(1 << 30, true), (1 << 20, false)] {
+            let input =
+                MemorySourceConfig::try_new_exec(&[batches.clone()], input_schema(), None).unwrap();
+            let exec = DerivedReadingsExec::derive(
+                input,
+                layout(),
+                Arc::new(meters.clone()),
+                output_schema(),
+            )
+            .unwrap();
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_limit(limit, 1.0)
+                .build_arc()
+                .unwrap();
+            let context = Arc::new(TaskContext::default().with_runtime(runtime));
+            let out: Result<Vec<RecordBatch>, _> =
+                exec.execute(0, context).unwrap().try_collect().await;
+            match out {
+                Ok(b) => {
+                    assert!(fits);
+                    assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 100_000);
+                }
+                Err(e) => {
+                    assert!(!fits);
+                    assert!(matches!(e, DataFusionError::ResourcesExhausted(_)), "{e}");
+                }
+            }
+        }
     }
 
     #[tokio::test]

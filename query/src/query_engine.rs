@@ -252,7 +252,8 @@ impl QueryEngine {
                     .table("readings")
                     .await?
                     .filter(filter)?
-                    .select(vec![col("ts"), col("value_kwh")])?
+                    // As sent: a register's totals, a power meter's kW.
+                    .select(vec![col("ts"), col("value")])?
                     .sort(vec![col("ts").sort(true, false)])?
                     .limit(0, Some(limit.saturating_add(1)))?;
                 collect_capped(df.execute_stream().await?, limit, max_bytes).await

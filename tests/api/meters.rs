@@ -207,6 +207,12 @@ async fn registers_and_power_meters_give_interval_energy() {
     let rows = server.sql(&sql).await;
     assert_eq!(rows[1], json!(["pb-1", 48.0]));
     assert_eq!(rows[0][1], rows[2][1], "{rows:?}");
+    // The raw read-back is what the meter sent, the glitch included.
+    let raw = server.get_json("/api/v1/sensors/rb-1/readings").await;
+    let raw = raw["readings"].as_array().unwrap();
+    assert_eq!(raw.len(), 97);
+    assert_eq!(raw[0]["value_kwh"], 99_990.5);
+    assert_eq!(raw[7]["value_kwh"], 12.0);
     // Rows without the derived columns are read as they are.
     let rows = server
         .sql("SELECT count(*), count(value) FROM readings WHERE sensor_id = 'rb-1'")

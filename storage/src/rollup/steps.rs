@@ -94,9 +94,8 @@ impl Rollups {
             self.marks.applied()
         };
         let snap = snapshot();
-        let db = self.wal.get()?;
         let taken: Vec<(u32, u64)> = {
-            let txn = db.begin_read()?;
+            let txn = self.wal.get()?.begin_read()?;
             let table = txn.open_table(DIRTY)?;
             let mut out = Vec::new();
             for entry in table.range((day, 0)..=(day, u32::MAX))? {
@@ -114,7 +113,9 @@ impl Rollups {
         self.recompute(day, &sensors, &snap)?;
 
         // (5): delete the marks processed, unless marked again meanwhile.
-        let txn = db.begin_write()?;
+        // (The handle is taken again: holding it through the recompute
+        // would keep the write-ahead from being compacted.)
+        let txn = self.wal.get()?.begin_write()?;
         {
             let mut table = txn.open_table(DIRTY)?;
             for (sensor, seq) in &taken {

@@ -18,10 +18,17 @@ use crate::chunk::{
 use crate::error::{Error, Result};
 use crate::manifest::{self, ManifestChange};
 use crate::reading::{Reading, TimeRange, day_of};
+use crate::wal::db::Compaction;
 use crate::wal::writer::{WriterMsg, record_wal_size};
 
-/// A write-ahead file larger than this after a flush is compacted.
-pub(crate) const WAL_COMPACT_BYTES: u64 = 32 << 20;
+/// A write-ahead file smaller than this is left as it is.
+const WAL_COMPACT_BYTES: u64 = 32 << 20;
+
+/// Whether a write-ahead file of `file` bytes, of which its pages in use
+/// take `live`, is worth compacting: large, and mostly free pages.
+pub(crate) fn worth_compacting(file: u64, live: u64) -> bool {
+    file >= WAL_COMPACT_BYTES && live <= file / 4
+}
 
 /// A day with this many files is compacted even if they do not overlap.
 pub(crate) const MANY_FILES: usize = 8;
@@ -61,32 +68,32 @@ impl ReadingStore {
         Ok(report)
     }
 
-    /// Compacts the write-ahead once a flush has trimmed it, if its file
-    /// has grown past [`WAL_COMPACT_BYTES`]: what it still holds is what
-    /// arrived during the flush, so the file returns to about that size.
-    /// A failure is logged; the file just stays large until the next try.
+    /// Compacts the write-ahead once a flush has trimmed it, when it is
+    /// worth it ([`worth_compacting`]): what it still holds is what arrived
+    /// during the flush, so the file returns to about that size. A failure
+    /// is logged; the file just stays large until the next try.
     fn shrink_wal(&self) {
-        let bytes = std::fs::metadata(self.wal.path()).map_or(0, |m| m.len());
-        if bytes < WAL_COMPACT_BYTES {
+        let started = Instant::now();
+        let before = std::fs::metadata(self.wal.path()).map_or(0, |m| m.len());
+        if before < WAL_COMPACT_BYTES {
             return;
         }
-        let started = Instant::now();
-        match self.wal.compact() {
-            Ok(true) => {
+        match self.wal.compact(worth_compacting) {
+            Ok(Compaction::Done) => {
                 let after = std::fs::metadata(self.wal.path()).map_or(0, |m| m.len());
                 metrics::counter!("wattline_wal_compactions_total").increment(1);
                 tracing::info!(
-                    before = bytes,
+                    before,
                     after,
                     seconds = started.elapsed().as_secs_f64(),
                     "compacted the write-ahead"
                 );
             }
-            Ok(false) => {}
-            Err(e) => {
-                self.wal.reset();
-                tracing::warn!(error = %e, "compacting the write-ahead failed");
+            Ok(Compaction::NotWorth) => {}
+            Ok(Compaction::Busy) => {
+                metrics::counter!("wattline_wal_compactions_skipped_total").increment(1);
             }
+            Err(e) => tracing::warn!(error = %e, "compacting the write-ahead failed"),
         }
     }
 

@@ -5,6 +5,7 @@ use super::*;
 use crate::chunk::{SensorNames, merge_newest_wins, read_chunk};
 use crate::reading::{Reading, TimeRange};
 use crate::test_util::batch;
+use crate::wal::db::Compaction;
 
 const T0: i64 = 1_764_979_200_000; // 2025-12-06T00:00:00Z
 const QUARTER: i64 = 900_000;
@@ -337,7 +338,12 @@ async fn a_trimmed_write_ahead_gives_its_space_back() {
     let full = wal_bytes();
     tokio::task::block_in_place(|| store.flush()).unwrap();
     assert!(wal_bytes() >= full, "redb keeps its file size by itself");
-    assert!(tokio::task::block_in_place(|| store.wal.compact()).unwrap());
+    let compact = |worth: fn(u64, u64) -> bool| {
+        tokio::task::block_in_place(|| store.wal.compact(worth)).unwrap()
+    };
+    assert_eq!(compact(|_, _| false), Compaction::NotWorth);
+    assert_eq!(wal_bytes(), full);
+    assert_eq!(compact(|file, live| live < file), Compaction::Done);
     let compacted = wal_bytes();
     assert!(compacted < full / 2, "{compacted} of {full} bytes");
     // The store goes on: appends land, and all survives a reopen.
@@ -354,4 +360,17 @@ async fn a_trimmed_write_ahead_gives_its_space_back() {
     let (got, want) = (sorted(visible(&store)), sorted(want));
     assert_eq!(got.len(), want.len());
     assert!(got == want, "the readings differ after compaction");
+}
+
+#[test]
+fn the_write_ahead_is_compacted_when_large_and_mostly_free() {
+    use super::flush::worth_compacting;
+    const MIB: u64 = 1 << 20;
+    assert!(worth_compacting(400 * MIB, 10 * MIB));
+    assert!(worth_compacting(32 * MIB, 8 * MIB));
+    assert!(!worth_compacting(31 * MIB, 0), "small files stay");
+    assert!(
+        !worth_compacting(400 * MIB, 300 * MIB),
+        "mostly live data stays"
+    );
 }

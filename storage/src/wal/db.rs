@@ -40,6 +40,23 @@ pub(crate) struct WalDb {
     reported: AtomicBool,
 }
 
+/// What [`WalDb::compact`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compaction {
+    Done,
+    NotWorth,
+    /// In use; tried again after the next flush.
+    Busy,
+}
+
+/// Bytes of the pages the database uses.
+fn live_bytes(db: &Database) -> Result<u64> {
+    let txn = db.begin_write()?;
+    let stats = txn.stats()?;
+    txn.abort()?;
+    Ok(stats.allocated_pages() * stats.page_size() as u64)
+}
+
 /// The file itself, as redb opens it.
 fn open_file(path: &Path) -> std::io::Result<Box<dyn StorageBackend>> {
     let file = std::fs::OpenOptions::new()
@@ -99,36 +116,49 @@ impl WalDb {
         Ok(db)
     }
 
-    /// Gives the file's free pages back to the file system: redb reuses
-    /// freed pages but never shrinks its file, so without this the
-    /// write-ahead stays as large as the most it ever held (one memtable
-    /// before a flush trimmed it). Skipped (`false`) while a transaction or
-    /// another handle is in use; appends wait meanwhile.
-    pub(crate) fn compact(&self) -> Result<bool> {
+    /// Gives the file's free pages back to the file system when they are
+    /// most of it (`worth` says, from the file's and the live pages'
+    /// sizes): redb reuses freed pages but never shrinks its file, so
+    /// without this the write-ahead stays as large as the most it ever
+    /// held (one memtable before a flush trimmed it). Appends wait
+    /// meanwhile; moving little live data keeps that short. `Busy` while a
+    /// transaction or another handle is in use.
+    pub(crate) fn compact(&self, worth: impl Fn(u64, u64) -> bool) -> Result<Compaction> {
         let mut slot = self.db.locked();
         let Some(db) = slot.take() else {
-            return Ok(false);
+            return Ok(Compaction::Busy);
         };
         let mut db = match Arc::try_unwrap(db) {
             Ok(db) => db,
             Err(shared) => {
                 *slot = Some(shared);
-                return Ok(false);
+                return Ok(Compaction::Busy);
             }
         };
-        match db.compact() {
-            Ok(done) => {
+        let file = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let live = match live_bytes(&db) {
+            Ok(live) => live,
+            Err(e) => {
                 *slot = Some(Arc::new(db));
-                Ok(done)
+                return Err(e);
             }
-            Err(redb::CompactionError::Storage(e)) => {
-                // Reopened (and recovered by redb) at the next use.
-                Err(Error::from(e))
+        };
+        if !worth(file, live) {
+            *slot = Some(Arc::new(db));
+            return Ok(Compaction::NotWorth);
+        }
+        match db.compact() {
+            Ok(_) => {
+                *slot = Some(Arc::new(db));
+                Ok(Compaction::Done)
             }
+            // The handle is dropped: the next use reopens the file and
+            // redb recovers from its last commit.
+            Err(redb::CompactionError::Storage(e)) => Err(Error::from(e)),
             Err(e) => {
                 tracing::debug!(error = %e, "write-ahead compaction skipped");
                 *slot = Some(Arc::new(db));
-                Ok(false)
+                Ok(Compaction::Busy)
             }
         }
     }

@@ -512,7 +512,7 @@ mod tests {
             )
             .unwrap();
             let out = run(exec).await;
-            let got: Vec<_> = out.iter().flat_map(|b| rows_of(b)).collect();
+            let got: Vec<_> = out.iter().flat_map(rows_of).collect();
             assert_eq!(
                 got,
                 vec![
@@ -560,8 +560,12 @@ mod tests {
             })
             .collect();
         for (limit, fits) in [(1 << 30, true), (1 << 20, false)] {
-            let input =
-                MemorySourceConfig::try_new_exec(&[batches.clone()], input_schema(), None).unwrap();
+            let input = MemorySourceConfig::try_new_exec(
+                std::slice::from_ref(&batches),
+                input_schema(),
+                None,
+            )
+            .unwrap();
             let exec = DerivedReadingsExec::derive(
                 input,
                 layout(),

@@ -236,4 +236,38 @@ mod tests {
             "chunks/readings/day=2025-12-06/part-00000000000000000042.parquet"
         );
     }
+
+    /// Ids are read as a dictionary and looked up once per batch: every
+    /// row gets its own sensor back, and a file naming a sensor the
+    /// catalog does not know is refused with its name.
+    #[test]
+    fn a_chunk_reads_back_row_for_row_and_unknown_sensors_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = crate::test_util::catalog_with_sensors(dir.path(), 300);
+        let names = SensorNames::from_catalog(&cat.view());
+        let day = day_of(1_764_979_200_000);
+        // More rows than a read batch, sensors interleaved as a file
+        // sorts them (by name), values distinct per row.
+        let mut rows: Vec<Reading> = (0..300u32)
+            .flat_map(|s| {
+                (0..300i64).map(move |q| Reading {
+                    sensor: crate::ids::SensorKey(s),
+                    ts_ms: day * DAY_MS + q * 60_000,
+                    value_kwh: f64::from(s) + q as f64 / 1000.0,
+                })
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
+        let meta = write_chunk(dir.path(), ChunkId(1), 1, day, &rows, &names).unwrap();
+        let path = dir.path().join(&meta.file);
+        assert_eq!(read_chunk(&path, &names).unwrap(), rows);
+
+        let other = tempfile::tempdir().unwrap();
+        let fewer = crate::test_util::catalog_with_sensors(other.path(), 299);
+        let err = read_chunk(&path, &SensorNames::from_catalog(&fewer.view())).unwrap_err();
+        assert!(
+            err.to_string().contains("\"s299\" is not in the catalog"),
+            "{err}"
+        );
+    }
 }

@@ -4,17 +4,18 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
+use arrow::array::AsArray;
 use arrow::array::{
-    Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondArray,
+    Array, ArrayRef, Float64Array, RecordBatch, StringBuilder, TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 
 use super::ChunkId;
 use crate::faults::{FailPoint, inject};
 use crate::tree::sync_dir;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -22,6 +23,7 @@ use parquet::schema::types::ColumnPath;
 use super::names::SensorNames;
 use super::{ChunkMeta, day_of};
 use crate::error::{Error, Result};
+use crate::ids::SensorKey;
 use crate::reading::Reading;
 
 /// Rows per row group: small enough that a one-building query skips most
@@ -208,11 +210,35 @@ fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<(u64, u32
     Ok((bytes, crc.finalize()))
 }
 
+/// The columns [`read_chunk`] decodes (sensor, time, value) and the type
+/// it reads `sensor_id` as: a dictionary, so each distinct id is looked up
+/// once per batch rather than once per row (a file is sorted by sensor,
+/// and its pages are dictionary-encoded already).
+const READ_COLUMNS: [usize; 3] = [0, 3, 4];
+
+fn read_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields: Vec<Field> = SCHEMA.fields().iter().map(|f| (**f).clone()).collect();
+        fields[0] = fields[0].clone().with_data_type(DataType::Dictionary(
+            Box::new(DataType::Int32),
+            Box::new(DataType::Utf8),
+        ));
+        Arc::new(Schema::new(fields))
+    });
+    SCHEMA.clone()
+}
+
 /// Reads a whole chunk back as readings, in file order.
 pub fn read_chunk(path: &Path, names: &SensorNames) -> Result<Vec<Reading>> {
     let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
+    let options = ArrowReaderOptions::new().with_schema(read_schema());
+    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .and_then(|b| {
+            let columns = ProjectionMask::roots(b.parquet_schema(), READ_COLUMNS);
+            b.with_projection(columns)
+                .with_batch_size(64 * 1024)
+                .build()
+        })
         .map_err(|e| parquet_error(path, e))?;
     let mut rows = Vec::new();
     for batch in reader {
@@ -220,23 +246,17 @@ pub fn read_chunk(path: &Path, names: &SensorNames) -> Result<Vec<Reading>> {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| Error::ChunkUnreadable {
-                    path: path.to_owned(),
-                    reason: format!("no column {name}"),
-                })
-        };
-        let (sensor, ts, value) = (column("sensor_id")?, column("ts")?, column("value_kwh")?);
         let bad = |what: &str| Error::ChunkUnreadable {
             path: path.to_owned(),
             reason: format!("column {what} has an unexpected type"),
         };
+        let (sensor, ts, value) = (batch.column(0), batch.column(1), batch.column(2));
         let sensor = sensor
-            .as_any()
-            .downcast_ref::<StringArray>()
+            .as_dictionary_opt::<Int32Type>()
+            .ok_or_else(|| bad("sensor_id"))?;
+        let ids = sensor
+            .values()
+            .as_string_opt::<i32>()
             .ok_or_else(|| bad("sensor_id"))?;
         let ts = ts
             .as_any()
@@ -246,17 +266,16 @@ pub fn read_chunk(path: &Path, names: &SensorNames) -> Result<Vec<Reading>> {
             .as_any()
             .downcast_ref::<Float64Array>()
             .ok_or_else(|| bad("value_kwh"))?;
+        // Each distinct id of the batch, looked up once.
+        let keys: Vec<Option<SensorKey>> =
+            (0..ids.len()).map(|j| names.key(ids.value(j))).collect();
         rows.reserve(batch.num_rows());
         for i in 0..batch.num_rows() {
-            if sensor.is_null(i) {
-                return Err(bad("sensor_id"));
-            }
-            let key = names
-                .key(sensor.value(i))
-                .ok_or_else(|| Error::ChunkUnreadable {
-                    path: path.to_owned(),
-                    reason: format!("sensor {:?} is not in the catalog", sensor.value(i)),
-                })?;
+            let at = sensor.key(i).ok_or_else(|| bad("sensor_id"))?;
+            let key = keys[at].ok_or_else(|| Error::ChunkUnreadable {
+                path: path.to_owned(),
+                reason: format!("sensor {:?} is not in the catalog", ids.value(at)),
+            })?;
             rows.push(Reading {
                 sensor: key,
                 ts_ms: ts.value(i),

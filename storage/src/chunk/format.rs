@@ -217,7 +217,7 @@ fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<(u64, u32
 const READ_COLUMNS: [usize; 3] = [0, 3, 4];
 
 fn read_schema() -> SchemaRef {
-    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    static READ: LazyLock<SchemaRef> = LazyLock::new(|| {
         let mut fields: Vec<Field> = SCHEMA.fields().iter().map(|f| (**f).clone()).collect();
         fields[0] = fields[0].clone().with_data_type(DataType::Dictionary(
             Box::new(DataType::Int32),
@@ -225,7 +225,7 @@ fn read_schema() -> SchemaRef {
         ));
         Arc::new(Schema::new(fields))
     });
-    SCHEMA.clone()
+    READ.clone()
 }
 
 /// Reads a whole chunk back as readings, in file order.

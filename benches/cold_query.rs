@@ -1,5 +1,7 @@
-//! Cold-store benchmark: bytes per reading on disk, a full-scan aggregate
-//! (sum by building) and a one-building, one-month query, over a generated
+//! Cold-store benchmark: bytes per reading on disk and the raw-data SQL an
+//! energy manager runs (the last quarter hour and the last hour of every
+//! sensor, a full scan by building, alone and joined to `sensors`, one
+//! building's month by day), over a generated
 //! data set at the spec's shape (50 tenants, 2,500 buildings, 50,000
 //! sensors, 15-minute readings; 21 days = 100.8 million readings), with
 //! DuckDB running the same queries on the same Parquet files in the same
@@ -13,7 +15,7 @@
 //! through the real write path (write-ahead, memtable, flush to chunk
 //! files), one day at a time. DuckDB comes from PyPI (installed on first
 //! use into the build's temp folder). Each query runs 5 times; the table
-//! shows the median. Run by `cargo test --all-targets` (without `--bench`)
+//! shows the median and the ratio wattline / DuckDB. Run by `cargo test --all-targets` (without `--bench`)
 //! it does the same on a tiny data set, which keeps the benchmark tested.
 
 mod common;
@@ -79,39 +81,90 @@ async fn main() {
         },
     );
     let month_start = (first_day + shape.days - 30.min(shape.days)) * DAY_MS;
+    let month_end = month_start + 30.min(shape.days) * DAY_MS;
+    let data_end = (first_day + shape.days) * DAY_MS;
     let building = "b-0-1";
-    let scan_sql = "SELECT building_id, sum(value_kwh) AS kwh FROM readings GROUP BY building_id";
-    let month_sql = format!(
-        "SELECT date_trunc('day', ts) AS day, sum(value_kwh) AS kwh FROM readings \
-         WHERE building_id = '{building}' AND ts >= to_timestamp_millis({month_start}) \
-         AND ts < to_timestamp_millis({}) GROUP BY 1 ORDER BY 1",
-        month_start + 30 * DAY_MS
-    );
-    let (scan, scan_rows) = time_query(&engine, scan_sql).await;
-    let (month, month_rows) = time_query(&engine, &month_sql).await;
-    assert_eq!(scan_rows, shape.tenants * shape.buildings_per_tenant);
-    assert_eq!(month_rows as i64, 30.min(shape.days));
-
-    // DuckDB (from PyPI, so it needs the network) only in the real run.
+    // The sensors' buildings as a file, for DuckDB's side of the join.
+    let sensors_csv = dir.path().join("sensors.csv");
+    let mut csv = String::from("sensor_id,building_id\n");
+    for s in catalog.view().sensors() {
+        csv.push_str(&format!("{},{}\n", s.id, s.building_id));
+    }
+    std::fs::write(&sensors_csv, csv).unwrap();
     let glob = dir.path().join("chunks/readings/*/*.parquet");
-    let duck = |sql: String| full.then(|| ms(duckdb_median(&sql)));
-    let duck_scan = duck(format!(
-        "SELECT building_id, sum(value_kwh) FROM read_parquet('{}') GROUP BY building_id",
-        glob.display()
-    ));
-    let duck_month = duck(format!(
-        "SELECT date_trunc('day', ts) AS day, sum(value_kwh) FROM read_parquet('{}') \
-         WHERE building_id = '{building}' AND ts >= epoch_ms({month_start}) AND ts < epoch_ms({}) \
-         GROUP BY 1 ORDER BY 1",
-        glob.display(),
-        month_start + 30 * DAY_MS
-    ));
+    let readings = format!("read_parquet('{}')", glob.display());
+    let sensor_file = format!("read_csv('{}')", sensors_csv.display());
+
+    let buildings = shape.tenants * shape.buildings_per_tenant;
+    let all_sensors = sensors.len();
+    // (what, wattline SQL, DuckDB SQL, rows expected)
+    let queries: Vec<(&str, String, String, usize)> = vec![
+        (
+            "last 15 min, summed per building",
+            format!(
+                "SELECT building_id, sum(value_kwh) FROM readings WHERE ts >= to_timestamp_millis({}) \
+                 AND ts < to_timestamp_millis({data_end}) GROUP BY building_id",
+                data_end - 900_000
+            ),
+            format!(
+                "SELECT building_id, sum(value_kwh) FROM {readings} WHERE ts >= epoch_ms({}) \
+                 AND ts < epoch_ms({data_end}) GROUP BY building_id",
+                data_end - 900_000
+            ),
+            buildings,
+        ),
+        (
+            "one hour, count/sum/min/max per sensor",
+            format!(
+                "SELECT sensor_id, count(*), sum(value_kwh), min(value_kwh), max(value_kwh) FROM readings \
+                 WHERE ts >= to_timestamp_millis({}) AND ts < to_timestamp_millis({data_end}) GROUP BY sensor_id",
+                data_end - 3_600_000
+            ),
+            format!(
+                "SELECT sensor_id, count(*), sum(value_kwh), min(value_kwh), max(value_kwh) FROM {readings} \
+                 WHERE ts >= epoch_ms({}) AND ts < epoch_ms({data_end}) GROUP BY sensor_id",
+                data_end - 3_600_000
+            ),
+            all_sensors,
+        ),
+        (
+            "full scan: sum by building",
+            "SELECT building_id, sum(value_kwh) AS kwh FROM readings GROUP BY building_id".into(),
+            format!("SELECT building_id, sum(value_kwh) FROM {readings} GROUP BY building_id"),
+            buildings,
+        ),
+        (
+            "same, joined to sensors",
+            "SELECT s.building_id, sum(r.value_kwh) FROM readings r \
+             JOIN sensors s ON r.sensor_id = s.sensor_id GROUP BY 1"
+                .into(),
+            format!(
+                "SELECT s.building_id, sum(r.value_kwh) FROM {readings} r \
+                 JOIN {sensor_file} s ON r.sensor_id = s.sensor_id GROUP BY 1"
+            ),
+            buildings,
+        ),
+        (
+            "one building, one month, by day",
+            format!(
+                "SELECT date_trunc('day', ts) AS day, sum(value_kwh) AS kwh FROM readings \
+                 WHERE building_id = '{building}' AND ts >= to_timestamp_millis({month_start}) \
+                 AND ts < to_timestamp_millis({month_end}) GROUP BY 1 ORDER BY 1"
+            ),
+            format!(
+                "SELECT date_trunc('day', ts) AS day, sum(value_kwh) FROM {readings} \
+                 WHERE building_id = '{building}' AND ts >= epoch_ms({month_start}) \
+                 AND ts < epoch_ms({month_end}) GROUP BY 1 ORDER BY 1"
+            ),
+            30.min(shape.days) as usize,
+        ),
+    ];
 
     println!(
         "cold_query: {} readings, {} sensors, {} buildings, {} days; loaded through the write path in {:.1} s ({:.0} readings/s incl. flush)",
         total,
-        sensors.len(),
-        shape.tenants * shape.buildings_per_tenant,
+        all_sensors,
+        buildings,
         shape.days,
         load_time.as_secs_f64(),
         total as f64 / load_time.as_secs_f64()
@@ -122,23 +175,23 @@ async fn main() {
         bytes as f64 / total as f64
     );
     println!(
-        "{:<38} {:>12} {:>16} {:>12}",
-        "query (median of 5)", "wattline ms", "readings/s", "duckdb ms"
+        "{:<40} {:>12} {:>12} {:>8}",
+        "query (median of 5)", "wattline ms", "duckdb ms", "ratio"
     );
-    println!(
-        "{:<38} {:>12.1} {:>16.0} {:>12}",
-        "full scan: sum by building",
-        ms(scan),
-        total as f64 / scan.as_secs_f64(),
-        shown(duck_scan)
-    );
-    println!(
-        "{:<38} {:>12.1} {:>16} {:>12}",
-        "one building, one month, by day",
-        ms(month),
-        "",
-        shown(duck_month)
-    );
+    for (what, sql, duck_sql, expected) in queries {
+        let (took, rows) = time_query(&engine, &sql).await;
+        assert_eq!(rows, expected, "{what}");
+        // DuckDB (from PyPI, so it needs the network) only in the real run.
+        let duck = full.then(|| ms(duckdb_median(&duck_sql)));
+        let ratio = duck.map_or_else(String::new, |d| format!("{:.2}", ms(took) / d));
+        println!(
+            "{:<40} {:>12.1} {:>12} {:>8}",
+            what,
+            ms(took),
+            shown(duck),
+            ratio
+        );
+    }
 }
 
 /// A DuckDB time, or why there is none.

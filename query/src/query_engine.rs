@@ -150,6 +150,14 @@ impl QueryEngine {
             .with_target_partitions(2)
             .with_information_schema(false)
             .set_bool("datafusion.execution.enable_recursive_ctes", false)
+            // A join's build side up to this size is collected once and
+            // probed by every partition, so the big side (readings) streams
+            // without being repartitioned; the catalog of 50,000 sensors is
+            // a few MiB. The memory counts against the query's limit.
+            .set_usize(
+                "datafusion.optimizer.hash_join_single_partition_threshold",
+                64 << 20,
+            )
             // Column references keep their place in the query, so an
             // unknown column's error says where it is.
             .set_bool("datafusion.sql_parser.collect_spans", true);

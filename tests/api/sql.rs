@@ -214,6 +214,57 @@ async fn only_one_read_only_query_is_accepted() {
     assert_eq!(error_code(r).await.0, 400);
 }
 
+/// A join of `readings` with a catalog table builds its hash table once
+/// from the catalog, whichever side the SQL names first, and streams the
+/// readings through it, even when the catalog is too big for DataFusion's
+/// default (1 MiB): repartitioning every reading by sensor id, or holding
+/// the readings as the build side, costs seconds and gigabytes at scale.
+#[tokio::test]
+async fn joins_to_the_catalog_build_on_the_catalog_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    two_tenants(&server).await;
+    // The spec's catalog size: 50,000 more sensors, without readings.
+    let csv: String = std::iter::once("sensor_id,building_id\n".to_owned())
+        .chain((0..50_000).map(|i| format!("spare-meter-of-building-ba-{i:06},ba\n")))
+        .collect();
+    let r = server
+        .admin(Method::POST, "/api/v1/tenants/a/bulk")
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    server.flush().await;
+    let direct = server
+        .sql("SELECT building_id, sum(value_kwh) FROM readings GROUP BY 1 ORDER BY 1")
+        .await;
+    for join in [
+        "readings r JOIN sensors s ON r.sensor_id = s.sensor_id",
+        "sensors s JOIN readings r ON r.sensor_id = s.sensor_id",
+    ] {
+        let query =
+            format!("SELECT s.building_id, sum(r.value_kwh) FROM {join} GROUP BY 1 ORDER BY 1");
+        assert_eq!(server.sql(&query).await, direct, "{join}");
+        let rows = server.sql(&format!("EXPLAIN {query}")).await;
+        let plan = rows
+            .iter()
+            .find(|r| r[0] == "physical_plan")
+            .and_then(|r| r[1].as_str())
+            .unwrap_or_else(|| panic!("no physical plan in {rows:?}"));
+        let line = |what: &dyn Fn(&str) -> bool| plan.lines().position(what);
+        let hash_join = line(&|l| l.contains("HashJoinExec")).expect("a hash join");
+        let catalog = line(&|l| l.contains("DataSourceExec") && l.contains("partition_sizes"));
+        let readings = line(&|l| l.contains("table=readings"));
+        assert!(plan.contains("mode=CollectLeft"), "{join}:\n{plan}");
+        assert!(
+            matches!((catalog, readings), (Some(c), Some(r)) if hash_join < c && c < r),
+            "{join}: the build (first) side must be the catalog's:\n{plan}"
+        );
+    }
+}
+
 /// Attack queries from tenant a: every table, joins, unions, CTEs and
 /// subqueries see only a's rows, whatever the SQL says.
 #[tokio::test]

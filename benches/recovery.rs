@@ -30,6 +30,8 @@ const CHILD_ENV: &str = "WATTLINE_RECOVERY_LOAD";
 /// Readings in the write-ahead at the spec's scale: the daemon's flush
 /// trigger, so what a crash just before a flush leaves.
 const FULL_READINGS: u64 = 10_000_000;
+/// Readings of one sensor a day (15-minute readings, see [`load_day`]).
+const PER_DAY: u64 = 96;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -64,7 +66,7 @@ async fn main() {
         .len();
 
     let after_crash = open_timed(dir.path(), loaded);
-    let peak_rss = peak_rss_bytes();
+    let peak_rss = common::status_kib("self", "VmHWM") * 1024;
     let after_stop = open_timed(dir.path(), loaded);
 
     println!(
@@ -116,7 +118,7 @@ async fn load_and_crash(dir: &std::path::Path, full: bool) -> u64 {
     let target = if full {
         FULL_READINGS
     } else {
-        sensors.len() as u64 * 96 + 48
+        sensors.len() as u64 * PER_DAY + PER_DAY / 2
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -125,8 +127,7 @@ async fn load_and_crash(dir: &std::path::Path, full: bool) -> u64 {
     let mut day = now.div_euclid(DAY_MS) - 3;
     let mut loaded = 0u64;
     while loaded < target {
-        let per_sensor = 96;
-        let room = usize::try_from((target - loaded).div_ceil(per_sensor)).unwrap();
+        let room = usize::try_from((target - loaded).div_ceil(PER_DAY)).unwrap();
         let these = &sensors[..room.min(sensors.len())];
         loaded += load_day(&store, these, day * DAY_MS).await;
         day += 1;
@@ -159,14 +160,4 @@ fn open_timed(dir: &std::path::Path, loaded: u64) -> Opened {
         store: store_took,
         report,
     }
-}
-
-/// The process's peak resident set (`VmHWM`), in bytes.
-fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{DAY_MS, Daemon, Shape, ZONES, load_day, provision};
+use common::{DAY_MS, Daemon, Shape, ZONES, load_day, provision, status_kib};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use wattline_storage::{Catalog, ReadingStore};
@@ -79,7 +79,7 @@ async fn main() {
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
-    let rss_before = rss_kib(daemon.pid());
+    let rss_before = status_kib(&daemon.pid().to_string(), "VmRSS");
     let target = DaemonRef {
         base: daemon.base.clone(),
         key: daemon.key.clone(),
@@ -111,7 +111,7 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let t = energy_at(&client, &d, &buildings[i % buildings.len()]).await;
                 loaded.lock().await.push(t);
-                let rss = rss_kib(pid);
+                let rss = status_kib(&pid.to_string(), "VmRSS");
                 let mut p = peak_rss.lock().await;
                 *p = (*p).max(rss);
                 i += 1;
@@ -226,17 +226,6 @@ fn pct(v: &mut [Duration], q: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1));
     v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-}
-
-/// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn now_ms() -> i64 {

@@ -399,13 +399,7 @@ async fn a_year_of_real_data_rolls_up_to_independent_totals() {
     let lines: Vec<&str> = csv.lines().skip(1).collect();
     for chunk in lines.chunks(8000) {
         let body = format!("sensor_id,ts,value_kwh\n{}\n", chunk.join("\n"));
-        let r = server
-            .admin(Method::POST, "/api/v1/readings")
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = server.post_csv("/api/v1/readings", body).await;
         assert_eq!(r.status(), 202);
     }
     server.flush().await;

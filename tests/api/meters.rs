@@ -261,24 +261,12 @@ async fn meter_settings_are_checked() {
                r1,b,cumulative,1000000,1800\n\
                p1,b,power,,\n\
                x1,b,water,,\n";
-    let r = server
-        .admin(Method::POST, "/api/v1/tenants/t/bulk")
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post_csv("/api/v1/tenants/t/bulk", csv).await;
     let (status, _, v) = error_code(r).await;
     assert_eq!(status, 400);
     assert!(v.to_string().contains("line 4"), "{v}");
     let csv = csv.lines().take(3).collect::<Vec<_>>().join("\n");
-    let r = server
-        .admin(Method::POST, "/api/v1/tenants/t/bulk")
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post_csv("/api/v1/tenants/t/bulk", csv).await;
     assert_eq!(r.status(), 201);
     let r1 = server.get_json("/api/v1/sensors/r1").await;
     assert_eq!(

@@ -228,13 +228,7 @@ async fn joins_to_the_catalog_build_on_the_catalog_side() {
     let csv: String = std::iter::once("sensor_id,building_id\n".to_owned())
         .chain((0..50_000).map(|i| format!("spare-meter-of-building-ba-{i:06},ba\n")))
         .collect();
-    let r = server
-        .admin(Method::POST, "/api/v1/tenants/a/bulk")
-        .header("Content-Type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post_csv("/api/v1/tenants/a/bulk", csv).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     server.flush().await;
     let direct = server

@@ -191,6 +191,16 @@ impl Server {
         v["key"].as_str().unwrap().to_owned()
     }
 
+    /// POSTs a CSV body to `path` with the admin key.
+    pub async fn post_csv(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
+        self.admin(Method::POST, path)
+            .header("content-type", "text/csv")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POSTs a JSON batch with the admin key.
     pub async fn post_json(&self, body: &Value) -> Response {
         self.admin(Method::POST, "/api/v1/readings")

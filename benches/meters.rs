@@ -126,15 +126,28 @@ async fn run(shape: &Shape, registers: bool, first_day: i64) -> Run {
             .unwrap()
             .unwrap();
     }
-    // The registers' closing readings.
-    let end = (first_day + shape.days) * DAY_MS;
+    // The next day's first quarter from every sensor, and from each
+    // register also the reading that closes that quarter (a register's
+    // consumption is known only at its next reading): both runs end the
+    // same way, on a new UTC day whose readings reach back into the last.
+    let next = first_day + shape.days;
     for (i, &sensor) in sensors.iter().enumerate() {
-        if meter(i).meter_type == MeterType::Cumulative {
+        let used = used_mwh(i, next, 0);
+        let mut push = |ts_ms: i64, mwh: i64| {
             batch.push(Reading {
                 sensor,
-                ts_ms: end,
-                value_kwh: totals[i] as f64 / 1e6,
-            });
+                ts_ms,
+                value_kwh: mwh as f64 / 1e6,
+            })
+        };
+        if meter(i).meter_type == MeterType::Cumulative {
+            push(next * DAY_MS, totals[i]);
+            push(next * DAY_MS + QUARTER_MS, totals[i] + used);
+        } else {
+            push(next * DAY_MS, used);
+        }
+        if batch.len() >= BATCH {
+            send(&mut batch).await;
         }
     }
     if !batch.is_empty() {

@@ -579,7 +579,7 @@ impl ScanPlan {
                 );
             }
             let mut hot = hot;
-            hot.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
+            names.sort_by_rank(&mut hot);
             sources.push(hot);
             plan.memory.extend(merge_newest_wins(sources, names));
         }

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use format::write_chunk;
 pub use format::{read_chunk, readings_schema, to_record_batch};
+pub(crate) use names::SensorIds;
 pub use names::SensorNames;
 
 use crate::reading::{Reading, TimeRange};

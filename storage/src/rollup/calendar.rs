@@ -49,6 +49,45 @@ pub(crate) fn hour_start(tz: Tz, ts: i64) -> i64 {
     first_where(candidate, ts, |t| offset_ms(tz, t) == off)
 }
 
+/// The hour bucket `[start, end)` holding `ts`: [`hour_start`] for many
+/// instants at one offset computation each rather than two, for instants
+/// that mostly fall in the bucket of the one before (a sensor's readings
+/// in time order).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HourCursor {
+    tz: Tz,
+    start: i64,
+    end: i64,
+}
+
+impl HourCursor {
+    pub(crate) fn new(tz: Tz) -> Self {
+        Self {
+            tz,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// [`hour_start`] of `ts`.
+    pub(crate) fn start_of(&mut self, ts: i64) -> i64 {
+        if !(self.start..self.end).contains(&ts) {
+            let off = offset_ms(self.tz, ts);
+            let local = ts + off;
+            self.start = hour_start(self.tz, ts);
+            // The next local hour at this offset, or the offset's change
+            // before it (zones change offset at most once within an hour).
+            let next = local - local.rem_euclid(HOUR_MS) + HOUR_MS - off;
+            self.end = if offset_ms(self.tz, next - 1) == off {
+                next
+            } else {
+                first_where(ts, next - 1, |t| offset_ms(self.tz, t) != off)
+            };
+        }
+        self.start
+    }
+}
+
 /// The local date of `ts`.
 pub(crate) fn local_date(tz: Tz, ts: i64) -> NaiveDate {
     utc(ts).with_timezone(&tz).date_naive()
@@ -111,6 +150,38 @@ mod tests {
             .collect();
         hours.dedup();
         hours
+    }
+
+    #[test]
+    fn the_cursor_finds_every_instant_s_hour_as_hour_start_does() {
+        for zone in [
+            "Europe/Berlin",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Australia/Lord_Howe",
+            "Asia/Kathmandu",
+            "UTC",
+        ] {
+            let tz: Tz = zone.parse().unwrap();
+            let mut cursor = HourCursor::new(tz);
+            // Every 7 minutes through both of 2026's changes (and a jump back).
+            for (from, to) in [
+                ("2026-03-27T00:00:00Z", "2026-04-07T00:00:00Z"),
+                ("2026-10-02T00:00:00Z", "2026-11-03T00:00:00Z"),
+                ("2026-03-28T00:00:00Z", "2026-03-30T00:00:00Z"),
+            ] {
+                for t in (ms(from)..ms(to)).step_by(7 * 60_000) {
+                    assert_eq!(cursor.start_of(t), hour_start(tz, t), "{zone} at {t}");
+                    // The bucket ends where the next one starts.
+                    assert_eq!(hour_start(tz, cursor.end), cursor.end, "{zone} at {t}");
+                    assert_eq!(
+                        hour_start(tz, cursor.end - 1),
+                        cursor.start,
+                        "{zone} at {t}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ones counted, so callers read raw readings [`Meters::reach_ms`] beyond
 //! the range they count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::catalog::CatalogView;
 use crate::ids::SensorKey;
@@ -77,14 +77,16 @@ impl Meters {
         if self.derived.is_empty() {
             return (raw, quarantined);
         }
-        let (mut metered, mut out): (Vec<Reading>, Vec<Reading>) = raw
-            .into_iter()
-            .partition(|r| self.derived.contains_key(&r.sensor));
-        metered.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));
-        for run in metered.chunk_by(|a, b| a.sensor == b.sensor) {
+        let raw = grouped_by_sensor(raw);
+        let mut out = Vec::with_capacity(raw.len());
+        for run in raw.chunk_by(|a, b| a.sensor == b.sensor) {
             let sensor = run[0].sensor;
+            let Some(meter) = self.derived.get(&sensor) else {
+                out.extend_from_slice(run);
+                continue;
+            };
             let series: Vec<(i64, f64)> = run.iter().map(|r| (r.ts_ms, r.value_kwh)).collect();
-            for d in derive(&self.derived[&sensor], &series) {
+            for d in derive(meter, &series) {
                 let r = Reading {
                     sensor,
                     ts_ms: d.ts_ms,
@@ -99,4 +101,18 @@ impl Meters {
         }
         (out, quarantined)
     }
+}
+
+/// `raw` with each sensor's readings together and in time order. Merged
+/// readings already come so (by sensor rank, then time) and are returned
+/// as they are, with one set insert per sensor; anything else is sorted.
+fn grouped_by_sensor(mut raw: Vec<Reading>) -> Vec<Reading> {
+    let mut seen = HashSet::new();
+    let grouped = raw
+        .chunk_by(|a, b| a.sensor == b.sensor)
+        .all(|run| seen.insert(run[0].sensor) && run.is_sorted_by(|a, b| a.ts_ms < b.ts_ms));
+    if !grouped {
+        raw.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));
+    }
+    raw
 }

@@ -318,11 +318,12 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
         let value = |a: &Option<Float64Array>, i: usize| {
             a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
         };
+        let (mut sensor, mut building, mut tenant) = (None, None, None);
         for (i, &at) in at.iter().enumerate() {
             rows.push(RollupRow {
-                sensor_id: sensors.as_ref().map(|s| Arc::from(s.value(i))),
-                building_id: Arc::from(buildings.value(i)),
-                tenant_id: Arc::from(tenants.value(i)),
+                sensor_id: sensors.as_ref().map(|s| shared(&mut sensor, s.value(i))),
+                building_id: shared(&mut building, buildings.value(i)),
+                tenant_id: shared(&mut tenant, tenants.value(i)),
                 at,
                 kwh: kwh.value(i),
                 peak_kwh: peak.value(i),
@@ -337,6 +338,39 @@ pub(crate) fn read_partition(table: RollupTable, path: &Path) -> Result<Vec<Roll
         }
     }
     Ok(rows)
+}
+
+/// `text` as an `Arc`, the same one as `last` when the text repeats (rows
+/// are sorted by id, so one allocation per id rather than per row).
+fn shared(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+    match last {
+        Some(a) if **a == *text => a.clone(),
+        _ => last.insert(Arc::from(text)).clone(),
+    }
+}
+
+/// Merges two lists each sorted by `order` into one sorted list: rows
+/// kept from a partition file (written sorted) and the few recomputed.
+/// Kept rows out of order (a file from elsewhere) are sorted first.
+pub(crate) fn merge_sorted(
+    mut kept: Vec<RollupRow>,
+    mut fresh: Vec<RollupRow>,
+    order: impl Fn(&RollupRow, &RollupRow) -> std::cmp::Ordering,
+) -> Vec<RollupRow> {
+    if !kept.is_sorted_by(|a, b| order(a, b).is_le()) {
+        kept.sort_by(&order);
+    }
+    fresh.sort_by(&order);
+    let mut out = Vec::with_capacity(kept.len() + fresh.len());
+    let mut fresh = fresh.into_iter().peekable();
+    for row in kept {
+        while let Some(f) = fresh.next_if(|f| order(f, &row).is_lt()) {
+            out.push(f);
+        }
+        out.push(row);
+    }
+    out.extend(fresh);
+    out
 }
 
 /// Every partition file of a table, with its partition folder name.

@@ -20,7 +20,7 @@ use crate::sync::{Recover, RecoverRw};
 use crate::tiers::Snapshot;
 
 use super::derived::Meters;
-use super::files::{RollupRow, RollupTable, read_partition, write_partition};
+use super::files::{RollupRow, RollupTable, merge_sorted, read_partition, write_partition};
 use super::rollups::*;
 use super::windows::WindowSpan;
 
@@ -205,7 +205,7 @@ impl Rollups {
         tenants: &HashMap<Arc<str>, Arc<str>>,
     ) -> Result<()> {
         let path = self.partition_path(RollupTable::BuildingQuarterly, &day_name(day));
-        let mut rows: Vec<RollupRow> = match buildings {
+        let kept: Vec<RollupRow> = match buildings {
             None => Vec::new(),
             Some(b) => read_partition(RollupTable::BuildingQuarterly, &path)?
                 .into_iter()
@@ -220,6 +220,7 @@ impl Rollups {
             cost: None,
             quarantined: 0,
         };
+        let mut rows = Vec::new();
         for (b, quarters) in spread {
             let Some(tenant) = tenants.get(b) else {
                 continue;
@@ -242,7 +243,9 @@ impl Rollups {
                 }
             }));
         }
-        rows.sort_by(|a, b| (&a.building_id, a.at).cmp(&(&b.building_id, b.at)));
+        let rows = merge_sorted(kept, rows, |a, b| {
+            (&a.building_id, a.at).cmp(&(&b.building_id, b.at))
+        });
         write_partition(RollupTable::BuildingQuarterly, &path, &rows)
     }
 

@@ -13,15 +13,15 @@ use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::calendar::{day_start, hour_start, local_date, next_day, next_month};
+use super::calendar::{HourCursor, day_start, local_date, next_day, next_month};
 use super::demand::{Pricing, QuarterFiles};
 use super::derived::Meters;
-use super::files::{RollupRow, RollupTable, read_partition, write_partition};
+use super::files::{RollupRow, RollupTable, merge_sorted, read_partition, write_partition};
 use super::windows::WindowSpan;
-use crate::chunk::{DAY_MS, SensorNames, day_name};
+use crate::chunk::{DAY_MS, SensorIds, SensorNames, day_name};
 use crate::error::Result;
 use crate::ids::SensorKey;
-use crate::reading::TimeRange;
+use crate::reading::{Reading, TimeRange};
 use crate::tiers::Snapshot;
 use crate::wal::marks::DIRTY;
 
@@ -184,21 +184,7 @@ impl Rollups {
         };
         let raw = snap.merged_readings(&|k| building_sensors.contains(&k), window, &names)?;
         let (energy, quarantined) = meters.energy_and_quarantined(raw);
-        let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
-        let counted = energy.iter().map(|r| (r, Agg::one(r.value_kwh)));
-        for (r, agg) in counted.chain(quarantined.iter().map(|r| (r, Agg::quarantined()))) {
-            let Some(&tz) = zones.get(&r.sensor) else {
-                continue;
-            };
-            let h = hour_start(tz, r.ts_ms);
-            let p = h.div_euclid(DAY_MS);
-            if parts.contains(&p) {
-                fresh
-                    .entry((p, r.sensor, h))
-                    .and_modify(|a| a.add(&agg))
-                    .or_insert(agg);
-            }
-        }
+        let fresh = sensor_hours(&energy, &quarantined, &zones, &parts);
         let dirty_ids: HashSet<&str> = sensors
             .iter()
             .filter_map(|k| names.ids(*k))
@@ -213,36 +199,52 @@ impl Rollups {
             let path = self.partition_path(RollupTable::SensorHourly, &day_name(p));
             let mut rows = Vec::new();
             let mut kept: HashSet<(Arc<str>, i64)> = HashSet::new();
+            // Rows come sorted by sensor: one lookup per sensor, not per row.
+            let mut last: Option<(Arc<str>, bool)> = None;
             for r in read_partition(RollupTable::SensorHourly, &path)? {
-                match r.sensor_id.clone() {
-                    Some(s) if dirty_ids.contains(&*s) => {
-                        if r.at < floor {
-                            kept.insert((s, r.at));
-                            rows.push(r);
-                        }
-                    }
-                    _ => rows.push(r),
+                let Some(s) = r.sensor_id.clone() else {
+                    rows.push(r);
+                    continue;
+                };
+                let dirty = match &last {
+                    Some((l, dirty)) if Arc::ptr_eq(l, &s) => *dirty,
+                    _ => last.insert((s.clone(), dirty_ids.contains(&*s))).1,
+                };
+                if !dirty {
+                    rows.push(r);
+                } else if r.at < floor {
+                    kept.insert((s, r.at));
+                    rows.push(r);
                 }
             }
-            for ((_, key, h), agg) in fresh.iter().filter(|((q, _, _), _)| *q == p) {
-                let Some(ids) = names.ids(*key) else { continue };
-                if *h < floor && kept.contains(&(ids.sensor_id.clone(), *h)) {
-                    continue;
-                }
-                rows.push(RollupRow {
+            // In file order, (building, sensor, hour): by rank, then hour.
+            let mut ranked: Vec<(u32, i64, &SensorIds, &Agg)> = fresh
+                .iter()
+                .filter(|((q, _, _), _)| *q == p)
+                .filter_map(|((_, key, h), agg)| {
+                    names.ids(*key).map(|ids| (ids.rank, *h, ids, agg))
+                })
+                .filter(|(_, h, ids, _)| {
+                    !(*h < floor && kept.contains(&(ids.sensor_id.clone(), *h)))
+                })
+                .collect();
+            ranked.sort_unstable_by_key(|&(rank, h, _, _)| (rank, h));
+            let recomputed = ranked
+                .into_iter()
+                .map(|(_, h, ids, agg)| RollupRow {
                     sensor_id: Some(ids.sensor_id.clone()),
                     building_id: ids.building_id.clone(),
                     tenant_id: ids.tenant_id.clone(),
-                    at: *h,
+                    at: h,
                     kwh: agg.kwh,
                     peak_kwh: agg.peak_kwh,
                     readings: agg.readings,
                     peak_kw: None,
                     cost: None,
                     quarantined: agg.quarantined,
-                });
-            }
-            rows.sort_by(|a, b| {
+                })
+                .collect();
+            let rows = merge_sorted(rows, recomputed, |a, b| {
                 (&a.building_id, &a.sensor_id, a.at).cmp(&(&b.building_id, &b.sensor_id, b.at))
             });
             write_partition(RollupTable::SensorHourly, &path, &rows)?;
@@ -458,4 +460,52 @@ impl Rollups {
         }
         Ok(())
     }
+}
+
+/// The hours of the sensors in `zones` (the dirty ones) summed from their
+/// counted and quarantined readings, keyed by (partition, sensor, hour
+/// start), for hours starting on a UTC day in `parts`. A sensor's readings
+/// come together and in time order: a run in one hour is summed before it
+/// is added to the map, and the hour found once per bucket.
+fn sensor_hours(
+    energy: &[Reading],
+    quarantined: &[Reading],
+    zones: &HashMap<SensorKey, Tz>,
+    parts: &std::ops::RangeInclusive<i64>,
+) -> HashMap<(i64, SensorKey, i64), Agg> {
+    let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
+    let mut add = |key: (i64, SensorKey, i64), agg: Agg| {
+        if parts.contains(&key.0) {
+            fresh.entry(key).and_modify(|a| a.add(&agg)).or_insert(agg);
+        }
+    };
+    let counted = energy.iter().map(|r| (r, Agg::one(r.value_kwh)));
+    let all = counted.chain(quarantined.iter().map(|r| (r, Agg::quarantined())));
+    // The sensor of the run, its hours (None: not dirty), and the hour summed.
+    let mut sensor: Option<(SensorKey, Option<HourCursor>)> = None;
+    let mut run: Option<((i64, SensorKey, i64), Agg)> = None;
+    for (r, agg) in all {
+        let cursor = match &mut sensor {
+            Some((k, cursor)) if *k == r.sensor => cursor,
+            _ => {
+                let cursor = zones.get(&r.sensor).map(|tz| HourCursor::new(*tz));
+                &mut sensor.insert((r.sensor, cursor)).1
+            }
+        };
+        let Some(cursor) = cursor else { continue };
+        let h = cursor.start_of(r.ts_ms);
+        let key = (h.div_euclid(DAY_MS), r.sensor, h);
+        match &mut run {
+            Some((k, sum)) if *k == key => sum.add(&agg),
+            _ => {
+                if let Some((k, sum)) = run.replace((key, agg)) {
+                    add(k, sum);
+                }
+            }
+        }
+    }
+    if let Some((k, sum)) = run {
+        add(k, sum);
+    }
+    fresh
 }

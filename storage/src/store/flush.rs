@@ -114,7 +114,7 @@ impl ReadingStore {
             }
             let mut written = Vec::new();
             for (day, mut rows) in by_day {
-                rows.sort_unstable_by_key(|r| (names.rank(r.sensor), r.ts_ms));
+                names.sort_by_rank(&mut rows);
                 let id = *next_id;
                 *next_id = id.next();
                 match write_chunk(&self.data_dir, id, id.0, day, &rows, names) {

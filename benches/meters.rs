@@ -1,8 +1,9 @@
 //! Register meters against interval meters at the spec's scale: 2,500
 //! buildings, 50,000 sensors, days of 15-minute readings (2 by default,
-//! `WATTLINE_BENCH_DAYS`), loaded twice into fresh data directories: once
-//! with every sensor an interval meter, once with half of them cumulative
-//! registers sending the running total of the same consumption.
+//! `WATTLINE_BENCH_DAYS`), loaded into fresh data directories: once with
+//! every sensor an interval meter, once with half of them cumulative
+//! registers sending the running total of the same consumption; three
+//! rounds of both, the order alternating, and the median ratio printed.
 //!
 //! ```text
 //! cargo bench --bench meters
@@ -186,46 +187,69 @@ async fn run(shape: &Shape, registers: bool, first_day: i64) -> Run {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let (_, shape) = Shape::from_args(2, true, 2);
+    let (full, shape) = Shape::from_args(2, true, 2);
+    // Rounds of both runs, the order alternating, since the same run
+    // varies by about 10% from one time to the next.
+    let rounds = if full { 3 } else { 1 };
     let today = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS);
     let first_day = today - shape.days - 1;
-    let interval = run(&shape, false, first_day).await;
-    let registers = run(&shape, true, first_day).await;
-    // The same consumption, the same energy per day, in every building.
-    assert_eq!(interval.days.len(), registers.days.len());
-    for ((b, want), (_, got)) in interval.days.iter().zip(&registers.days) {
-        assert_eq!(got.len(), want.len(), "{b}");
-        for ((t, w), (_, g)) in want.iter().zip(got) {
-            assert!((w - g).abs() < 1e-6, "{b} {t}: {g} vs {w}");
-        }
-    }
     println!(
-        "meters: {} buildings, {} sensors, {} days of 15-minute readings",
+        "meters: {} buildings, {} sensors, {} days of 15-minute readings, {rounds} rounds",
         shape.tenants * shape.buildings_per_tenant,
         shape.tenants * shape.buildings_per_tenant * shape.sensors_per_building,
         shape.days
     );
     println!(
-        "{:<26} {:>12} {:>12} {:>14} {:>14}",
-        "run", "readings", "ingest s", "readings/s", "catch-up s"
+        "{:<6} {:<16} {:>10} {:>10} {:>12} {:>11} {:>10}",
+        "round", "run", "readings", "ingest s", "readings/s", "catch-up s", "total s"
     );
-    for (name, r) in [("all interval", &interval), ("half registers", &registers)] {
-        println!(
-            "{:<26} {:>12} {:>12.2} {:>14.0} {:>14.2}",
-            name,
-            r.readings,
-            r.ingest.as_secs_f64(),
-            r.readings as f64 / r.ingest.as_secs_f64(),
-            r.catch_up.as_secs_f64()
-        );
-    }
     let rate = |r: &Run| r.readings as f64 / r.ingest.as_secs_f64();
     let until_done = |r: &Run| (r.ingest + r.catch_up).as_secs_f64();
+    let (mut rates, mut totals) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let registers_first = round % 2 == 1;
+        let first = run(&shape, registers_first, first_day).await;
+        let second = run(&shape, !registers_first, first_day).await;
+        let (interval, registers) = if registers_first {
+            (second, first)
+        } else {
+            (first, second)
+        };
+        // The same consumption, the same energy per day, in every building.
+        assert_eq!(interval.days.len(), registers.days.len());
+        for ((b, want), (_, got)) in interval.days.iter().zip(&registers.days) {
+            assert_eq!(got.len(), want.len(), "{b}");
+            for ((t, w), (_, g)) in want.iter().zip(got) {
+                assert!((w - g).abs() < 1e-6, "{b} {t}: {g} vs {w}");
+            }
+        }
+        for (name, r) in [("all interval", &interval), ("half registers", &registers)] {
+            println!(
+                "{:<6} {:<16} {:>10} {:>10.2} {:>12.0} {:>11.2} {:>10.2}",
+                round + 1,
+                name,
+                r.readings,
+                r.ingest.as_secs_f64(),
+                rate(r),
+                r.catch_up.as_secs_f64(),
+                until_done(r)
+            );
+        }
+        rates.push(rate(&registers) / rate(&interval));
+        totals.push(until_done(&registers) / until_done(&interval));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
-        "half registers / all interval: ingest rate {:.2}; first reading to rollups complete {:.1} s / {:.1} s = {:.2}",
-        rate(&registers) / rate(&interval),
-        until_done(&registers),
-        until_done(&interval),
-        until_done(&registers) / until_done(&interval)
+        "half registers / all interval, median of {rounds}: ingest rate {:.2}; first reading to rollups complete {:.2} (each round: {})",
+        median(&mut rates),
+        median(&mut totals.clone()),
+        totals
+            .iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }

@@ -198,6 +198,8 @@ impl Rollups {
         for p in parts.clone() {
             let path = self.partition_path(RollupTable::SensorHourly, &day_name(p));
             let mut rows = Vec::new();
+            // Rows of the dirty sensors, replaced unless kept.
+            let mut replaced = Vec::new();
             let mut kept: HashSet<(Arc<str>, i64)> = HashSet::new();
             // Rows come sorted by sensor: one lookup per sensor, not per row.
             let mut last: Option<(Arc<str>, bool)> = None;
@@ -215,6 +217,8 @@ impl Rollups {
                 } else if r.at < floor {
                     kept.insert((s, r.at));
                     rows.push(r);
+                } else {
+                    replaced.push(r);
                 }
             }
             // In file order, (building, sensor, hour): by rank, then hour.
@@ -229,7 +233,7 @@ impl Rollups {
                 })
                 .collect();
             ranked.sort_unstable_by_key(|&(rank, h, _, _)| (rank, h));
-            let recomputed = ranked
+            let recomputed: Vec<RollupRow> = ranked
                 .into_iter()
                 .map(|(_, h, ids, agg)| RollupRow {
                     sensor_id: Some(ids.sensor_id.clone()),
@@ -244,10 +248,15 @@ impl Rollups {
                     quarantined: agg.quarantined,
                 })
                 .collect();
+            // Unchanged (a later day's readings reaching back without
+            // changing these hours): the file already holds them.
+            let unchanged = replaced == recomputed;
             let rows = merge_sorted(rows, recomputed, |a, b| {
                 (&a.building_id, &a.sensor_id, a.at).cmp(&(&b.building_id, &b.sensor_id, b.at))
             });
-            write_partition(RollupTable::SensorHourly, &path, &rows)?;
+            if !unchanged {
+                write_partition(RollupTable::SensorHourly, &path, &rows)?;
+            }
             self.replace_building_hours(p, sensors, &names, &rows, &mut touched)?;
         }
         // The quarters of the UTC days whose readings' energy may have

@@ -18,6 +18,10 @@ pub(crate) enum FailPoint {
     ChunkDirSync,
     /// Writing a rollup partition file.
     RollupWrite,
+    /// The fsync of a rollup partition's folder after the rename.
+    RollupDirSync,
+    /// The fsync of the folder of a partition a step leaves as it is.
+    RollupKeepSync,
     /// Writing a report's result file.
     ReportWrite,
 }

@@ -148,3 +148,23 @@ async fn a_long_interval_reaching_into_the_next_day_updates_its_peak() {
     assert_eq!(d[0].1, Some(20.0));
     assert_eq!(d[1].1, Some(22.0));
 }
+
+/// A step for a day with hourly meters recomputes the next day's quarters
+/// too (an interval reaches across midnight): from all of that day's
+/// readings, not only those of its first hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reading_keeps_the_next_day_s_quarters_of_hourly_meters() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = setup(dir.path(), 3600);
+    let store = ReadingStore::open(dir.path(), catalog).unwrap().0;
+    // 5 kWh over the next day's 10:00 hour: 5 kW.
+    append(&store, &[(T0 + DAY + 10 * 3_600_000, 5.0)]).await;
+    assert_eq!(days(&store)[0].1, Some(5.0));
+    // Then a late 2 kWh hour at noon of the day before.
+    append(&store, &[(T0 + 12 * 3_600_000, 2.0)]).await;
+    let d = days(&store);
+    assert_eq!(
+        d.iter().map(|(t, kw, _)| (*t, *kw)).collect::<Vec<_>>(),
+        vec![(T0, Some(2.0)), (T0 + DAY, Some(5.0))]
+    );
+}

@@ -4,7 +4,7 @@
 //! ones counted, so callers read raw readings [`Meters::reach_ms`] beyond
 //! the range they count.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::catalog::CatalogView;
 use crate::ids::SensorKey;
@@ -77,14 +77,21 @@ impl Meters {
         if self.derived.is_empty() {
             return (raw, quarantined);
         }
-        let raw = grouped_by_sensor(raw);
+        // Meter readings apart, one lookup per run of a sensor's readings
+        // (merged readings come by sensor, day by day), then in series.
         let mut out = Vec::with_capacity(raw.len());
+        let mut metered = Vec::new();
         for run in raw.chunk_by(|a, b| a.sensor == b.sensor) {
-            let sensor = run[0].sensor;
-            let Some(meter) = self.derived.get(&sensor) else {
+            if self.derived.contains_key(&run[0].sensor) {
+                metered.extend_from_slice(run);
+            } else {
                 out.extend_from_slice(run);
-                continue;
-            };
+            }
+        }
+        metered.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));
+        for run in metered.chunk_by(|a, b| a.sensor == b.sensor) {
+            let sensor = run[0].sensor;
+            let meter = &self.derived[&sensor];
             let series: Vec<(i64, f64)> = run.iter().map(|r| (r.ts_ms, r.value_kwh)).collect();
             for d in derive(meter, &series) {
                 let r = Reading {
@@ -101,18 +108,4 @@ impl Meters {
         }
         (out, quarantined)
     }
-}
-
-/// `raw` with each sensor's readings together and in time order. Merged
-/// readings already come so (by sensor rank, then time) and are returned
-/// as they are, with one set insert per sensor; anything else is sorted.
-fn grouped_by_sensor(mut raw: Vec<Reading>) -> Vec<Reading> {
-    let mut seen = HashSet::new();
-    let grouped = raw
-        .chunk_by(|a, b| a.sensor == b.sensor)
-        .all(|run| seen.insert(run[0].sensor) && run.is_sorted_by(|a, b| a.ts_ms < b.ts_ms));
-    if !grouped {
-        raw.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));
-    }
-    raw
 }

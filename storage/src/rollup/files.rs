@@ -241,6 +241,22 @@ pub(crate) fn write_partition(table: RollupTable, path: &Path, rows: &[RollupRow
     out.sync_all().map_err(|e| io("fsync of", e))?;
     drop(out);
     std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))?;
+    crate::faults::inject(crate::faults::FailPoint::RollupDirSync)
+        .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))?;
+    sync_dir(dir)
+}
+
+/// Leaves the partition file `path` as it is, since its rows did not
+/// change, but fsyncs its folder: an earlier attempt of the same step may
+/// have renamed the file into place and failed before the folder was
+/// synced, and the step's marks are deleted once it succeeds.
+pub(crate) fn keep_partition(path: &Path) -> Result<()> {
+    let dir = path.parent().expect("partition files live in a folder");
+    if !dir.exists() {
+        return Ok(());
+    }
+    crate::faults::inject(crate::faults::FailPoint::RollupKeepSync)
+        .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))?;
     sync_dir(dir)
 }
 

@@ -20,7 +20,9 @@ use crate::sync::{Recover, RecoverRw};
 use crate::tiers::Snapshot;
 
 use super::derived::Meters;
-use super::files::{RollupRow, RollupTable, merge_sorted, read_partition, write_partition};
+use super::files::{
+    RollupRow, RollupTable, keep_partition, merge_sorted, read_partition, write_partition,
+};
 use super::rollups::*;
 use super::windows::WindowSpan;
 
@@ -252,7 +254,7 @@ impl Rollups {
         if replaced.as_ref() == Some(&rows) {
             // The file holds these rows already (a step for a later day
             // whose readings reach back without changing this one).
-            return Ok(());
+            return keep_partition(&path);
         }
         let rows = merge_sorted(kept, rows, order);
         write_partition(RollupTable::BuildingQuarterly, &path, &rows)

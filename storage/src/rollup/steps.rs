@@ -16,7 +16,9 @@ use redb::{ReadableDatabase, ReadableTable};
 use super::calendar::{HourCursor, day_start, local_date, next_day, next_month};
 use super::demand::{Pricing, QuarterFiles};
 use super::derived::Meters;
-use super::files::{RollupRow, RollupTable, merge_sorted, read_partition, write_partition};
+use super::files::{
+    RollupRow, RollupTable, keep_partition, merge_sorted, read_partition, write_partition,
+};
 use super::windows::WindowSpan;
 use crate::chunk::{DAY_MS, SensorIds, SensorNames, day_name};
 use crate::error::Result;
@@ -173,14 +175,24 @@ impl Rollups {
         } else {
             day - 1..=day + 1
         };
+        // The quarters of the UTC days whose readings' energy may have
+        // changed (a reading's interval longer than a quarter, or its
+        // derivation, reaches into the days around it).
+        let quarter_days = if meters.is_local() {
+            day..=day
+        } else {
+            day - 1..=day + 1
+        };
         // Hours starting on those days hold readings from the start of the
         // first up to at most 90 minutes past the end of the last (the
-        // longest local hour, at a 30-minute DST shift back); derivation
-        // needs the readings within reach of those, and a quarter's demand
-        // the readings whose interval reaches into it.
+        // longest local hour, at a 30-minute DST shift back); a day's
+        // quarters need all of its readings; derivation needs the readings
+        // within reach of those, and a quarter's demand the readings whose
+        // interval reaches into it.
+        let last_day = *parts.end().max(quarter_days.end());
         let window = TimeRange {
             start_ms: parts.start() * DAY_MS - reach - meters.span_ms(),
-            end_ms: (parts.end() + 1) * DAY_MS + 2 * HOUR_MS + reach,
+            end_ms: (last_day + 1) * DAY_MS + 2 * HOUR_MS + reach,
         };
         let raw = snap.merged_readings(&|k| building_sensors.contains(&k), window, &names)?;
         let (energy, quarantined) = meters.energy_and_quarantined(raw);
@@ -254,19 +266,15 @@ impl Rollups {
             let rows = merge_sorted(rows, recomputed, |a, b| {
                 (&a.building_id, &a.sensor_id, a.at).cmp(&(&b.building_id, &b.sensor_id, b.at))
             });
-            if !unchanged {
+            if unchanged {
+                keep_partition(&path)?;
+            } else {
                 write_partition(RollupTable::SensorHourly, &path, &rows)?;
             }
             self.replace_building_hours(p, sensors, &names, &rows, &mut touched)?;
         }
-        // The quarters of the UTC days whose readings' energy may have
-        // changed, before the days' peak demand is taken from them; not
-        // those retention may have thinned.
-        let quarter_days = if meters.is_local() {
-            day..=day
-        } else {
-            day - 1..=day + 1
-        };
+        // The quarters, before the days' peak demand is taken from them;
+        // not those retention may have thinned.
         let building_zones: HashMap<Arc<str>, Tz> = {
             let view = self.catalog.view();
             buildings

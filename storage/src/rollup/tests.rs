@@ -641,3 +641,53 @@ async fn a_step_leaves_partitions_whose_rows_do_not_change_unwritten() {
         ]
     );
 }
+
+/// A step that failed after renaming a partition into place, before its
+/// folder was synced, is repeated; the repeat finds the rows unchanged
+/// and keeps the file, but still syncs its folder (else the rename could
+/// be lost to a power cut after the marks are gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_step_syncs_the_folder_of_a_partition_it_keeps() {
+    use crate::faults::{FailPoint, arm};
+    use std::io::ErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = setup(dir.path());
+    let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
+    let at = |ts: &str, kwh: f64| Reading {
+        sensor: SensorKey(2),
+        ts_ms: ms(ts),
+        value_kwh: kwh,
+    };
+    let readings = vec![
+        at("2026-10-01T12:00:00Z", 1.0),
+        at("2026-10-02T10:00:00Z", 3.0),
+    ];
+    store.append(ReadingBatch { readings }).await.unwrap();
+    tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
+    // In the hour starting 2026-10-01T23:30Z: the day before's partition.
+    let readings = vec![at("2026-10-02T00:20:00Z", 2.0)];
+    store.append(ReadingBatch { readings }).await.unwrap();
+    tokio::task::block_in_place(|| {
+        arm(FailPoint::RollupDirSync, ErrorKind::Other);
+        assert!(store.catch_up_rollups().is_err());
+        arm(FailPoint::RollupKeepSync, ErrorKind::Other);
+        let err = store.catch_up_rollups().unwrap_err();
+        assert!(err.to_string().contains("day=2026-10-01"), "{err}");
+        store.catch_up_rollups().unwrap();
+    });
+    let tz: Tz = ZONES[1].parse().unwrap();
+    let hours: Vec<(i64, f64)> = store
+        .rollups()
+        .series("b1", tz, Resolution::Hour, TimeRange::ALL)
+        .into_iter()
+        .map(|(t, a)| (t, a.kwh))
+        .collect();
+    assert_eq!(
+        hours,
+        vec![
+            (ms("2026-10-01T11:30:00Z"), 1.0),
+            (ms("2026-10-01T23:30:00Z"), 2.0),
+            (ms("2026-10-02T09:30:00Z"), 3.0),
+        ]
+    );
+}

@@ -35,6 +35,7 @@ mod query_engine;
 mod readings_table;
 pub mod report;
 mod rollup_tables;
+mod scan_sensors;
 mod scope;
 mod scoped_scan;
 

@@ -44,15 +44,15 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
 use wattline_storage::{
-    CatalogView, Meter, Reading, ReadingStore, SensorKey, Snapshot, TimeRange, reach_ms,
-    spans_overlap,
+    ChunkFile, SensorNames, day_of, merge_newest_wins, read_chunk, readings_schema, to_record_batch,
 };
 use wattline_storage::{
-    ChunkFile, SensorNames, day_of, merge_newest_wins, read_chunk, readings_schema, to_record_batch,
+    Reading, ReadingStore, SensorKey, Snapshot, TimeRange, reach_ms, spans_overlap,
 };
 
 use crate::derived_readings::{DerivedReadingsExec, Layout, Meters, Out};
 use crate::filters::ScanBounds;
+use crate::scan_sensors::{Wanted, metered, wanted_sensors};
 use crate::scope::Scope;
 use crate::scoped_scan::ScopedScanExec;
 
@@ -300,31 +300,6 @@ fn layout_for(columns: &[usize], also: &[usize]) -> (Vec<usize>, Layout) {
     (stored, layout)
 }
 
-/// The sensors among those a scan may return (`wanted`, `None`: all the
-/// scope sees) whose energy is derived, by id.
-fn metered(
-    view: &CatalogView<'_>,
-    scope: &Scope,
-    wanted: Option<&HashSet<SensorKey>>,
-) -> BTreeMap<String, (SensorKey, Meter)> {
-    let derived = |s: &&wattline_storage::Sensor| !s.meter.counts_as_sent();
-    let entry = |s: &wattline_storage::Sensor| (s.id.to_string(), (s.key, s.meter));
-    match wanted {
-        Some(keys) => keys
-            .iter()
-            .filter_map(|k| view.sensor_by_key(*k))
-            .filter(derived)
-            .map(entry)
-            .collect(),
-        None => view
-            .sensors()
-            .filter(|s| scope.sees(s.tenant_id.as_str()))
-            .filter(derived)
-            .map(entry)
-            .collect(),
-    }
-}
-
 /// `range` with `reach` added on both sides.
 fn widened(range: TimeRange, reach: i64) -> TimeRange {
     TimeRange {
@@ -452,78 +427,6 @@ pub(crate) fn parquet_scan(
         .with_projection_indices(Some(scan_columns.to_vec()))?
         .build();
     Ok(DataSourceExec::from_data_source(config))
-}
-
-/// The sensors one scan reads.
-enum Wanted {
-    All,
-    Only(HashSet<SensorKey>),
-    AllBut(HashSet<SensorKey>),
-}
-
-impl Wanted {
-    fn from(wanted: Option<HashSet<SensorKey>>) -> Self {
-        wanted.map_or(Self::All, Self::Only)
-    }
-
-    /// `wanted` (`None`: all) without `these`.
-    fn except(wanted: Option<HashSet<SensorKey>>, these: HashSet<SensorKey>) -> Self {
-        match wanted {
-            Some(keys) => Self::Only(keys.difference(&these).copied().collect()),
-            None => Self::AllBut(these),
-        }
-    }
-
-    fn accepts(&self, key: SensorKey) -> bool {
-        match self {
-            Self::All => true,
-            Self::Only(keys) => keys.contains(&key),
-            Self::AllBut(keys) => !keys.contains(&key),
-        }
-    }
-
-    fn is_nothing(&self) -> bool {
-        matches!(self, Self::Only(keys) if keys.is_empty())
-    }
-}
-
-/// The sensors a scan may return: the scope's tenant and the filters'
-/// sensors and buildings. `None`: all sensors.
-fn wanted_sensors(
-    view: &CatalogView<'_>,
-    scope: &Scope,
-    b: &ScanBounds,
-) -> Option<HashSet<SensorKey>> {
-    if scope.restricted_to().is_none() && b.sensors.is_none() && b.buildings.is_none() {
-        return None;
-    }
-    let ok = |s: &wattline_storage::Sensor| {
-        scope.sees(s.tenant_id.as_str())
-            && b.buildings
-                .as_ref()
-                .is_none_or(|set| set.contains(s.building_id.as_str()))
-    };
-    let keys = match (&b.sensors, &b.buildings, scope.restricted_to()) {
-        (Some(ids), _, _) => ids
-            .iter()
-            .filter_map(|id| view.sensor(id))
-            .filter(|s| ok(s))
-            .map(|s| s.key)
-            .collect(),
-        (None, Some(buildings), _) => buildings
-            .iter()
-            .flat_map(|b| view.sensors_of(b))
-            .filter(|s| ok(s))
-            .map(|s| s.key)
-            .collect(),
-        (None, None, Some(t)) => view
-            .buildings_of(t)
-            .flat_map(|b| view.sensors_of(b.id.as_str()))
-            .map(|s| s.key)
-            .collect(),
-        (None, None, None) => return None,
-    };
-    Some(keys)
 }
 
 /// What a scan reads: files straight from Parquet, and rows from memory.

@@ -91,7 +91,9 @@ impl Meters {
         metered.sort_unstable_by_key(|r| (r.sensor, r.ts_ms));
         for run in metered.chunk_by(|a, b| a.sensor == b.sensor) {
             let sensor = run[0].sensor;
-            let meter = &self.derived[&sensor];
+            let Some(meter) = self.derived.get(&sensor) else {
+                continue;
+            };
             let series: Vec<(i64, f64)> = run.iter().map(|r| (r.ts_ms, r.value_kwh)).collect();
             for d in derive(meter, &series) {
                 let r = Reading {

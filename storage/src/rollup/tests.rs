@@ -585,6 +585,26 @@ async fn fifteen_minute_windows_survive_a_restart() {
     assert_eq!(quarter(&store), Some(1.5));
 }
 
+/// A reading of s10, in Asia/Kolkata (+05:30).
+fn kolkata(ts: &str, kwh: f64) -> Reading {
+    Reading {
+        sensor: SensorKey(2),
+        ts_ms: ms(ts),
+        value_kwh: kwh,
+    }
+}
+
+/// The hours of s10's building: (start, kWh).
+fn kolkata_hours(store: &ReadingStore) -> Vec<(i64, f64)> {
+    let tz: Tz = ZONES[1].parse().unwrap();
+    store
+        .rollups()
+        .series("b1", tz, Resolution::Hour, TimeRange::ALL)
+        .into_iter()
+        .map(|(t, a)| (t, a.kwh))
+        .collect()
+}
+
 /// A step for a day reaches back into the partition of the day before
 /// (here a +05:30 zone's hour that starts before midnight UTC), but only
 /// rewrites it when its rows change: a later reading of the day leaves
@@ -595,17 +615,10 @@ async fn a_step_leaves_partitions_whose_rows_do_not_change_unwritten() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = setup(dir.path());
     let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
-    // s10, in Asia/Kolkata.
-    let sensor = SensorKey(2);
-    let at = |ts: &str, kwh: f64| Reading {
-        sensor,
-        ts_ms: ms(ts),
-        value_kwh: kwh,
-    };
     let readings = vec![
-        at("2026-10-01T12:00:00Z", 1.0),
-        at("2026-10-02T00:10:00Z", 2.0),
-        at("2026-10-02T10:00:00Z", 3.0),
+        kolkata("2026-10-01T12:00:00Z", 1.0),
+        kolkata("2026-10-02T00:10:00Z", 2.0),
+        kolkata("2026-10-02T10:00:00Z", 3.0),
     ];
     store.append(ReadingBatch { readings }).await.unwrap();
     tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
@@ -618,21 +631,14 @@ async fn a_step_leaves_partitions_whose_rows_do_not_change_unwritten() {
     let inode = |day: &str| std::fs::metadata(part(day)).unwrap().ino();
     let (before, today) = (inode("2026-10-01"), inode("2026-10-02"));
 
-    let readings = vec![at("2026-10-02T12:00:00Z", 4.0)];
+    let readings = vec![kolkata("2026-10-02T12:00:00Z", 4.0)];
     store.append(ReadingBatch { readings }).await.unwrap();
     tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
     assert_eq!(inode("2026-10-01"), before, "the day before is unchanged");
     assert_ne!(inode("2026-10-02"), today, "the day itself is rewritten");
 
-    let tz: Tz = ZONES[1].parse().unwrap();
-    let hours: Vec<(i64, f64)> = store
-        .rollups()
-        .series("b1", tz, Resolution::Hour, TimeRange::ALL)
-        .into_iter()
-        .map(|(t, a)| (t, a.kwh))
-        .collect();
     assert_eq!(
-        hours,
+        kolkata_hours(&store),
         vec![
             (ms("2026-10-01T11:30:00Z"), 1.0),
             (ms("2026-10-01T23:30:00Z"), 2.0),
@@ -653,19 +659,14 @@ async fn a_repeated_step_syncs_the_folder_of_a_partition_it_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = setup(dir.path());
     let store = ReadingStore::open(dir.path(), catalog.clone()).unwrap().0;
-    let at = |ts: &str, kwh: f64| Reading {
-        sensor: SensorKey(2),
-        ts_ms: ms(ts),
-        value_kwh: kwh,
-    };
     let readings = vec![
-        at("2026-10-01T12:00:00Z", 1.0),
-        at("2026-10-02T10:00:00Z", 3.0),
+        kolkata("2026-10-01T12:00:00Z", 1.0),
+        kolkata("2026-10-02T10:00:00Z", 3.0),
     ];
     store.append(ReadingBatch { readings }).await.unwrap();
     tokio::task::block_in_place(|| store.catch_up_rollups().unwrap());
     // In the hour starting 2026-10-01T23:30Z: the day before's partition.
-    let readings = vec![at("2026-10-02T00:20:00Z", 2.0)];
+    let readings = vec![kolkata("2026-10-02T00:20:00Z", 2.0)];
     store.append(ReadingBatch { readings }).await.unwrap();
     tokio::task::block_in_place(|| {
         arm(FailPoint::RollupDirSync, ErrorKind::Other);
@@ -675,15 +676,8 @@ async fn a_repeated_step_syncs_the_folder_of_a_partition_it_keeps() {
         assert!(err.to_string().contains("day=2026-10-01"), "{err}");
         store.catch_up_rollups().unwrap();
     });
-    let tz: Tz = ZONES[1].parse().unwrap();
-    let hours: Vec<(i64, f64)> = store
-        .rollups()
-        .series("b1", tz, Resolution::Hour, TimeRange::ALL)
-        .into_iter()
-        .map(|(t, a)| (t, a.kwh))
-        .collect();
     assert_eq!(
-        hours,
+        kolkata_hours(&store),
         vec![
             (ms("2026-10-01T11:30:00Z"), 1.0),
             (ms("2026-10-01T23:30:00Z"), 2.0),

@@ -13,7 +13,8 @@ if ! command -v cargo-deb >/dev/null; then
 fi
 if [ "${1:-}" = --dev ]; then
     shift
-    cargo build --quiet
+    # As the tests build it (same packages and features: nothing rebuilt).
+    cargo build --quiet --workspace --features fleet
     cargo deb --no-build --profile dev --strip --no-dbgsym --fast --quiet "$@"
 else
     cargo deb --quiet "$@"

@@ -25,6 +25,7 @@ pub(crate) struct RawConfig {
     smtp: RawSmtp,
     reports: RawReports,
     metrics: RawMetrics,
+    fleet: Option<crate::fleet::RawFleet>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +190,8 @@ pub(crate) struct Settings {
     pub reports_cache_ttl: Duration,
     pub reports_keep: Duration,
     pub metrics_require_auth: bool,
+    /// `None`: this appliance does not publish to a fleet.
+    pub fleet: Option<crate::fleet::FleetSettings>,
 }
 
 impl Settings {
@@ -286,6 +289,7 @@ impl Settings {
             reports_cache_ttl: duration("reports.cache_ttl", raw.reports.cache_ttl, "1h")?,
             reports_keep: duration("reports.keep", raw.reports.keep, "7d")?,
             metrics_require_auth: raw.metrics.require_auth.unwrap_or(false),
+            fleet: crate::fleet::resolve(raw.fleet)?,
         })
     }
 }

@@ -28,7 +28,19 @@ pub(crate) enum LogFormat {
 
 /// Installs the global subscriber.
 pub(crate) fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Fleet publishing's Delta library logs every table snapshot at info
+    // and an expected "no table yet" as an error; what matters reaches
+    // wattline as an error value and is logged by it. Unless named.
+    let named = std::env::var("RUST_LOG").unwrap_or_default();
+    for quiet in ["buoyant_kernel=off", "deltalake_core=error"] {
+        let target = quiet.split('=').next().unwrap_or_default();
+        if !named.contains(target)
+            && let Ok(directive) = quiet.parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

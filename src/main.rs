@@ -11,6 +11,7 @@ mod check;
 mod config;
 mod delivery;
 mod demo;
+mod fleet;
 mod http_client;
 mod import;
 mod logging;
@@ -68,6 +69,12 @@ enum Command {
     /// reason (exit 1 when there are any). Running it again adds nothing
     /// twice.
     Import(import::ImportArgs),
+    /// Fleet publishing (Delta Lake tables on S3-compatible storage).
+    #[cfg(feature = "fleet")]
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
     /// Check or print the configuration file.
     Config {
         #[command(subcommand)]
@@ -85,6 +92,23 @@ enum ConfigAction {
     /// Print the configuration file with every key, commented, at its
     /// default (data_dir as the Debian package sets it).
     Defaults,
+}
+
+#[cfg(feature = "fleet")]
+#[derive(Subcommand)]
+enum FleetAction {
+    /// Checkpoint every fleet table and delete files no commit refers to
+    /// (older than --retention). Run by one operator for the whole fleet,
+    /// with the `[fleet]` section of a config file; never needed on each
+    /// appliance.
+    Maintain {
+        /// TOML configuration file with a `[fleet]` section.
+        #[arg(long, env = "WATTLINE_CONFIG")]
+        config: PathBuf,
+        /// Keep unreferenced files this long (readers may still read them).
+        #[arg(long, default_value = "7d")]
+        retention: String,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -115,6 +139,10 @@ fn main() -> ExitCode {
         // These two say in their exit code what they found.
         Command::Check(args) => serve::settings(&args).and_then(|s| check::run(&s)),
         Command::Import(args) => import::run(args),
+        #[cfg(feature = "fleet")]
+        Command::Fleet {
+            action: FleetAction::Maintain { config, retention },
+        } => done(fleet_maintain(config, &retention)),
         Command::Config {
             action: ConfigAction::Check { file },
         } => done(config::check(&file)),
@@ -132,4 +160,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "fleet")]
+fn fleet_maintain(config: PathBuf, retention: &str) -> anyhow::Result<()> {
+    let args = ServeArgs {
+        data_dir: None,
+        listen: None,
+        config: Some(config),
+    };
+    let settings = serve::settings(&args)?;
+    let Some(fleet) = settings.fleet else {
+        anyhow::bail!("the config file has no [fleet] section");
+    };
+    fleet::maintain(&fleet, config::parse_duration(retention)?)
 }

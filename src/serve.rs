@@ -123,6 +123,11 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         stop_tx.subscribe(),
     ));
     let alert_tasks = spawn_alerts(&settings, &alerts, &store, &stop_tx)?;
+    #[cfg(feature = "fleet")]
+    let fleet = settings
+        .fleet
+        .clone()
+        .map(|c| crate::fleet::spawn(c, store.clone(), stop_tx.subscribe()));
     let report_workers = crate::report_workers::Workers::start(
         reports,
         store.clone(),
@@ -197,6 +202,11 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     // blocking thread (a flush, a rollup step) is crash-safe: it is not
     // waited for beyond a moment, so the exit stays within 10 s.
     let _ = tokio::time::timeout(Duration::from_millis(500), maintenance).await;
+    #[cfg(feature = "fleet")]
+    if let Some(fleet) = fleet {
+        // A publish cut short is repeated at the next start.
+        let _ = tokio::time::timeout(Duration::from_millis(500), fleet).await;
+    }
     for task in alert_tasks {
         let _ = tokio::time::timeout(Duration::from_millis(200), task).await;
     }

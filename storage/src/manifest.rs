@@ -119,6 +119,8 @@ pub(crate) fn backup_to(db: &Database, path: &std::path::Path) -> Result<Vec<Chu
         copy_table(&src, &txn, crate::wal::marks::DIRTY)?;
         copy_table(&src, &txn, crate::wal::marks::ZONES)?;
         copy_table(&src, &txn, crate::wal::marks::REDERIVE)?;
+        copy_table(&src, &txn, crate::rollup::changes::CHANGED_DAYS)?;
+        copy_table(&src, &txn, crate::rollup::changes::CHANGE_SEQ)?;
     }
     txn.commit()?;
     Ok(chunks)

@@ -15,6 +15,7 @@
 //! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
 
 pub(crate) mod calendar;
+pub(crate) mod changes;
 #[cfg(test)]
 mod cost_tests;
 mod demand;
@@ -34,6 +35,7 @@ mod windows;
 mod zone_rebuild;
 mod zones;
 
+pub use changes::DayChange;
 pub use files::{RollupRow, RollupTable, to_batch as rollup_batch};
 pub use quarters::QUARTER_DAYS;
 pub use rollups::{Agg, Resolution, Rollups, from_days};

@@ -13,6 +13,8 @@ mod crash;
 mod dashboard;
 mod energy;
 mod fault_paths;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod ingest;
 mod limits;
 mod meters;

@@ -7,10 +7,16 @@ use std::process::Command;
 
 /// A `PYTHONPATH` under which `import duckdb` works.
 pub(crate) fn duckdb_pythonpath() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
+    pythonpath("pydeps", "duckdb", &["duckdb==2.0.1"])
+}
+
+/// Installs `packages` into `folder` of the build's temp folder unless
+/// `modules` already import from there.
+pub(crate) fn pythonpath(folder: &str, modules: &str, packages: &[&str]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(folder);
     let importable = || {
         Command::new("python3")
-            .args(["-c", "import duckdb"])
+            .args(["-c", &format!("import {modules}")])
             .env("PYTHONPATH", &dir)
             .status()
             .is_ok_and(|s| s.success())
@@ -26,11 +32,11 @@ pub(crate) fn duckdb_pythonpath() -> PathBuf {
                 "--target",
             ])
             .arg(&dir)
-            .arg("duckdb==2.0.1")
+            .args(packages)
             .status()
             .expect("python3 -m pip");
-        assert!(status.success(), "installing duckdb from PyPI failed");
-        assert!(importable(), "duckdb still not importable");
+        assert!(status.success(), "installing {packages:?} from PyPI failed");
+        assert!(importable(), "{modules} still not importable");
     }
     dir
 }

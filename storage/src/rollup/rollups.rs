@@ -305,6 +305,37 @@ impl Rollups {
         Ok(out)
     }
 
+    /// Rows of one partition file (`key` as in its folder's name: a UTC
+    /// day `YYYY-MM-DD` or a local month `YYYY-MM`; unused for the monthly
+    /// table), or `None` when there is no such file (never written, or
+    /// dropped by retention). For readers outside the store.
+    pub fn partition_rows(&self, table: RollupTable, key: &str) -> Result<Option<Vec<RollupRow>>> {
+        let path = self.partition_path(table, key);
+        match std::fs::metadata(&path) {
+            Ok(_) => Ok(Some(read_partition(table, &path)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::error::Error::io(
+                format!("reading {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    /// Whether the partition's file exists (see [`Self::partition_rows`]).
+    pub fn has_partition(&self, table: RollupTable, key: &str) -> bool {
+        self.partition_path(table, key).exists()
+    }
+
+    /// The UTC days (days since the epoch) of a by-day table's partitions.
+    pub fn partition_days(&self, table: RollupTable) -> Vec<i64> {
+        partitions(table, &self.data_dir)
+            .iter()
+            .filter_map(|p| p.parent()?.file_name()?.to_str()?.strip_prefix("day="))
+            .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .map(days_since_epoch)
+            .collect()
+    }
+
     /// Files of a table kept on disk only (`sensor_hourly`,
     /// `building_quarterly`), for SQL.
     pub fn partition_files(&self, table: RollupTable) -> Vec<PathBuf> {

@@ -127,6 +127,7 @@ impl Rollups {
                 }
             }
         }
+        super::changes::note(&txn, &[day], 0)?;
         txn.commit()?;
         metrics::histogram!("wattline_rollup_step_seconds").record(started.elapsed().as_secs_f64());
         Ok(true)

@@ -1,0 +1,319 @@
+//! The fleet's tables and what one publish of a unit puts in them.
+//!
+//! A *unit* is what one publish replaces as a whole: a UTC day of raw
+//! readings or sensor hours, a month of building days or months. A unit
+//! lives in the table as the site's files named after it, in the
+//! partition `site=<site>/month=<YYYY-MM>`; publishing it again removes
+//! those files and adds the new ones in one commit, so readers never see
+//! a reading twice or a corrected value beside the old one.
+//!
+//! Data files hold the columns of the local table, timestamps as UTC
+//! microseconds (Delta's `timestamp`); `site` and `month` are partition
+//! values, not columns of the files.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{Datelike, NaiveDate};
+use deltalake_core::kernel::{DataType as DeltaType, StructField};
+use wattline_storage::{
+    DAY_MS, ReadingStore, RollupRow, RollupTable, SensorNames, TimeRange, from_days, rollup_batch,
+    to_record_batch,
+};
+
+use crate::error::Result;
+
+/// One table of the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dataset {
+    /// Raw readings, unit: UTC day of `ts`.
+    Readings,
+    /// Energy per sensor and hour, unit: UTC day of `hour`.
+    SensorHourly,
+    /// Energy, demand and cost per building and local day, unit: month.
+    BuildingDaily,
+    /// Energy, demand and cost per building and local month, unit: month.
+    BuildingMonthly,
+}
+
+/// What one publish replaces.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Unit {
+    /// `YYYY-MM-DD` (a UTC day) or `YYYY-MM` (a month); starts the names
+    /// of the unit's files.
+    pub key: String,
+    /// The `month` partition value.
+    pub month: String,
+}
+
+impl Unit {
+    fn day(day: i64) -> Self {
+        let d = from_days(day);
+        Unit {
+            key: d.format("%Y-%m-%d").to_string(),
+            month: d.format("%Y-%m").to_string(),
+        }
+    }
+
+    fn month(day: i64) -> Self {
+        let month = from_days(day).format("%Y-%m").to_string();
+        Unit {
+            key: month.clone(),
+            month,
+        }
+    }
+
+    /// The unit a data file of the table belongs to, from its name
+    /// (`<key>--<rest>.parquet`).
+    pub fn key_of_file(path: &str) -> Option<&str> {
+        let name = path.rsplit('/').next()?;
+        name.split_once("--").map(|(key, _)| key)
+    }
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 4] = [
+        Dataset::Readings,
+        Dataset::SensorHourly,
+        Dataset::BuildingDaily,
+        Dataset::BuildingMonthly,
+    ];
+
+    /// The table's name, and its folder under the prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Readings => "readings",
+            Dataset::SensorHourly => "sensor_hourly",
+            Dataset::BuildingDaily => "building_daily",
+            Dataset::BuildingMonthly => "building_monthly",
+        }
+    }
+
+    fn rollup(self) -> Option<RollupTable> {
+        match self {
+            Dataset::Readings => None,
+            Dataset::SensorHourly => Some(RollupTable::SensorHourly),
+            Dataset::BuildingDaily => Some(RollupTable::BuildingDaily),
+            Dataset::BuildingMonthly => Some(RollupTable::BuildingMonthly),
+        }
+    }
+
+    /// The columns of the data files.
+    pub fn file_schema(self) -> SchemaRef {
+        let local = match self.rollup() {
+            None => wattline_storage::readings_schema(),
+            Some(t) => t.schema(),
+        };
+        let fields: Vec<Field> = local
+            .fields()
+            .iter()
+            // The monthly table's own `month` is its partition value.
+            .filter(|f| !(self == Dataset::BuildingMonthly && f.name() == "month"))
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(_, tz) => f
+                    .as_ref()
+                    .clone()
+                    .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The table's columns: the partition columns, then the files'.
+    pub fn delta_columns(self) -> Vec<StructField> {
+        let mut out = vec![
+            StructField::new("site", DeltaType::STRING, false),
+            StructField::new("month", DeltaType::STRING, false),
+        ];
+        for f in self.file_schema().fields() {
+            let ty = match f.data_type() {
+                DataType::Utf8 => DeltaType::STRING,
+                DataType::Float64 => DeltaType::DOUBLE,
+                DataType::Int64 => DeltaType::LONG,
+                DataType::Date32 => DeltaType::DATE,
+                DataType::Timestamp(..) => DeltaType::TIMESTAMP,
+                other => unreachable!("no Delta type chosen for {other}"),
+            };
+            out.push(StructField::new(f.name(), ty, f.is_nullable()));
+        }
+        out
+    }
+
+    /// The partition columns.
+    pub fn partition_columns() -> [&'static str; 2] {
+        ["site", "month"]
+    }
+
+    /// The units a change of UTC day `day` touches: the day's readings;
+    /// sensor hours of the day and its neighbours (an hour of a zone at
+    /// +05:30 starts the UTC day before; a register's interval reaches
+    /// across midnight); the local months of those days.
+    pub fn units_of_day(self, day: i64) -> Vec<Unit> {
+        let mut out = match self {
+            Dataset::Readings => vec![Unit::day(day)],
+            Dataset::SensorHourly => (day - 1..=day + 1).map(Unit::day).collect(),
+            Dataset::BuildingDaily | Dataset::BuildingMonthly => {
+                (day - 1..=day + 1).map(Unit::month).collect()
+            }
+        };
+        out.dedup();
+        out
+    }
+
+    /// The unit's rows as they are in the store now, as one batch of
+    /// [`Self::file_schema`]; `None` when the store no longer has the
+    /// unit (retention dropped it). Blocking.
+    pub fn local_rows(self, store: &ReadingStore, unit: &Unit) -> Result<Option<RecordBatch>> {
+        let batch = match self.rollup() {
+            None => {
+                let day = parse_day(&unit.key)?;
+                let range = TimeRange {
+                    start_ms: day * DAY_MS,
+                    end_ms: (day + 1) * DAY_MS,
+                };
+                let snap = store.snapshot();
+                if range.end_ms <= snap.raw_floor_ms {
+                    return Ok(None);
+                }
+                let names = SensorNames::from_catalog(&store.catalog().view());
+                let rows = snap.merged_readings(&|_| true, range, &names)?;
+                to_record_batch(&rows, &names)?
+            }
+            Some(table @ RollupTable::BuildingMonthly) => {
+                let Some(rows) = store.rollups().partition_rows(table, "")? else {
+                    return Ok(None);
+                };
+                let first = parse_month(&unit.key)?;
+                let in_month: Vec<RollupRow> = rows
+                    .into_iter()
+                    .filter(|r| {
+                        let d = from_days(r.at);
+                        (d.year(), d.month()) == (first.year(), first.month())
+                    })
+                    .collect();
+                if in_month.is_empty() {
+                    return Ok(None);
+                }
+                rollup_batch(table, &in_month)?
+            }
+            Some(table) => match store.rollups().partition_rows(table, &unit.key)? {
+                None => return Ok(None),
+                Some(rows) => rollup_batch(table, &rows)?,
+            },
+        };
+        Ok(Some(to_file_schema(&batch, &self.file_schema())?))
+    }
+}
+
+impl Dataset {
+    /// Which of the published units `keys` the store no longer holds
+    /// (retention dropped them). Blocking.
+    pub fn gone_units(self, store: &ReadingStore, keys: &[String]) -> Result<Vec<String>> {
+        let rollups = store.rollups();
+        let months: Option<std::collections::HashSet<String>> = match self {
+            Dataset::BuildingMonthly => Some(
+                rollups
+                    .partition_rows(RollupTable::BuildingMonthly, "")?
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| from_days(r.at).format("%Y-%m").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let floor = store.snapshot().raw_floor_ms;
+        let mut gone = Vec::new();
+        for key in keys {
+            let held = match (self, &months) {
+                (Dataset::Readings, _) => (parse_day(key)? + 1) * DAY_MS > floor,
+                (_, Some(months)) => months.contains(key),
+                (d, None) => d.rollup().is_some_and(|t| rollups.has_partition(t, key)),
+            };
+            if !held {
+                gone.push(key.clone());
+            }
+        }
+        Ok(gone)
+    }
+}
+
+/// The columns of the files, by name, millisecond timestamps cast to
+/// microseconds.
+fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = batch.column_by_name(f.name()).ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!("no column {}", f.name()))
+            })?;
+            arrow::compute::cast(column, f.data_type())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn parse_day(key: &str) -> Result<i64> {
+    let d = NaiveDate::parse_from_str(key, "%Y-%m-%d")
+        .map_err(|e| crate::Error::Config(format!("unit {key:?}: {e}")))?;
+    Ok(d.signed_duration_since(NaiveDate::default()).num_days())
+}
+
+fn parse_month(key: &str) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(&format!("{key}-01"), "%Y-%m-%d")
+        .map_err(|e| crate::Error::Config(format!("unit {key:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_touches_its_neighbours_hours_and_their_months() {
+        // 2026-11-30 is day 20_422 since the epoch.
+        let day = parse_day("2026-11-30").unwrap();
+        assert_eq!(Unit::day(day).key, "2026-11-30");
+        let keys = |d: Dataset| -> Vec<String> {
+            d.units_of_day(day).into_iter().map(|u| u.key).collect()
+        };
+        assert_eq!(keys(Dataset::Readings), ["2026-11-30"]);
+        assert_eq!(
+            keys(Dataset::SensorHourly),
+            ["2026-11-29", "2026-11-30", "2026-12-01"]
+        );
+        assert_eq!(keys(Dataset::BuildingDaily), ["2026-11", "2026-12"]);
+        let mid = parse_day("2026-11-15").unwrap();
+        assert_eq!(Dataset::BuildingMonthly.units_of_day(mid).len(), 1);
+    }
+
+    #[test]
+    fn a_file_name_tells_its_unit() {
+        assert_eq!(
+            Unit::key_of_file("site=a/month=2026-11/2026-11-30--0000042-17.parquet"),
+            Some("2026-11-30")
+        );
+        assert_eq!(
+            Unit::key_of_file("site=a/month=2026-11/other.parquet"),
+            None
+        );
+    }
+
+    #[test]
+    fn every_table_has_partition_columns_then_microsecond_timestamps() {
+        for d in Dataset::ALL {
+            let cols = d.delta_columns();
+            assert_eq!(cols[0].name(), "site");
+            assert_eq!(cols[1].name(), "month");
+            let names: std::collections::HashSet<_> = cols.iter().map(|c| c.name()).collect();
+            assert_eq!(names.len(), cols.len(), "{} repeats a column", d.name());
+            for f in d.file_schema().fields() {
+                if let DataType::Timestamp(unit, tz) = f.data_type() {
+                    assert_eq!(*unit, TimeUnit::Microsecond);
+                    assert_eq!(tz.as_deref(), Some("UTC"));
+                }
+            }
+        }
+    }
+}

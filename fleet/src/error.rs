@@ -1,0 +1,28 @@
+//! Fleet publishing errors.
+
+/// What can go wrong while publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("fleet configuration: {0}")]
+    Config(String),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("delta table: {0}")]
+    Delta(#[from] deltalake_core::DeltaTableError),
+    #[error("local store: {0}")]
+    Storage(#[from] wattline_storage::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("commit to {table} gave up after {attempts} attempts: {last}")]
+    CommitContended {
+        table: &'static str,
+        attempts: u32,
+        last: String,
+    },
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,277 @@
+//! One Delta table of the fleet, as this site sees and changes it.
+//!
+//! Commits go through delta-rs's commit builder with its own retries off:
+//! when another site committed first (the create-only write of the next
+//! log entry lost), the table state is brought up to date and the same
+//! change committed again after a jittered pause. Other sites never touch
+//! this site's files, so the change itself stays valid; the transaction
+//! marker tells whether an earlier attempt landed after all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake_core::kernel::{Action, Add, Remove, Transaction};
+use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableError};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::config::FleetConfig;
+use crate::datasets::{Dataset, Unit};
+use crate::error::{Error, Result};
+
+/// Attempts of one commit before giving up until the next round.
+const COMMIT_ATTEMPTS: u32 = 12;
+
+/// A file of this site in the table.
+#[derive(Debug, Clone)]
+pub struct SiteFile {
+    pub path: String,
+    pub size: i64,
+    pub month: String,
+}
+
+pub struct FleetTable {
+    pub dataset: Dataset,
+    site: String,
+    /// The transaction marker's application id: one per site and table.
+    app_id: String,
+    table: DeltaTable,
+    files: Arc<dyn ObjectStore>,
+}
+
+impl FleetTable {
+    /// Opens the table, creating it (protocol reader 1 / writer 2, no
+    /// table features) when no site has yet.
+    pub async fn open(
+        bucket: &Arc<dyn ObjectStore>,
+        config: &FleetConfig,
+        dataset: Dataset,
+    ) -> Result<Self> {
+        let path = config.table_path(dataset.name());
+        let files = crate::s3::table_store(bucket, &path);
+        let url = url::Url::parse(&format!("s3://{}/{path}/", config.bucket))
+            .map_err(|e| Error::Config(format!("fleet table location: {e}")))?;
+        let log_store: LogStoreRef = default_logstore(
+            files.clone(),
+            bucket.clone(),
+            &url,
+            &StorageConfig::default(),
+        );
+        let mut table = DeltaTable::new(log_store.clone());
+        match table.load().await {
+            Ok(()) => {}
+            Err(DeltaTableError::NotATable(_)) => {
+                let created = CreateBuilder::new()
+                    .with_log_store(log_store.clone())
+                    .with_table_name(dataset.name())
+                    .with_columns(dataset.delta_columns())
+                    .with_partition_columns(Dataset::partition_columns())
+                    .with_save_mode(SaveMode::Ignore)
+                    .with_commit_properties(CommitProperties::default().with_max_retries(0))
+                    .await;
+                table = match created {
+                    Ok(t) => t,
+                    // Another site created it first: use theirs.
+                    Err(e) => {
+                        let mut t = DeltaTable::new(log_store);
+                        if t.load().await.is_err() {
+                            return Err(e.into());
+                        }
+                        t
+                    }
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(FleetTable {
+            dataset,
+            site: config.site.clone(),
+            app_id: format!("wattline/site={}", config.site),
+            table,
+            files,
+        })
+    }
+
+    /// Reads the log entries committed since the last look.
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.table.update_state().await?;
+        Ok(())
+    }
+
+    /// The last change sequence this site committed to the table.
+    pub async fn published_seq(&self) -> Result<Option<u64>> {
+        let state = self.table.snapshot()?;
+        let version = state
+            .transaction_version(self.table.log_store().as_ref(), &self.app_id)
+            .await?;
+        Ok(version.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    /// This site's files, by the unit they belong to.
+    pub fn site_files(&self) -> Result<BTreeMap<String, Vec<SiteFile>>> {
+        let state = self.table.snapshot()?;
+        let mut out: BTreeMap<String, Vec<SiteFile>> = BTreeMap::new();
+        for file in state.log_data().iter() {
+            let parts = file.partition_values_map();
+            let of = |k: &str| parts.get(k).cloned().flatten();
+            if of("site").as_deref() != Some(self.site.as_str()) {
+                continue;
+            }
+            let path = file.path().to_string();
+            let Some(key) = Unit::key_of_file(&path) else {
+                continue;
+            };
+            out.entry(key.to_string()).or_default().push(SiteFile {
+                size: file.size(),
+                month: of("month").unwrap_or_default(),
+                path,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Writes `batch` as a new file of `unit` (zstd Parquet) and returns
+    /// the action that adds it; nothing refers to the file until a commit
+    /// carries that action.
+    pub async fn upload(&self, unit: &Unit, seq: u64, batch: &RecordBatch) -> Result<Add> {
+        let bytes = encode(batch)?;
+        let now = chrono::Utc::now();
+        let name = format!(
+            "site={}/month={}/{}--{seq:020}-{:x}.zstd.parquet",
+            self.site,
+            unit.month,
+            unit.key,
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let size = bytes.len() as i64;
+        self.files
+            .put(&Path::from(name.as_str()), bytes.into())
+            .await?;
+        Ok(Add {
+            path: name,
+            partition_values: HashMap::from([
+                ("site".to_string(), Some(self.site.clone())),
+                ("month".to_string(), Some(unit.month.clone())),
+            ]),
+            size,
+            modification_time: now.timestamp_millis(),
+            data_change: true,
+            stats: Some(serde_json::json!({ "numRecords": batch.num_rows() }).to_string()),
+            ..Default::default()
+        })
+    }
+
+    /// The action removing one of this site's files.
+    pub fn remove(&self, file: &SiteFile, data_change: bool) -> Remove {
+        Remove {
+            path: file.path.clone(),
+            data_change,
+            deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+            extended_file_metadata: Some(true),
+            partition_values: Some(HashMap::from([
+                ("site".to_string(), Some(self.site.clone())),
+                ("month".to_string(), Some(file.month.clone())),
+            ])),
+            size: Some(file.size),
+            ..Default::default()
+        }
+    }
+
+    /// Commits `actions` with the transaction marker `seq` (if any),
+    /// retrying with jitter while other sites win the race for the next
+    /// log entry. Returns `false` if an earlier attempt had already landed.
+    pub async fn commit(
+        &mut self,
+        actions: Vec<Action>,
+        seq: Option<u64>,
+        operation: DeltaOperation,
+    ) -> Result<bool> {
+        let mut last = String::new();
+        for attempt in 0..COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(jitter(attempt)).await;
+                self.refresh().await?;
+                if let Some(seq) = seq
+                    && self.published_seq().await?.is_some_and(|v| v >= seq)
+                {
+                    return Ok(false);
+                }
+            }
+            let mut props = CommitProperties::default()
+                .with_max_retries(0)
+                .with_create_checkpoint(false)
+                .with_cleanup_expired_logs(Some(false));
+            if let Some(seq) = seq {
+                props =
+                    props.with_application_transaction(Transaction::new(&self.app_id, seq as i64));
+            }
+            let state = self.table.snapshot()?.clone();
+            let reference: &dyn TableReference = &state;
+            let done = CommitBuilder::from(props)
+                .with_actions(actions.clone())
+                .build(Some(reference), self.table.log_store(), operation.clone())
+                .await;
+            match done {
+                Ok(_) => {
+                    self.refresh().await?;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    metrics::counter!("wattline_fleet_commit_retries_total").increment(1);
+                    tracing::debug!(table = self.dataset.name(), attempt, error = %e, "commit lost; retrying");
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(Error::CommitContended {
+            table: self.dataset.name(),
+            attempts: COMMIT_ATTEMPTS,
+            last,
+        })
+    }
+
+    pub fn log_store(&self) -> LogStoreRef {
+        self.table.log_store()
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.table.version().map(|v| v as i64)
+    }
+
+    /// The delta-rs table, for maintenance.
+    pub(crate) fn into_delta(self) -> DeltaTable {
+        self.table
+    }
+}
+
+/// A pause that grows with the attempt, spread so that sites which lost
+/// together do not retry together.
+fn jitter(attempt: u32) -> Duration {
+    let base = 50u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    Duration::from_millis(base / 2 + (nanos ^ (nanos >> 13)) % base)
+}
+
+/// One zstd Parquet file of `batch`.
+fn encode(batch: &RecordBatch) -> Result<Bytes> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(Bytes::from(out))
+}

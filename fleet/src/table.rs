@@ -14,7 +14,9 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
-use deltalake_core::kernel::{Action, Add, Remove, Transaction};
+use deltalake_core::kernel::{
+    Action, Add, MetadataExt, Remove, StructField, StructType, Transaction,
+};
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
@@ -93,13 +95,56 @@ impl FleetTable {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(FleetTable {
+        let mut opened = FleetTable {
             dataset,
             site: config.site.clone(),
             app_id: format!("wattline/site={}", config.site),
             table,
             files,
-        })
+        };
+        opened.add_new_columns().await?;
+        Ok(opened)
+    }
+
+    /// Adds the columns this version writes and the table lacks (created
+    /// by an older version): only ever new nullable columns, which
+    /// readers see as null in older files. Older appliances go on
+    /// writing files without them.
+    async fn add_new_columns(&mut self) -> Result<()> {
+        let state = self.table.snapshot()?;
+        let schema = state.schema();
+        let missing: Vec<StructField> = self
+            .dataset
+            .delta_columns()
+            .into_iter()
+            .filter(|c| schema.field(c.name()).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if let Some(c) = missing.iter().find(|c| !c.is_nullable()) {
+            return Err(Error::Config(format!(
+                "table {} lacks column {}, which cannot be added as it is not nullable",
+                self.dataset.name(),
+                c.name()
+            )));
+        }
+        let fields: Vec<StructField> = schema.fields().chain(&missing).cloned().collect();
+        let schema = StructType::try_new(fields).map_err(DeltaTableError::from)?;
+        let metadata = state
+            .metadata()
+            .clone()
+            .with_schema(&schema)
+            .map_err(DeltaTableError::from)?;
+        tracing::info!(
+            table = self.dataset.name(),
+            columns = ?missing.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            "fleet: adding new columns"
+        );
+        let operation = DeltaOperation::AddColumn { fields: missing };
+        self.commit(vec![Action::Metadata(metadata)], None, operation)
+            .await?;
+        Ok(())
     }
 
     /// Reads the log entries committed since the last look.

@@ -20,16 +20,18 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
 /// A `PYTHONPATH` with what the fleet tests need: moto's S3 server (and
-/// boto3), and DuckDB 1.5 with its Delta extension as a file (the
-/// extension's wheels exist for 1.5, not yet for 2.0).
+/// boto3), DuckDB 1.5 with its Delta extension as a file (the
+/// extension's wheels exist for 1.5, not yet for 2.0), and the `deltalake`
+/// package to write a table as an older version would have.
 fn fleet_pythonpath() -> PathBuf {
     pythonpath(
         "pydeps-fleet",
-        "moto, boto3, duckdb, duckdb_extension_delta",
+        "moto, boto3, duckdb, duckdb_extension_delta, deltalake",
         &[
             "moto[server]==5.2.5",
             "duckdb==1.5.5",
             "duckdb-extension-delta==1.5.5",
+            "deltalake==1.6.6",
         ],
     )
 }
@@ -347,4 +349,72 @@ async fn a_publisher_killed_between_upload_and_commit_publishes_once_after_resta
     );
     assert_eq!(orphans(&s3), Vec::<String>::new());
     same(&own_totals(&server).await, &fleet_totals(&s3, "west"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the network to install moto and DuckDB from PyPI; `.ci/run` runs it with --ignored"]
+async fn retention_at_a_site_removes_its_rows_from_the_fleet() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = site(&s3, dir.path(), "old", Options::default()).await;
+    let end = now_minute_ms() - HOUR;
+    let end = end - end % HOUR;
+    assert_eq!(
+        server.post_json(&hours("old", end, 5, 1.0)).await.status(),
+        202
+    );
+    server.flush().await;
+    wait_published(&server).await;
+    let before = fleet_totals(&s3, "old");
+    assert_eq!(before[0][0].as_f64(), Some(240.0));
+    server.terminate();
+
+    // Restarted keeping two days of raw readings: retention drops the
+    // older chunk files at start, and the fleet follows.
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            config: Some(s3.config("old", "[retention]\nraw = \"2d\"\n")),
+            ..Options::default()
+        },
+    )
+    .await;
+    wait_published(&server).await;
+    let ours = own_totals(&server).await;
+    assert!(
+        ours[0][0].as_u64().unwrap() < 5 * 24 * 2,
+        "retention dropped nothing: {ours:?}"
+    );
+    same(&ours, &fleet_totals(&s3, "old"));
+    // Rollups are kept longer than raw readings, in the fleet as here.
+    same(&ours[1..], &before[1..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the network to install moto and DuckDB from PyPI; `.ci/run` runs it with --ignored"]
+async fn columns_a_newer_version_adds_read_as_null_in_older_rows() {
+    let s3 = S3::start();
+    // Written by another Delta writer, with the columns an older version
+    // had: no peak demand, cost or quarantined counts.
+    assert_eq!(s3.py(&["legacy", BUCKET, PREFIX]), json!(0));
+    let dir = tempfile::tempdir().unwrap();
+    let server = site(&s3, dir.path(), "new", Options::default()).await;
+    let end = now_minute_ms() - HOUR;
+    let end = end - end % HOUR;
+    assert_eq!(
+        server.post_json(&hours("new", end, 2, 3.0)).await.status(),
+        202
+    );
+    wait_published(&server).await;
+    same(&own_totals(&server).await, &fleet_totals(&s3, "new"));
+    let rows = s3.duckdb(
+        "SELECT site, count(*), count(peak_kw), count(quarantined), round(sum(kwh), 6) \
+         FROM {building_daily} GROUP BY site ORDER BY site",
+    );
+    let days = server.sql("SELECT count(*) FROM building_daily").await[0][0].clone();
+    assert_eq!(rows[0], json!(["legacy", 3, 0, 0, 4.5]));
+    assert_eq!(rows[1][0], "new");
+    assert_eq!(rows[1][1], days);
+    assert_eq!(rows[1][2], days, "new rows carry peak demand");
+    assert_eq!(rows[1][3], days);
 }

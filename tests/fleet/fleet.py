@@ -6,6 +6,9 @@ Usage: python3 fleet.py ENDPOINT COMMAND ARGS...; prints JSON.
   bucket NAME                  create the bucket
   race NAME KEY N              N create-only writes of KEY at once; prints how many won
   objects NAME PREFIX          keys under PREFIX
+  legacy NAME PREFIX           building_daily as an older wattline wrote it (no
+                               peak_kw, cost, quarantined), rows of site "legacy",
+                               by another Delta writer (the deltalake package)
   live NAME TABLE_PREFIX        data files the table's log refers to now
   query NAME PREFIX SQL        download PREFIX, then run SQL in DuckDB; in SQL,
                                {readings} etc. stand for delta_scan of that table
@@ -54,6 +57,27 @@ def race(s3, bucket, key, n):
         return sum(pool.map(put, range(n)))
 
 
+def legacy(endpoint, bucket, prefix):
+    import deltalake
+
+    rows = duckdb.sql(
+        "SELECT 'legacy' AS site, '2026-10' AS month, 'b-legacy' AS building_id, "
+        "'t-legacy' AS tenant_id, DATE '2026-10-01' + i::INT AS day, (1.5 * i)::DOUBLE AS kwh, "
+        "0.5::DOUBLE AS peak_kwh, 96::BIGINT AS readings FROM range(3) t(i)"
+    )
+    options = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "fleet-test",
+        "AWS_SECRET_ACCESS_KEY": "fleet-test-secret",
+        "AWS_REGION": "us-east-1",
+        "conditional_put": "etag",
+    }
+    uri = f"s3://{bucket}/{prefix}/building_daily"
+    deltalake.write_deltalake(uri, rows, partition_by=["site", "month"], storage_options=options)
+    return deltalake.DeltaTable(uri, storage_options=options).version()
+
+
 def live(s3, bucket, table):
     files = set()
     commits = sorted(k for k in keys(s3, bucket, f"{table}/_delta_log/") if k.endswith(".json"))
@@ -97,6 +121,8 @@ def main():
         out = race(s3, args[0], args[1], int(args[2]))
     elif command == "objects":
         out = keys(s3, args[0], args[1])
+    elif command == "legacy":
+        out = legacy(endpoint, args[0], args[1])
     elif command == "live":
         out = live(s3, args[0], args[1])
     elif command == "query":

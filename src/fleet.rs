@@ -113,8 +113,8 @@ mod run {
         let done = rt.block_on(wattline_fleet::maintain::maintain(config, retention))?;
         for t in done {
             println!(
-                "{}: checkpoint at version {}, {} unreferenced files deleted",
-                t.table, t.version, t.files_deleted
+                "{}: {} site months compacted, checkpoint at version {}, {} unreferenced files deleted",
+                t.table, t.compacted, t.version, t.files_deleted
             );
         }
         Ok(())

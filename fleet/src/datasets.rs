@@ -64,6 +64,16 @@ impl Unit {
         }
     }
 
+    /// Every day of the month `YYYY-MM`, as units.
+    pub fn days_of_month(month: &str) -> Result<Vec<Unit>> {
+        let first = parse_month(month)?;
+        let start = first.signed_duration_since(NaiveDate::default()).num_days();
+        Ok((start..start + 31)
+            .map(Unit::day)
+            .filter(|u| u.month == month)
+            .collect())
+    }
+
     /// The unit a data file of the table belongs to, from its name
     /// (`<key>--<rest>.parquet`).
     pub fn key_of_file(path: &str) -> Option<&str> {
@@ -88,6 +98,12 @@ impl Dataset {
             Dataset::BuildingDaily => "building_daily",
             Dataset::BuildingMonthly => "building_monthly",
         }
+    }
+
+    /// Whether a unit is a UTC day (else a month). Such tables' files of
+    /// a month may be compacted into one (`wattline fleet maintain`).
+    pub fn by_day(self) -> bool {
+        matches!(self, Dataset::Readings | Dataset::SensorHourly)
     }
 
     fn rollup(self) -> Option<RollupTable> {
@@ -224,10 +240,26 @@ impl Dataset {
             _ => None,
         };
         let floor = store.snapshot().raw_floor_ms;
+        let hour_months: std::collections::HashSet<String> = match self {
+            Dataset::SensorHourly => rollups
+                .partition_days(RollupTable::SensorHourly)
+                .into_iter()
+                .map(|d| from_days(d).format("%Y-%m").to_string())
+                .collect(),
+            _ => Default::default(),
+        };
         let mut gone = Vec::new();
         for key in keys {
+            // A `YYYY-MM` key of a by-day table: a compacted month.
+            let compacted = self.by_day() && key.len() == 7;
             let held = match (self, &months) {
+                (Dataset::Readings, _) if compacted => {
+                    let next = Unit::days_of_month(key)?.len() as i64;
+                    let first = parse_day(&format!("{key}-01"))?;
+                    (first + next) * DAY_MS > floor
+                }
                 (Dataset::Readings, _) => (parse_day(key)? + 1) * DAY_MS > floor,
+                (Dataset::SensorHourly, _) if compacted => hour_months.contains(key),
                 (_, Some(months)) => months.contains(key),
                 (d, None) => d.rollup().is_some_and(|t| rollups.has_partition(t, key)),
             };
@@ -241,7 +273,7 @@ impl Dataset {
 
 /// The columns of the files, by name, millisecond timestamps cast to
 /// microseconds.
-fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
@@ -286,6 +318,15 @@ mod tests {
         assert_eq!(keys(Dataset::BuildingDaily), ["2026-11", "2026-12"]);
         let mid = parse_day("2026-11-15").unwrap();
         assert_eq!(Dataset::BuildingMonthly.units_of_day(mid).len(), 1);
+    }
+
+    #[test]
+    fn a_month_has_its_days() {
+        let days = Unit::days_of_month("2028-02").unwrap();
+        assert_eq!(days.len(), 29);
+        assert_eq!(days[0].key, "2028-02-01");
+        assert!(days.iter().all(|d| d.month == "2028-02"));
+        assert_eq!(Unit::days_of_month("2026-12").unwrap().len(), 31);
     }
 
     #[test]

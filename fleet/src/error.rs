@@ -21,6 +21,10 @@ pub enum Error {
         attempts: u32,
         last: String,
     },
+    #[error(
+        "{table}: site {site}'s files changed while a commit was prepared; prepared again next round"
+    )]
+    Stale { table: &'static str, site: String },
     #[error("background task failed: {0}")]
     Task(String),
 }

@@ -159,17 +159,35 @@ impl Publisher {
         let Some(seq) = changes.iter().map(|c| c.seq).max() else {
             return Ok(());
         };
-        let units: BTreeSet<Unit> = changes
+        let mut units: BTreeSet<Unit> = changes
             .iter()
             .flat_map(|c| dataset.units_of_day(c.day))
             .collect();
         let published = table.site_files()?;
+        // A day of a month that compaction merged into one file: that file
+        // goes, and every day of the month is published anew.
+        if dataset.by_day() {
+            let compacted: BTreeSet<String> = units
+                .iter()
+                .filter(|u| published.contains_key(&u.month))
+                .map(|u| u.month.clone())
+                .collect();
+            for month in compacted {
+                units.extend(Unit::days_of_month(&month)?);
+            }
+        }
+        let months: BTreeSet<String> = units.iter().map(|u| u.month.clone()).collect();
+        let guard = table.guard(&self.config.site, months.clone())?;
         let mut actions = Vec::new();
         let (mut added, mut removed, mut rows) = (0, 0, 0u64);
+        let mut gone: BTreeSet<&str> = BTreeSet::new();
         for unit in &units {
-            for file in published.get(&unit.key).into_iter().flatten() {
-                actions.push(Action::Remove(table.remove(file, true)));
-                removed += 1;
+            let keys = [unit.key.as_str(), unit.month.as_str()];
+            for file in keys.iter().filter_map(|k| published.get(*k)).flatten() {
+                if gone.insert(&file.path) {
+                    actions.push(Action::Remove(table.remove(file, true)));
+                    removed += 1;
+                }
             }
             let (store, u) = (self.store.clone(), unit.clone());
             let batch = blocking(move || dataset.local_rows(&store, &u)).await?;
@@ -186,7 +204,6 @@ impl Publisher {
             std::process::abort();
         }
         let site = &self.config.site;
-        let months: BTreeSet<&str> = units.iter().map(|u| u.month.as_str()).collect();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Overwrite,
             partition_by: Some(Dataset::partition_columns().map(String::from).to_vec()),
@@ -199,7 +216,10 @@ impl Publisher {
                     .join(", ")
             )),
         };
-        if self.tables[i].commit(actions, Some(seq), operation).await? {
+        if self.tables[i]
+            .commit(actions, Some(seq), operation, Some(&guard))
+            .await?
+        {
             round.commits += 1;
             round.files_added += added;
             round.files_removed += removed;
@@ -220,20 +240,28 @@ impl Publisher {
         let keys: Vec<String> = published.keys().cloned().collect();
         let store = self.store.clone();
         let gone = blocking(move || dataset.gone_units(&store, &keys)).await?;
-        let actions: Vec<Action> = gone
+        let files: Vec<_> = gone
             .iter()
             .flat_map(|k| published.get(k).into_iter().flatten())
-            .map(|f| Action::Remove(table.remove(f, true)))
             .collect();
-        if actions.is_empty() {
+        if files.is_empty() {
             return Ok(());
         }
+        let months = files.iter().map(|f| f.month.clone()).collect();
+        let guard = table.guard(&self.config.site, months)?;
+        let actions: Vec<Action> = files
+            .iter()
+            .map(|f| Action::Remove(table.remove(f, true)))
+            .collect();
         let removed = actions.len();
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("site = '{}'", self.config.site)),
         };
-        // No marker: removing what is already removed changes nothing.
-        if self.tables[i].commit(actions, None, operation).await? {
+        // No marker: the sweep follows from local state, not the feed.
+        if self.tables[i]
+            .commit(actions, None, operation, Some(&guard))
+            .await?
+        {
             round.commits += 1;
             round.files_removed += removed;
             tracing::info!(

@@ -7,7 +7,7 @@
 //! this site's files, so the change itself stays valid; the transaction
 //! marker tells whether an earlier attempt landed after all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableError};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, AsyncArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -34,12 +35,27 @@ use crate::error::{Error, Result};
 /// Attempts of one commit before giving up until the next round.
 const COMMIT_ATTEMPTS: u32 = 12;
 
-/// A file of this site in the table.
-#[derive(Debug, Clone)]
+/// A data file of one site in the table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SiteFile {
+    pub site: String,
+    pub month: String,
+    /// The unit it holds (`YYYY-MM-DD`), or the month (`YYYY-MM`) when
+    /// compaction merged a month's days into it.
+    pub key: String,
     pub path: String,
     pub size: i64,
-    pub month: String,
+}
+
+/// What a commit was computed from: the live files of `site` in `months`.
+/// If they changed by the time the commit is retried (another writer of
+/// this site's partitions, such as compaction, came first), the commit is
+/// abandoned with [`Error::Stale`] and computed again.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub site: String,
+    pub months: BTreeSet<String>,
+    pub files: BTreeSet<String>,
 }
 
 pub struct FleetTable {
@@ -142,7 +158,7 @@ impl FleetTable {
             "fleet: adding new columns"
         );
         let operation = DeltaOperation::AddColumn { fields: missing };
-        self.commit(vec![Action::Metadata(metadata)], None, operation)
+        self.commit(vec![Action::Metadata(metadata)], None, operation, None)
             .await?;
         Ok(())
     }
@@ -162,38 +178,78 @@ impl FleetTable {
         Ok(version.and_then(|v| u64::try_from(v).ok()))
     }
 
-    /// This site's files, by the unit they belong to.
-    pub fn site_files(&self) -> Result<BTreeMap<String, Vec<SiteFile>>> {
+    /// Every site's data files (`site = None`) or one site's.
+    pub fn files(&self, site: Option<&str>) -> Result<Vec<SiteFile>> {
         let state = self.table.snapshot()?;
-        let mut out: BTreeMap<String, Vec<SiteFile>> = BTreeMap::new();
+        let mut out = Vec::new();
         for file in state.log_data().iter() {
             let parts = file.partition_values_map();
-            let of = |k: &str| parts.get(k).cloned().flatten();
-            if of("site").as_deref() != Some(self.site.as_str()) {
+            let of = |k: &str| parts.get(k).cloned().flatten().unwrap_or_default();
+            let file_site = of("site");
+            if site.is_some_and(|s| s != file_site) {
                 continue;
             }
             let path = file.path().to_string();
             let Some(key) = Unit::key_of_file(&path) else {
                 continue;
             };
-            out.entry(key.to_string()).or_default().push(SiteFile {
+            out.push(SiteFile {
+                site: file_site,
+                month: of("month"),
+                key: key.to_string(),
                 size: file.size(),
-                month: of("month").unwrap_or_default(),
                 path,
             });
         }
+        out.sort();
         Ok(out)
+    }
+
+    /// This site's files, by the unit (or compacted month) they hold.
+    pub fn site_files(&self) -> Result<BTreeMap<String, Vec<SiteFile>>> {
+        let mut out: BTreeMap<String, Vec<SiteFile>> = BTreeMap::new();
+        for f in self.files(Some(&self.site))? {
+            out.entry(f.key.clone()).or_default().push(f);
+        }
+        Ok(out)
+    }
+
+    /// The guard of a commit that changes `months` of this site.
+    pub fn guard(&self, site: &str, months: BTreeSet<String>) -> Result<Guard> {
+        let files = self
+            .files(Some(site))?
+            .into_iter()
+            .filter(|f| months.contains(&f.month))
+            .map(|f| f.path)
+            .collect();
+        Ok(Guard {
+            site: site.to_string(),
+            months,
+            files,
+        })
     }
 
     /// Writes `batch` as a new file of `unit` (zstd Parquet) and returns
     /// the action that adds it; nothing refers to the file until a commit
     /// carries that action.
     pub async fn upload(&self, unit: &Unit, seq: u64, batch: &RecordBatch) -> Result<Add> {
+        self.upload_as(&self.site, unit, &format!("{seq:020}"), batch, true)
+            .await
+    }
+
+    /// Writes `batch` as a new file of `site`'s `unit`, `tag` in its name.
+    pub async fn upload_as(
+        &self,
+        site: &str,
+        unit: &Unit,
+        tag: &str,
+        batch: &RecordBatch,
+        data_change: bool,
+    ) -> Result<Add> {
         let bytes = encode(batch)?;
         let now = chrono::Utc::now();
         let name = format!(
-            "site={}/month={}/{}--{seq:020}-{:x}.zstd.parquet",
-            self.site,
+            "site={site}/month={}/{}--{tag}-{:x}.zstd.parquet",
             unit.month,
             unit.key,
             now.timestamp_nanos_opt().unwrap_or_default()
@@ -205,18 +261,76 @@ impl FleetTable {
         Ok(Add {
             path: name,
             partition_values: HashMap::from([
-                ("site".to_string(), Some(self.site.clone())),
+                ("site".to_string(), Some(site.to_string())),
                 ("month".to_string(), Some(unit.month.clone())),
             ]),
             size,
             modification_time: now.timestamp_millis(),
-            data_change: true,
+            data_change,
             stats: Some(serde_json::json!({ "numRecords": batch.num_rows() }).to_string()),
             ..Default::default()
         })
     }
 
-    /// The action removing one of this site's files.
+    /// Merges `files` (of one site and month) into one new file named as
+    /// the month's, streamed file by file (a month of a large site does
+    /// not fit in memory), and returns the action adding it, marked as no
+    /// change of data.
+    pub async fn merge(&self, site: &str, month: &str, files: &[SiteFile]) -> Result<Add> {
+        let unit = Unit {
+            key: month.to_string(),
+            month: month.to_string(),
+        };
+        let now = chrono::Utc::now();
+        let name = format!(
+            "site={site}/month={month}/{month}--compacted-{:x}.zstd.parquet",
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let path = Path::from(name.as_str());
+        let schema = self.dataset.file_schema();
+        let upload = object_store::buffered::BufWriter::new(self.files.clone(), path.clone());
+        let mut writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(properties()?))?;
+        let mut rows = 0usize;
+        for file in files {
+            let batch = self.read(file).await?;
+            rows += batch.num_rows();
+            writer.write(&batch).await?;
+        }
+        writer.close().await?;
+        let size = self.files.head(&path).await?.size as i64;
+        Ok(Add {
+            path: name,
+            partition_values: HashMap::from([
+                ("site".to_string(), Some(site.to_string())),
+                ("month".to_string(), Some(unit.month)),
+            ]),
+            size,
+            modification_time: now.timestamp_millis(),
+            data_change: false,
+            stats: Some(serde_json::json!({ "numRecords": rows }).to_string()),
+            ..Default::default()
+        })
+    }
+
+    /// Reads one data file of the table.
+    pub async fn read(&self, file: &SiteFile) -> Result<RecordBatch> {
+        let bytes = self
+            .files
+            .get(&Path::from(file.path.as_str()))
+            .await?
+            .bytes()
+            .await?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        let schema = self.dataset.file_schema();
+        let batches = batches
+            .iter()
+            .map(|b| crate::datasets::to_file_schema(b, &schema))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    }
+
+    /// The action removing a data file.
     pub fn remove(&self, file: &SiteFile, data_change: bool) -> Remove {
         Remove {
             path: file.path.clone(),
@@ -224,7 +338,7 @@ impl FleetTable {
             deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
             extended_file_metadata: Some(true),
             partition_values: Some(HashMap::from([
-                ("site".to_string(), Some(self.site.clone())),
+                ("site".to_string(), Some(file.site.clone())),
                 ("month".to_string(), Some(file.month.clone())),
             ])),
             size: Some(file.size),
@@ -240,6 +354,7 @@ impl FleetTable {
         actions: Vec<Action>,
         seq: Option<u64>,
         operation: DeltaOperation,
+        guard: Option<&Guard>,
     ) -> Result<bool> {
         let mut last = String::new();
         for attempt in 0..COMMIT_ATTEMPTS {
@@ -250,6 +365,15 @@ impl FleetTable {
                     && self.published_seq().await?.is_some_and(|v| v >= seq)
                 {
                     return Ok(false);
+                }
+                if let Some(guard) = guard {
+                    let now = self.guard(&guard.site, guard.months.clone())?;
+                    if now.files != guard.files {
+                        return Err(Error::Stale {
+                            table: self.dataset.name(),
+                            site: guard.site.clone(),
+                        });
+                    }
                 }
             }
             let mut props = CommitProperties::default()
@@ -309,13 +433,16 @@ fn jitter(attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + (nanos ^ (nanos >> 13)) % base)
 }
 
+fn properties() -> Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .build())
+}
+
 /// One zstd Parquet file of `batch`.
 fn encode(batch: &RecordBatch) -> Result<Bytes> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .build();
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties()?))?;
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(out))

@@ -337,16 +337,7 @@ async fn a_publisher_killed_between_upload_and_commit_publishes_once_after_resta
         uploaded.iter().all(|k| before.contains(k)),
         "the crash's files: {uploaded:?}, unreferenced: {before:?}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_wattline"))
-        .args(["fleet", "maintain", "--retention", "1s", "--config"])
-        .arg(dir.path().join("wattline.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "maintain: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    maintain(&dir.path().join("wattline.toml"));
     assert_eq!(orphans(&s3), Vec::<String>::new());
     same(&own_totals(&server).await, &fleet_totals(&s3, "west"));
 }
@@ -417,4 +408,89 @@ async fn columns_a_newer_version_adds_read_as_null_in_older_rows() {
     assert_eq!(rows[1][1], days);
     assert_eq!(rows[1][2], days, "new rows carry peak demand");
     assert_eq!(rows[1][3], days);
+}
+
+/// Midnight UTC, epoch ms, of day 12 of the month before last: a month
+/// `fleet maintain` compacts, whatever today is.
+fn in_closed_month() -> i64 {
+    use chrono::{Datelike, NaiveDate};
+    let today = chrono::Utc::now().date_naive();
+    let (y, m) = (today.year(), today.month0() as i32 - 2);
+    let (y, m) = if m < 0 { (y - 1, m + 12) } else { (y, m) };
+    let day = NaiveDate::from_ymd_opt(y, m as u32 + 1, 12).unwrap();
+    day.and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+}
+
+fn maintain(config: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wattline"))
+        .args(["fleet", "maintain", "--retention", "1s", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "maintain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the network to install moto and DuckDB from PyPI; `.ci/run` runs it with --ignored"]
+async fn compaction_keeps_the_rows_and_a_late_reading_after_it_replaces_them_once() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = site(&s3, dir.path(), "cmp", Options::default()).await;
+    // Three days of a closed month, and today's readings.
+    let closed_end = in_closed_month() + 3 * DAY - HOUR;
+    let month = chrono::DateTime::from_timestamp_millis(closed_end)
+        .unwrap()
+        .format("%Y-%m")
+        .to_string();
+    assert_eq!(
+        server
+            .post_json(&hours("cmp", closed_end, 3, 2.0))
+            .await
+            .status(),
+        202
+    );
+    let now = now_minute_ms() - HOUR;
+    let now = now - now % HOUR;
+    assert_eq!(
+        server.post_json(&hours("cmp", now, 1, 4.0)).await.status(),
+        202
+    );
+    server.flush().await;
+    wait_published(&server).await;
+    let files_of_month = |s3: &S3| -> Vec<String> {
+        let live: Vec<String> =
+            serde_json::from_value(s3.py(&["live", BUCKET, &format!("{PREFIX}/readings")]))
+                .unwrap();
+        live.into_iter()
+            .filter(|f| f.contains(&format!("site=cmp/month={month}/")))
+            .collect()
+    };
+    assert_eq!(files_of_month(&s3).len(), 3, "one file per day");
+    let before = fleet_totals(&s3, "cmp");
+
+    maintain(&dir.path().join("wattline.toml"));
+    let merged = files_of_month(&s3);
+    assert_eq!(merged.len(), 1, "{merged:?}");
+    assert!(merged[0].contains("--compacted-"), "{merged:?}");
+    same(&own_totals(&server).await, &fleet_totals(&s3, "cmp"));
+    assert_eq!(before, fleet_totals(&s3, "cmp"));
+
+    // A correction of one reading in the compacted month: the month's
+    // file is replaced by its days, each reading once, the new value in.
+    let fix = json!({"readings": [reading("cmp-s1", closed_end - DAY, 1000.0)]});
+    assert_eq!(server.post_json(&fix).await.status(), 202);
+    wait_published(&server).await;
+    same(&own_totals(&server).await, &fleet_totals(&s3, "cmp"));
+    assert_eq!(files_of_month(&s3).len(), 3);
+    let dupes = s3.duckdb(
+        "SELECT count(*) FROM (SELECT site, sensor_id, ts FROM {readings} GROUP BY ALL HAVING count(*) > 1)",
+    );
+    assert_eq!(dupes[0][0], 0);
 }

@@ -311,6 +311,10 @@ pub(crate) fn parse_toml(text: &str) -> Result<RawConfig> {
                 SECRET_KEYS
                     .iter()
                     .any(|k| text.starts_with(k.split_once('.').map_or(*k, |(_, name)| name)))
+            })
+            // Sections holding credentials: a misspelt key may be one.
+            || line.is_some_and(|n| {
+                SECRET_SECTIONS.contains(&section_of(text, n).as_str())
             });
         match (key, line) {
             (key, Some(line)) if secret => anyhow!(
@@ -324,8 +328,27 @@ pub(crate) fn parse_toml(text: &str) -> Result<RawConfig> {
     })
 }
 
+/// The `[section]` line `n` (1-based) of `text` is in.
+fn section_of(text: &str, n: usize) -> String {
+    text.lines()
+        .take(n)
+        .filter_map(|l| l.trim().strip_prefix('[')?.split(']').next())
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Sections whose lines are never quoted in a message.
+const SECRET_SECTIONS: &[&str] = &["smtp", "fleet"];
+
 /// Keys whose values are never repeated in a message.
-const SECRET_KEYS: &[&str] = &["smtp.password", "smtp.username"];
+const SECRET_KEYS: &[&str] = &[
+    "smtp.password",
+    "smtp.username",
+    "fleet.secret_access_key",
+    "fleet.access_key_id",
+];
 
 /// The `section.key` whose name or value spans byte `offset` of `text`.
 fn key_at(text: &str, offset: usize) -> Option<String> {
@@ -530,6 +553,19 @@ mod tests {
         for (text, key) in cases {
             let err = format!("{:#}", resolve(text).unwrap_err());
             assert!(err.contains(key), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn fleet_credentials_never_appear_in_errors() {
+        for text in [
+            "[fleet]\nsecret_access_key = S3CR3T",
+            "[fleet]\nsecret_acess_key = \"S3CR3T\"",
+            "[fleet]\nsite = \"a\"\naccess_key_id = [\"S3CR3T\"]",
+            "[fleet]\nS3CR3T",
+        ] {
+            let err = format!("{:#}", resolve(text).unwrap_err());
+            assert!(!err.contains("S3CR3T"), "{text:?} gave {err:?}");
         }
     }
 

@@ -55,7 +55,7 @@ pub(crate) fn resolve(raw: Option<RawFleet>) -> Result<Option<FleetSettings>> {
             bucket: required("bucket", raw.bucket)?,
             prefix: raw.prefix.unwrap_or_default(),
             endpoint: raw.endpoint,
-            region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+            region: raw.region,
             access_key_id: raw.access_key_id,
             secret_access_key: secret,
             allow_http: raw.allow_http.unwrap_or(false),
@@ -75,6 +75,7 @@ mod run {
     use std::time::Duration;
 
     use tokio::sync::watch;
+    use wattline_fleet::datasets::Retention;
     use wattline_fleet::{FleetConfig, Publisher};
     use wattline_storage::ReadingStore;
 
@@ -84,12 +85,13 @@ mod run {
     pub(crate) fn spawn(
         config: FleetConfig,
         store: Arc<ReadingStore>,
+        retention: Retention,
         mut stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut pause = Duration::from_secs(2);
             loop {
-                match Publisher::open(config.clone(), store.clone()).await {
+                match Publisher::open(config.clone(), store.clone(), retention).await {
                     Ok(publisher) => return publisher.run(stop).await,
                     Err(e) => {
                         metrics::counter!("wattline_fleet_failures_total").increment(1);
@@ -105,8 +107,22 @@ mod run {
         })
     }
 
+    /// Below this, a full vacuum could delete files an appliance has
+    /// uploaded and is about to commit.
+    const MIN_RETENTION: Duration = Duration::from_secs(3600);
+
     /// `wattline fleet maintain`.
-    pub(crate) fn maintain(config: &FleetConfig, retention: Duration) -> anyhow::Result<()> {
+    pub(crate) fn maintain(
+        config: &FleetConfig,
+        retention: Duration,
+        allow_short: bool,
+    ) -> anyhow::Result<()> {
+        if retention < MIN_RETENTION && !allow_short {
+            anyhow::bail!(
+                "--retention below 1h could delete files appliances are committing; \
+                 add --allow-short-retention only when no appliance publishes"
+            );
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;

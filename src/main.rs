@@ -105,9 +105,13 @@ enum FleetAction {
         /// TOML configuration file with a `[fleet]` section.
         #[arg(long, env = "WATTLINE_CONFIG")]
         config: PathBuf,
-        /// Keep unreferenced files this long (readers may still read them).
+        /// Keep unreferenced files this long (readers may still read them;
+        /// at least 1h).
         #[arg(long, default_value = "7d")]
         retention: String,
+        /// Allow a retention under 1h (tests; no appliance may publish meanwhile).
+        #[arg(long)]
+        allow_short_retention: bool,
     },
 }
 
@@ -141,8 +145,13 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         #[cfg(feature = "fleet")]
         Command::Fleet {
-            action: FleetAction::Maintain { config, retention },
-        } => done(fleet_maintain(config, &retention)),
+            action:
+                FleetAction::Maintain {
+                    config,
+                    retention,
+                    allow_short_retention,
+                },
+        } => done(fleet_maintain(config, &retention, allow_short_retention)),
         Command::Config {
             action: ConfigAction::Check { file },
         } => done(config::check(&file)),
@@ -163,7 +172,7 @@ fn main() -> ExitCode {
 }
 
 #[cfg(feature = "fleet")]
-fn fleet_maintain(config: PathBuf, retention: &str) -> anyhow::Result<()> {
+fn fleet_maintain(config: PathBuf, retention: &str, allow_short: bool) -> anyhow::Result<()> {
     let args = ServeArgs {
         data_dir: None,
         listen: None,
@@ -173,5 +182,5 @@ fn fleet_maintain(config: PathBuf, retention: &str) -> anyhow::Result<()> {
     let Some(fleet) = settings.fleet else {
         anyhow::bail!("the config file has no [fleet] section");
     };
-    fleet::maintain(&fleet, config::parse_duration(retention)?)
+    fleet::maintain(&fleet, config::parse_duration(retention)?, allow_short)
 }

@@ -124,10 +124,13 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     ));
     let alert_tasks = spawn_alerts(&settings, &alerts, &store, &stop_tx)?;
     #[cfg(feature = "fleet")]
-    let fleet = settings
-        .fleet
-        .clone()
-        .map(|c| crate::fleet::spawn(c, store.clone(), stop_tx.subscribe()));
+    let fleet = settings.fleet.clone().map(|c| {
+        let retention = wattline_fleet::datasets::Retention {
+            raw: settings.retention_raw,
+            rollups: settings.retention_rollups,
+        };
+        crate::fleet::spawn(c, store.clone(), retention, stop_tx.subscribe())
+    });
     let report_workers = crate::report_workers::Workers::start(
         reports,
         store.clone(),

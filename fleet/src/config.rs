@@ -15,7 +15,8 @@ pub struct FleetConfig {
     pub prefix: String,
     /// An S3-compatible endpoint (MinIO, Ceph, moto); `None` for AWS.
     pub endpoint: Option<String>,
-    pub region: String,
+    /// `None`: `AWS_REGION` or the default.
+    pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     /// Plain-HTTP endpoints are refused unless this is set.
@@ -40,12 +41,28 @@ impl FleetConfig {
                 self.site
             )));
         }
-        if self.bucket.is_empty() {
-            return Err(Error::Config("fleet.bucket: must not be empty".into()));
-        }
-        if self.prefix.split('/').any(|p| p == "." || p == "..") {
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
             return Err(Error::Config(format!(
-                "fleet.prefix {:?}: no '.' or '..' segments",
+                "fleet.bucket {:?}: 3 to 63 lowercase letters, digits, '-' or '.'",
+                self.bucket
+            )));
+        }
+        let prefix = self.prefix.trim_matches('/');
+        let segment_ok = |p: &str| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if !prefix.is_empty() && !prefix.split('/').all(segment_ok) {
+            return Err(Error::Config(format!(
+                "fleet.prefix {:?}: folders of letters, digits, '-', '_' or '.' separated by '/'",
                 self.prefix
             )));
         }
@@ -96,10 +113,10 @@ mod tests {
     fn config() -> FleetConfig {
         FleetConfig {
             site: "site-1".into(),
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             prefix: "fleet/".into(),
             endpoint: None,
-            region: "us-east-1".into(),
+            region: None,
             access_key_id: Some("AKIDEXAMPLE".into()),
             secret_access_key: Some("very-secret".into()),
             allow_http: false,
@@ -125,11 +142,20 @@ mod tests {
             assert!(c.validate().is_err(), "{bad:?}");
         }
         assert!(config().validate().is_ok());
-        let dots = FleetConfig {
-            prefix: "a/../b".into(),
-            ..config()
-        };
-        assert!(dots.validate().is_err());
+        for bad in ["a/../b", "a//b", "a?b", "a#b", "a b"] {
+            let c = FleetConfig {
+                prefix: bad.into(),
+                ..config()
+            };
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
+        for bad in ["", "ab", "Upper", "a/b", "a?b"] {
+            let c = FleetConfig {
+                bucket: bad.into(),
+                ..config()
+            };
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
         assert_eq!(config().table_path("readings"), "fleet/readings");
     }
 }

@@ -18,11 +18,18 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{Datelike, NaiveDate};
 use deltalake_core::kernel::{DataType as DeltaType, StructField};
 use wattline_storage::{
-    DAY_MS, ReadingStore, RollupRow, RollupTable, SensorNames, TimeRange, from_days, rollup_batch,
-    to_record_batch,
+    DAY_MS, DayChange, ReadingStore, RollupRow, RollupTable, SensorNames, TimeRange, from_days,
+    rollup_batch, to_record_batch,
 };
 
 use crate::error::Result;
+
+/// How long the store keeps raw readings and rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub raw: std::time::Duration,
+    pub rollups: std::time::Duration,
+}
 
 /// One table of the fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,16 +169,26 @@ impl Dataset {
         ["site", "month"]
     }
 
+    /// The units a change touches.
+    pub fn units_of(self, change: &DayChange) -> Vec<Unit> {
+        match self {
+            Dataset::Readings | Dataset::SensorHourly if change.buildings_only => vec![],
+            _ => self.units_of_day(change.day),
+        }
+    }
+
     /// The units a change of UTC day `day` touches: the day's readings;
     /// sensor hours of the day and its neighbours (an hour of a zone at
     /// +05:30 starts the UTC day before; a register's interval reaches
-    /// across midnight); the local months of those days.
+    /// across midnight); the months of local days a step of the day
+    /// recomputes (the quarters of the neighbouring UTC days, which are
+    /// local days up to two days off in zones from -12:00 to +14:00).
     pub fn units_of_day(self, day: i64) -> Vec<Unit> {
         let mut out = match self {
             Dataset::Readings => vec![Unit::day(day)],
             Dataset::SensorHourly => (day - 1..=day + 1).map(Unit::day).collect(),
             Dataset::BuildingDaily | Dataset::BuildingMonthly => {
-                (day - 1..=day + 1).map(Unit::month).collect()
+                (day - 2..=day + 2).map(Unit::month).collect()
             }
         };
         out.dedup();
@@ -224,9 +241,18 @@ impl Dataset {
 }
 
 impl Dataset {
-    /// Which of the published units `keys` the store no longer holds
-    /// (retention dropped them). Blocking.
-    pub fn gone_units(self, store: &ReadingStore, keys: &[String]) -> Result<Vec<String>> {
+    /// Which of the published units `keys` retention dropped: the store
+    /// no longer holds them and they ended before what it keeps (a unit
+    /// this store never held, such as history published from an earlier
+    /// data directory of the site, stays). Blocking.
+    pub fn gone_units(
+        self,
+        store: &ReadingStore,
+        keys: &[String],
+        retention: Retention,
+    ) -> Result<Vec<String>> {
+        let kept_from = wattline_storage::now_ms()
+            - i64::try_from(retention.rollups.as_millis()).unwrap_or(i64::MAX);
         let rollups = store.rollups();
         let months: Option<std::collections::HashSet<String>> = match self {
             Dataset::BuildingMonthly => Some(
@@ -252,13 +278,18 @@ impl Dataset {
         for key in keys {
             // A `YYYY-MM` key of a by-day table: a compacted month.
             let compacted = self.by_day() && key.len() == 7;
+            let end_ms = if key.len() == 7 {
+                let first = parse_day(&format!("{key}-01"))?;
+                (first + Unit::days_of_month(key)?.len() as i64) * DAY_MS
+            } else {
+                (parse_day(key)? + 1) * DAY_MS
+            };
+            if self != Dataset::Readings && end_ms > kept_from {
+                continue;
+            }
             let held = match (self, &months) {
-                (Dataset::Readings, _) if compacted => {
-                    let next = Unit::days_of_month(key)?.len() as i64;
-                    let first = parse_day(&format!("{key}-01"))?;
-                    (first + next) * DAY_MS > floor
-                }
-                (Dataset::Readings, _) => (parse_day(key)? + 1) * DAY_MS > floor,
+                // Raw readings: below the floor only retention drops.
+                (Dataset::Readings, _) => end_ms > floor,
                 (Dataset::SensorHourly, _) if compacted => hour_months.contains(key),
                 (_, Some(months)) => months.contains(key),
                 (d, None) => d.rollup().is_some_and(|t| rollups.has_partition(t, key)),
@@ -316,6 +347,14 @@ mod tests {
             ["2026-11-29", "2026-11-30", "2026-12-01"]
         );
         assert_eq!(keys(Dataset::BuildingDaily), ["2026-11", "2026-12"]);
+        // A late reading of March 2 reaches local February 28 in New York.
+        let march = parse_day("2026-03-02").unwrap();
+        let months: Vec<String> = Dataset::BuildingDaily
+            .units_of_day(march)
+            .into_iter()
+            .map(|u| u.key)
+            .collect();
+        assert_eq!(months, ["2026-02", "2026-03"]);
         let mid = parse_day("2026-11-15").unwrap();
         assert_eq!(Dataset::BuildingMonthly.units_of_day(mid).len(), 1);
     }

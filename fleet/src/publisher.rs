@@ -34,12 +34,12 @@ use tokio::sync::watch;
 use wattline_storage::{DayChange, ReadingStore};
 
 use crate::config::FleetConfig;
-use crate::datasets::{Dataset, Unit};
+use crate::datasets::{Dataset, Retention, Unit};
 use crate::error::{Error, Result};
 use crate::table::FleetTable;
 
-/// Changed days per commit: bounds the rows held and uploaded at once.
-const DAYS_PER_COMMIT: usize = 4;
+/// Units per commit: bounds the files uploaded before a commit.
+const UNITS_PER_COMMIT: usize = 8;
 /// For the crash tests: abort the process after a commit's files are
 /// uploaded and before the commit (set to any value).
 pub const CRASH_AFTER_UPLOAD_ENV: &str = "WATTLINE_FLEET_CRASH_AFTER_UPLOAD";
@@ -56,6 +56,7 @@ pub struct Round {
 pub struct Publisher {
     config: FleetConfig,
     store: Arc<ReadingStore>,
+    retention: Retention,
     tables: Vec<FleetTable>,
 }
 
@@ -64,9 +65,14 @@ impl Publisher {
     /// committed to them, or committed sequences this store has not
     /// handed out (a restored or replaced data directory), every day the
     /// store holds is noted as changed, so all of it is published.
-    pub async fn open(config: FleetConfig, store: Arc<ReadingStore>) -> Result<Self> {
+    pub async fn open(
+        config: FleetConfig,
+        store: Arc<ReadingStore>,
+        retention: Retention,
+    ) -> Result<Self> {
         config.validate()?;
         let bucket: Arc<dyn ObjectStore> = crate::s3::bucket_store(&config)?;
+        crate::s3::check_create_only(&bucket, &config).await?;
         let mut tables = Vec::new();
         for dataset in Dataset::ALL {
             tables.push(FleetTable::open(&bucket, &config, dataset).await?);
@@ -75,17 +81,26 @@ impl Publisher {
         for t in &tables {
             published.push(t.published_seq().await?);
         }
-        let (_, last) = store.rollups().changes_since(u64::MAX)?;
         let ahead = published.iter().flatten().copied().max().unwrap_or(0);
-        if published.iter().any(Option::is_none) || ahead > last {
-            let store2 = store.clone();
-            let days = blocking(move || local_days(&store2)).await?;
-            tracing::info!(days = days.len(), "fleet: publishing every day held");
-            store.rollups().renote(&days, ahead.max(last))?;
+        let never = published.iter().any(Option::is_none);
+        let store2 = store.clone();
+        let renoted = blocking(move || {
+            let (_, last) = store2.rollups().changes_since(u64::MAX)?;
+            if !never && ahead <= last {
+                return Ok(None);
+            }
+            let days = local_days(&store2)?;
+            store2.rollups().renote(&days, ahead.max(last))?;
+            Ok(Some(days.len()))
+        })
+        .await?;
+        if let Some(days) = renoted {
+            tracing::info!(days, "fleet: publishing every day held");
         }
         Ok(Publisher {
             config,
             store,
+            retention,
             tables,
         })
     }
@@ -120,25 +135,29 @@ impl Publisher {
     }
 
     /// One round: every table brought up to the change feed, then the
-    /// retention sweep.
+    /// retention sweep. A table that fails does not hold up the others;
+    /// the first error is returned once all were tried.
     pub async fn round(&mut self) -> Result<Round> {
         let mut round = Round::default();
         let mut oldest_pending: Option<i64> = None;
         let mut depth = 0usize;
+        let mut failed = None;
         for i in 0..self.tables.len() {
-            self.tables[i].refresh().await?;
-            let after = self.tables[i].published_seq().await?.unwrap_or(0);
-            let (changes, _) = self.store.rollups().changes_since(after)?;
-            for batch in changes.chunks(DAYS_PER_COMMIT) {
-                self.publish(i, batch, &mut round).await?;
-            }
-            let (left, _) = self
-                .store
-                .rollups()
-                .changes_since(self.tables[i].published_seq().await?.unwrap_or(0))?;
+            let done = self.catch_up(i, &mut round).await;
+            let left = match done.and(self.pending(i).await) {
+                Ok(left) => left,
+                Err(e) => {
+                    tracing::warn!(table = self.tables[i].dataset.name(), error = %e, "fleet: table not published");
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
             depth = depth.max(left.len());
             if let Some(first) = left.iter().map(|c| c.noted_ms).min() {
                 oldest_pending = Some(oldest_pending.map_or(first, |o| o.min(first)));
+            }
+            if let Err(e) = self.sweep(i, &mut round).await {
+                failed.get_or_insert(e);
             }
         }
         metrics::gauge!("wattline_fleet_outbox_depth").set(depth as f64);
@@ -146,23 +165,54 @@ impl Publisher {
             (wattline_storage::now_ms() - t).max(0) as f64 / 1e3
         });
         metrics::gauge!("wattline_fleet_lag_seconds").set(lag);
-        for i in 0..self.tables.len() {
-            self.sweep(i, &mut round).await?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(round),
         }
-        Ok(round)
     }
 
-    /// Publishes the units `changes` touch in one commit of table `i`.
-    async fn publish(&mut self, i: usize, changes: &[DayChange], round: &mut Round) -> Result<()> {
+    /// Publishes table `i`'s changes, a few units per commit.
+    async fn catch_up(&mut self, i: usize, round: &mut Round) -> Result<()> {
+        self.tables[i].refresh().await?;
+        let dataset = self.tables[i].dataset;
+        let mut batch: Vec<DayChange> = Vec::new();
+        let mut units: BTreeSet<Unit> = BTreeSet::new();
+        for change in self.pending(i).await? {
+            units.extend(dataset.units_of(&change));
+            batch.push(change);
+            if units.len() >= UNITS_PER_COMMIT {
+                self.publish(i, &batch, &units, round).await?;
+                (batch, units) = (Vec::new(), BTreeSet::new());
+            }
+        }
+        if !batch.is_empty() {
+            self.publish(i, &batch, &units, round).await?;
+        }
+        Ok(())
+    }
+
+    /// Changes of the feed table `i` has not published yet.
+    async fn pending(&self, i: usize) -> Result<Vec<DayChange>> {
+        let after = self.tables[i].published_seq().await?.unwrap_or(0);
+        let store = self.store.clone();
+        blocking(move || Ok(store.rollups().changes_since(after)?.0)).await
+    }
+
+    /// Publishes `units` (what `changes` touch) in one commit of table
+    /// `i`, its marker the last of `changes`.
+    async fn publish(
+        &mut self,
+        i: usize,
+        changes: &[DayChange],
+        units: &BTreeSet<Unit>,
+        round: &mut Round,
+    ) -> Result<()> {
         let table = &self.tables[i];
         let dataset = table.dataset;
         let Some(seq) = changes.iter().map(|c| c.seq).max() else {
             return Ok(());
         };
-        let mut units: BTreeSet<Unit> = changes
-            .iter()
-            .flat_map(|c| dataset.units_of_day(c.day))
-            .collect();
+        let mut units = units.clone();
         let published = table.site_files()?;
         // A day of a month that compaction merged into one file: that file
         // goes, and every day of the month is published anew.
@@ -238,8 +288,8 @@ impl Publisher {
         let dataset = table.dataset;
         let published = table.site_files()?;
         let keys: Vec<String> = published.keys().cloned().collect();
-        let store = self.store.clone();
-        let gone = blocking(move || dataset.gone_units(&store, &keys)).await?;
+        let (store, retention) = (self.store.clone(), self.retention);
+        let gone = blocking(move || dataset.gone_units(&store, &keys, retention)).await?;
         let files: Vec<_> = gone
             .iter()
             .flat_map(|k| published.get(k).into_iter().flatten())

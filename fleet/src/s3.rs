@@ -19,9 +19,11 @@ use crate::error::{Error, Result};
 pub fn bucket_store(config: &FleetConfig) -> Result<Arc<dyn ObjectStore>> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&config.bucket)
-        .with_region(&config.region)
         .with_allow_http(config.allow_http)
         .with_conditional_put(S3ConditionalPut::ETagMatch);
+    if let Some(region) = &config.region {
+        builder = builder.with_region(region);
+    }
     if let Some(endpoint) = &config.endpoint {
         // Compatible servers are addressed by path, not by bucket host.
         builder = builder
@@ -43,4 +45,29 @@ pub fn bucket_store(config: &FleetConfig) -> Result<Arc<dyn ObjectStore>> {
 /// The store rooted at one table's folder.
 pub fn table_store(bucket: &Arc<dyn ObjectStore>, path: &str) -> Arc<dyn ObjectStore> {
     Arc::new(PrefixStore::new(bucket.clone(), path))
+}
+
+/// Refuses a store that does not honour create-only writes: there, two
+/// sites committing the same log version would both succeed and one
+/// site's commit would be lost. The probe lies in the site's own folder
+/// of a table, where `fleet maintain`'s vacuum removes it.
+pub async fn check_create_only(bucket: &Arc<dyn ObjectStore>, config: &FleetConfig) -> Result<()> {
+    use object_store::{PutMode, PutOptions};
+    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let path = object_store::path::Path::from(format!(
+        "{}/site={}/_probe-{nanos:x}",
+        config.table_path("readings"),
+        config.site
+    ));
+    let create = || PutOptions::from(PutMode::Create);
+    bucket.put_opts(&path, "1".into(), create()).await?;
+    match bucket.put_opts(&path, "2".into(), create()).await {
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(_) => Err(Error::Config(format!(
+            "the object store at {} overwrote an object on a create-only write (If-None-Match); \
+             publishing there could lose commits",
+            config.endpoint.as_deref().unwrap_or("AWS S3")
+        ))),
+    }
 }

@@ -246,7 +246,10 @@ impl FleetTable {
         batch: &RecordBatch,
         data_change: bool,
     ) -> Result<Add> {
-        let bytes = encode(batch)?;
+        let owned = batch.clone();
+        let bytes = tokio::task::spawn_blocking(move || encode(&owned))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
         let now = chrono::Utc::now();
         let name = format!(
             "site={site}/month={}/{}--{tag}-{:x}.zstd.parquet",

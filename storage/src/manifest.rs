@@ -120,6 +120,7 @@ pub(crate) fn backup_to(db: &Database, path: &std::path::Path) -> Result<Vec<Chu
         copy_table(&src, &txn, crate::wal::marks::ZONES)?;
         copy_table(&src, &txn, crate::wal::marks::REDERIVE)?;
         copy_table(&src, &txn, crate::rollup::changes::CHANGED_DAYS)?;
+        copy_table(&src, &txn, crate::rollup::changes::CHANGED_BUILDING_DAYS)?;
         copy_table(&src, &txn, crate::rollup::changes::CHANGE_SEQ)?;
     }
     txn.commit()?;

@@ -8,6 +8,12 @@
 //! every change after it. One row per day, holding its latest change, so
 //! the feed is as small as the days kept and a day changed twice is
 //! handled once.
+//!
+//! Re-costing after a tariff change and a building's time zone rebuild
+//! rewrite only building days and months, of any age: they note the
+//! middle day of each month they rewrote in a second table, as changes
+//! of the building tables only, after the files are written (both are
+//! repeated after a crash until they complete).
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -17,6 +23,9 @@ use crate::error::Result;
 /// UTC day (days since the epoch) -> (change sequence, noted at, epoch ms).
 pub(crate) const CHANGED_DAYS: TableDefinition<'static, i64, (u64, i64)> =
     TableDefinition::new("changed_days");
+/// As [`CHANGED_DAYS`], for changes of the building tables only.
+pub(crate) const CHANGED_BUILDING_DAYS: TableDefinition<'static, i64, (u64, i64)> =
+    TableDefinition::new("changed_building_days");
 /// The last change sequence handed out (never reused).
 pub(crate) const CHANGE_SEQ: TableDefinition<'static, &str, u64> =
     TableDefinition::new("change_seq");
@@ -31,14 +40,30 @@ pub struct DayChange {
     pub seq: u64,
     /// When the change was noted, epoch ms.
     pub noted_ms: i64,
+    /// Only building days and months changed (not readings or hours).
+    pub buildings_only: bool,
 }
 
 /// Notes `days` as changed within `txn`, with sequences above both the
 /// last one handed out and `above`.
 pub(crate) fn note(txn: &WriteTransaction, days: &[i64], above: u64) -> Result<()> {
+    note_in(txn, CHANGED_DAYS, days, above)
+}
+
+/// Notes `days` as changed in the building tables only.
+pub(crate) fn note_buildings(txn: &WriteTransaction, days: &[i64]) -> Result<()> {
+    note_in(txn, CHANGED_BUILDING_DAYS, days, 0)
+}
+
+fn note_in(
+    txn: &WriteTransaction,
+    feed: TableDefinition<'static, i64, (u64, i64)>,
+    days: &[i64],
+    above: u64,
+) -> Result<()> {
     let mut counter = txn.open_table(CHANGE_SEQ)?;
     let mut seq = counter.get(LAST)?.map_or(0, |v| v.value()).max(above);
-    let mut table = txn.open_table(CHANGED_DAYS)?;
+    let mut table = txn.open_table(feed)?;
     let now = crate::now_ms();
     for &day in days {
         seq += 1;
@@ -60,15 +85,23 @@ impl Rollups {
             Err(e) => return Err(e.into()),
         };
         let mut out = Vec::new();
-        for entry in txn.open_table(CHANGED_DAYS)?.iter()? {
-            let (day, v) = entry?;
-            let (seq, noted_ms) = v.value();
-            if seq > after {
-                out.push(DayChange {
-                    day: day.value(),
-                    seq,
-                    noted_ms,
-                });
+        for (feed, buildings_only) in [(CHANGED_DAYS, false), (CHANGED_BUILDING_DAYS, true)] {
+            let table = match txn.open_table(feed) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in table.iter()? {
+                let (day, v) = entry?;
+                let (seq, noted_ms) = v.value();
+                if seq > after {
+                    out.push(DayChange {
+                        day: day.value(),
+                        seq,
+                        noted_ms,
+                        buildings_only,
+                    });
+                }
             }
         }
         out.sort_unstable_by_key(|c| c.seq);

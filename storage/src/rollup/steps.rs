@@ -475,6 +475,15 @@ impl Rollups {
                 &self.partition_path(RollupTable::BuildingMonthly, ""),
                 &rows,
             )?;
+            // Written: now readers of the change feed may look.
+            let middles: Vec<i64> = months_touched
+                .iter()
+                .map(|m| days_since_epoch(*m) + 14)
+                .collect();
+            let db = self.wal.get()?;
+            let txn = db.begin_write()?;
+            super::changes::note_buildings(&txn, &middles)?;
+            txn.commit()?;
         }
         Ok(())
     }

@@ -26,5 +26,7 @@ pub mod s3;
 pub mod table;
 
 pub use config::FleetConfig;
+/// The Delta library, for callers building their own commits.
+pub use deltalake_core;
 pub use error::{Error, Result};
 pub use publisher::Publisher;

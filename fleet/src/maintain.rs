@@ -16,13 +16,11 @@
 //!   without a commit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate};
 use deltalake_core::kernel::Action;
 use deltalake_core::protocol::DeltaOperation;
-use object_store::ObjectStore;
 
 use crate::config::FleetConfig;
 use crate::datasets::Dataset;
@@ -48,7 +46,7 @@ pub struct Maintained {
 /// file; Delta's default is 7 days).
 pub async fn maintain(config: &FleetConfig, retention: Duration) -> Result<Vec<Maintained>> {
     config.validate()?;
-    let bucket: Arc<dyn ObjectStore> = crate::s3::bucket_store(config)?;
+    let bucket = crate::s3::Bucket::s3(config)?;
     let retention = chrono::Duration::from_std(retention)
         .map_err(|e| Error::Config(format!("retention: {e}")))?;
     let mut out = Vec::new();

@@ -29,13 +29,13 @@ use std::time::Instant;
 
 use deltalake_core::kernel::Action;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
-use object_store::ObjectStore;
 use tokio::sync::watch;
 use wattline_storage::{DayChange, ReadingStore};
 
 use crate::config::FleetConfig;
 use crate::datasets::{Dataset, Retention, Unit};
 use crate::error::{Error, Result};
+use crate::s3::Bucket;
 use crate::table::FleetTable;
 
 /// Units per commit: bounds the files uploaded before a commit.
@@ -71,11 +71,21 @@ impl Publisher {
         retention: Retention,
     ) -> Result<Self> {
         config.validate()?;
-        let bucket: Arc<dyn ObjectStore> = crate::s3::bucket_store(&config)?;
-        crate::s3::check_create_only(&bucket, &config).await?;
+        let bucket = Bucket::s3(&config)?;
+        Self::open_on(&bucket, config, store, retention).await
+    }
+
+    /// [`Self::open`] on any bucket (a local folder in benchmarks).
+    pub async fn open_on(
+        bucket: &Bucket,
+        config: FleetConfig,
+        store: Arc<ReadingStore>,
+        retention: Retention,
+    ) -> Result<Self> {
+        crate::s3::check_create_only(bucket, &config).await?;
         let mut tables = Vec::new();
         for dataset in Dataset::ALL {
-            tables.push(FleetTable::open(&bucket, &config, dataset).await?);
+            tables.push(FleetTable::open(bucket, &config, dataset).await?);
         }
         let mut published = Vec::new();
         for t in &tables {

@@ -31,6 +31,7 @@ use parquet::file::properties::WriterProperties;
 use crate::config::FleetConfig;
 use crate::datasets::{Dataset, Unit};
 use crate::error::{Error, Result};
+use crate::s3::Bucket;
 
 /// Attempts of one commit before giving up until the next round.
 const COMMIT_ATTEMPTS: u32 = 12;
@@ -70,18 +71,11 @@ pub struct FleetTable {
 impl FleetTable {
     /// Opens the table, creating it (protocol reader 1 / writer 2, no
     /// table features) when no site has yet.
-    pub async fn open(
-        bucket: &Arc<dyn ObjectStore>,
-        config: &FleetConfig,
-        dataset: Dataset,
-    ) -> Result<Self> {
-        let path = config.table_path(dataset.name());
-        let files = crate::s3::table_store(bucket, &path);
-        let url = url::Url::parse(&format!("s3://{}/{path}/", config.bucket))
-            .map_err(|e| Error::Config(format!("fleet table location: {e}")))?;
+    pub async fn open(bucket: &Bucket, config: &FleetConfig, dataset: Dataset) -> Result<Self> {
+        let (files, url) = bucket.table(&config.table_path(dataset.name()))?;
         let log_store: LogStoreRef = default_logstore(
             files.clone(),
-            bucket.clone(),
+            bucket.store.clone(),
             &url,
             &StorageConfig::default(),
         );

@@ -120,3 +120,62 @@ impl Rollups {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::chunk::DAY_MS;
+    use crate::store::ReadingStore;
+    use crate::test_util::{batch, catalog_with_sensors};
+
+    #[tokio::test]
+    async fn a_rollup_step_notes_its_day_and_a_day_changed_again_moves_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog_with_sensors(dir.path(), 2);
+        let store = ReadingStore::open(dir.path(), catalog).unwrap().0;
+        let day = crate::now_ms().div_euclid(DAY_MS) - 3;
+        let at = |d: i64| (day + d) * DAY_MS + 3_600_000;
+        store
+            .append(batch(&[(0, at(0), 1.0), (1, at(1), 2.0)]))
+            .await
+            .unwrap();
+        // Written to the write-ahead, not yet handled: nothing to publish.
+        assert_eq!(store.rollups().changes_since(0).unwrap().0, vec![]);
+        store.catch_up_rollups().unwrap();
+        // Days of readings, and (building tables only) the middle day of
+        // each month whose building days a step rewrote.
+        let split = |since: u64| {
+            let (changes, last) = store.rollups().changes_since(since).unwrap();
+            let (buildings, days): (Vec<_>, Vec<_>) =
+                changes.into_iter().partition(|c| c.buildings_only);
+            let days: Vec<i64> = days.iter().map(|c| c.day).collect();
+            let months: Vec<i64> = buildings.iter().map(|c| c.day).collect();
+            (days, months, last)
+        };
+        let (days, months, last) = split(0);
+        assert_eq!(days, [day, day + 1]);
+        let month_of = |d: i64| crate::rollup::from_days(d).format("%Y-%m").to_string();
+        assert!(
+            months.iter().any(|m| month_of(*m) == month_of(day)),
+            "{months:?}"
+        );
+        assert!(months.iter().any(|m| month_of(*m) == month_of(day + 1)));
+
+        // A correction of the first day: noted again, after the second.
+        store.append(batch(&[(0, at(0), 5.0)])).await.unwrap();
+        store.catch_up_rollups().unwrap();
+        assert_eq!(split(last).0, [day]);
+        assert_eq!(split(0).0, [day + 1, day]);
+
+        // Renoted above a sequence a consumer already saw: all again.
+        store.rollups().renote(&[day, day + 1], 1_000).unwrap();
+        let (renoted, last) = store.rollups().changes_since(1_000).unwrap();
+        assert_eq!(renoted.len(), 2);
+        assert_eq!(last, 1_002);
+        drop(store);
+
+        // The feed survives a restart (it is in the write-ahead file).
+        let catalog = std::sync::Arc::new(crate::catalog::Catalog::open(dir.path()).unwrap());
+        let store = ReadingStore::open(dir.path(), catalog).unwrap().0;
+        assert_eq!(store.rollups().changes_since(1_000).unwrap().1, 1_002);
+    }
+}

@@ -190,8 +190,10 @@ async fn main() {
         readings as f64 / publish.as_secs_f64(),
     );
     println!(
-        "ingest to visible in the fleet: {:.2} s after the last acknowledged reading",
-        (rollups + publish).as_secs_f64()
+        "ingest to visible in the fleet: {:.2} s after the last acknowledged reading; \
+         peak RSS of the process (store, rollups, publisher): {} MiB",
+        (rollups + publish).as_secs_f64(),
+        common::status_kib("self", "VmHWM") / 1024
     );
 
     // Many sites committing to one table at once.

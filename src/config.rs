@@ -191,6 +191,7 @@ pub(crate) struct Settings {
     pub reports_keep: Duration,
     pub metrics_require_auth: bool,
     /// `None`: this appliance does not publish to a fleet.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub fleet: Option<crate::fleet::FleetSettings>,
 }
 

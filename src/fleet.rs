@@ -8,6 +8,7 @@ use serde::Deserialize;
 /// The section as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) struct RawFleet {
     site: Option<String>,
     bucket: Option<String>,

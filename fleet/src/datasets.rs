@@ -304,18 +304,41 @@ impl Dataset {
 
 /// The columns of the files, by name, millisecond timestamps cast to
 /// microseconds.
+/// A nullable column a batch lacks (a file written before the column
+/// existed) is filled with nulls.
 pub(crate) fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
-        .map(|f| {
-            let column = batch.column_by_name(f.name()).ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError(format!("no column {}", f.name()))
-            })?;
-            arrow::compute::cast(column, f.data_type())
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(column) => arrow::compute::cast(column, f.data_type()),
+            None if f.is_nullable() => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
+            None => Err(arrow::error::ArrowError::SchemaError(format!(
+                "no column {}",
+                f.name()
+            ))),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The rows of `batch` (a file of a by-day table) in UTC day `unit`.
+pub(crate) fn rows_of_day(batch: &RecordBatch, unit: &Unit) -> Result<RecordBatch> {
+    use arrow::array::{Array, TimestampMicrosecondArray};
+    let day = parse_day(&unit.key)?;
+    let (start, end) = (day * DAY_MS * 1000, (day + 1) * DAY_MS * 1000);
+    let column = ["ts", "hour"]
+        .iter()
+        .find_map(|c| batch.column_by_name(c))
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("no time column".into()))?;
+    let keep: arrow::array::BooleanArray = (0..column.len())
+        .map(|i| Some(column.is_valid(i) && (start..end).contains(&column.value(i))))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
 fn parse_day(key: &str) -> Result<i64> {

@@ -15,7 +15,7 @@
 //!   republishing, compaction and retention, and uploads a crash left
 //!   without a commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate};
@@ -46,12 +46,20 @@ pub struct Maintained {
 /// file; Delta's default is 7 days).
 pub async fn maintain(config: &FleetConfig, retention: Duration) -> Result<Vec<Maintained>> {
     config.validate()?;
-    let bucket = crate::s3::Bucket::s3(config)?;
+    maintain_on(&crate::s3::Bucket::s3(config)?, config, retention).await
+}
+
+/// [`maintain`] on any bucket (a local folder in tests).
+pub async fn maintain_on(
+    bucket: &crate::s3::Bucket,
+    config: &FleetConfig,
+    retention: Duration,
+) -> Result<Vec<Maintained>> {
     let retention = chrono::Duration::from_std(retention)
         .map_err(|e| Error::Config(format!("retention: {e}")))?;
     let mut out = Vec::new();
     for dataset in Dataset::ALL {
-        let mut table = FleetTable::open(&bucket, config, dataset).await?;
+        let mut table = FleetTable::open(bucket, config, dataset).await?;
         let compacted = if dataset.by_day() {
             compact(&mut table, chrono::Utc::now().date_naive()).await?
         } else {
@@ -78,31 +86,17 @@ pub async fn maintain(config: &FleetConfig, retention: Duration) -> Result<Vec<M
 
 /// Merges each site's files of every month closed before `today` into one.
 async fn compact(table: &mut FleetTable, today: NaiveDate) -> Result<usize> {
-    let mut months: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
-    for f in table.files(None)? {
-        months
-            .entry((f.site.clone(), f.month.clone()))
-            .or_default()
-            .push(f);
-    }
+    let months: BTreeSet<(String, String)> = table
+        .files(None)?
+        .into_iter()
+        .filter(|f| closed(&f.month, today))
+        .map(|f| (f.site, f.month))
+        .collect();
     let mut done = 0;
-    for ((site, month), files) in months {
-        if files.len() < 2 || !closed(&month, today) {
-            continue;
-        }
-        let guard = table.guard(&site, BTreeSet::from([month.clone()]))?;
-        let add = table.merge(&site, &month, &files).await?;
-        let mut actions: Vec<Action> = files
-            .iter()
-            .map(|f| Action::Remove(table.remove(f, false)))
-            .collect();
-        actions.push(Action::Add(add));
-        let operation = DeltaOperation::Optimize {
-            predicate: Some(format!("site = '{site}' AND month = '{month}'")),
-            target_size: 0,
-        };
-        match table.commit(actions, None, operation, Some(&guard)).await {
-            Ok(_) => done += 1,
+    for (site, month) in months {
+        match compact_month(table, &site, &month).await {
+            Ok(true) => done += 1,
+            Ok(false) => {}
             // The site published into the month meanwhile: next time.
             Err(Error::Stale { .. }) => {
                 tracing::info!(
@@ -112,10 +106,39 @@ async fn compact(table: &mut FleetTable, today: NaiveDate) -> Result<usize> {
                     "compaction skipped: the month changed"
                 )
             }
-            Err(e) => return Err(e),
+            // Another month or table may do better; maintenance goes on.
+            Err(e) => {
+                tracing::warn!(table = table.dataset.name(), site, month, error = %e, "compaction failed")
+            }
         }
     }
     Ok(done)
+}
+
+/// Merges `site`'s files of `month`, as the current snapshot has them
+/// (an earlier commit of this run may have refreshed it), into one.
+async fn compact_month(table: &mut FleetTable, site: &str, month: &str) -> Result<bool> {
+    let files: Vec<_> = table
+        .files(Some(site))?
+        .into_iter()
+        .filter(|f| f.month == month)
+        .collect();
+    if files.len() < 2 {
+        return Ok(false);
+    }
+    // From the same snapshot as `files`, which the commit builds on.
+    let guard = table.guard(site, BTreeSet::from([month.to_string()]))?;
+    let add = table.merge(site, month, &files).await?;
+    let mut actions: Vec<Action> = files
+        .iter()
+        .map(|f| Action::Remove(table.remove(f, false)))
+        .collect();
+    actions.push(Action::Add(add));
+    let operation = DeltaOperation::Optimize {
+        predicate: Some(format!("site = '{site}' AND month = '{month}'")),
+        target_size: 0,
+    };
+    table.commit(actions, None, operation, Some(&guard)).await
 }
 
 /// Whether month `YYYY-MM` ended at least [`CLOSED_FOR`] before `today`.
@@ -134,6 +157,153 @@ fn closed(month: &str, today: NaiveDate) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datasets::Unit;
+    use crate::s3::Bucket;
+    use arrow::array::{
+        Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use deltalake_core::protocol::SaveMode;
+    use std::sync::Arc;
+
+    fn config(site: &str) -> FleetConfig {
+        FleetConfig {
+            site: site.into(),
+            bucket: "local".into(),
+            prefix: "t".into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    /// One sensor hour of January 2020 (a closed month), day `day`, with
+    /// `kwh`; without the `quarantined` column when `old`.
+    fn hour(day: u32, kwh: f64, old: bool) -> RecordBatch {
+        let schema = Dataset::SensorHourly.file_schema();
+        let at = chrono::NaiveDate::from_ymd_opt(2020, 1, day)
+            .unwrap()
+            .and_hms_opt(3, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros();
+        let mut columns: Vec<Arc<dyn Array>> = vec![
+            Arc::new(StringArray::from(vec!["s"])),
+            Arc::new(StringArray::from(vec!["b"])),
+            Arc::new(StringArray::from(vec!["t"])),
+            Arc::new(TimestampMicrosecondArray::from(vec![at]).with_timezone("UTC")),
+            Arc::new(Float64Array::from(vec![kwh])),
+            Arc::new(Float64Array::from(vec![kwh])),
+            Arc::new(Int64Array::from(vec![4])),
+        ];
+        let mut fields: Vec<_> = schema.fields().iter().take(7).cloned().collect();
+        if !old {
+            columns.push(Arc::new(Int64Array::from(vec![0])));
+            fields.push(schema.field(7).clone().into());
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    fn unit(day: u32) -> Unit {
+        Unit {
+            key: format!("2020-01-{day:02}"),
+            month: "2020-01".into(),
+        }
+    }
+
+    /// Publishes `rows` as the site's file of their day, replacing the
+    /// day's earlier files, as an appliance does.
+    async fn publish(table: &mut FleetTable, day: u32, batch: &RecordBatch, seq: u64) {
+        let old = table.site_files().unwrap();
+        let mut actions: Vec<Action> = old
+            .get(&unit(day).key)
+            .into_iter()
+            .flatten()
+            .map(|f| Action::Remove(table.remove(f, true)))
+            .collect();
+        actions.push(Action::Add(
+            table.upload(&unit(day), seq, batch).await.unwrap(),
+        ));
+        let op = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        };
+        table.commit(actions, Some(seq), op, None).await.unwrap();
+    }
+
+    async fn rows(table: &FleetTable, site: &str) -> Vec<(i64, f64, Option<i64>)> {
+        let mut out = Vec::new();
+        for f in table.files(Some(site)).unwrap() {
+            let b = table.read(&f).await.unwrap();
+            let at = b.column_by_name("hour").unwrap();
+            let at = at
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            let kwh = b.column_by_name("kwh").unwrap();
+            let kwh = kwh.as_any().downcast_ref::<Float64Array>().unwrap();
+            let q = b.column_by_name("quarantined").unwrap();
+            let q = q.as_any().downcast_ref::<Int64Array>().unwrap();
+            for i in 0..b.num_rows() {
+                out.push((at.value(i), kwh.value(i), q.is_valid(i).then(|| q.value(i))));
+            }
+        }
+        out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        out
+    }
+
+    #[tokio::test]
+    async fn compaction_merges_files_without_a_newer_nullable_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let mut a = FleetTable::open(&bucket, &config("a"), Dataset::SensorHourly)
+            .await
+            .unwrap();
+        publish(&mut a, 5, &hour(5, 1.0, true), 1).await;
+        publish(&mut a, 6, &hour(6, 2.0, false), 2).await;
+        let today = NaiveDate::from_ymd_opt(2020, 3, 1).unwrap();
+        let mut m = FleetTable::open(&bucket, &config("a"), Dataset::SensorHourly)
+            .await
+            .unwrap();
+        assert_eq!(compact(&mut m, today).await.unwrap(), 1);
+        let files = m.files(Some("a")).unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].key, "2020-01");
+        let got = rows(&m, "a").await;
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].1, got[0].2), (1.0, None), "the older file's row");
+        assert_eq!((got[1].1, got[1].2), (2.0, Some(0)));
+    }
+
+    #[tokio::test]
+    async fn compaction_merges_what_the_site_published_after_maintenance_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let mut sites = Vec::new();
+        for site in ["a", "b"] {
+            let mut t = FleetTable::open(&bucket, &config(site), Dataset::SensorHourly)
+                .await
+                .unwrap();
+            publish(&mut t, 5, &hour(5, 1.0, false), 1).await;
+            publish(&mut t, 6, &hour(6, 2.0, false), 2).await;
+            sites.push(t);
+        }
+        // Maintenance has read the table; then site b corrects day 6.
+        let mut m = FleetTable::open(&bucket, &config("a"), Dataset::SensorHourly)
+            .await
+            .unwrap();
+        publish(&mut sites[1], 6, &hour(6, 7.0, false), 3).await;
+        let today = NaiveDate::from_ymd_opt(2020, 3, 1).unwrap();
+        assert_eq!(compact(&mut m, today).await.unwrap(), 2);
+        m.refresh().await.unwrap();
+        let kwh: Vec<f64> = rows(&m, "b").await.iter().map(|r| r.1).collect();
+        assert_eq!(kwh, [1.0, 7.0], "each hour once, the correction in");
+        assert_eq!(m.files(Some("b")).unwrap().len(), 1);
+    }
 
     #[test]
     fn a_month_is_compacted_a_week_after_it_ends() {

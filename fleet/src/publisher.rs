@@ -27,13 +27,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use deltalake_core::kernel::Action;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use tokio::sync::watch;
 use wattline_storage::{DayChange, ReadingStore};
 
 use crate::config::FleetConfig;
-use crate::datasets::{Dataset, Retention, Unit};
+use crate::datasets::{Dataset, Retention, Unit, rows_of_day};
 use crate::error::{Error, Result};
 use crate::s3::Bucket;
 use crate::table::FleetTable;
@@ -225,7 +226,10 @@ impl Publisher {
         let mut units = units.clone();
         let published = table.site_files()?;
         // A day of a month that compaction merged into one file: that file
-        // goes, and every day of the month is published anew.
+        // goes, and every day of the month is published anew: from the
+        // store where it holds the day, else (a day it never held, or
+        // retention dropped: the sweep decides) as the month file had it.
+        let mut from_month: Vec<RecordBatch> = Vec::new();
         if dataset.by_day() {
             let compacted: BTreeSet<String> = units
                 .iter()
@@ -234,6 +238,9 @@ impl Publisher {
                 .collect();
             for month in compacted {
                 units.extend(Unit::days_of_month(&month)?);
+                for file in published.get(&month).into_iter().flatten() {
+                    from_month.push(table.read(file).await?);
+                }
             }
         }
         let months: BTreeSet<String> = units.iter().map(|u| u.month.clone()).collect();
@@ -250,7 +257,17 @@ impl Publisher {
                 }
             }
             let (store, u) = (self.store.clone(), unit.clone());
-            let batch = blocking(move || dataset.local_rows(&store, &u)).await?;
+            let mut batch = blocking(move || dataset.local_rows(&store, &u)).await?;
+            if batch.as_ref().is_none_or(|b| b.num_rows() == 0) && !from_month.is_empty() {
+                let parts = from_month
+                    .iter()
+                    .map(|b| rows_of_day(b, unit))
+                    .collect::<Result<Vec<_>>>()?;
+                batch = Some(arrow::compute::concat_batches(
+                    &dataset.file_schema(),
+                    &parts,
+                )?);
+            }
             if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
                 actions.push(Action::Add(table.upload(unit, seq, &batch).await?));
                 added += 1;

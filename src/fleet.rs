@@ -50,7 +50,7 @@ pub(crate) fn resolve(raw: Option<RawFleet>) -> Result<Option<FleetSettings>> {
         let secret = raw
             .secret_access_key
             .or_else(|| std::env::var("WATTLINE_FLEET_SECRET_ACCESS_KEY").ok());
-        let interval = raw.interval.unwrap_or_else(|| "30s".into());
+        let interval = raw.interval.unwrap_or_else(|| "5m".into());
         let config = wattline_fleet::FleetConfig {
             site: required("site", raw.site)?,
             bucket: required("bucket", raw.bucket)?,

@@ -97,8 +97,9 @@ enum ConfigAction {
 #[cfg(feature = "fleet")]
 #[derive(Subcommand)]
 enum FleetAction {
-    /// Checkpoint every fleet table and delete files no commit refers to
-    /// (older than --retention). Run by one operator for the whole fleet,
+    /// Compact closed months, checkpoint every fleet table and delete
+    /// files no commit refers to (older than --retention). Run by one
+    /// operator for the whole fleet,
     /// with the `[fleet]` section of a config file; never needed on each
     /// appliance.
     Maintain {

@@ -151,6 +151,12 @@ async fn wait_published(server: &Server) {
     }
 }
 
+/// The start of the last whole hour before this one, epoch ms.
+fn last_whole_hour() -> i64 {
+    let t = now_minute_ms() - HOUR;
+    t - t % HOUR
+}
+
 /// A site: one tenant, one building, `sensors` sensors.
 async fn site(s3: &S3, root: &Path, name: &str, opts: Options) -> Server {
     let opts = Options {
@@ -238,8 +244,7 @@ async fn sites_publishing_at_once_are_read_by_another_engine_as_they_answer() {
     for (dir, name) in dirs.iter().zip(names) {
         servers.push(site(&s3, dir.path(), name, Options::default()).await);
     }
-    let end = now_minute_ms() - HOUR;
-    let end = end - end % HOUR;
+    let end = last_whole_hour();
     // Three days of readings at each site at once, flushed to chunk files
     // at one of them so that both tiers are published.
     let posts = servers
@@ -297,8 +302,7 @@ async fn a_publisher_killed_between_upload_and_commit_publishes_once_after_resta
         ..Options::default()
     };
     let mut server = site(&s3, dir.path(), "west", crashing).await;
-    let end = now_minute_ms() - HOUR;
-    let end = end - end % HOUR;
+    let end = last_whole_hour();
     assert_eq!(
         server.post_json(&hours("west", end, 2, 5.0)).await.status(),
         202
@@ -357,8 +361,7 @@ async fn retention_at_a_site_removes_its_rows_from_the_fleet() {
     let s3 = S3::start();
     let dir = tempfile::tempdir().unwrap();
     let mut server = site(&s3, dir.path(), "old", Options::default()).await;
-    let end = now_minute_ms() - HOUR;
-    let end = end - end % HOUR;
+    let end = last_whole_hour();
     assert_eq!(
         server.post_json(&hours("old", end, 5, 1.0)).await.status(),
         202
@@ -399,8 +402,7 @@ async fn columns_a_newer_version_adds_read_as_null_in_older_rows() {
     assert_eq!(s3.py(&["legacy", BUCKET, PREFIX]), json!(0));
     let dir = tempfile::tempdir().unwrap();
     let server = site(&s3, dir.path(), "new", Options::default()).await;
-    let end = now_minute_ms() - HOUR;
-    let end = end - end % HOUR;
+    let end = last_whole_hour();
     assert_eq!(
         server.post_json(&hours("new", end, 2, 3.0)).await.status(),
         202
@@ -472,8 +474,7 @@ async fn compaction_keeps_the_rows_and_a_late_reading_after_it_replaces_them_onc
             .status(),
         202
     );
-    let now = now_minute_ms() - HOUR;
-    let now = now - now % HOUR;
+    let now = last_whole_hour();
     assert_eq!(
         server.post_json(&hours("cmp", now, 1, 4.0)).await.status(),
         202
@@ -517,8 +518,7 @@ async fn a_tariff_change_republishes_the_costs_of_every_day_it_covers() {
     let s3 = S3::start();
     let dir = tempfile::tempdir().unwrap();
     let server = site(&s3, dir.path(), "tariff", Options::default()).await;
-    let end = now_minute_ms() - HOUR;
-    let end = end - end % HOUR;
+    let end = last_whole_hour();
     assert_eq!(
         server
             .post_json(&hours("tariff", end, 3, 1.0))

@@ -26,6 +26,7 @@ pub(crate) struct RawConfig {
     reports: RawReports,
     metrics: RawMetrics,
     fleet: Option<crate::fleet::RawFleet>,
+    pgwire: crate::pgwire::RawPgwire,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +194,8 @@ pub(crate) struct Settings {
     /// `None`: this appliance does not publish to a fleet.
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub fleet: Option<crate::fleet::FleetSettings>,
+    /// `None`: the PostgreSQL protocol is off (no `pgwire.listen`).
+    pub pgwire: Option<wattline_postgres::PgConfig>,
 }
 
 impl Settings {
@@ -291,6 +294,7 @@ impl Settings {
             reports_keep: duration("reports.keep", raw.reports.keep, "7d")?,
             metrics_require_auth: raw.metrics.require_auth.unwrap_or(false),
             fleet: crate::fleet::resolve(raw.fleet)?,
+            pgwire: crate::pgwire::resolve(raw.pgwire)?,
         })
     }
 }
@@ -396,7 +400,7 @@ fn entry<'t, 'i>(
         .map(|(_, v)| v)
 }
 
-fn resolve_addr(s: &str) -> Result<SocketAddr> {
+pub(crate) fn resolve_addr(s: &str) -> Result<SocketAddr> {
     s.to_socket_addrs()
         .map_err(|e| anyhow!("{s:?} is not an address like 127.0.0.1:8080 ({e})"))?
         .next()
@@ -404,7 +408,7 @@ fn resolve_addr(s: &str) -> Result<SocketAddr> {
 }
 
 /// A positive integer setting.
-fn count<T: TryFrom<i64>>(key: &str, value: Option<i64>, default: i64) -> Result<T> {
+pub(crate) fn count<T: TryFrom<i64>>(key: &str, value: Option<i64>, default: i64) -> Result<T> {
     let v = value.unwrap_or(default);
     if v <= 0 {
         bail!("{key}: must be a positive integer, not {v}");

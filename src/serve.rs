@@ -112,6 +112,18 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         )
         .with_alerts(alerts.clone()),
     );
+    let pgwire = match &settings.pgwire {
+        Some(config) => Some(
+            crate::pgwire::start(
+                config,
+                engine.clone(),
+                state.catalog.clone(),
+                stop_tx.subscribe(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     state.set_ready(store.clone(), engine);
     let maintenance = tokio::spawn(crate::maintenance::run(
         store.clone(),
@@ -205,6 +217,9 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     // blocking thread (a flush, a rollup step) is crash-safe: it is not
     // waited for beyond a moment, so the exit stays within 10 s.
     let _ = tokio::time::timeout(Duration::from_millis(500), maintenance).await;
+    if let Some(pgwire) = pgwire {
+        let _ = tokio::time::timeout(Duration::from_millis(500), pgwire).await;
+    }
     #[cfg(feature = "fleet")]
     if let Some(fleet) = fleet {
         // A publish cut short is repeated at the next start.

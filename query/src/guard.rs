@@ -29,7 +29,9 @@ pub(crate) const TABLES: &[&str] = &[
     "alert_events",
 ];
 
-pub(crate) fn check_read_only(plan: &LogicalPlan) -> Result<()> {
+/// Checks `plan`; `catalog_views` lets it read `information_schema` too
+/// (sessions of PostgreSQL clients, whose tools list tables through it).
+pub(crate) fn check_read_only(plan: &LogicalPlan, catalog_views: bool) -> Result<()> {
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -53,7 +55,10 @@ pub(crate) fn check_read_only(plan: &LogicalPlan) -> Result<()> {
             LogicalPlan::Extension(_) => {
                 problem = Some("this statement is not allowed".to_string());
             }
-            LogicalPlan::TableScan(scan) if !TABLES.contains(&scan.table_name.table()) => {
+            LogicalPlan::TableScan(scan)
+                if !(TABLES.contains(&scan.table_name.table())
+                    || catalog_views && scan.table_name.schema() == Some("information_schema")) =>
+            {
                 problem = Some(format!("table {} cannot be read here", scan.table_name));
             }
             _ => {}
@@ -94,7 +99,7 @@ mod tests {
 
     async fn check(sql: &str) -> Result<()> {
         let plan = session().state().create_logical_plan(sql).await?;
-        check_read_only(&plan)
+        check_read_only(&plan, false)
     }
 
     #[tokio::test]

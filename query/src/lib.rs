@@ -16,6 +16,8 @@
 //!   `join_budget` bounds join output and `bounded_functions` the strings
 //!   functions build.
 //! - `quarter_hours`: a building's 15-minute energy from raw readings.
+//! - `postgres`: what PostgreSQL clients need besides (statement types
+//!   before running, bound parameters, catalog views, session functions).
 
 mod alert_tables;
 mod bounded_functions;
@@ -30,6 +32,7 @@ mod gaps_table;
 mod guard;
 mod join_budget;
 mod lazy_table;
+mod postgres;
 mod quarter_hours;
 mod query_engine;
 mod readings_table;
@@ -40,5 +43,6 @@ mod scope;
 mod scoped_scan;
 
 pub use error::{QueryError, Result, SqlPosition};
+pub use postgres::{DATABASE, Described, SERVER_VERSION};
 pub use query_engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
 pub use scope::Scope;

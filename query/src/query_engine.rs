@@ -19,12 +19,14 @@ use wattline_storage::Recover;
 
 use arrow::array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::cache_manager::{
     CacheManager, CacheManagerConfig, FileMetadataCache,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,6 +45,14 @@ use crate::join_budget::BoundJoinOutput;
 use crate::readings_table::ReadingsTable;
 use crate::rollup_tables::{PartitionedTable, building_table, yearly_table};
 use crate::scope::Scope;
+
+/// Which clients a session serves: the HTTP API, or PostgreSQL's (which
+/// also read `information_schema` and call `version()` and the like).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Http,
+    Postgres,
+}
 use wattline_storage::RollupTable;
 
 /// Limits from the `query.*` settings.
@@ -85,7 +95,7 @@ pub struct SensorReadings {
 
 pub struct QueryEngine {
     pub(crate) store: Arc<ReadingStore>,
-    limits: QueryLimits,
+    pub(crate) limits: QueryLimits,
     permits: Arc<Semaphore>,
     /// Each tenant's share of `permits`.
     tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -139,6 +149,15 @@ impl QueryEngine {
     /// A session holding the scope's tables, and the share of its bounded
     /// string functions (see [`bounded_functions`]).
     pub(crate) fn context(&self, scope: &Scope) -> Result<(SessionContext, CallShare)> {
+        self.context_for(scope, Dialect::Http)
+    }
+
+    /// [`Self::context`] as `dialect`'s clients expect it.
+    pub(crate) fn context_for(
+        &self,
+        scope: &Scope,
+        dialect: Dialect,
+    ) -> Result<(SessionContext, CallShare)> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.limits.memory_limit, 1.0)
             .with_cache_manager(
@@ -148,7 +167,17 @@ impl QueryEngine {
             .build_arc()?;
         let config = SessionConfig::new()
             .with_target_partitions(2)
-            .with_information_schema(false)
+            .with_information_schema(dialect == Dialect::Postgres)
+            // What PostgreSQL clients see as the database (HTTP answers
+            // keep DataFusion's name, as they always had).
+            .with_default_catalog_and_schema(
+                if dialect == Dialect::Postgres {
+                    crate::postgres::DATABASE
+                } else {
+                    "datafusion"
+                },
+                "public",
+            )
             .set_bool("datafusion.execution.enable_recursive_ctes", false)
             // A join's build side up to this size is collected once and
             // probed by every partition, so the big side (readings) streams
@@ -172,6 +201,9 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         let share = CallShare::new(self.limits.memory_limit / 4);
         bounded_functions::register(&ctx, &share);
+        if dialect == Dialect::Postgres {
+            crate::postgres::register_functions(&ctx, scope);
+        }
         catalog_tables::register(&ctx, self.store.catalog(), scope)?;
         if let Some(alerts) = &self.alerts {
             alert_tables::register(&ctx, alerts, scope)?;
@@ -210,19 +242,26 @@ impl QueryEngine {
 
     /// Runs one read-only SQL query within `scope`.
     pub async fn sql(&self, sql: &str, scope: &Scope) -> Result<QueryOutput> {
-        check_sql_complexity(sql)?;
-        let (ctx, share) = self.context(scope)?;
-        let end = end_position(sql);
-        let sql = sql.to_owned();
+        self.run_sql(sql, scope, Dialect::Http, None).await
+    }
+
+    /// Plans `sql` in a fresh session (so it reads the newest data), checks
+    /// it is one read-only query, binds `params` if given, and runs it.
+    pub(crate) async fn run_sql(
+        &self,
+        sql: &str,
+        scope: &Scope,
+        dialect: Dialect,
+        params: Option<ParamValues>,
+    ) -> Result<QueryOutput> {
+        let (ctx, share, plan) = self.planner(sql, scope, dialect)?;
         let max_rows = self.limits.max_rows;
         let max_bytes = self.answer_bytes();
         self.run(scope, async move {
-            let plan = ctx
-                .state()
-                .create_logical_plan(&sql)
-                .await
-                .map_err(|e| at_end_if_unplaced(e.into(), &end))?;
-            check_read_only(&plan)?;
+            let mut plan = plan.await?;
+            if let Some(params) = params {
+                plan = plan.with_param_values(params)?;
+            }
             share.fit_to(&plan)?;
             let stream = ctx
                 .execute_logical_plan(plan)
@@ -232,6 +271,47 @@ impl QueryEngine {
             collect_capped(stream, max_rows, max_bytes).await
         })
         .await
+    }
+
+    /// Only plans `sql` (for a client that asks what a statement takes and
+    /// returns before running it).
+    pub(crate) async fn plan_sql(
+        &self,
+        sql: &str,
+        scope: &Scope,
+        dialect: Dialect,
+    ) -> Result<LogicalPlan> {
+        let (_ctx, _share, plan) = self.planner(sql, scope, dialect)?;
+        self.run(scope, plan).await
+    }
+
+    /// The session for `sql` and the future that plans it there, checked
+    /// read-only; the caller awaits it within [`Self::run`].
+    #[allow(clippy::type_complexity)]
+    fn planner(
+        &self,
+        sql: &str,
+        scope: &Scope,
+        dialect: Dialect,
+    ) -> Result<(
+        SessionContext,
+        CallShare,
+        impl std::future::Future<Output = Result<LogicalPlan>> + Send + 'static,
+    )> {
+        check_sql_complexity(sql)?;
+        let (ctx, share) = self.context_for(scope, dialect)?;
+        let end = end_position(sql);
+        let sql = sql.to_owned();
+        let state = ctx.state();
+        let plan = async move {
+            let plan = state
+                .create_logical_plan(&sql)
+                .await
+                .map_err(|e| at_end_if_unplaced(e.into(), &end))?;
+            check_read_only(&plan, dialect == Dialect::Postgres)?;
+            Ok(plan)
+        };
+        Ok((ctx, share, plan))
     }
 
     /// The readings of one sensor of `tenant` in `range`, at most `limit`,

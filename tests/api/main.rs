@@ -19,6 +19,7 @@ mod ingest;
 mod limits;
 mod meters;
 mod operations;
+mod pgwire;
 mod process;
 mod pydeps;
 mod quality;

@@ -29,8 +29,9 @@ pub(crate) const TABLES: &[&str] = &[
     "alert_events",
 ];
 
-/// Checks `plan`; `catalog_views` lets it read `information_schema` too
-/// (sessions of PostgreSQL clients, whose tools list tables through it).
+/// Checks `plan`; `catalog_views` lets it read `information_schema` and
+/// `pg_catalog` too (sessions of PostgreSQL clients, whose tools list
+/// tables through them).
 pub(crate) fn check_read_only(plan: &LogicalPlan, catalog_views: bool) -> Result<()> {
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -57,7 +58,11 @@ pub(crate) fn check_read_only(plan: &LogicalPlan, catalog_views: bool) -> Result
             }
             LogicalPlan::TableScan(scan)
                 if !(TABLES.contains(&scan.table_name.table())
-                    || catalog_views && scan.table_name.schema() == Some("information_schema")) =>
+                    || catalog_views
+                        && matches!(
+                            scan.table_name.schema(),
+                            Some("information_schema" | "pg_catalog")
+                        )) =>
             {
                 problem = Some(format!("table {} cannot be read here", scan.table_name));
             }
@@ -112,6 +117,23 @@ mod tests {
         ] {
             check(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
+    }
+
+    #[tokio::test]
+    async fn catalog_views_are_read_only_in_postgres_sessions() {
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_information_schema(true),
+        );
+        let plan = ctx
+            .state()
+            .create_logical_plan("SELECT table_name FROM information_schema.tables")
+            .await
+            .unwrap();
+        assert!(check_read_only(&plan, true).is_ok());
+        assert!(matches!(
+            check_read_only(&plan, false),
+            Err(QueryError::NotReadOnly(_))
+        ));
     }
 
     #[tokio::test]

@@ -203,6 +203,7 @@ impl QueryEngine {
         bounded_functions::register(&ctx, &share);
         if dialect == Dialect::Postgres {
             crate::postgres::register_functions(&ctx, scope);
+            crate::pg_catalog::register(&ctx)?;
         }
         catalog_tables::register(&ctx, self.store.catalog(), scope)?;
         if let Some(alerts) = &self.alerts {

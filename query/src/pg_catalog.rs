@@ -36,7 +36,9 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
         .ok_or_else(|| QueryError::Internal("the session has no wattline catalog".into()))?;
     catalog.register_schema("pg_catalog", Arc::new(MemorySchemaProvider::new()))?;
     let ids = |n: usize, first: i64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| first + i)))
+        Arc::new(Int64Array::from_iter_values(
+            (0..n as i64).map(|i| first + i),
+        ))
     };
     let text = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
     let int = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
@@ -45,8 +47,14 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
         (
             "pg_namespace",
             vec![
-                ("oid", int(vec![PG_CATALOG_OID, PUBLIC_OID, INFORMATION_SCHEMA_OID])),
-                ("nspname", text(vec!["pg_catalog", "public", "information_schema"])),
+                (
+                    "oid",
+                    int(vec![PG_CATALOG_OID, PUBLIC_OID, INFORMATION_SCHEMA_OID]),
+                ),
+                (
+                    "nspname",
+                    text(vec!["pg_catalog", "public", "information_schema"]),
+                ),
                 ("nspowner", int(vec![OWNER_OID; 3])),
             ],
         ),
@@ -63,7 +71,10 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
         ),
         (
             "pg_am",
-            vec![("oid", int(vec![HEAP_AM_OID])), ("amname", text(vec!["heap"]))],
+            vec![
+                ("oid", int(vec![HEAP_AM_OID])),
+                ("amname", text(vec!["heap"])),
+            ],
         ),
         (
             "pg_database",
@@ -88,8 +99,14 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
         ctx.register_table(format!("pg_catalog.{name}"), Arc::new(table))?;
     }
     for (name, value) in [
-        ("pg_catalog.pg_table_is_visible", ScalarValue::Boolean(Some(true))),
-        ("pg_catalog.pg_get_userbyid", ScalarValue::Utf8(Some(DATABASE.into()))),
+        (
+            "pg_catalog.pg_table_is_visible",
+            ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "pg_catalog.pg_get_userbyid",
+            ScalarValue::Utf8(Some(DATABASE.into())),
+        ),
     ] {
         let return_type = value.data_type();
         ctx.register_udf(create_udf(

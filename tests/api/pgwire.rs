@@ -471,7 +471,10 @@ async fn psql_sees_the_tenant_rows_and_refuses_a_wrong_password() {
     // psql's own catalog query lists wattline's tables.
     let (ok, out, err) = psql(port, &key_a, &["-c", "\\dt"]);
     assert!(ok, "{err}");
-    assert!(out.contains("readings") && out.contains("building_daily"), "{out}");
+    assert!(
+        out.contains("readings") && out.contains("building_daily"),
+        "{out}"
+    );
 
     let (ok, _, err) = psql(port, "wl_wrong", &["-c", "SELECT 1"]);
     assert!(!ok);

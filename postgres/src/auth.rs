@@ -1,14 +1,15 @@
 //! Start-up: the password is a wattline API key.
 //!
-//! The client is asked for a cleartext password (so use TLS, or a
-//! loopback or otherwise private listener), which is hashed and looked up
+//! The client is asked for a cleartext password (so use TLS, which the
+//! gate requires once configured, or a loopback or otherwise private
+//! listener), which is hashed and looked up
 //! in the in-memory catalog exactly as an HTTP `Bearer` key is. The user
 //! and database names are the client's to choose and decide nothing. The
 //! key's tenant becomes the session's [`Session`]: every statement runs in
 //! that scope, as `POST /api/v1/sql` does. Ingest keys may not query; an
 //! unknown or revoked key gets PostgreSQL's "password authentication
-//! failed". The key is looked up once, at start-up: a key revoked later
-//! ends no open session (close the connections, or restart, to cut it off).
+//! failed". The key is looked up again before every statement: a revoked
+//! key ends its open sessions.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -33,15 +34,29 @@ use wattline_storage::{Catalog, Role, hash_secret};
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
     pub scope: Scope,
+    /// The key's hash, looked up again before each statement.
+    key_hash: String,
 }
 
-/// The session of `client`, which passed start-up.
-pub(crate) fn session_of<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Session> {
-    client
+/// The session of `client`, which passed start-up, if its key is still
+/// valid (a revoked key ends the session at its next statement).
+pub(crate) fn session_of<C: ClientInfo + ?Sized>(
+    client: &C,
+    catalog: &Catalog,
+) -> PgWireResult<Session> {
+    let session = client
         .session_extensions()
         .get::<Session>()
         .map(|s| s.as_ref().clone())
-        .ok_or_else(|| PgWireError::ApiError("the connection has not authenticated".into()))
+        .ok_or_else(|| PgWireError::ApiError("the connection has not authenticated".into()))?;
+    if catalog.view().key_by_hash(&session.key_hash).is_none() {
+        return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "FATAL".into(),
+            "28000".into(),
+            "the key of this session was revoked".into(),
+        ))));
+    }
+    Ok(session)
 }
 
 /// Checks a presented key against the catalog.
@@ -81,13 +96,12 @@ impl AuthSource<Session> for Keys {
                 ),
             )))
         };
-        let secret = std::str::from_utf8(presented)
-            .map_err(|_| refused())?
-            .trim();
+        let secret = std::str::from_utf8(presented).map_err(|_| refused())?;
+        let key_hash = hash_secret(secret);
         let key = self
             .catalog
             .view()
-            .key_by_hash(&hash_secret(secret))
+            .key_by_hash(&key_hash)
             .cloned()
             .ok_or_else(refused)?;
         let scope = match (key.role, key.tenant_id) {
@@ -104,7 +118,7 @@ impl AuthSource<Session> for Keys {
             }
         };
         metrics::counter!("wattline_pgwire_logins_total", "result" => "ok").increment(1);
-        Ok(Some(Session { scope }))
+        Ok(Some(Session { scope, key_hash }))
     }
 }
 
@@ -112,17 +126,10 @@ impl AuthSource<Session> for Keys {
 pub(crate) struct KeyLogin {
     driver: AuthDriver<DefaultServerParameterProvider, Session>,
     mechanism: CleartextPasswordAuth<Keys>,
-    /// With TLS configured, connections without it are refused before the
-    /// key is sent.
-    require_tls: bool,
 }
 
 impl KeyLogin {
-    pub(crate) fn new(
-        catalog: Arc<Catalog>,
-        connections: Arc<ConnectionManager>,
-        require_tls: bool,
-    ) -> Self {
+    pub(crate) fn new(catalog: Arc<Catalog>, connections: Arc<ConnectionManager>) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = wattline_query::SERVER_VERSION.to_owned();
         parameters.is_superuser = false;
@@ -131,7 +138,6 @@ impl KeyLogin {
         Self {
             driver: AuthDriver::new(parameters).with_connection_manager(connections),
             mechanism: CleartextPasswordAuth::new(Arc::new(Keys { catalog })),
-            require_tls,
         }
     }
 }
@@ -152,13 +158,6 @@ impl StartupHandler for KeyLogin {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
-                if self.require_tls && !client.is_secure() {
-                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                        "FATAL".into(),
-                        "28000".into(),
-                        "this server takes connections over TLS only (sslmode=require)".into(),
-                    ))));
-                }
                 self.driver
                     .begin_authentication(client, self.mechanism.create())
                     .await?

@@ -15,7 +15,7 @@ use arrow::array::{
     Int16Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Date32Type, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::DateTime;
 use futures::Stream;
@@ -137,6 +137,53 @@ pub(crate) fn fields(schema: &Schema, format: Option<&Format>) -> Vec<FieldInfo>
                 pg_type(f.data_type()),
                 format_of(format, i),
             )
+        })
+        .collect()
+}
+
+/// `batches` with each column in the type `schema` (what a Describe told
+/// the client) sends it as; a statement planned again may differ slightly
+/// (a parameter bound to a typed value where it was untyped).
+pub(crate) fn conform(
+    batches: Vec<RecordBatch>,
+    schema: &Schema,
+) -> PgWireResult<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            if batch.num_columns() != schema.fields().len() {
+                return Err(PgWireError::ApiError(
+                    "the statement's columns changed since it was described; prepare it again"
+                        .into(),
+                ));
+            }
+            let mut changed = false;
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    let kind = Kind::of(f.data_type());
+                    if Kind::of(c.data_type()) == kind {
+                        return Ok(c.clone());
+                    }
+                    changed = true;
+                    let cast = CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    };
+                    cast_with_options(c, &kind.wire_arrow_type(f.data_type()), &cast).map_err(to_pg)
+                })
+                .collect::<PgWireResult<Vec<ArrayRef>>>()?;
+            if !changed {
+                return Ok(batch);
+            }
+            let fields: Vec<_> = columns
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| Field::new(f.name(), c.data_type().clone(), true))
+                .collect();
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(to_pg)
         })
         .collect()
 }
@@ -325,7 +372,7 @@ fn date(days: i32) -> Option<chrono::NaiveDate> {
 mod tests {
     use super::*;
     use arrow::array::{DictionaryArray, Int32Array as I32, StringViewArray, UInt64Array};
-    use arrow::datatypes::{Field, Int32Type};
+    use arrow::datatypes::Int32Type;
     use futures::StreamExt;
 
     fn batch(columns: Vec<ArrayRef>) -> RecordBatch {

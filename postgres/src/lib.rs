@@ -3,11 +3,14 @@
 //! DBeaver and other JDBC/ODBC clients, drivers in any language.
 //!
 //! - [`auth`]: the password is an API key; its tenant scopes the session.
-//! - [`handler`]: simple and extended query protocols over the engine,
-//!   with the same guards and limits as `POST /api/v1/sql`.
+//! - [`handler`] and [`extended`]: the simple and extended query
+//!   protocols over the engine, with the same guards and limits as
+//!   `POST /api/v1/sql`.
 //! - [`statements`]: session housekeeping (`SET`, `BEGIN`, `SHOW`)
 //!   answered here, everything else sent to the engine.
 //! - [`encode`] and [`params`]: Arrow values to and from PostgreSQL's.
+//! - [`gate`]: in front of it all, TLS and the limits on what a client
+//!   may make the server hold (message sizes, login time).
 //!
 //! The protocol itself (framing, start-up, TLS negotiation, portals,
 //! cancel requests) is the `pgwire` crate's.
@@ -15,6 +18,8 @@
 mod auth;
 mod encode;
 mod errors;
+mod extended;
+mod gate;
 mod handler;
 mod params;
 mod statements;
@@ -27,8 +32,7 @@ use std::sync::Arc;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use pgwire::tokio::TlsAcceptor;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use wattline_query::QueryEngine;
@@ -85,10 +89,13 @@ impl PgServer {
                     source,
                 })?;
         let manager = Arc::new(ConnectionManager::new());
-        let queries = Arc::new(handler::Queries::new(engine));
+        let queries = Arc::new(handler::Queries {
+            engine,
+            catalog: catalog.clone(),
+        });
         let handlers = Arc::new(Handlers {
-            login: Arc::new(auth::KeyLogin::new(catalog, manager.clone(), tls.is_some())),
-            extended: Arc::new(handler::Extended::new(queries.clone())),
+            login: Arc::new(auth::KeyLogin::new(catalog, manager.clone())),
+            extended: Arc::new(extended::Extended::new(queries.clone())),
             queries,
             cancel: Arc::new(DefaultCancelHandler::new(manager)),
         });
@@ -107,6 +114,8 @@ impl PgServer {
     /// Serves until `stop` completes; then open connections are closed.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let mut tasks = JoinSet::new();
+        // Connections over the limit are told why, a bounded number at once.
+        let refusals = Arc::new(Semaphore::new(self.connections.available_permits().max(1)));
         tokio::pin!(stop);
         loop {
             let (socket, peer) = tokio::select! {
@@ -122,54 +131,45 @@ impl PgServer {
                     }
                 },
             };
+            let _ = socket.set_nodelay(true);
+            let (handlers, tls) = (self.handlers.clone(), self.tls.clone());
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
                 metrics::counter!("wattline_pgwire_connections_refused_total").increment(1);
                 tracing::warn!(%peer, "pgwire connection refused: pgwire.max_connections reached");
-                tasks.spawn(refuse(socket));
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    tasks.spawn(async move {
+                        gate::serve(socket, tls, handlers, gate::Admission::TooMany).await;
+                        drop(refusal);
+                    });
+                }
                 continue;
             };
-            let _ = socket.set_nodelay(true);
-            let handlers = self.handlers.clone();
-            let tls = self.tls.clone();
             tasks.spawn(async move {
-                let gauge = metrics::gauge!("wattline_pgwire_connections");
-                gauge.increment(1.0);
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
-                    tracing::debug!(%peer, error = %e, "pgwire connection ended");
-                }
-                gauge.decrement(1.0);
-                drop(permit);
+                let _open = OpenConnection::new(permit);
+                gate::serve(socket, tls, handlers, gate::Admission::Admitted).await;
             });
         }
         tasks.shutdown().await;
     }
 }
 
-/// Tells a client over the connection limit why, the way PostgreSQL does.
-async fn refuse(mut socket: TcpStream) {
-    let mut body = Vec::new();
-    for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "53300"),
-        (
-            b'M',
-            "sorry, too many clients already (pgwire.max_connections)",
-        ),
-    ] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
+/// An open connection: its slot and its count in the gauge, both given
+/// back however the connection ends.
+struct OpenConnection {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("wattline_pgwire_connections").increment(1.0);
+        Self { _permit: permit }
     }
-    body.push(0);
-    let mut message = vec![b'E'];
-    message.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
-    message.extend_from_slice(&body);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        let _ = socket.write_all(&message).await;
-        let _ = socket.shutdown().await;
-    })
-    .await;
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("wattline_pgwire_connections").decrement(1.0);
+    }
 }
 
 fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, PgError> {
@@ -196,7 +196,7 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, PgError> {
 struct Handlers {
     login: Arc<auth::KeyLogin>,
     queries: Arc<handler::Queries>,
-    extended: Arc<handler::Extended>,
+    extended: Arc<extended::Extended>,
     cancel: Arc<DefaultCancelHandler>,
 }
 

@@ -22,6 +22,26 @@ pub(crate) fn param_type(ty: Option<&DataType>) -> Type {
     ty.map_or(Type::TEXT, crate::encode::pg_type)
 }
 
+/// The Arrow type of a parameter the client declared as `ty`, where the
+/// query leaves it open (`None`: bound as sent).
+pub(crate) fn arrow_type(ty: &Type) -> Option<DataType> {
+    use arrow::datatypes::TimeUnit::Microsecond;
+    Some(match *ty {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 | Type::NUMERIC => DataType::Float64,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
+        Type::BYTEA => DataType::Binary,
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(Microsecond, Some("UTC".into())),
+        _ => return None,
+    })
+}
+
 /// The values bound in `portal`, each cast to its entry of `targets`.
 pub(crate) fn bind<S>(
     portal: &Portal<S>,

@@ -60,6 +60,13 @@ pub(crate) fn split(sql: &str) -> Vec<&str> {
                 start = i + 1;
                 i + 1
             }
+            // E'...': backslash escapes (a quote after a backslash is text).
+            b'E' | b'e'
+                if bytes.get(i + 1) == Some(&b'\'')
+                    && (i == 0 || !is_identifier_byte(bytes[i - 1])) =>
+            {
+                skip_escaped(bytes, i + 1)
+            }
             b'\'' | b'"' => skip_quoted(bytes, i),
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
                 memchr(bytes, i, b'\n').map_or(bytes.len(), |e| e + 1)
@@ -70,8 +77,27 @@ pub(crate) fn split(sql: &str) -> Vec<&str> {
         };
     }
     out.push(&sql[start..]);
-    out.retain(|s| !s.trim().is_empty());
+    // Pieces of only comments and blanks are no statements.
+    out.retain(|s| !words(s, 1).is_empty());
     out
+}
+
+fn is_identifier_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// The end of the `E'...'` string whose quote is at `i`.
+fn skip_escaped(bytes: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while j < bytes.len() {
+        match bytes[j] {
+            b'\\' => j += 2,
+            b'\'' if bytes.get(j + 1) == Some(&b'\'') => j += 2,
+            b'\'' => return j + 1,
+            _ => j += 1,
+        }
+    }
+    bytes.len()
 }
 
 fn memchr(bytes: &[u8], from: usize, b: u8) -> Option<usize> {
@@ -202,6 +228,16 @@ mod tests {
         );
         assert_eq!(split("SELECT 'it''s; fine'"), vec!["SELECT 'it''s; fine'"]);
         assert!(split(" ; ;\n").is_empty());
+        // Backslash escapes in E'' strings; comment-only pieces dropped.
+        assert_eq!(
+            split(r"SELECT E'it\'s; fine' AS a"),
+            vec![r"SELECT E'it\'s; fine' AS a"]
+        );
+        assert_eq!(split("SELECT 1; -- trailing"), vec!["SELECT 1"]);
+        assert!(split("-- only a comment").is_empty());
+        assert!(split("/* c */ ;").is_empty());
+        // A name ending in e before a quote is no E'' string.
+        assert_eq!(split("SELECT name'a;b'"), vec!["SELECT name'a;b'"]);
         // Unterminated quotes and comments end at the end of the text.
         assert_eq!(split("SELECT 'a;b"), vec!["SELECT 'a;b"]);
         assert_eq!(split("SELECT 1 /* a;b"), vec!["SELECT 1 /* a;b"]);

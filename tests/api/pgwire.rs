@@ -355,14 +355,17 @@ async fn a_cancelled_query_stops_and_the_connection_goes_on() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         cancel.cancel_query(NoTls).await
     });
-    let e = pg
+    let answer = pg
         .query(
             "SELECT count(*) FROM readings r1, readings r2, readings r3, readings r4",
             &[],
         )
+        .await;
+    canceller
         .await
-        .expect_err("the runaway was cancelled");
-    canceller.await.unwrap().unwrap();
+        .unwrap()
+        .expect("the cancel request was sent");
+    let e = answer.expect_err("the runaway was cancelled");
     assert_eq!(code(&e), SqlState::QUERY_CANCELED, "{e:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -522,4 +525,285 @@ async fn with_tls_configured_psql_connects_over_tls_only() {
     assert!(!plain.status.success());
     let err = String::from_utf8_lossy(&plain.stderr);
     assert!(err.contains("TLS only"), "{err}");
+}
+
+/// A client speaking the protocol by hand, for what drivers never send.
+struct Raw {
+    socket: tokio::net::TcpStream,
+}
+
+impl Raw {
+    /// Connects and sends the start-up message (no TLS).
+    async fn start(port: u16) -> Raw {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut body = 196_608u32.to_be_bytes().to_vec();
+        for s in ["user", "raw", "database", "wattline", ""] {
+            body.extend_from_slice(s.as_bytes());
+            body.push(0);
+        }
+        let mut message = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        message.extend_from_slice(&body);
+        socket.write_all(&message).await.unwrap();
+        Raw { socket }
+    }
+
+    /// Logs in with `key`; panics unless the server gets ready.
+    async fn login(port: u16, key: &str) -> Raw {
+        let mut raw = Raw::start(port).await;
+        assert_eq!(raw.read().await.unwrap().0, b'R');
+        let mut password = key.as_bytes().to_vec();
+        password.push(0);
+        raw.send(b'p', &password).await.unwrap();
+        raw.until(b'Z').await.unwrap();
+        raw
+    }
+
+    async fn send(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut message = vec![kind];
+        message.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        message.extend_from_slice(body);
+        self.socket.write_all(&message).await
+    }
+
+    /// The next message: its type and body; `None` once the server closed.
+    async fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(30), self.socket.read_exact(&mut head))
+            .await
+            .expect("an answer within 30 s")
+            .ok()?;
+        let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        self.socket.read_exact(&mut body).await.ok()?;
+        Some((head[0], body))
+    }
+
+    /// The types of the messages up to and including `kind`.
+    async fn until(&mut self, kind: u8) -> Option<Vec<u8>> {
+        let mut seen = Vec::new();
+        loop {
+            let (k, _) = self.read().await?;
+            seen.push(k);
+            if k == kind {
+                return Some(seen);
+            }
+        }
+    }
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// Parse (unnamed) of `sql`, Bind with `params` as text, Execute asking
+/// for `max_rows`, Sync.
+fn extended_message(
+    sql: &str,
+    param_formats: &[i16],
+    params: &[&str],
+    max_rows: i32,
+) -> Vec<(u8, Vec<u8>)> {
+    let mut parse = cstr("");
+    parse.extend(cstr(sql));
+    parse.extend(0i16.to_be_bytes());
+    let mut bind = cstr("");
+    bind.extend(cstr(""));
+    bind.extend((param_formats.len() as i16).to_be_bytes());
+    for f in param_formats {
+        bind.extend(f.to_be_bytes());
+    }
+    bind.extend((params.len() as i16).to_be_bytes());
+    for p in params {
+        bind.extend((p.len() as i32).to_be_bytes());
+        bind.extend(p.as_bytes());
+    }
+    bind.extend(0i16.to_be_bytes());
+    let mut execute = cstr("");
+    execute.extend(max_rows.to_be_bytes());
+    vec![
+        (b'P', parse),
+        (b'B', bind),
+        (b'E', execute),
+        (b'S', Vec::new()),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_extended_messages_get_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), with_pgwire("")).await;
+    let (_, key_a, _) = two_tenants(&server, 3).await;
+    let port = pg_port(&server);
+    let mut raw = Raw::login(port, &key_a).await;
+    // Execute asking for 2^31 - 1 rows: capped, answered in full.
+    for (kind, body) in extended_message("SELECT sensor_id FROM readings", &[], &[], i32::MAX) {
+        raw.send(kind, &body).await.unwrap();
+    }
+    let seen = raw.until(b'Z').await.expect("the daemon answered");
+    assert_eq!(seen.iter().filter(|k| **k == b'D').count(), 6, "{seen:?}");
+    assert!(seen.contains(&b'C'), "{seen:?}");
+    // Two parameter formats for three parameters; a format code of 7.
+    for formats in [&[0i16, 0][..], &[7][..]] {
+        let sql = "SELECT $1::text, $2::text, $3::text";
+        for (kind, body) in extended_message(sql, formats, &["a", "b", "c"], 0) {
+            raw.send(kind, &body).await.unwrap();
+        }
+        let seen = raw.until(b'Z').await.expect("the connection lives on");
+        assert!(seen.contains(&b'E'), "{formats:?}: {seen:?}");
+    }
+    for (kind, body) in extended_message("SELECT count(*) FROM readings", &[], &[], 0) {
+        raw.send(kind, &body).await.unwrap();
+    }
+    assert!(raw.until(b'Z').await.unwrap().contains(&b'D'));
+    server.assert_alive().await;
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test]
+async fn clients_that_do_not_log_in_are_cut_off_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), with_pgwire("")).await;
+    server.create_tenant("alpha").await;
+    let key = server.create_key("tenant", Some("alpha")).await;
+    let port = pg_port(&server);
+    // A query before the password, announcing 500 MB: disconnected at once.
+    let mut raw = Raw::start(port).await;
+    assert_eq!(raw.read().await.unwrap().0, b'R');
+    let mut head = vec![b'Q'];
+    head.extend(500_000_000u32.to_be_bytes());
+    use tokio::io::AsyncWriteExt;
+    raw.socket.write_all(&head).await.unwrap();
+    assert!(raw.read().await.is_none(), "still connected");
+    // A huge password: the same.
+    let mut raw = Raw::start(port).await;
+    raw.read().await.unwrap();
+    let mut head = vec![b'p'];
+    head.extend(100_000_000u32.to_be_bytes());
+    raw.socket.write_all(&head).await.unwrap();
+    assert!(raw.read().await.is_none(), "still connected");
+    // Connected but silent: closed after the login timeout.
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    use tokio::io::AsyncReadExt;
+    let n = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut buf))
+        .await
+        .expect("closed within 30 s");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Logged in, a message past 1 MiB ends the connection too.
+    let mut raw = Raw::login(port, &key).await;
+    let mut head = vec![b'Q'];
+    head.extend(((2 << 20) as u32).to_be_bytes());
+    raw.socket.write_all(&head).await.unwrap();
+    assert!(raw.read().await.is_none(), "still connected");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("wattline_pgwire_violations_total 4"),
+        "{metrics}"
+    );
+    // Nobody else was hurt.
+    let pg = connect(&server, &key).await.unwrap();
+    let one: i64 = pg.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn a_session_keeps_bounded_state_and_answers_in_full_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), with_pgwire("[query]\nmax_rows = 5\n")).await;
+    let (_, key_a, _) = two_tenants(&server, 3).await;
+    let pg = connect(&server, &key_a).await.unwrap();
+    // Six rows where five may be answered: an error, not five rows.
+    let e = pg
+        .query("SELECT * FROM readings", &[])
+        .await
+        .expect_err("more rows than query.max_rows");
+    assert_eq!(code(&e), SqlState::PROGRAM_LIMIT_EXCEEDED, "{e:?}");
+    assert_eq!(
+        pg.query("SELECT * FROM readings LIMIT 5", &[])
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    // Named statements are capped per session.
+    let mut kept = Vec::new();
+    let e = loop {
+        match pg.prepare("SELECT 1").await {
+            Ok(s) => kept.push(s),
+            Err(e) => break e,
+        }
+        assert!(kept.len() <= 256, "no cap on named statements");
+    };
+    assert_eq!(kept.len(), 256);
+    assert_eq!(code(&e), SqlState::PROGRAM_LIMIT_EXCEEDED, "{e:?}");
+    // Closing some makes room.
+    kept.truncate(200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pg.prepare("SELECT 2").await.unwrap();
+    // A parameter the query leaves open, typed by the client.
+    let stmt = pg
+        .prepare_typed("SELECT length(repeat('x', $1))", &[Type::INT8])
+        .await
+        .unwrap();
+    let n: i32 = pg.query_one(&stmt, &[&3i64]).await.unwrap().get(0);
+    assert_eq!(n, 3);
+    let echo = pg
+        .prepare_typed("SELECT $1 AS v", &[Type::INT8])
+        .await
+        .unwrap();
+    let row = pg.query_one(&echo, &[&7i64]).await.unwrap();
+    let shown: String = match row.columns()[0].type_() {
+        &Type::INT8 => row.get::<_, i64>(0).to_string(),
+        _ => row.get(0),
+    };
+    assert_eq!(shown, "7");
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_open_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), with_pgwire("")).await;
+    server.create_tenant("alpha").await;
+    let r = server
+        .admin(reqwest::Method::POST, "/api/v1/keys")
+        .json(&json!({"role": "tenant", "tenant_id": "alpha", "name": "grafana"}))
+        .send()
+        .await
+        .unwrap();
+    let created: Value = r.json().await.unwrap();
+    let (id, key) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+    let pg = connect(&server, &key).await.unwrap();
+    pg.query_one("SELECT 1", &[]).await.unwrap();
+    let r = server
+        .admin(reqwest::Method::DELETE, &format!("/api/v1/keys/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let e = pg.query_one("SELECT 1", &[]).await.expect_err("revoked");
+    assert_eq!(
+        code(&e),
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        "{e:?}"
+    );
+    assert!(connect(&server, &key).await.is_err());
 }

@@ -27,6 +27,7 @@ pub(crate) struct RawConfig {
     metrics: RawMetrics,
     fleet: Option<crate::fleet::RawFleet>,
     pgwire: crate::pgwire::RawPgwire,
+    mqtt: Option<crate::mqtt::RawMqtt>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +197,8 @@ pub(crate) struct Settings {
     pub fleet: Option<crate::fleet::FleetSettings>,
     /// `None`: the PostgreSQL protocol is off (no `pgwire.listen`).
     pub pgwire: Option<wattline_postgres::PgConfig>,
+    /// `None`: no MQTT broker (no `[mqtt]` section).
+    pub mqtt: Option<crate::mqtt::MqttSettings>,
 }
 
 impl Settings {
@@ -295,6 +298,7 @@ impl Settings {
             metrics_require_auth: raw.metrics.require_auth.unwrap_or(false),
             fleet: crate::fleet::resolve(raw.fleet)?,
             pgwire: crate::pgwire::resolve(raw.pgwire)?,
+            mqtt: crate::mqtt::resolve(raw.mqtt)?,
         })
     }
 }
@@ -345,7 +349,7 @@ fn section_of(text: &str, n: usize) -> String {
 }
 
 /// Sections whose lines are never quoted in a message.
-const SECRET_SECTIONS: &[&str] = &["smtp", "fleet"];
+const SECRET_SECTIONS: &[&str] = &["smtp", "fleet", "mqtt"];
 
 /// Keys whose values are never repeated in a message.
 const SECRET_KEYS: &[&str] = &[
@@ -353,6 +357,8 @@ const SECRET_KEYS: &[&str] = &[
     "smtp.username",
     "fleet.secret_access_key",
     "fleet.access_key_id",
+    "mqtt.password",
+    "mqtt.username",
 ];
 
 /// The `section.key` whose name or value spans byte `offset` of `text`.

@@ -16,6 +16,7 @@ mod http_client;
 mod import;
 mod logging;
 mod maintenance;
+mod mqtt;
 mod pgwire;
 mod report_workers;
 mod serve;

@@ -124,6 +124,19 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
         ),
         None => None,
     };
+    let mqtt = settings.mqtt.clone().map(|m| {
+        let window = crate::mqtt::Window {
+            retention_raw: settings.retention_raw,
+            max_future: settings.max_future,
+        };
+        crate::mqtt::spawn(
+            m,
+            store.clone(),
+            state.catalog.clone(),
+            window,
+            stop_tx.subscribe(),
+        )
+    });
     state.set_ready(store.clone(), engine);
     let maintenance = tokio::spawn(crate::maintenance::run(
         store.clone(),
@@ -217,6 +230,10 @@ async fn serve(settings: Settings, demo: bool) -> Result<()> {
     // blocking thread (a flush, a rollup step) is crash-safe: it is not
     // waited for beyond a moment, so the exit stays within 10 s.
     let _ = tokio::time::timeout(Duration::from_millis(500), maintenance).await;
+    if let Some(mqtt) = mqtt {
+        // Messages not yet acknowledged are sent again at the next start.
+        let _ = tokio::time::timeout(Duration::from_millis(500), mqtt).await;
+    }
     if let Some(pgwire) = pgwire {
         let _ = tokio::time::timeout(Duration::from_millis(500), pgwire).await;
     }

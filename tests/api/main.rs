@@ -18,6 +18,7 @@ mod fleet;
 mod ingest;
 mod limits;
 mod meters;
+mod mqtt;
 mod operations;
 mod pgwire;
 mod process;

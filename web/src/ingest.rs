@@ -18,7 +18,7 @@ use serde::Serialize;
 
 /// A reading as the client wrote it, not yet checked against the catalog.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RawReading {
+pub struct RawReading {
     pub sensor_id: String,
     pub ts_ms: i64,
     pub value_kwh: f64,
@@ -39,4 +39,36 @@ pub(crate) struct Rejection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
     pub error: String,
+}
+
+/// Checks readings that arrive by another way than an HTTP request (MQTT)
+/// exactly as a request's are (the sensor exists and belongs to `tenant`
+/// if one is given, is active, the value is finite and plausible, the
+/// time within `[oldest_ms, newest_ms]`). Returns the storage readings and,
+/// for the others, their position and the reason.
+pub fn check_readings(
+    readings: Vec<RawReading>,
+    tenant: Option<&str>,
+    view: &wattline_storage::CatalogView<'_>,
+    oldest_ms: i64,
+    newest_ms: i64,
+) -> (Vec<wattline_storage::Reading>, Vec<(usize, String)>) {
+    let items = readings
+        .into_iter()
+        .map(|r| Item {
+            line: None,
+            reading: Ok(r),
+        })
+        .collect();
+    let window = validate::TimeWindow {
+        oldest_ms,
+        newest_ms,
+    };
+    let checked = validate::check_items(items, tenant, view, window);
+    let rejected = checked
+        .rejected
+        .into_iter()
+        .map(|r| (r.index, r.error))
+        .collect();
+    (checked.readings, rejected)
 }

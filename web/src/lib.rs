@@ -28,6 +28,7 @@ mod server;
 mod sql_output;
 
 pub use alert_json::EventOut;
+pub use ingest::{RawReading, check_readings};
 pub use server::serve;
 
 use std::net::IpAddr;

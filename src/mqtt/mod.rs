@@ -1,0 +1,285 @@
+//! MQTT ingestion: readings from meters and gateways that publish to a
+//! broker (Tasmota, Shelly, emonPi, Zigbee2MQTT, ...).
+//!
+//! The appliance subscribes at QoS 1 with a persistent session (a fixed
+//! client id, no clean start) and acknowledges a message only after its
+//! reading is in the write-ahead (the same validation, deduplication and
+//! durability as `POST /api/v1/readings`). A message received but not yet
+//! committed when the process dies is sent again by the broker when the
+//! appliance reconnects; since readings are keyed by sensor and time, one
+//! that carries its time is stored once. A message that cannot become a
+//! reading (no topic mapping, bad payload, unknown sensor) is counted,
+//! logged with its topic, and acknowledged: sending it again would not
+//! help. A lost broker connection is retried with backoff.
+
+mod config;
+mod payload;
+mod topics;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+use tokio::sync::{mpsc, watch};
+use wattline_storage::{Catalog, ReadingBatch, ReadingStore, now_ms};
+use wattline_web::RawReading;
+
+pub(crate) use config::{MqttSettings, RawMqtt, resolve};
+
+/// Messages taken into one write-ahead commit at most.
+const BATCH: usize = 1000;
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The time window readings must fall in, as on HTTP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub retention_raw: Duration,
+    pub max_future: Duration,
+}
+
+/// Connects and ingests until `stop` turns true.
+pub(crate) fn spawn(
+    settings: MqttSettings,
+    store: Arc<ReadingStore>,
+    catalog: Arc<Catalog>,
+    window: Window,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (client, eventloop) = AsyncClient::new(options(&settings), 64);
+        let (tx, rx) = mpsc::channel(4 * BATCH);
+        let worker = tokio::spawn(ingest(
+            rx,
+            client.clone(),
+            Arc::new(settings.clone()),
+            store,
+            catalog,
+            window,
+        ));
+        tokio::select! {
+            () = receive(eventloop, &client, &settings, tx) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        // Unacknowledged messages stay with the broker for the next start.
+        let _ = client.try_disconnect();
+        worker.abort();
+    })
+}
+
+fn options(s: &MqttSettings) -> MqttOptions {
+    let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(256 * 1024, 256 * 1024);
+    if let Some((user, password)) = &s.credentials {
+        o.set_credentials(user, password);
+    }
+    match &s.tls_ca {
+        Some(ca) if ca.is_empty() => {
+            o.set_transport(Transport::tls_with_default_config());
+        }
+        Some(ca) => {
+            o.set_transport(Transport::tls(ca.clone(), None, None));
+        }
+        None => {}
+    }
+    o
+}
+
+/// Polls the connection: (re)subscribes on every connect, hands messages
+/// to the ingest worker, backs off after errors.
+async fn receive(
+    mut eventloop: EventLoop,
+    client: &AsyncClient,
+    settings: &MqttSettings,
+    tx: mpsc::Sender<Publish>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(host = %settings.host, port = settings.port, session_present = ack.session_present, "MQTT connected");
+                metrics::gauge!("wattline_mqtt_connected").set(1.0);
+                backoff = Duration::from_millis(500);
+                for t in &settings.topics {
+                    if let Err(e) = client.try_subscribe(&t.pattern, QoS::AtLeastOnce) {
+                        tracing::error!(pattern = %t.pattern, error = %e, "MQTT subscribe");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if tx.send(p).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics::gauge!("wattline_mqtt_connected").set(0.0);
+                metrics::counter!("wattline_mqtt_connection_errors_total").increment(1);
+                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Turns messages into readings, commits them, then acknowledges them.
+async fn ingest(
+    mut rx: mpsc::Receiver<Publish>,
+    client: AsyncClient,
+    settings: Arc<MqttSettings>,
+    store: Arc<ReadingStore>,
+    catalog: Arc<Catalog>,
+    window: Window,
+) {
+    let mut log = LogBudget::default();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let received = Instant::now();
+        let now = now_ms();
+        let mut readings = Vec::with_capacity(batch.len());
+        let mut topics_of = Vec::with_capacity(batch.len());
+        for p in &batch {
+            match decode(&settings, &p.topic, &p.payload, now) {
+                Ok(r) => {
+                    readings.push(r);
+                    topics_of.push(p.topic.as_str());
+                }
+                Err((result, reason)) => {
+                    metrics::counter!("wattline_mqtt_messages_total", "result" => result)
+                        .increment(1);
+                    log.warn(&p.topic, &reason);
+                }
+            }
+        }
+        let oldest = now.saturating_sub(millis(window.retention_raw));
+        let newest = now.saturating_add(millis(window.max_future));
+        let (valid, rejected) = wattline_web::check_readings(
+            readings,
+            settings.tenant.as_deref(),
+            &catalog.view(),
+            oldest,
+            newest,
+        );
+        metrics::counter!("wattline_mqtt_messages_total", "result" => "rejected")
+            .increment(rejected.len() as u64);
+        for (i, reason) in &rejected {
+            log.warn(topics_of.get(*i).copied().unwrap_or(""), reason);
+        }
+        let stored = valid.len();
+        if stored > 0 {
+            crash_hook();
+            let lag_ms = valid.iter().map(|r| now - r.ts_ms).max().unwrap_or(0);
+            commit(&store, valid).await;
+            metrics::gauge!("wattline_mqtt_lag_seconds").set(lag_ms.max(0) as f64 / 1000.0);
+            metrics::counter!("wattline_mqtt_messages_total", "result" => "stored")
+                .increment(stored as u64);
+            metrics::counter!("wattline_readings_ingested_total").increment(stored as u64);
+        }
+        for p in &batch {
+            if client.ack(p).await.is_err() {
+                return;
+            }
+        }
+        metrics::histogram!("wattline_mqtt_commit_seconds")
+            .record(received.elapsed().as_secs_f64());
+    }
+}
+
+/// A message as a reading, or (result label, reason) why it is none.
+fn decode(
+    settings: &MqttSettings,
+    topic: &str,
+    payload: &[u8],
+    now: i64,
+) -> Result<RawReading, (&'static str, String)> {
+    let (mapping, captures) = settings
+        .topics
+        .iter()
+        .find_map(|t| topics::matches(&t.pattern, topic).map(|c| (t, c)))
+        .ok_or(("unmatched", "no [[mqtt.topics]] pattern matches".to_owned()))?;
+    let sensor_id = topics::sensor_id(&mapping.sensor, &captures).map_err(|e| ("malformed", e))?;
+    let sample = payload::parse(&mapping.format, payload, now).map_err(|e| ("malformed", e))?;
+    Ok(RawReading {
+        sensor_id,
+        ts_ms: sample.ts_ms,
+        value_kwh: sample.value * mapping.scale,
+    })
+}
+
+/// Appends until it is durable; a failing write-ahead is retried (the
+/// messages stay unacknowledged meanwhile, so the broker keeps them).
+async fn commit(store: &ReadingStore, readings: Vec<wattline_storage::Reading>) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match store
+            .append(ReadingBatch {
+                readings: readings.clone(),
+            })
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?wait, "MQTT readings not stored");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Tests only: dies between receiving readings and committing them.
+fn crash_hook() {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("WATTLINE_MQTT_CRASH_BEFORE_COMMIT").is_some() {
+        std::process::abort();
+    }
+}
+
+/// At most ten warnings a minute, then a count of those left out.
+#[derive(Default)]
+struct LogBudget {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    fn warn(&mut self, topic: &str, reason: &str) {
+        let now = Instant::now();
+        if self
+            .window_start
+            .is_none_or(|s| now.duration_since(s) > Duration::from_secs(60))
+        {
+            if self.suppressed > 0 {
+                tracing::warn!(
+                    count = self.suppressed,
+                    "more MQTT messages were not stored"
+                );
+            }
+            *self = Self {
+                window_start: Some(now),
+                ..Self::default()
+            };
+        }
+        if self.logged < 10 {
+            self.logged += 1;
+            tracing::warn!(topic, reason, "MQTT message not stored");
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -326,11 +326,21 @@ pub(crate) fn parse_toml(text: &str) -> Result<RawConfig> {
                 SECRET_SECTIONS.contains(&section_of(text, n).as_str())
             });
         match (key, line) {
-            (key, Some(line)) if secret => anyhow!(
-                "{}: invalid value at line {line}: {}",
-                key.as_deref().unwrap_or("smtp"),
-                e.message()
-            ),
+            (key, Some(line)) if secret => {
+                // Parser messages quote a wrongly typed value: say only
+                // what is wrong with the key.
+                let what = e.message();
+                let what = if what.starts_with("unknown field") || what.starts_with("missing field")
+                {
+                    what.to_owned()
+                } else {
+                    "not a valid value (a secret's value is not repeated here)".to_owned()
+                };
+                anyhow!(
+                    "{}: invalid value at line {line}: {what}",
+                    key.unwrap_or_else(|| section_of(text, line)),
+                )
+            }
             (Some(key), _) => anyhow!("{key}: {}", message.trim_end()),
             (None, _) => anyhow!("{}", message.trim_end()),
         }
@@ -568,15 +578,21 @@ mod tests {
     }
 
     #[test]
-    fn fleet_credentials_never_appear_in_errors() {
+    fn credentials_never_appear_in_errors() {
         for text in [
             "[fleet]\nsecret_access_key = S3CR3T",
+            "[mqtt]\nhost = \"b\"\npassword = 123456789",
+            "[mqtt]\nhost = \"b\"\n\"password\" = 123456789",
+            "mqtt = { host = \"b\", password = 123456789 }",
             "[fleet]\nsecret_acess_key = \"S3CR3T\"",
             "[fleet]\nsite = \"a\"\naccess_key_id = [\"S3CR3T\"]",
             "[fleet]\nS3CR3T",
         ] {
             let err = format!("{:#}", resolve(text).unwrap_err());
-            assert!(!err.contains("S3CR3T"), "{text:?} gave {err:?}");
+            assert!(
+                !err.contains("S3CR3T") && !err.contains("123456789"),
+                "{text:?} gave {err:?}"
+            );
         }
     }
 

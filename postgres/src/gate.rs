@@ -59,7 +59,10 @@ pub(crate) async fn serve(
     handlers: Arc<Handlers>,
     admission: Admission,
 ) {
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, open(tcp, tls, admission)).await;
+    // One deadline for the whole login, from the connection on.
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    keep_alive(&tcp);
+    let login = tokio::time::timeout_at(deadline, open(tcp, tls, admission)).await;
     let (client, startup) = match login {
         Ok(Ok(Some(opened))) => opened,
         Ok(Ok(None)) => return,
@@ -75,9 +78,21 @@ pub(crate) async fn serve(
     };
     let protocol = tokio::spawn(pgwire::tokio::process_socket_unix(inner, handlers));
     if outer.write_all(&startup).await.is_ok() {
-        relay(client, outer).await;
+        relay(client, outer, deadline).await;
     }
     protocol.abort();
+}
+
+/// TCP keepalive, as PostgreSQL sets it: a client gone without closing
+/// (power cut, cable pulled) frees its slot within minutes.
+fn keep_alive(tcp: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "pgwire: TCP keepalive");
+    }
 }
 
 /// Reads the start-up sequence: TLS negotiation, then the start-up or
@@ -162,7 +177,7 @@ async fn read_untyped(client: &mut (impl AsyncRead + Unpin)) -> std::io::Result<
 }
 
 /// Copies both ways, checking the client's messages.
-async fn relay(client: Box<dyn Io>, server: UnixStream) {
+async fn relay(client: Box<dyn Io>, server: UnixStream, deadline: tokio::time::Instant) {
     let logged_in = Arc::new(AtomicBool::new(false));
     let (client_read, client_write) = tokio::io::split(client);
     let (server_read, server_write) = server.into_split();
@@ -176,7 +191,7 @@ async fn relay(client: Box<dyn Io>, server: UnixStream) {
     };
     let downstream = to_client(server_read, client_write, logged_in.clone());
     let login_deadline = async {
-        tokio::time::sleep(LOGIN_TIMEOUT).await;
+        tokio::time::sleep_until(deadline).await;
         if !logged_in.load(Ordering::Acquire) {
             violation("no login within the login timeout");
             return;

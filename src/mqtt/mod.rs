@@ -11,12 +11,20 @@
 //! reading (no topic mapping, bad payload, unknown sensor) is counted,
 //! logged with its topic, and acknowledged: sending it again would not
 //! help. A lost broker connection is retried with backoff.
+//!
+//! The connection is polled without ever waiting for the write-ahead (so
+//! keepalives go on and a lost connection is seen at once): received
+//! messages wait in memory, at most [`QUEUE_BYTES`] of them. Past that, a
+//! QoS 1 message is left unacknowledged and the broker is asked for it
+//! again by reconnecting once the queue has drained; a QoS 0 message
+//! (the broker never sends those twice) is dropped and counted.
 
 mod config;
 mod payload;
 mod topics;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
@@ -28,6 +36,11 @@ pub(crate) use config::{MqttSettings, RawMqtt, resolve};
 
 /// Messages taken into one write-ahead commit at most.
 const BATCH: usize = 1000;
+/// Received messages (topic and payload bytes) held at most while they
+/// wait for the write-ahead.
+const QUEUE_BYTES: usize = 32 << 20;
+/// The largest message taken (meter telemetry is a few hundred bytes).
+const MAX_PACKET_BYTES: usize = 64 * 1024;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -47,10 +60,13 @@ pub(crate) fn spawn(
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let (client, eventloop) = AsyncClient::new(options(&settings), 64);
-        let (tx, rx) = mpsc::channel(4 * BATCH);
+        // Room for a whole batch's acknowledgements and the subscriptions.
+        let (client, eventloop) = AsyncClient::new(options(&settings), 2 * BATCH + 64);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(Queue::default());
         let worker = tokio::spawn(ingest(
             rx,
+            queue.clone(),
             client.clone(),
             Arc::new(settings.clone()),
             store,
@@ -58,7 +74,7 @@ pub(crate) fn spawn(
             window,
         ));
         tokio::select! {
-            () = receive(eventloop, &client, &settings, tx) => {}
+            () = receive(eventloop, &client, &settings, tx, &queue) => {}
             _ = stop.wait_for(|s| *s) => {}
         }
         // Unacknowledged messages stay with the broker for the next start.
@@ -67,12 +83,24 @@ pub(crate) fn spawn(
     })
 }
 
+/// What waits between the connection and the write-ahead.
+#[derive(Default)]
+struct Queue {
+    bytes: AtomicUsize,
+    /// QoS 1 messages were left unacknowledged for lack of room.
+    deferred: AtomicBool,
+}
+
+fn size_of(p: &Publish) -> usize {
+    p.topic.len() + p.payload.len()
+}
+
 fn options(s: &MqttSettings) -> MqttOptions {
     let mut o = MqttOptions::new(&s.client_id, &s.host, s.port);
     o.set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(256 * 1024, 256 * 1024);
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     if let Some((user, password)) = &s.credentials {
         o.set_credentials(user, password);
     }
@@ -88,13 +116,15 @@ fn options(s: &MqttSettings) -> MqttOptions {
     o
 }
 
-/// Polls the connection: (re)subscribes on every connect, hands messages
-/// to the ingest worker, backs off after errors.
+/// Polls the connection: (re)subscribes on every connect, queues
+/// messages for the ingest worker (never waiting for it), backs off after
+/// errors.
 async fn receive(
     mut eventloop: EventLoop,
     client: &AsyncClient,
     settings: &MqttSettings,
-    tx: mpsc::Sender<Publish>,
+    tx: mpsc::UnboundedSender<Publish>,
+    queue: &Queue,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -110,7 +140,20 @@ async fn receive(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(p).await.is_err() {
+                let size = size_of(&p);
+                if queue.bytes.load(Ordering::Acquire) + size > QUEUE_BYTES {
+                    let result = if p.qos == QoS::AtMostOnce {
+                        "dropped"
+                    } else {
+                        queue.deferred.store(true, Ordering::Release);
+                        "deferred"
+                    };
+                    metrics::counter!("wattline_mqtt_messages_total", "result" => result)
+                        .increment(1);
+                    continue;
+                }
+                queue.bytes.fetch_add(size, Ordering::AcqRel);
+                if tx.send(p).is_err() {
                     return;
                 }
             }
@@ -121,14 +164,23 @@ async fn receive(
                 tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
             }
+        }
+        // Deferred messages: once the queue is empty, reconnect so the
+        // broker sends what is still unacknowledged.
+        if queue.bytes.load(Ordering::Acquire) == 0 && queue.deferred.swap(false, Ordering::AcqRel)
+        {
+            tracing::info!("MQTT: reconnecting to receive the messages deferred for lack of room");
+            let _ = client.try_disconnect();
         }
     }
 }
 
 /// Turns messages into readings, commits them, then acknowledges them.
 async fn ingest(
-    mut rx: mpsc::Receiver<Publish>,
+    mut rx: mpsc::UnboundedReceiver<Publish>,
+    queue: Arc<Queue>,
     client: AsyncClient,
     settings: Arc<MqttSettings>,
     store: Arc<ReadingStore>,
@@ -146,6 +198,7 @@ async fn ingest(
         }
         let received = Instant::now();
         let now = now_ms();
+        let taken: usize = batch.iter().map(size_of).sum();
         let mut readings = Vec::with_capacity(batch.len());
         let mut topics_of = Vec::with_capacity(batch.len());
         for p in &batch {
@@ -185,14 +238,25 @@ async fn ingest(
                 .increment(stored as u64);
             metrics::counter!("wattline_readings_ingested_total").increment(stored as u64);
         }
+        queue.bytes.fetch_sub(taken, Ordering::AcqRel);
         for p in &batch {
-            if client.ack(p).await.is_err() {
-                return;
-            }
+            ack(&client, p).await;
         }
         metrics::histogram!("wattline_mqtt_commit_seconds")
             .record(received.elapsed().as_secs_f64());
     }
+}
+
+/// Acknowledges `p` through the request channel the connection drains;
+/// if it stays full (no connection), the broker sends `p` again later.
+async fn ack(client: &AsyncClient, p: &Publish) {
+    for _ in 0..1000 {
+        match client.try_ack(p) {
+            Ok(()) => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    tracing::warn!(topic = %p.topic, "MQTT acknowledgement not sent; the broker will send it again");
 }
 
 /// A message as a reading, or (result label, reason) why it is none.

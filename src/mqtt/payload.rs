@@ -85,13 +85,8 @@ pub(crate) fn parse(format: &Format, payload: &[u8], received_ms: i64) -> Result
                 .get("Time")
                 .and_then(Value::as_str)
                 .ok_or("no Time in the telemetry")?;
-            let naive = NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M:%S")
-                .map_err(|e| format!("Time {local:?}: {e}"))?;
-            let at = timezone
-                .from_local_datetime(&naive)
-                .earliest()
-                .ok_or_else(|| format!("Time {local:?} does not exist in {timezone}"))?;
-            (total, Some(at.timestamp_millis()))
+            let at = tasmota_time(local, *timezone, received_ms)?;
+            (total, Some(at))
         }
         Format::Shelly => {
             let doc = json(text)?;
@@ -125,6 +120,26 @@ pub(crate) fn parse(format: &Format, payload: &[u8], received_ms: i64) -> Result
         ts_ms: ts_ms.unwrap_or(received_ms),
         value,
     })
+}
+
+/// Tasmota's `Time`: with an offset (`SetOption52 1`) as written; else
+/// local time in `timezone`, where an hour that repeats (the autumn
+/// change) is read as the instance nearer to when it was received.
+fn tasmota_time(text: &str, timezone: Tz, received_ms: i64) -> Result<i64, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.timestamp_millis());
+    }
+    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
+        .map_err(|e| format!("Time {:?}: {e}", truncate(text)))?;
+    let candidates: Vec<i64> = match timezone.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(at) => vec![at.timestamp_millis()],
+        chrono::LocalResult::Ambiguous(a, b) => vec![a.timestamp_millis(), b.timestamp_millis()],
+        chrono::LocalResult::None => Vec::new(),
+    };
+    candidates
+        .into_iter()
+        .min_by_key(|at| (at - received_ms).abs())
+        .ok_or_else(|| format!("Time {:?} does not exist in {timezone}", truncate(text)))
 }
 
 fn number(text: &str) -> Result<f64, String> {
@@ -241,6 +256,22 @@ mod tests {
         );
         let s = parse(&Format::Emonhub { field: 2 }, b"100,250.5,3", NOW).unwrap();
         assert_eq!(s.value, 250.5);
+    }
+
+    #[test]
+    fn tasmota_times_with_offsets_and_in_the_repeated_hour() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-10-25 02:30 happens at 00:30Z and again at 01:30Z.
+        let first = 1_792_888_200_000;
+        let second = first + 3_600_000;
+        let t = |received| tasmota_time("2026-10-25T02:30:00", berlin, received).unwrap();
+        assert_eq!(t(first + 60_000), first);
+        assert_eq!(t(second + 60_000), second);
+        assert_eq!(
+            tasmota_time("2026-10-25T02:30:00+01:00", berlin, 0).unwrap(),
+            second
+        );
+        assert!(tasmota_time("2026-03-29T02:30:00", berlin, 0).is_err());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::common::ScalarValue;
 use pgwire::api::Type;
 use pgwire::api::portal::Portal;
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::PgWireResult;
+
+use crate::errors::error;
 use postgres_types::FromSql;
 
 /// The PostgreSQL type told to clients for a parameter of type `ty`
@@ -49,7 +51,7 @@ pub(crate) fn bind<S>(
     targets: &[Option<DataType>],
 ) -> PgWireResult<Vec<ScalarValue>> {
     if portal.parameters.len() != targets.len() {
-        return Err(user_error(
+        return Err(error(
             "08P01",
             format!(
                 "the statement takes {} parameters, {} were bound",
@@ -69,22 +71,20 @@ pub(crate) fn bind<S>(
                 None => return Ok(target.map_or(ScalarValue::Null, null_of)),
                 Some(bytes) if portal.parameter_format.is_binary(i) => decode_binary(&ty, bytes)
                     .map_err(|e| {
-                        user_error(
+                        error(
                             "22P03",
                             format!("parameter ${}: not a binary {}: {e}", i + 1, ty.name()),
                         )
                     })?,
                 Some(bytes) => ScalarValue::Utf8(Some(
                     std::str::from_utf8(bytes)
-                        .map_err(|_| {
-                            user_error("22021", format!("parameter ${} is not UTF-8", i + 1))
-                        })?
+                        .map_err(|_| error("22021", format!("parameter ${} is not UTF-8", i + 1)))?
                         .to_owned(),
                 )),
             };
             match target {
                 Some(t) if &value.data_type() != t => value.cast_to(t).map_err(|e| {
-                    user_error(
+                    error(
                         "22P02",
                         format!("parameter ${}: {value} is not a valid {t}: {e}", i + 1),
                     )
@@ -139,14 +139,6 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> DecodeResult {
             .into());
         }
     })
-}
-
-pub(crate) fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_owned(),
-        code.to_owned(),
-        message,
-    )))
 }
 
 /// A binary `timestamp` (no zone) parameter's type.

@@ -810,3 +810,41 @@ async fn a_revoked_key_ends_its_open_sessions() {
     );
     assert!(connect(&server, &key).await.is_err());
 }
+
+#[tokio::test]
+async fn catalog_views_and_errors_show_nothing_of_another_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), with_pgwire("")).await;
+    let (_, key_a, _) = two_tenants(&server, 2).await;
+    let pg = connect(&server, &key_a).await.unwrap();
+    let mut seen = String::new();
+    for sql in [
+        "SELECT * FROM information_schema.tables",
+        "SELECT * FROM information_schema.columns",
+        "SELECT * FROM pg_catalog.pg_class",
+        "SELECT * FROM pg_catalog.pg_namespace",
+        "SHOW ALL",
+        "SELECT current_user, session_user, version()",
+        "SELECT * FROM readings WHERE sensor_id = 'b1'",
+        "SELECT CAST(sensor_id AS INT) FROM readings",
+        "SELECT 1 / CAST(value_kwh - value_kwh AS INT) FROM readings WHERE sensor_id = 'b2'",
+    ] {
+        match pg.simple_query(sql).await {
+            Ok(messages) => {
+                for m in messages {
+                    if let SimpleQueryMessage::Row(r) = m {
+                        for i in 0..r.len() {
+                            seen.push_str(r.get(i).unwrap_or(""));
+                            seen.push('\n');
+                        }
+                    }
+                }
+            }
+            Err(e) => seen.push_str(&format!("{e:?}\n")),
+        }
+    }
+    for foreign in ["bravo", "b1", "b2", "bb"] {
+        assert!(!seen.contains(foreign), "{foreign} seen by alpha:\n{seen}");
+    }
+    assert!(seen.contains("readings"), "{seen}");
+}

@@ -4,7 +4,8 @@
 //!
 //! - [`calendar`]: buckets in a building's IANA time zone.
 //! - [`rollups`]: the building tables in memory and their files; [`steps`]
-//!   recompute exactly what changed, [`zone_rebuild`] after a time zone
+//!   recompute exactly what changed ([`reach`]: the hours and quarters a
+//!   day's readings can change), [`zone_rebuild`] after a time zone
 //!   change, [`reads`] serve them, [`retention`] drops old buckets.
 //! - [`demand`]: peak demand and cost of days, from the quarters;
 //!   [`recost`] after a tariff change.
@@ -24,6 +25,7 @@ pub(crate) mod files;
 #[cfg(test)]
 mod meter_tests;
 mod quarters;
+mod reach;
 mod reads;
 mod recost;
 mod retention;

@@ -26,24 +26,29 @@ impl Meters {
     pub(super) fn of(view: &CatalogView<'_>, sensors: impl IntoIterator<Item = SensorKey>) -> Self {
         let mut m = Self::default();
         for k in sensors {
-            let Some(s) = view.sensor_by_key(k) else {
-                continue;
-            };
-            if !s.meter.counts_as_sent() {
-                m.derived.insert(k, s.meter);
-            }
-            let quarters = (s.meter.interval_s * 1000 + QUARTER_MS - 1) / QUARTER_MS;
-            if quarters > 1 {
-                m.spans.insert(k, quarters);
+            if let Some(s) = view.sensor_by_key(k) {
+                m.add(k, s.meter);
             }
         }
         m
     }
 
-    /// Whether no reading reaches beyond itself (only interval meters of
-    /// at most a quarter hour).
-    pub(super) fn is_local(&self) -> bool {
-        self.derived.is_empty() && self.spans.is_empty()
+    /// The settings of one sensor (tests).
+    #[cfg(test)]
+    pub(super) fn single(sensor: SensorKey, meter: Meter) -> Self {
+        let mut m = Self::default();
+        m.add(sensor, meter);
+        m
+    }
+
+    fn add(&mut self, sensor: SensorKey, meter: Meter) {
+        if !meter.counts_as_sent() {
+            self.derived.insert(sensor, meter);
+        }
+        let quarters = (meter.interval_s * 1000 + QUARTER_MS - 1) / QUARTER_MS;
+        if quarters > 1 {
+            self.spans.insert(sensor, quarters);
+        }
     }
 
     /// How far beyond a range raw readings must be read (0 without meters).

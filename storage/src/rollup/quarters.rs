@@ -2,10 +2,10 @@
 //! table on disk (for peak demand, see `demand`) and the recent ones in
 //! memory for alert windows.
 //!
-//! A rollup step recomputes a UTC day's quarters of the buildings it
-//! touches from the raw readings of *all* their sensors (a quarter's sum
-//! cannot be patched from one sensor's change alone) and rewrites that
-//! day's partition. Only the recent past ([`QUARTER_DAYS`] UTC days) is
+//! A rollup step recomputes the quarters its readings can change (see
+//! `reach`) of the buildings it touches from the raw readings of *all*
+//! their sensors (a quarter's sum cannot be patched from one sensor's
+//! change alone) and rewrites the partitions of their UTC days. Only the recent past ([`QUARTER_DAYS`] UTC days) is
 //! also held in memory: alert rules with a `15m` window look back that far
 //! at most. On open those days are rebuilt from the raw readings.
 
@@ -70,24 +70,25 @@ impl Rollups {
             *t = (*t).max(r.ts_ms);
         }
         let energy = meters.interval_energy(raw);
-        self.replace_quarters(day, None, &energy, &meters, &names)?;
+        self.replace_quarters(range, None, &energy, &meters, &names)?;
         Ok(newest)
     }
 
-    /// Replaces day `day`'s quarters of `buildings` (all of them with
-    /// `None`) by the sums of `energy` (interval energy of every sensor of
-    /// those buildings, from `meters.span_ms()` before the day to its end),
-    /// on disk and, for a recent day, in memory.
+    /// Replaces the quarters in `range` (quarter-aligned, within one UTC
+    /// day) of `buildings` (all of them with `None`) by the sums of
+    /// `energy` (interval energy of every sensor of those buildings, from
+    /// `meters.span_ms()` before the range to its end), on disk and, for a
+    /// recent day, in memory.
     pub(super) fn replace_quarters(
         &self,
-        day: i64,
+        range: TimeRange,
         buildings: Option<&HashSet<Arc<str>>>,
         energy: &[Reading],
         meters: &Meters,
         names: &SensorNames,
     ) -> Result<()> {
-        let range = day_range(day);
-        // A UTC day's 96 quarters per building, found once per sensor: the
+        let day = range.start_ms.div_euclid(DAY_MS);
+        // The range's quarters per building, found once per sensor: the
         // work per reading is one map lookup and two array slots.
         struct Slot {
             building: Arc<str>,
@@ -96,7 +97,7 @@ impl Rollups {
             // Energy spread over each reading's interval, for demand.
             spread: Vec<Option<f64>>,
         }
-        const QUARTERS: usize = (DAY_MS / QUARTER_MS) as usize;
+        let quarters_in_range = ((range.end_ms - range.start_ms) / QUARTER_MS) as usize;
         let mut slots: Vec<Slot> = Vec::new();
         let mut slot_of_building: HashMap<Arc<str>, usize> = HashMap::new();
         let mut slot_of: HashMap<SensorKey, Option<usize>> = HashMap::new();
@@ -117,8 +118,8 @@ impl Rollups {
                             slots.push(Slot {
                                 building: ids.building_id.clone(),
                                 tenant: ids.tenant_id.clone(),
-                                sums: vec![None; QUARTERS],
-                                spread: vec![None; QUARTERS],
+                                sums: vec![None; quarters_in_range],
+                                spread: vec![None; quarters_in_range],
                             });
                             slots.len() - 1
                         }),
@@ -130,8 +131,8 @@ impl Rollups {
             let q = r.ts_ms.div_euclid(QUARTER_MS) - range.start_ms / QUARTER_MS;
             let n = meters.quarters(r.sensor);
             let share = r.value_kwh / n as f64;
-            // Only the quarters of the interval that lie in the day.
-            for k in q.max(0)..(q + n).min(QUARTERS as i64) {
+            // Only the quarters of the interval that lie in the range.
+            for k in q.max(0)..(q + n).min(quarters_in_range as i64) {
                 *slot.spread[k as usize].get_or_insert(0.0) += share;
             }
             if q >= 0 {
@@ -161,7 +162,7 @@ impl Rollups {
             );
             tenants.insert(s.building, s.tenant);
         }
-        self.write_quarters(day, buildings, &sums, &spread, &tenants)?;
+        self.write_quarters(range, buildings, &sums, &spread, &tenants)?;
         if day < Self::first_quarter_day(crate::now_ms()) {
             return Ok(());
         }
@@ -195,27 +196,31 @@ impl Rollups {
         Ok(())
     }
 
-    /// Rewrites day `day`'s `building_quarterly` partition with `sums`
-    /// and the average power of `spread` in place of the rows of
-    /// `buildings` (all with `None`).
+    /// Rewrites the `building_quarterly` partition of the UTC day of
+    /// `range` with `sums` and the average power of `spread` in place of
+    /// the rows of `buildings` (all with `None`) in `range`.
     fn write_quarters(
         &self,
-        day: i64,
+        range: TimeRange,
         buildings: Option<&HashSet<Arc<str>>>,
         sums: &HashMap<Arc<str>, BTreeMap<i64, Agg>>,
         spread: &HashMap<Arc<str>, BTreeMap<i64, f64>>,
         tenants: &HashMap<Arc<str>, Arc<str>>,
     ) -> Result<()> {
+        let day = range.start_ms.div_euclid(DAY_MS);
         let path = self.partition_path(RollupTable::BuildingQuarterly, &day_name(day));
-        // The file's rows of the other buildings, and of these.
-        let (kept, replaced): (Vec<RollupRow>, Option<Vec<RollupRow>>) = match buildings {
-            None => (Vec::new(), None),
-            Some(b) => {
-                let (replaced, kept) = read_partition(RollupTable::BuildingQuarterly, &path)?
-                    .into_iter()
-                    .partition(|r| b.contains(&r.building_id));
-                (kept, Some(replaced))
-            }
+        // The file's rows replaced, and the others (other buildings, other
+        // quarters); nothing is kept when all of a whole day is replaced.
+        let whole = buildings.is_none() && range == day_range(day);
+        let (kept, replaced): (Vec<RollupRow>, Option<Vec<RollupRow>>) = if whole {
+            (Vec::new(), None)
+        } else {
+            let (replaced, kept) = read_partition(RollupTable::BuildingQuarterly, &path)?
+                .into_iter()
+                .partition(|r| {
+                    buildings.is_none_or(|b| b.contains(&r.building_id)) && range.contains(r.at)
+                });
+            (kept, Some(replaced))
         };
         let none = Agg {
             kwh: 0.0,

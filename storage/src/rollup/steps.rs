@@ -19,6 +19,7 @@ use super::derived::Meters;
 use super::files::{
     RollupRow, RollupTable, keep_partition, merge_sorted, read_partition, write_partition,
 };
+use super::reach::Reach;
 use super::windows::WindowSpan;
 use crate::chunk::{DAY_MS, SensorIds, SensorNames, day_name};
 use crate::error::Result;
@@ -166,38 +167,10 @@ impl Rollups {
             (names, zones, buildings, building_sensors)
         };
         let meters = Meters::of(&self.catalog.view(), building_sensors.iter().copied());
-        // The partitions (UTC days of hour starts) recomputed: a reading's
-        // hour starts on its UTC day or the one before. A meter's reading
-        // also changes derived values up to its reach (at most 18 hours)
-        // around it, so for meters the day after too.
-        let reach = meters.reach_ms();
-        let parts = if reach == 0 {
-            day - 1..=day
-        } else {
-            day - 1..=day + 1
-        };
-        // The quarters of the UTC days whose readings' energy may have
-        // changed (a reading's interval longer than a quarter, or its
-        // derivation, reaches into the days around it).
-        let quarter_days = if meters.is_local() {
-            day..=day
-        } else {
-            day - 1..=day + 1
-        };
-        // Hours starting on those days hold readings from the start of the
-        // first up to at most 90 minutes past the end of the last (the
-        // longest local hour, at a 30-minute DST shift back); a day's
-        // quarters need all of its readings; derivation needs the readings
-        // within reach of those, and a quarter's demand the readings whose
-        // interval reaches into it.
-        let last_day = *parts.end().max(quarter_days.end());
-        let window = TimeRange {
-            start_ms: parts.start() * DAY_MS - reach - meters.span_ms(),
-            end_ms: (last_day + 1) * DAY_MS + 2 * HOUR_MS + reach,
-        };
-        let raw = snap.merged_readings(&|k| building_sensors.contains(&k), window, &names)?;
+        let reach = Reach::of_day(day, &meters);
+        let raw = snap.merged_readings(&|k| building_sensors.contains(&k), reach.raw, &names)?;
         let (energy, quarantined) = meters.energy_and_quarantined(raw);
-        let fresh = sensor_hours(&energy, &quarantined, &zones, &parts);
+        let fresh = sensor_hours(&energy, &quarantined, &zones, reach.hours);
         let dirty_ids: HashSet<&str> = sensors
             .iter()
             .filter_map(|k| names.ids(*k))
@@ -208,10 +181,10 @@ impl Rollups {
         // recomputed from what is left.
         let floor = snap.raw_floor_ms;
         let mut touched: HashMap<Arc<str>, BTreeSet<NaiveDate>> = HashMap::new();
-        for p in parts.clone() {
+        for p in reach.partitions() {
             let path = self.partition_path(RollupTable::SensorHourly, &day_name(p));
             let mut rows = Vec::new();
-            // Rows of the dirty sensors, replaced unless kept.
+            // Rows of the dirty sensors in reach, replaced unless kept.
             let mut replaced = Vec::new();
             let mut kept: HashSet<(Arc<str>, i64)> = HashSet::new();
             // Rows come sorted by sensor: one lookup per sensor, not per row.
@@ -225,7 +198,7 @@ impl Rollups {
                     Some((l, dirty)) if Arc::ptr_eq(l, &s) => *dirty,
                     _ => last.insert((s.clone(), dirty_ids.contains(&*s))).1,
                 };
-                if !dirty {
+                if !dirty || !reach.hours.contains(r.at) {
                     rows.push(r);
                 } else if r.at < floor {
                     kept.insert((s, r.at));
@@ -283,8 +256,10 @@ impl Rollups {
                 .filter_map(|b| Some((b.clone(), view.building(b)?.timezone.tz())))
                 .collect()
         };
-        for d in quarter_days.filter(|d| d * DAY_MS >= floor) {
-            match self.replace_quarters(d, Some(&buildings), &energy, &meters, &names) {
+        for (d, quarters) in reach.quarter_days().filter(|(d, _)| d * DAY_MS >= floor) {
+            let replaced =
+                self.replace_quarters(quarters, Some(&buildings), &energy, &meters, &names);
+            match replaced {
                 Ok(()) => {}
                 // The day's file cannot be read to keep the other
                 // buildings' rows: rebuilt whole from the raw readings.
@@ -298,8 +273,8 @@ impl Rollups {
             // and cost (a long interval reaches into the next day).
             for (b, tz) in &building_zones {
                 let days = touched.entry(b.clone()).or_default();
-                days.insert(local_date(*tz, d * DAY_MS));
-                days.insert(local_date(*tz, (d + 1) * DAY_MS - 1));
+                days.insert(local_date(*tz, quarters.start_ms));
+                days.insert(local_date(*tz, quarters.end_ms - 1));
             }
         }
         self.rederive(&touched)?;
@@ -491,18 +466,18 @@ impl Rollups {
 
 /// The hours of the sensors in `zones` (the dirty ones) summed from their
 /// counted and quarantined readings, keyed by (partition, sensor, hour
-/// start), for hours starting on a UTC day in `parts`. A sensor's readings
+/// start), for hours starting in `hours`. A sensor's readings
 /// come together and in time order: a run in one hour is summed before it
 /// is added to the map, and the hour found once per bucket.
 fn sensor_hours(
     energy: &[Reading],
     quarantined: &[Reading],
     zones: &HashMap<SensorKey, Tz>,
-    parts: &std::ops::RangeInclusive<i64>,
+    hours: TimeRange,
 ) -> HashMap<(i64, SensorKey, i64), Agg> {
     let mut fresh: HashMap<(i64, SensorKey, i64), Agg> = HashMap::new();
     let mut add = |key: (i64, SensorKey, i64), agg: Agg| {
-        if parts.contains(&key.0) {
+        if hours.contains(key.2) {
             fresh.entry(key).and_modify(|a| a.add(&agg)).or_insert(agg);
         }
     };

@@ -4,8 +4,11 @@
 //! when another site committed first (the create-only write of the next
 //! log entry lost), the table state is brought up to date and the same
 //! change committed again after a jittered pause. Other sites never touch
-//! this site's files, so the change itself stays valid; the transaction
-//! marker tells whether an earlier attempt landed after all.
+//! this site's files, so the change itself stays valid. Only an attempt
+//! whose outcome is unknown (a failed or timed-out log write, which may
+//! have landed) makes the next ones look for the transaction marker
+//! again; a lost race wrote nothing, and looking would cost a read of the
+//! whole log since the last checkpoint on every retry of a herd.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -356,11 +359,15 @@ impl FleetTable {
         guard: Option<&Guard>,
     ) -> Result<bool> {
         let mut last = String::new();
+        // Whether an earlier attempt may have landed (sticky: its write may
+        // land after a later look).
+        let mut maybe_landed = false;
         for attempt in 0..COMMIT_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(jitter(attempt)).await;
                 self.refresh().await?;
                 if let Some(seq) = seq
+                    && maybe_landed
                     && self.published_seq().await?.is_some_and(|v| v >= seq)
                 {
                     return Ok(false);
@@ -395,6 +402,7 @@ impl FleetTable {
                     return Ok(true);
                 }
                 Err(e) => {
+                    maybe_landed |= !wrote_nothing(&e);
                     metrics::counter!("wattline_fleet_commit_retries_total").increment(1);
                     tracing::debug!(table = self.dataset.name(), attempt, error = %e, "commit lost; retrying");
                     last = e.to_string();
@@ -422,6 +430,20 @@ impl FleetTable {
     }
 }
 
+/// Whether a failed commit certainly left the log as it was: another
+/// writer took the next version first (seen before writing, or refused by
+/// the create-only write), or conflicted.
+fn wrote_nothing(e: &DeltaTableError) -> bool {
+    use deltalake_core::kernel::transaction::TransactionError as T;
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: T::MaxCommitAttempts(_) | T::VersionAlreadyExists(_) | T::CommitConflict(_)
+            }
+    )
+}
+
 /// A pause anywhere up to a bound that doubles with the attempt (to 2 s):
 /// sites that lost together spread out instead of retrying together.
 fn jitter(attempt: u32) -> Duration {
@@ -446,4 +468,96 @@ fn encode(batch: &RecordBatch) -> Result<Bytes> {
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
+
+    fn config(site: &str) -> FleetConfig {
+        FleetConfig {
+            site: site.into(),
+            bucket: "local".into(),
+            prefix: "t".into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    fn one_reading() -> RecordBatch {
+        RecordBatch::try_new(
+            Dataset::Readings.file_schema(),
+            vec![
+                Arc::new(StringArray::from(vec!["s"])),
+                Arc::new(StringArray::from(vec!["b"])),
+                Arc::new(StringArray::from(vec!["t"])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![1_577_836_800_000_000])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(vec![1.0])),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn append(table: &mut FleetTable, seq: u64) -> bool {
+        let unit = Unit {
+            key: format!("2020-01-{seq:02}"),
+            month: "2020-01".into(),
+        };
+        let add = table.upload(&unit, seq, &one_reading()).await.unwrap();
+        let op = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        table
+            .commit(vec![Action::Add(add)], Some(seq), op, None)
+            .await
+            .unwrap()
+    }
+
+    /// A site whose view of the log is behind loses the race for the next
+    /// entry, catches up and commits; each site's marker is its own.
+    #[tokio::test]
+    async fn a_commit_that_lost_a_race_is_made_again_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::local(dir.path()).unwrap();
+        let mut a = FleetTable::open(&bucket, &config("a"), Dataset::Readings)
+            .await
+            .unwrap();
+        let mut b = FleetTable::open(&bucket, &config("b"), Dataset::Readings)
+            .await
+            .unwrap();
+        assert!(append(&mut a, 1).await);
+        // b has not seen a's entry: its first attempt loses.
+        assert!(append(&mut b, 1).await);
+        assert!(append(&mut b, 2).await);
+        a.refresh().await.unwrap();
+        assert_eq!(a.published_seq().await.unwrap(), Some(1));
+        assert_eq!(b.published_seq().await.unwrap(), Some(2));
+        assert_eq!(a.files(Some("b")).unwrap().len(), 2);
+        assert_eq!(a.files(None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn only_a_lost_race_counts_as_nothing_written() {
+        use deltalake_core::kernel::transaction::TransactionError as T;
+        let lost = |source| DeltaTableError::Transaction { source };
+        assert!(wrote_nothing(&lost(T::MaxCommitAttempts(0))));
+        assert!(wrote_nothing(&DeltaTableError::VersionAlreadyExists(7)));
+        let failed_write = DeltaTableError::ObjectStore {
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            },
+        };
+        assert!(!wrote_nothing(&failed_write));
+    }
 }

@@ -59,6 +59,12 @@ pub(crate) fn spawn(
     window: Window,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    if let Some(tenant) = &settings.tenant
+        && catalog.view().tenant(tenant).is_none()
+    {
+        // Tenants are created at run time, so this may be early, not wrong.
+        tracing::warn!(tenant = %tenant, "mqtt.tenant names no tenant yet: every message is rejected until it is created");
+    }
     tokio::spawn(async move {
         // Room for a whole batch's acknowledgements and the subscriptions.
         let (client, eventloop) = AsyncClient::new(options(&settings), 2 * BATCH + 64);

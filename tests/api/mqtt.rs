@@ -238,6 +238,50 @@ fn metric(metrics: &str, line_start: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A misspelt `mqtt.tenant` would reject every message; the daemon says
+/// so at start (no broker needed: it is retried in the background).
+#[tokio::test]
+async fn an_unknown_mqtt_tenant_is_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = config(port);
+    let with_tenant = |config: &str, tenant: &str| {
+        config.replacen(
+            "client_id = \"wattline-test\"",
+            &format!("client_id = \"wattline-test\"\ntenant = \"{tenant}\""),
+            1,
+        )
+    };
+    let base = options.config.take().unwrap();
+    options.config = Some(with_tenant(&base, "tennant-typo"));
+    let server = Server::start_with(dir.path(), options).await;
+    assert!(
+        server.log().contains("mqtt.tenant names no tenant yet"),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("tennant-typo"));
+    drop(server);
+
+    // A tenant that exists: no warning.
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = config(port);
+    options.config = Some(with_tenant(&base, "t"));
+    let server = Server::start(dir.path()).await;
+    server.create_tenant("t").await;
+    drop(server);
+    let server = Server::start_with(dir.path(), options).await;
+    assert!(
+        !server.log().contains("names no tenant"),
+        "{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs Debian's mosquitto broker; CI installs it"]
 async fn each_payload_format_is_stored_once_and_bad_messages_are_counted() {

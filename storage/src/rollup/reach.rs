@@ -16,10 +16,10 @@ use crate::reading::TimeRange;
 use super::derived::Meters;
 use super::quarters::QUARTER_MS;
 
-/// The longest local hour: 90 minutes, where a zone moves its clocks back
-/// by 30 minutes. A reading lies in an hour that started less than this
-/// before it.
-const LONGEST_HOUR_MS: i64 = 90 * 60_000;
+/// The longest hour bucket: a local hour, cut where the UTC offset
+/// changes (see `calendar`), so never longer than an hour. A reading lies
+/// in an hour that started less than this before it.
+const LONGEST_HOUR_MS: i64 = 60 * 60_000;
 
 /// The rows one day's readings can change.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,10 +104,10 @@ mod tests {
     #[test]
     fn interval_meters_reach_their_day_and_the_hours_it_starts_in() {
         let reach = Reach::of_day(D, &Meters::default());
-        assert_eq!(reach.hours, range(A - 90 * MIN, B));
+        assert_eq!(reach.hours, range(A - 60 * MIN, B));
         assert_eq!(reach.partitions(), D - 1..=D);
         assert_eq!(reach.quarter_days().collect::<Vec<_>>(), [(D, range(A, B))]);
-        assert_eq!(reach.raw, range(A - 90 * MIN, B + 90 * MIN));
+        assert_eq!(reach.raw, range(A - 60 * MIN, B + 60 * MIN));
     }
 
     #[test]
@@ -118,7 +118,7 @@ mod tests {
         };
         let reach = Reach::of_day(D, &Meters::single(SensorKey(1), register));
         let gaps = 3 * 60 * MIN;
-        assert_eq!(reach.hours, range(A - gaps - 90 * MIN, B + gaps));
+        assert_eq!(reach.hours, range(A - gaps - 60 * MIN, B + gaps));
         assert_eq!(reach.partitions(), D - 1..=D + 1);
         assert_eq!(
             reach.quarter_days().collect::<Vec<_>>(),
@@ -130,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             reach.raw,
-            range(A - 2 * gaps - 90 * MIN, B + 2 * gaps + 90 * MIN)
+            range(A - 2 * gaps - 60 * MIN, B + 2 * gaps + 60 * MIN)
         );
     }
 
@@ -146,7 +146,34 @@ mod tests {
             reach.quarter_days().collect::<Vec<_>>(),
             [(D, range(A, B)), (D + 1, range(B, B + 45 * MIN))]
         );
-        assert_eq!(reach.raw, range(A - 90 * MIN, B + 90 * MIN));
+        assert_eq!(reach.raw, range(A - 60 * MIN, B + 60 * MIN));
+    }
+
+    /// Every reading lies in an hour bucket that started less than
+    /// `LONGEST_HOUR_MS` before it, in zones with 30-minute and two-hour
+    /// shifts, 45-minute offsets and repeated hours.
+    #[test]
+    fn no_hour_bucket_is_longer_than_the_longest_hour() {
+        use super::super::calendar::HourCursor;
+        let zones = [
+            "Australia/Lord_Howe",
+            "Antarctica/Troll",
+            "Pacific/Chatham",
+            "Asia/Kathmandu",
+            "America/St_Johns",
+            "Europe/Berlin",
+        ];
+        let from = 1_577_836_800_000; // 2020-01-01
+        for zone in zones {
+            let mut cursor = HourCursor::new(zone.parse().unwrap());
+            for ts in (from..from + 3 * 366 * DAY_MS).step_by(5 * MIN as usize) {
+                let start = cursor.start_of(ts);
+                assert!(
+                    start <= ts && ts - start < LONGEST_HOUR_MS,
+                    "{zone} at {ts}: hour starts at {start}"
+                );
+            }
+        }
     }
 
     #[test]

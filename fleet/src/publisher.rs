@@ -42,7 +42,8 @@ use crate::table::FleetTable;
 /// Units per commit: bounds the files uploaded before a commit.
 const UNITS_PER_COMMIT: usize = 8;
 /// For the crash tests: abort the process after a commit's files are
-/// uploaded and before the commit (set to any value).
+/// uploaded and before the commit (set to any value). Debug builds only:
+/// a release build ignores it.
 pub const CRASH_AFTER_UPLOAD_ENV: &str = "WATTLINE_FLEET_CRASH_AFTER_UPLOAD";
 
 /// What one round published.
@@ -274,6 +275,7 @@ impl Publisher {
                 rows += batch.num_rows() as u64;
             }
         }
+        #[cfg(debug_assertions)]
         if std::env::var_os(CRASH_AFTER_UPLOAD_ENV).is_some() && added > 0 {
             tracing::error!(
                 "fleet: stopping after upload, before commit ({CRASH_AFTER_UPLOAD_ENV})"

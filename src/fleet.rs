@@ -21,6 +21,7 @@ pub(crate) struct RawFleet {
     secret_access_key: Option<String>,
     allow_http: Option<bool>,
     interval: Option<String>,
+    take_over: Option<bool>,
 }
 
 #[cfg(feature = "fleet")]
@@ -62,6 +63,7 @@ pub(crate) fn resolve(raw: Option<RawFleet>) -> Result<Option<FleetSettings>> {
             allow_http: raw.allow_http.unwrap_or(false),
             interval: crate::config::parse_duration(&interval)
                 .map_err(|e| anyhow::anyhow!("fleet.interval: {e}"))?,
+            take_over: raw.take_over.unwrap_or(false),
         };
         if let Err(e) = config.validate() {
             bail!("{e}");

@@ -23,6 +23,9 @@ pub struct FleetConfig {
     pub allow_http: bool,
     /// How often the change feed is looked at.
     pub interval: Duration,
+    /// Publish even though another data directory published this site
+    /// last: for an appliance that replaces one stopped for good.
+    pub take_over: bool,
 }
 
 impl FleetConfig {
@@ -102,6 +105,7 @@ impl fmt::Debug for FleetConfig {
             )
             .field("allow_http", &self.allow_http)
             .field("interval", &self.interval)
+            .field("take_over", &self.take_over)
             .finish()
     }
 }
@@ -121,6 +125,7 @@ mod tests {
             secret_access_key: Some("very-secret".into()),
             allow_http: false,
             interval: Duration::from_secs(30),
+            take_over: false,
         }
     }
 

@@ -25,6 +25,13 @@ pub enum Error {
         "{table}: site {site}'s files changed while a commit was prepared; prepared again next round"
     )]
     Stale { table: &'static str, site: String },
+    #[error(
+        "site {site} was last published from another data directory (feed {owner:016x}; this one is \
+         {mine:016x}): give this appliance its own fleet.site, or, if it replaces the appliance \
+         that published the site and that one is stopped for good, start it once with \
+         fleet.take_over = true"
+    )]
+    SiteTaken { site: String, owner: u64, mine: u64 },
     #[error("background task failed: {0}")]
     Task(String),
 }

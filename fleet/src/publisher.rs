@@ -15,7 +15,11 @@
 //! - a commit that landed but whose answer was lost is recognised by the
 //!   marker and not repeated;
 //! - a day changed again while it was being published has a new sequence
-//!   and is published again.
+//!   and is published again;
+//! - one data directory publishes a site: every marked commit also sets
+//!   `wattline/site=<site>/feed` to the directory's change-feed id, and a
+//!   publisher that finds another id there refuses (its sequences and
+//!   files would mix with the other's) unless told to take the site over.
 //!
 //! Units whose local data retention dropped are removed from the table by
 //! a sweep at the end of every round (a look at file names and folders,
@@ -57,6 +61,8 @@ pub struct Round {
 
 pub struct Publisher {
     config: FleetConfig,
+    /// This data directory's change feed id (see [`FleetTable::owner`]).
+    feed: u64,
     store: Arc<ReadingStore>,
     retention: Retention,
     tables: Vec<FleetTable>,
@@ -85,9 +91,14 @@ impl Publisher {
         retention: Retention,
     ) -> Result<Self> {
         crate::s3::check_create_only(bucket, &config).await?;
+        let store2 = store.clone();
+        let feed = blocking(move || Ok(store2.rollups().feed_id()?)).await?;
         let mut tables = Vec::new();
         for dataset in Dataset::ALL {
-            tables.push(FleetTable::open(bucket, &config, dataset).await?);
+            let mut table = FleetTable::open(bucket, &config, dataset).await?;
+            table.publish_as(feed);
+            check_owner(&table, &config, feed).await?;
+            tables.push(table);
         }
         let mut published = Vec::new();
         for t in &tables {
@@ -111,6 +122,7 @@ impl Publisher {
         }
         Ok(Publisher {
             config,
+            feed,
             store,
             retention,
             tables,
@@ -186,6 +198,9 @@ impl Publisher {
     /// Publishes table `i`'s changes, a few units per commit.
     async fn catch_up(&mut self, i: usize, round: &mut Round) -> Result<()> {
         self.tables[i].refresh().await?;
+        // Another data directory took the site over: stop publishing.
+        let feed = self.feed;
+        check_owner(&self.tables[i], &self.config, feed).await?;
         let dataset = self.tables[i].dataset;
         let mut batch: Vec<DayChange> = Vec::new();
         let mut units: BTreeSet<Unit> = BTreeSet::new();
@@ -354,6 +369,21 @@ impl Publisher {
 }
 
 /// Every UTC day the store holds readings or sensor hours of.
+/// Refuses to publish a site that another data directory published last
+/// (two appliances, or a new data directory, under one `fleet.site`
+/// would replace each other's files and skip each other's changes),
+/// unless this one takes it over.
+async fn check_owner(table: &FleetTable, config: &FleetConfig, feed: u64) -> Result<()> {
+    match table.owner().await? {
+        Some(owner) if owner != feed && !config.take_over => Err(Error::SiteTaken {
+            site: config.site.clone(),
+            owner,
+            mine: feed,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn local_days(store: &ReadingStore) -> Result<Vec<i64>> {
     let mut days: BTreeSet<i64> = store.snapshot().chunks.iter().map(|c| c.meta.day).collect();
     // Days only in memory still have dirty marks: their rollup step notes them.
@@ -369,4 +399,110 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use wattline_storage::{
+        BuildingId, Catalog, NewBuilding, NewSensor, Reading, ReadingBatch, SensorId, SensorKey,
+        TenantId,
+    };
+
+    fn config(take_over: bool) -> FleetConfig {
+        FleetConfig {
+            site: "site-1".into(),
+            bucket: "local".into(),
+            prefix: "fleet".into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            interval: Duration::from_secs(1),
+            take_over,
+        }
+    }
+
+    const RETENTION: Retention = Retention {
+        raw: Duration::from_secs(400 * 86_400),
+        rollups: Duration::from_secs(4000 * 86_400),
+    };
+
+    /// A data directory with one sensor and a reading of yesterday, its
+    /// rollups done.
+    async fn appliance(dir: &std::path::Path) -> Arc<ReadingStore> {
+        std::fs::create_dir_all(dir).unwrap();
+        let catalog = Catalog::open(dir).unwrap();
+        let t = TenantId::parse("t").unwrap();
+        catalog.create_tenant(t.clone(), "T".into()).unwrap();
+        let b = BuildingId::parse("b").unwrap();
+        catalog
+            .create_building(NewBuilding {
+                id: b.clone(),
+                tenant_id: t,
+                name: "B".into(),
+                floor_area_m2: None,
+                timezone: None,
+            })
+            .unwrap();
+        catalog
+            .create_sensors(vec![NewSensor {
+                id: SensorId::parse("s").unwrap(),
+                building_id: b,
+                kind: None,
+                unit: None,
+                is_active: None,
+                meter: Default::default(),
+            }])
+            .unwrap();
+        let store = Arc::new(ReadingStore::open(dir, Arc::new(catalog)).unwrap().0);
+        let ts_ms = wattline_storage::now_ms() - 86_400_000;
+        store
+            .append(ReadingBatch {
+                readings: vec![Reading {
+                    sensor: SensorKey(0),
+                    ts_ms: ts_ms - ts_ms % 900_000,
+                    value_kwh: 1.5,
+                }],
+            })
+            .await
+            .unwrap();
+        store.catch_up_rollups().unwrap();
+        store
+    }
+
+    /// Two data directories under one site id: the second is refused
+    /// until told to take the site over; then the first stops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_site_is_published_from_one_data_directory() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("bucket")).unwrap();
+        let bucket = Bucket::local(&root.path().join("bucket")).unwrap();
+        let first = appliance(&root.path().join("a")).await;
+        let mut a = Publisher::open_on(&bucket, config(false), first, RETENTION)
+            .await
+            .unwrap();
+        assert!(a.round().await.unwrap().commits > 0);
+
+        let second = appliance(&root.path().join("b")).await;
+        let refused = Publisher::open_on(&bucket, config(false), second.clone(), RETENTION).await;
+        assert!(
+            matches!(refused, Err(Error::SiteTaken { .. })),
+            "{:?}",
+            refused.err()
+        );
+        let mut b = Publisher::open_on(&bucket, config(true), second, RETENTION)
+            .await
+            .unwrap();
+        assert!(b.round().await.unwrap().commits > 0);
+        let stopped = a.round().await;
+        assert!(
+            matches!(stopped, Err(Error::SiteTaken { .. })),
+            "{stopped:?}"
+        );
+        // The site's own commits go on.
+        b.round().await.unwrap();
+    }
 }

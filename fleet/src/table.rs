@@ -69,6 +69,11 @@ pub struct FleetTable {
     site: String,
     /// The transaction marker's application id: one per site and table.
     app_id: String,
+    /// The marker of the data directory that publishes the site (its
+    /// change feed's id as the version), set with every marked commit.
+    owner_app_id: String,
+    /// This data directory's feed id, once it publishes ([`Self::publish_as`]).
+    feed: Option<u64>,
     table: DeltaTable,
     files: Arc<dyn ObjectStore>,
 }
@@ -114,6 +119,8 @@ impl FleetTable {
             dataset,
             site: config.site.clone(),
             app_id: format!("wattline/site={}", config.site),
+            owner_app_id: format!("wattline/site={}/feed", config.site),
+            feed: None,
             table,
             files,
         };
@@ -173,6 +180,21 @@ impl FleetTable {
         let state = self.table.snapshot()?;
         let version = state
             .transaction_version(self.table.log_store().as_ref(), &self.app_id)
+            .await?;
+        Ok(version.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    /// Marks this table's commits as made from the data directory whose
+    /// change feed is `feed`.
+    pub fn publish_as(&mut self, feed: u64) {
+        self.feed = Some(feed);
+    }
+
+    /// The feed id of the data directory that last published this site.
+    pub async fn owner(&self) -> Result<Option<u64>> {
+        let state = self.table.snapshot()?;
+        let version = state
+            .transaction_version(self.table.log_store().as_ref(), &self.owner_app_id)
             .await?;
         Ok(version.and_then(|v| u64::try_from(v).ok()))
     }
@@ -389,6 +411,12 @@ impl FleetTable {
             if let Some(seq) = seq {
                 props =
                     props.with_application_transaction(Transaction::new(&self.app_id, seq as i64));
+                if let Some(feed) = self.feed {
+                    props = props.with_application_transaction(Transaction::new(
+                        &self.owner_app_id,
+                        feed as i64,
+                    ));
+                }
             }
             let state = self.table.snapshot()?.clone();
             let reference: &dyn TableReference = &state;
@@ -486,6 +514,7 @@ mod tests {
             secret_access_key: None,
             allow_http: false,
             interval: Duration::from_secs(1),
+            take_over: false,
         }
     }
 

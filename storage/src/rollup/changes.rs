@@ -26,10 +26,11 @@ pub(crate) const CHANGED_DAYS: TableDefinition<'static, i64, (u64, i64)> =
 /// As [`CHANGED_DAYS`], for changes of the building tables only.
 pub(crate) const CHANGED_BUILDING_DAYS: TableDefinition<'static, i64, (u64, i64)> =
     TableDefinition::new("changed_building_days");
-/// The last change sequence handed out (never reused).
+/// The last change sequence handed out (never reused), and the feed's id.
 pub(crate) const CHANGE_SEQ: TableDefinition<'static, &str, u64> =
     TableDefinition::new("change_seq");
 const LAST: &str = "last";
+const FEED: &str = "feed";
 
 /// A day whose data changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,41 @@ impl Rollups {
         Ok((out, last))
     }
 
+    /// This feed's id: random, made once per data directory (kept by
+    /// backups and restores, new in a new directory), in `1..2^63`. Its
+    /// sequences mean something only together with it: a consumer told
+    /// sequences by two feeds under one name would mix them up.
+    pub fn feed_id(&self) -> Result<u64> {
+        let db = self.wal.get()?;
+        {
+            let txn = db.begin_read()?;
+            match txn.open_table(CHANGE_SEQ) {
+                Ok(t) => {
+                    if let Some(id) = t.get(FEED)? {
+                        return Ok(id.value());
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let txn = db.begin_write()?;
+        let id = {
+            let mut table = txn.open_table(CHANGE_SEQ)?;
+            let existing = table.get(FEED)?.map(|v| v.value());
+            match existing {
+                Some(id) => id,
+                None => {
+                    let id = random_id();
+                    table.insert(FEED, id)?;
+                    id
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(id)
+    }
+
     /// Notes `days` as changed anew, with sequences above `above`: a
     /// consumer whose record is ahead of this feed (a data directory
     /// restored from a backup, or a new one publishing as a known site)
@@ -119,6 +155,16 @@ impl Rollups {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// A random number in `1..2^63` (fits a Delta transaction version):
+/// std's hasher keys are random per process.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(crate::now_ms());
+    h.write_u32(std::process::id());
+    (h.finish() >> 1).max(1)
 }
 
 #[cfg(test)]
@@ -177,5 +223,21 @@ mod tests {
         let catalog = std::sync::Arc::new(crate::catalog::Catalog::open(dir.path()).unwrap());
         let store = ReadingStore::open(dir.path(), catalog).unwrap().0;
         assert_eq!(store.rollups().changes_since(1_000).unwrap().1, 1_002);
+    }
+
+    #[test]
+    fn a_data_directory_keeps_its_feed_id_and_another_has_its_own() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let new = |dir: &std::path::Path| {
+            ReadingStore::open(dir, catalog_with_sensors(dir, 1))
+                .unwrap()
+                .0
+        };
+        let first = new(a.path()).rollups().feed_id().unwrap();
+        assert!(first > 0 && first < 1 << 63);
+        let catalog = std::sync::Arc::new(crate::catalog::Catalog::open(a.path()).unwrap());
+        let reopened = ReadingStore::open(a.path(), catalog).unwrap().0;
+        assert_eq!(reopened.rollups().feed_id().unwrap(), first);
+        assert_ne!(new(b.path()).rollups().feed_id().unwrap(), first);
     }
 }

@@ -1,6 +1,7 @@
 //! The rollup steps: one UTC day with dirty marks at a time, recomputing
-//! exactly the marked sensors' hours, then the buildings' hours, local
-//! days and months they touch. Each step rewrites whole partition files
+//! exactly the marked sensors' hours the day's readings can change (see
+//! `reach`), then the buildings' quarters, hours, local days and months
+//! they touch. Each step rewrites whole partition files
 //! and ends by deleting exactly the marks it processed; a crash anywhere
 //! just repeats the step.
 

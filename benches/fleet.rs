@@ -99,7 +99,7 @@ fn config(site: &str, endpoint: Option<&str>) -> FleetConfig {
         secret_access_key: Some("fleet-test-secret".into()),
         allow_http: true,
         interval: Duration::from_secs(30),
-        take_over: false,
+        take_over: None,
     }
 }
 

@@ -21,7 +21,9 @@ pub(crate) struct RawFleet {
     secret_access_key: Option<String>,
     allow_http: Option<bool>,
     interval: Option<String>,
-    take_over: Option<bool>,
+    /// The feed id (16 hex digits) of the data directory this appliance
+    /// takes the site over from.
+    take_over: Option<String>,
 }
 
 #[cfg(feature = "fleet")]
@@ -63,7 +65,16 @@ pub(crate) fn resolve(raw: Option<RawFleet>) -> Result<Option<FleetSettings>> {
             allow_http: raw.allow_http.unwrap_or(false),
             interval: crate::config::parse_duration(&interval)
                 .map_err(|e| anyhow::anyhow!("fleet.interval: {e}"))?,
-            take_over: raw.take_over.unwrap_or(false),
+            take_over: raw
+                .take_over
+                .map(|id| {
+                    u64::from_str_radix(id.trim(), 16).map_err(|_| {
+                        anyhow::anyhow!(
+                            "fleet.take_over: {id:?} is not a feed id (the 16 hex digits a refusal names)"
+                        )
+                    })
+                })
+                .transpose()?,
         };
         if let Err(e) = config.validate() {
             bail!("{e}");

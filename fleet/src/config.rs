@@ -23,9 +23,10 @@ pub struct FleetConfig {
     pub allow_http: bool,
     /// How often the change feed is looked at.
     pub interval: Duration,
-    /// Publish even though another data directory published this site
-    /// last: for an appliance that replaces one stopped for good.
-    pub take_over: bool,
+    /// The feed id of another data directory that published this site
+    /// last, to take the site over from: for an appliance that replaces
+    /// one stopped for good.
+    pub take_over: Option<u64>,
 }
 
 impl FleetConfig {
@@ -105,7 +106,7 @@ impl fmt::Debug for FleetConfig {
             )
             .field("allow_http", &self.allow_http)
             .field("interval", &self.interval)
-            .field("take_over", &self.take_over)
+            .field("take_over", &self.take_over.map(|id| format!("{id:016x}")))
             .finish()
     }
 }
@@ -125,7 +126,7 @@ mod tests {
             secret_access_key: Some("very-secret".into()),
             allow_http: false,
             interval: Duration::from_secs(30),
-            take_over: false,
+            take_over: None,
         }
     }
 

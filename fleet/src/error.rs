@@ -28,8 +28,8 @@ pub enum Error {
     #[error(
         "site {site} was last published from another data directory (feed {owner:016x}; this one is \
          {mine:016x}): give this appliance its own fleet.site, or, if it replaces the appliance \
-         that published the site and that one is stopped for good, start it once with \
-         fleet.take_over = true"
+         that published the site and that one is stopped for good, set \
+         fleet.take_over = \"{owner:016x}\""
     )]
     SiteTaken { site: String, owner: u64, mine: u64 },
     #[error("background task failed: {0}")]

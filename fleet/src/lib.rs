@@ -8,7 +8,8 @@
 //! - [`datasets`]: the four tables (raw readings, sensor hours, building
 //!   days and months), their schemas and the local rows of one unit.
 //! - [`table`]: one Delta table: created if missing, the site's files,
-//!   commits retried with jitter when another site committed first.
+//!   commits retried with jitter when another site committed first;
+//!   `markers` follows the site's transaction markers through its log.
 //! - [`publisher`]: the loop that turns the store's change feed into
 //!   commits, idempotent by the Delta transaction marker it carries.
 //! - [`maintain`]: checkpoints and vacuum, run by `wattline fleet maintain`
@@ -21,6 +22,7 @@ pub mod config;
 pub mod datasets;
 mod error;
 pub mod maintain;
+mod markers;
 pub mod publisher;
 pub mod s3;
 pub mod table;

@@ -176,7 +176,7 @@ mod tests {
             secret_access_key: None,
             allow_http: false,
             interval: Duration::from_secs(1),
-            take_over: false,
+            take_over: None,
         }
     }
 

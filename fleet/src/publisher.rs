@@ -18,8 +18,10 @@
 //!   and is published again;
 //! - one data directory publishes a site: every marked commit also sets
 //!   `wattline/site=<site>/feed` to the directory's change-feed id, and a
-//!   publisher that finds another id there refuses (its sequences and
-//!   files would mix with the other's) unless told to take the site over.
+//!   publisher that finds another id there refuses, at start and before
+//!   every commit (its sequences and files would mix with the other's),
+//!   unless `fleet.take_over` names that id (a replacement appliance): it
+//!   then publishes everything it holds.
 //!
 //! Units whose local data retention dropped are removed from the table by
 //! a sweep at the end of every round (a look at file names and folders,
@@ -61,8 +63,6 @@ pub struct Round {
 
 pub struct Publisher {
     config: FleetConfig,
-    /// This data directory's change feed id (see [`FleetTable::owner`]).
-    feed: u64,
     store: Arc<ReadingStore>,
     retention: Retention,
     tables: Vec<FleetTable>,
@@ -97,15 +97,22 @@ impl Publisher {
         for dataset in Dataset::ALL {
             let mut table = FleetTable::open(bucket, &config, dataset).await?;
             table.publish_as(feed);
-            check_owner(&table, &config, feed).await?;
+            table.check_owner().await?;
             tables.push(table);
         }
         let mut published = Vec::new();
-        for t in &tables {
+        let mut taking_over = false;
+        for t in &mut tables {
             published.push(t.published_seq().await?);
+            taking_over |= t.taking_over().await?;
+        }
+        if taking_over {
+            tracing::warn!(site = %config.site, "fleet: taking the site over from the data directory fleet.take_over names");
         }
         let ahead = published.iter().flatten().copied().max().unwrap_or(0);
-        let never = published.iter().any(Option::is_none);
+        // A site taken over: the other directory's sequences say nothing
+        // of this one's, so everything is published.
+        let never = taking_over || published.iter().any(Option::is_none);
         let store2 = store.clone();
         let renoted = blocking(move || {
             let (_, last) = store2.rollups().changes_since(u64::MAX)?;
@@ -122,7 +129,6 @@ impl Publisher {
         }
         Ok(Publisher {
             config,
-            feed,
             store,
             retention,
             tables,
@@ -199,8 +205,7 @@ impl Publisher {
     async fn catch_up(&mut self, i: usize, round: &mut Round) -> Result<()> {
         self.tables[i].refresh().await?;
         // Another data directory took the site over: stop publishing.
-        let feed = self.feed;
-        check_owner(&self.tables[i], &self.config, feed).await?;
+        self.tables[i].check_owner().await?;
         let dataset = self.tables[i].dataset;
         let mut batch: Vec<DayChange> = Vec::new();
         let mut units: BTreeSet<Unit> = BTreeSet::new();
@@ -219,7 +224,7 @@ impl Publisher {
     }
 
     /// Changes of the feed table `i` has not published yet.
-    async fn pending(&self, i: usize) -> Result<Vec<DayChange>> {
+    async fn pending(&mut self, i: usize) -> Result<Vec<DayChange>> {
         let after = self.tables[i].published_seq().await?.unwrap_or(0);
         let store = self.store.clone();
         blocking(move || Ok(store.rollups().changes_since(after)?.0)).await
@@ -369,21 +374,6 @@ impl Publisher {
 }
 
 /// Every UTC day the store holds readings or sensor hours of.
-/// Refuses to publish a site that another data directory published last
-/// (two appliances, or a new data directory, under one `fleet.site`
-/// would replace each other's files and skip each other's changes),
-/// unless this one takes it over.
-async fn check_owner(table: &FleetTable, config: &FleetConfig, feed: u64) -> Result<()> {
-    match table.owner().await? {
-        Some(owner) if owner != feed && !config.take_over => Err(Error::SiteTaken {
-            site: config.site.clone(),
-            owner,
-            mine: feed,
-        }),
-        _ => Ok(()),
-    }
-}
-
 fn local_days(store: &ReadingStore) -> Result<Vec<i64>> {
     let mut days: BTreeSet<i64> = store.snapshot().chunks.iter().map(|c| c.meta.day).collect();
     // Days only in memory still have dirty marks: their rollup step notes them.
@@ -410,7 +400,7 @@ mod tests {
         TenantId,
     };
 
-    fn config(take_over: bool) -> FleetConfig {
+    fn config(take_over: Option<u64>) -> FleetConfig {
         FleetConfig {
             site: "site-1".into(),
             bucket: "local".into(),
@@ -430,9 +420,9 @@ mod tests {
         rollups: Duration::from_secs(4000 * 86_400),
     };
 
-    /// A data directory with one sensor and a reading of yesterday, its
-    /// rollups done.
-    async fn appliance(dir: &std::path::Path) -> Arc<ReadingStore> {
+    /// A data directory with one sensor and a reading of yesterday
+    /// (`kwh`), its rollups done.
+    async fn appliance(dir: &std::path::Path, kwh: f64) -> Arc<ReadingStore> {
         std::fs::create_dir_all(dir).unwrap();
         let catalog = Catalog::open(dir).unwrap();
         let t = TenantId::parse("t").unwrap();
@@ -464,7 +454,7 @@ mod tests {
                 readings: vec![Reading {
                     sensor: SensorKey(0),
                     ts_ms: ts_ms - ts_ms % 900_000,
-                    value_kwh: 1.5,
+                    value_kwh: kwh,
                 }],
             })
             .await
@@ -473,36 +463,67 @@ mod tests {
         store
     }
 
+    /// The site's raw readings in the fleet table.
+    async fn fleet_values(bucket: &Bucket) -> Vec<f64> {
+        let mut table = FleetTable::open(bucket, &config(None), Dataset::Readings)
+            .await
+            .unwrap();
+        table.refresh().await.unwrap();
+        let mut out = Vec::new();
+        for f in table.files(Some("site-1")).unwrap() {
+            let b = table.read(&f).await.unwrap();
+            let v = b.column_by_name("value_kwh").unwrap();
+            let v = v
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .unwrap();
+            out.extend(v.values().iter().copied());
+        }
+        out
+    }
+
     /// Two data directories under one site id: the second is refused
-    /// until told to take the site over; then the first stops.
+    /// unless told which directory it takes the site over from; then it
+    /// publishes all it holds (even with sequences past the other's) and
+    /// the first stops.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_site_is_published_from_one_data_directory() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("bucket")).unwrap();
         let bucket = Bucket::local(&root.path().join("bucket")).unwrap();
-        let first = appliance(&root.path().join("a")).await;
-        let mut a = Publisher::open_on(&bucket, config(false), first, RETENTION)
+        let first = appliance(&root.path().join("a"), 1.5).await;
+        let first_feed = first.rollups().feed_id().unwrap();
+        let mut a = Publisher::open_on(&bucket, config(None), first, RETENTION)
             .await
             .unwrap();
         assert!(a.round().await.unwrap().commits > 0);
+        assert_eq!(fleet_values(&bucket).await, [1.5]);
 
-        let second = appliance(&root.path().join("b")).await;
-        let refused = Publisher::open_on(&bucket, config(false), second.clone(), RETENTION).await;
-        assert!(
-            matches!(refused, Err(Error::SiteTaken { .. })),
-            "{:?}",
-            refused.err()
-        );
-        let mut b = Publisher::open_on(&bucket, config(true), second, RETENTION)
+        let second = appliance(&root.path().join("b"), 2.5).await;
+        // Its feed far past the first's marker, its day's change not:
+        // only a full republication gets the day out.
+        let long_ago = wattline_storage::now_ms().div_euclid(86_400_000) - 300;
+        second.rollups().renote(&[long_ago], 1_000_000).unwrap();
+        for take_over in [None, Some(first_feed ^ 1)] {
+            let refused =
+                Publisher::open_on(&bucket, config(take_over), second.clone(), RETENTION).await;
+            assert!(
+                matches!(refused, Err(Error::SiteTaken { .. })),
+                "{:?}",
+                refused.err()
+            );
+        }
+        let mut b = Publisher::open_on(&bucket, config(Some(first_feed)), second, RETENTION)
             .await
             .unwrap();
         assert!(b.round().await.unwrap().commits > 0);
+        assert_eq!(fleet_values(&bucket).await, [2.5]);
         let stopped = a.round().await;
         assert!(
             matches!(stopped, Err(Error::SiteTaken { .. })),
             "{stopped:?}"
         );
-        // The site's own commits go on.
         b.round().await.unwrap();
+        assert_eq!(fleet_values(&bucket).await, [2.5]);
     }
 }

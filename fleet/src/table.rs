@@ -34,6 +34,7 @@ use parquet::file::properties::WriterProperties;
 use crate::config::FleetConfig;
 use crate::datasets::{Dataset, Unit};
 use crate::error::{Error, Result};
+use crate::markers::{MarkerIds, Markers};
 use crate::s3::Bucket;
 
 /// Attempts of one commit before giving up until the next round: enough
@@ -67,13 +68,13 @@ pub struct Guard {
 pub struct FleetTable {
     pub dataset: Dataset,
     site: String,
-    /// The transaction marker's application id: one per site and table.
-    app_id: String,
-    /// The marker of the data directory that publishes the site (its
-    /// change feed's id as the version), set with every marked commit.
-    owner_app_id: String,
-    /// This data directory's feed id, once it publishes ([`Self::publish_as`]).
+    /// The site's transaction markers' ids and, once read, their values.
+    ids: MarkerIds,
+    markers: Option<Markers>,
+    /// This data directory's feed id, once it publishes ([`Self::publish_as`]),
+    /// and the other directory's it may take the site over from.
     feed: Option<u64>,
+    take_over: Option<u64>,
     table: DeltaTable,
     files: Arc<dyn ObjectStore>,
 }
@@ -118,9 +119,10 @@ impl FleetTable {
         let mut opened = FleetTable {
             dataset,
             site: config.site.clone(),
-            app_id: format!("wattline/site={}", config.site),
-            owner_app_id: format!("wattline/site={}/feed", config.site),
+            ids: MarkerIds::of_site(&config.site),
+            markers: None,
             feed: None,
+            take_over: config.take_over,
             table,
             files,
         };
@@ -172,16 +174,22 @@ impl FleetTable {
     /// Reads the log entries committed since the last look.
     pub async fn refresh(&mut self) -> Result<()> {
         self.table.update_state().await?;
+        self.markers = Markers::follow(self.markers, &self.table, &self.ids).await?;
         Ok(())
     }
 
+    /// The markers as of the last refresh (read from the log the first
+    /// time).
+    async fn markers(&mut self) -> Result<Option<Markers>> {
+        if self.markers.is_none() {
+            self.markers = Markers::follow(None, &self.table, &self.ids).await?;
+        }
+        Ok(self.markers)
+    }
+
     /// The last change sequence this site committed to the table.
-    pub async fn published_seq(&self) -> Result<Option<u64>> {
-        let state = self.table.snapshot()?;
-        let version = state
-            .transaction_version(self.table.log_store().as_ref(), &self.app_id)
-            .await?;
-        Ok(version.and_then(|v| u64::try_from(v).ok()))
+    pub async fn published_seq(&mut self) -> Result<Option<u64>> {
+        Ok(self.markers().await?.and_then(|m| m.sequence))
     }
 
     /// Marks this table's commits as made from the data directory whose
@@ -191,12 +199,34 @@ impl FleetTable {
     }
 
     /// The feed id of the data directory that last published this site.
-    pub async fn owner(&self) -> Result<Option<u64>> {
-        let state = self.table.snapshot()?;
-        let version = state
-            .transaction_version(self.table.log_store().as_ref(), &self.owner_app_id)
-            .await?;
-        Ok(version.and_then(|v| u64::try_from(v).ok()))
+    pub async fn owner(&mut self) -> Result<Option<u64>> {
+        Ok(self.markers().await?.and_then(|m| m.feed))
+    }
+
+    /// Whether another data directory than this one (and than the one
+    /// `fleet.take_over` names) published the site last: this one must
+    /// not publish (its sequences and files would mix with the other's).
+    pub async fn check_owner(&mut self) -> Result<()> {
+        let Some(mine) = self.feed else {
+            return Ok(());
+        };
+        match self.owner().await? {
+            Some(owner) if owner != mine && Some(owner) != self.take_over => {
+                Err(Error::SiteTaken {
+                    site: self.site.clone(),
+                    owner,
+                    mine,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the site is being taken over from the directory
+    /// `fleet.take_over` names (it published last).
+    pub async fn taking_over(&mut self) -> Result<bool> {
+        let owner = self.owner().await?;
+        Ok(owner.is_some() && owner == self.take_over && owner != self.feed)
     }
 
     /// Every site's data files (`site = None`) or one site's.
@@ -381,15 +411,13 @@ impl FleetTable {
         guard: Option<&Guard>,
     ) -> Result<bool> {
         let mut last = String::new();
-        // Whether an earlier attempt may have landed (sticky: its write may
-        // land after a later look).
-        let mut maybe_landed = false;
         for attempt in 0..COMMIT_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(jitter(attempt)).await;
+                // The entries since the last attempt tell whether it landed
+                // after all (its answer lost) and who committed meanwhile.
                 self.refresh().await?;
                 if let Some(seq) = seq
-                    && maybe_landed
                     && self.published_seq().await?.is_some_and(|v| v >= seq)
                 {
                     return Ok(false);
@@ -404,16 +432,19 @@ impl FleetTable {
                     }
                 }
             }
+            if seq.is_some() {
+                self.check_owner().await?;
+            }
             let mut props = CommitProperties::default()
                 .with_max_retries(0)
                 .with_create_checkpoint(false)
                 .with_cleanup_expired_logs(Some(false));
             if let Some(seq) = seq {
-                props =
-                    props.with_application_transaction(Transaction::new(&self.app_id, seq as i64));
+                props = props
+                    .with_application_transaction(Transaction::new(&self.ids.sequence, seq as i64));
                 if let Some(feed) = self.feed {
                     props = props.with_application_transaction(Transaction::new(
-                        &self.owner_app_id,
+                        &self.ids.feed,
                         feed as i64,
                     ));
                 }
@@ -430,7 +461,6 @@ impl FleetTable {
                     return Ok(true);
                 }
                 Err(e) => {
-                    maybe_landed |= !wrote_nothing(&e);
                     metrics::counter!("wattline_fleet_commit_retries_total").increment(1);
                     tracing::debug!(table = self.dataset.name(), attempt, error = %e, "commit lost; retrying");
                     last = e.to_string();
@@ -456,20 +486,6 @@ impl FleetTable {
     pub(crate) fn into_delta(self) -> DeltaTable {
         self.table
     }
-}
-
-/// Whether a failed commit certainly left the log as it was: another
-/// writer took the next version first (seen before writing, or refused by
-/// the create-only write), or conflicted.
-fn wrote_nothing(e: &DeltaTableError) -> bool {
-    use deltalake_core::kernel::transaction::TransactionError as T;
-    matches!(
-        e,
-        DeltaTableError::VersionAlreadyExists(_)
-            | DeltaTableError::Transaction {
-                source: T::MaxCommitAttempts(_) | T::VersionAlreadyExists(_) | T::CommitConflict(_)
-            }
-    )
 }
 
 /// A pause anywhere up to a bound that doubles with the attempt (to 2 s):
@@ -514,7 +530,7 @@ mod tests {
             secret_access_key: None,
             allow_http: false,
             interval: Duration::from_secs(1),
-            take_over: false,
+            take_over: None,
         }
     }
 
@@ -573,20 +589,5 @@ mod tests {
         assert_eq!(b.published_seq().await.unwrap(), Some(2));
         assert_eq!(a.files(Some("b")).unwrap().len(), 2);
         assert_eq!(a.files(None).unwrap().len(), 3);
-    }
-
-    #[test]
-    fn only_a_lost_race_counts_as_nothing_written() {
-        use deltalake_core::kernel::transaction::TransactionError as T;
-        let lost = |source| DeltaTableError::Transaction { source };
-        assert!(wrote_nothing(&lost(T::MaxCommitAttempts(0))));
-        assert!(wrote_nothing(&DeltaTableError::VersionAlreadyExists(7)));
-        let failed_write = DeltaTableError::ObjectStore {
-            source: object_store::Error::Generic {
-                store: "S3",
-                source: "connection reset".into(),
-            },
-        };
-        assert!(!wrote_nothing(&failed_write));
     }
 }

@@ -265,7 +265,7 @@ async fn main() {
         .collect();
     let mut gave_up = 0;
     for t in tasks {
-        let (table, g) = t.await.unwrap();
+        let (mut table, g) = t.await.unwrap();
         assert_eq!(table.published_seq().await.unwrap(), Some(COMMITS_PER_SITE));
         gave_up += g;
     }

@@ -87,6 +87,26 @@ impl FleetConfig {
     }
 }
 
+impl FleetConfig {
+    /// A site publishing to a local folder standing in for the bucket
+    /// (tests).
+    #[cfg(test)]
+    pub(crate) fn local_test(site: &str, take_over: Option<u64>) -> Self {
+        FleetConfig {
+            site: site.into(),
+            bucket: "local".into(),
+            prefix: "t".into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            interval: Duration::from_secs(1),
+            take_over,
+        }
+    }
+}
+
 /// Credentials are never printed.
 impl fmt::Debug for FleetConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -166,18 +166,7 @@ mod tests {
     use std::sync::Arc;
 
     fn config(site: &str) -> FleetConfig {
-        FleetConfig {
-            site: site.into(),
-            bucket: "local".into(),
-            prefix: "t".into(),
-            endpoint: None,
-            region: None,
-            access_key_id: None,
-            secret_access_key: None,
-            allow_http: false,
-            interval: Duration::from_secs(1),
-            take_over: None,
-        }
+        FleetConfig::local_test(site, None)
     }
 
     /// One sensor hour of January 2020 (a closed month), day `day`, with

@@ -71,19 +71,10 @@ impl Markers {
                 return Ok(Some(m));
             }
         }
-        let state = table.snapshot()?;
-        let log = table.log_store();
-        let read = |id: &str| {
-            let (state, log, id) = (state, log.clone(), id.to_owned());
-            async move {
-                let v = state.transaction_version(log.as_ref(), id).await?;
-                Ok::<_, crate::Error>(v.and_then(|v| u64::try_from(v).ok()))
-            }
-        };
         Ok(Some(Markers {
             through: version,
-            sequence: read(&ids.sequence).await?,
-            feed: read(&ids.feed).await?,
+            sequence: from_whole_log(table, &ids.sequence).await?,
+            feed: from_whole_log(table, &ids.feed).await?,
         }))
     }
 
@@ -113,6 +104,16 @@ impl Markers {
             }
         }
     }
+}
+
+/// The version of marker `id` as delta-rs reads it: by replaying the log
+/// since the last checkpoint.
+async fn from_whole_log(table: &DeltaTable, id: &str) -> Result<Option<u64>> {
+    let version = table
+        .snapshot()?
+        .transaction_version(table.log_store().as_ref(), id)
+        .await?;
+    Ok(version.and_then(|v| u64::try_from(v).ok()))
 }
 
 #[cfg(test)]

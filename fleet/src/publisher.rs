@@ -401,18 +401,7 @@ mod tests {
     };
 
     fn config(take_over: Option<u64>) -> FleetConfig {
-        FleetConfig {
-            site: "site-1".into(),
-            bucket: "local".into(),
-            prefix: "fleet".into(),
-            endpoint: None,
-            region: None,
-            access_key_id: None,
-            secret_access_key: None,
-            allow_http: false,
-            interval: Duration::from_secs(1),
-            take_over,
-        }
+        FleetConfig::local_test("site-1", take_over)
     }
 
     const RETENTION: Retention = Retention {
@@ -420,34 +409,32 @@ mod tests {
         rollups: Duration::from_secs(4000 * 86_400),
     };
 
+    type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
     /// A data directory with one sensor and a reading of yesterday
     /// (`kwh`), its rollups done.
-    async fn appliance(dir: &std::path::Path, kwh: f64) -> Arc<ReadingStore> {
-        std::fs::create_dir_all(dir).unwrap();
-        let catalog = Catalog::open(dir).unwrap();
-        let t = TenantId::parse("t").unwrap();
-        catalog.create_tenant(t.clone(), "T".into()).unwrap();
-        let b = BuildingId::parse("b").unwrap();
-        catalog
-            .create_building(NewBuilding {
-                id: b.clone(),
-                tenant_id: t,
-                name: "B".into(),
-                floor_area_m2: None,
-                timezone: None,
-            })
-            .unwrap();
-        catalog
-            .create_sensors(vec![NewSensor {
-                id: SensorId::parse("s").unwrap(),
-                building_id: b,
-                kind: None,
-                unit: None,
-                is_active: None,
-                meter: Default::default(),
-            }])
-            .unwrap();
-        let store = Arc::new(ReadingStore::open(dir, Arc::new(catalog)).unwrap().0);
+    async fn appliance(dir: &std::path::Path, kwh: f64) -> TestResult<Arc<ReadingStore>> {
+        std::fs::create_dir_all(dir)?;
+        let catalog = Catalog::open(dir)?;
+        let t = TenantId::parse("t")?;
+        catalog.create_tenant(t.clone(), "T".into())?;
+        let b = BuildingId::parse("b")?;
+        catalog.create_building(NewBuilding {
+            id: b.clone(),
+            tenant_id: t,
+            name: "B".into(),
+            floor_area_m2: None,
+            timezone: None,
+        })?;
+        catalog.create_sensors(vec![NewSensor {
+            id: SensorId::parse("s")?,
+            building_id: b,
+            kind: None,
+            unit: None,
+            is_active: None,
+            meter: Default::default(),
+        }])?;
+        let store = Arc::new(ReadingStore::open(dir, Arc::new(catalog))?.0);
         let ts_ms = wattline_storage::now_ms() - 86_400_000;
         store
             .append(ReadingBatch {
@@ -457,29 +444,25 @@ mod tests {
                     value_kwh: kwh,
                 }],
             })
-            .await
-            .unwrap();
-        store.catch_up_rollups().unwrap();
-        store
+            .await?;
+        store.catch_up_rollups()?;
+        Ok(store)
     }
 
     /// The site's raw readings in the fleet table.
-    async fn fleet_values(bucket: &Bucket) -> Vec<f64> {
-        let mut table = FleetTable::open(bucket, &config(None), Dataset::Readings)
-            .await
-            .unwrap();
-        table.refresh().await.unwrap();
+    async fn fleet_values(bucket: &Bucket) -> TestResult<Vec<f64>> {
+        let mut table = FleetTable::open(bucket, &config(None), Dataset::Readings).await?;
+        table.refresh().await?;
         let mut out = Vec::new();
-        for f in table.files(Some("site-1")).unwrap() {
-            let b = table.read(&f).await.unwrap();
-            let v = b.column_by_name("value_kwh").unwrap();
-            let v = v
-                .as_any()
-                .downcast_ref::<arrow::array::Float64Array>()
-                .unwrap();
+        for f in table.files(Some("site-1"))? {
+            let b = table.read(&f).await?;
+            let v = b
+                .column_by_name("value_kwh")
+                .and_then(|v| v.as_any().downcast_ref::<arrow::array::Float64Array>())
+                .ok_or("value_kwh: no float column")?;
             out.extend(v.values().iter().copied());
         }
-        out
+        Ok(out)
     }
 
     /// Two data directories under one site id: the second is refused
@@ -487,23 +470,21 @@ mod tests {
     /// publishes all it holds (even with sequences past the other's) and
     /// the first stops.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_site_is_published_from_one_data_directory() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("bucket")).unwrap();
-        let bucket = Bucket::local(&root.path().join("bucket")).unwrap();
-        let first = appliance(&root.path().join("a"), 1.5).await;
-        let first_feed = first.rollups().feed_id().unwrap();
-        let mut a = Publisher::open_on(&bucket, config(None), first, RETENTION)
-            .await
-            .unwrap();
-        assert!(a.round().await.unwrap().commits > 0);
-        assert_eq!(fleet_values(&bucket).await, [1.5]);
+    async fn a_site_is_published_from_one_data_directory() -> TestResult {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir_all(root.path().join("bucket"))?;
+        let bucket = Bucket::local(&root.path().join("bucket"))?;
+        let first = appliance(&root.path().join("a"), 1.5).await?;
+        let first_feed = first.rollups().feed_id()?;
+        let mut a = Publisher::open_on(&bucket, config(None), first, RETENTION).await?;
+        assert!(a.round().await?.commits > 0);
+        assert_eq!(fleet_values(&bucket).await?, [1.5]);
 
-        let second = appliance(&root.path().join("b"), 2.5).await;
+        let second = appliance(&root.path().join("b"), 2.5).await?;
         // Its feed far past the first's marker, its day's change not:
         // only a full republication gets the day out.
         let long_ago = wattline_storage::now_ms().div_euclid(86_400_000) - 300;
-        second.rollups().renote(&[long_ago], 1_000_000).unwrap();
+        second.rollups().renote(&[long_ago], 1_000_000)?;
         for take_over in [None, Some(first_feed ^ 1)] {
             let refused =
                 Publisher::open_on(&bucket, config(take_over), second.clone(), RETENTION).await;
@@ -513,17 +494,17 @@ mod tests {
                 refused.err()
             );
         }
-        let mut b = Publisher::open_on(&bucket, config(Some(first_feed)), second, RETENTION)
-            .await
-            .unwrap();
-        assert!(b.round().await.unwrap().commits > 0);
-        assert_eq!(fleet_values(&bucket).await, [2.5]);
+        let mut b =
+            Publisher::open_on(&bucket, config(Some(first_feed)), second, RETENTION).await?;
+        assert!(b.round().await?.commits > 0);
+        assert_eq!(fleet_values(&bucket).await?, [2.5]);
         let stopped = a.round().await;
         assert!(
             matches!(stopped, Err(Error::SiteTaken { .. })),
             "{stopped:?}"
         );
-        b.round().await.unwrap();
-        assert_eq!(fleet_values(&bucket).await, [2.5]);
+        b.round().await?;
+        assert_eq!(fleet_values(&bucket).await?, [2.5]);
+        Ok(())
     }
 }

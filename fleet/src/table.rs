@@ -4,11 +4,10 @@
 //! when another site committed first (the create-only write of the next
 //! log entry lost), the table state is brought up to date and the same
 //! change committed again after a jittered pause. Other sites never touch
-//! this site's files, so the change itself stays valid. Only an attempt
-//! whose outcome is unknown (a failed or timed-out log write, which may
-//! have landed) makes the next ones look for the transaction marker
-//! again; a lost race wrote nothing, and looking would cost a read of the
-//! whole log since the last checkpoint on every retry of a herd.
+//! this site's files, so the change itself stays valid. The site's
+//! transaction markers, followed through the entries each refresh reads
+//! (see `markers`), tell whether an earlier attempt landed after all (its
+//! answer lost) and whether another data directory committed for the site.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -199,7 +198,7 @@ impl FleetTable {
     }
 
     /// The feed id of the data directory that last published this site.
-    pub async fn owner(&mut self) -> Result<Option<u64>> {
+    async fn owner(&mut self) -> Result<Option<u64>> {
         Ok(self.markers().await?.and_then(|m| m.feed))
     }
 
@@ -520,22 +519,13 @@ mod tests {
     use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
 
     fn config(site: &str) -> FleetConfig {
-        FleetConfig {
-            site: site.into(),
-            bucket: "local".into(),
-            prefix: "t".into(),
-            endpoint: None,
-            region: None,
-            access_key_id: None,
-            secret_access_key: None,
-            allow_http: false,
-            interval: Duration::from_secs(1),
-            take_over: None,
-        }
+        FleetConfig::local_test(site, None)
     }
 
-    fn one_reading() -> RecordBatch {
-        RecordBatch::try_new(
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn one_reading() -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
             Dataset::Readings.file_schema(),
             vec![
                 Arc::new(StringArray::from(vec!["s"])),
@@ -547,16 +537,15 @@ mod tests {
                 ),
                 Arc::new(Float64Array::from(vec![1.0])),
             ],
-        )
-        .unwrap()
+        )?)
     }
 
-    async fn append(table: &mut FleetTable, seq: u64) -> bool {
+    async fn append(table: &mut FleetTable, seq: u64) -> Result<bool> {
         let unit = Unit {
             key: format!("2020-01-{seq:02}"),
             month: "2020-01".into(),
         };
-        let add = table.upload(&unit, seq, &one_reading()).await.unwrap();
+        let add = table.upload(&unit, seq, &one_reading()?).await?;
         let op = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: None,
@@ -565,29 +554,25 @@ mod tests {
         table
             .commit(vec![Action::Add(add)], Some(seq), op, None)
             .await
-            .unwrap()
     }
 
     /// A site whose view of the log is behind loses the race for the next
     /// entry, catches up and commits; each site's marker is its own.
     #[tokio::test]
-    async fn a_commit_that_lost_a_race_is_made_again_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let bucket = Bucket::local(dir.path()).unwrap();
-        let mut a = FleetTable::open(&bucket, &config("a"), Dataset::Readings)
-            .await
-            .unwrap();
-        let mut b = FleetTable::open(&bucket, &config("b"), Dataset::Readings)
-            .await
-            .unwrap();
-        assert!(append(&mut a, 1).await);
+    async fn a_commit_that_lost_a_race_is_made_again_once() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let bucket = Bucket::local(dir.path())?;
+        let mut a = FleetTable::open(&bucket, &config("a"), Dataset::Readings).await?;
+        let mut b = FleetTable::open(&bucket, &config("b"), Dataset::Readings).await?;
+        assert!(append(&mut a, 1).await?);
         // b has not seen a's entry: its first attempt loses.
-        assert!(append(&mut b, 1).await);
-        assert!(append(&mut b, 2).await);
-        a.refresh().await.unwrap();
-        assert_eq!(a.published_seq().await.unwrap(), Some(1));
-        assert_eq!(b.published_seq().await.unwrap(), Some(2));
-        assert_eq!(a.files(Some("b")).unwrap().len(), 2);
-        assert_eq!(a.files(None).unwrap().len(), 3);
+        assert!(append(&mut b, 1).await?);
+        assert!(append(&mut b, 2).await?);
+        a.refresh().await?;
+        assert_eq!(a.published_seq().await?, Some(1));
+        assert_eq!(b.published_seq().await?, Some(2));
+        assert_eq!(a.files(Some("b"))?.len(), 2);
+        assert_eq!(a.files(None)?.len(), 3);
+        Ok(())
     }
 }

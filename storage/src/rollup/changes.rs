@@ -226,18 +226,18 @@ mod tests {
     }
 
     #[test]
-    fn a_data_directory_keeps_its_feed_id_and_another_has_its_own() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fn a_data_directory_keeps_its_feed_id_and_another_has_its_own()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
         let new = |dir: &std::path::Path| {
-            ReadingStore::open(dir, catalog_with_sensors(dir, 1))
-                .unwrap()
-                .0
+            ReadingStore::open(dir, catalog_with_sensors(dir, 1)).map(|(store, _)| store)
         };
-        let first = new(a.path()).rollups().feed_id().unwrap();
+        let first = new(a.path())?.rollups().feed_id()?;
         assert!(first > 0 && first < 1 << 63);
-        let catalog = std::sync::Arc::new(crate::catalog::Catalog::open(a.path()).unwrap());
-        let reopened = ReadingStore::open(a.path(), catalog).unwrap().0;
-        assert_eq!(reopened.rollups().feed_id().unwrap(), first);
-        assert_ne!(new(b.path()).rollups().feed_id().unwrap(), first);
+        let catalog = std::sync::Arc::new(crate::catalog::Catalog::open(a.path())?);
+        let reopened = ReadingStore::open(a.path(), catalog)?.0;
+        assert_eq!(reopened.rollups().feed_id()?, first);
+        assert_ne!(new(b.path())?.rollups().feed_id()?, first);
+        Ok(())
     }
 }

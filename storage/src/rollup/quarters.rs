@@ -5,9 +5,9 @@
 //! A rollup step recomputes the quarters its readings can change (see
 //! `reach`) of the buildings it touches from the raw readings of *all*
 //! their sensors (a quarter's sum cannot be patched from one sensor's
-//! change alone) and rewrites the partitions of their UTC days. Only the recent past ([`QUARTER_DAYS`] UTC days) is
-//! also held in memory: alert rules with a `15m` window look back that far
-//! at most. On open those days are rebuilt from the raw readings.
+//! change alone) and rewrites the partitions of their UTC days. Only the
+//! recent past ([`QUARTER_DAYS`] UTC days) is also held in memory: alert
+//! rules with a `15m` window look back that far at most. On open those days are rebuilt from the raw readings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

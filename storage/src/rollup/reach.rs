@@ -73,15 +73,12 @@ impl Reach {
     }
 
     /// The recomputed quarters, a range per UTC day.
-    pub(super) fn quarter_days(&self) -> impl Iterator<Item = (i64, TimeRange)> + use<> {
+    pub(super) fn quarter_days(&self) -> impl Iterator<Item = TimeRange> + use<> {
         let quarters = self.quarters;
         let days = quarters.start_ms.div_euclid(DAY_MS)..=(quarters.end_ms - 1).div_euclid(DAY_MS);
-        days.map(move |d| {
-            let range = TimeRange {
-                start_ms: quarters.start_ms.max(d * DAY_MS),
-                end_ms: quarters.end_ms.min((d + 1) * DAY_MS),
-            };
-            (d, range)
+        days.map(move |d| TimeRange {
+            start_ms: quarters.start_ms.max(d * DAY_MS),
+            end_ms: quarters.end_ms.min((d + 1) * DAY_MS),
         })
     }
 }
@@ -106,7 +103,7 @@ mod tests {
         let reach = Reach::of_day(D, &Meters::default());
         assert_eq!(reach.hours, range(A - 60 * MIN, B));
         assert_eq!(reach.partitions(), D - 1..=D);
-        assert_eq!(reach.quarter_days().collect::<Vec<_>>(), [(D, range(A, B))]);
+        assert_eq!(reach.quarter_days().collect::<Vec<_>>(), [range(A, B)]);
         assert_eq!(reach.raw, range(A - 60 * MIN, B + 60 * MIN));
     }
 
@@ -122,11 +119,7 @@ mod tests {
         assert_eq!(reach.partitions(), D - 1..=D + 1);
         assert_eq!(
             reach.quarter_days().collect::<Vec<_>>(),
-            [
-                (D - 1, range(A - gaps, A)),
-                (D, range(A, B)),
-                (D + 1, range(B, B + gaps)),
-            ]
+            [range(A - gaps, A), range(A, B), range(B, B + gaps)]
         );
         assert_eq!(
             reach.raw,
@@ -144,7 +137,7 @@ mod tests {
         assert_eq!(reach.partitions(), D - 1..=D);
         assert_eq!(
             reach.quarter_days().collect::<Vec<_>>(),
-            [(D, range(A, B)), (D + 1, range(B, B + 45 * MIN))]
+            [range(A, B), range(B, B + 45 * MIN)]
         );
         assert_eq!(reach.raw, range(A - 60 * MIN, B + 60 * MIN));
     }
@@ -155,17 +148,18 @@ mod tests {
     #[test]
     fn no_hour_bucket_is_longer_than_the_longest_hour() {
         use super::super::calendar::HourCursor;
+        use chrono_tz::{America, Antarctica, Asia, Australia, Europe, Pacific};
         let zones = [
-            "Australia/Lord_Howe",
-            "Antarctica/Troll",
-            "Pacific/Chatham",
-            "Asia/Kathmandu",
-            "America/St_Johns",
-            "Europe/Berlin",
+            Australia::Lord_Howe,
+            Antarctica::Troll,
+            Pacific::Chatham,
+            Asia::Kathmandu,
+            America::St_Johns,
+            Europe::Berlin,
         ];
         let from = 1_577_836_800_000; // 2020-01-01
         for zone in zones {
-            let mut cursor = HourCursor::new(zone.parse().unwrap());
+            let mut cursor = HourCursor::new(zone);
             for ts in (from..from + 3 * 366 * DAY_MS).step_by(5 * MIN as usize) {
                 let start = cursor.start_of(ts);
                 assert!(

@@ -257,7 +257,8 @@ impl Rollups {
                 .filter_map(|b| Some((b.clone(), view.building(b)?.timezone.tz())))
                 .collect()
         };
-        for (d, quarters) in reach.quarter_days().filter(|(d, _)| d * DAY_MS >= floor) {
+        // (The floor is the start of a UTC day.)
+        for quarters in reach.quarter_days().filter(|q| q.start_ms >= floor) {
             let replaced =
                 self.replace_quarters(quarters, Some(&buildings), &energy, &meters, &names);
             match replaced {
@@ -266,7 +267,7 @@ impl Rollups {
                 // buildings' rows: rebuilt whole from the raw readings.
                 Err(e @ crate::error::Error::ChunkUnreadable { .. }) => {
                     tracing::error!(error = %e, "rebuilding a day's quarters");
-                    self.recompute_all_quarters(d, snap)?;
+                    self.recompute_all_quarters(quarters.start_ms.div_euclid(DAY_MS), snap)?;
                 }
                 Err(e) => return Err(e),
             }

@@ -269,6 +269,82 @@ mod tests {
         assert_eq!((got[1].1, got[1].2), (2.0, Some(0)));
     }
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    /// What a newer version does to the table: adds a nullable column
+    /// this version does not know.
+    async fn add_future_column(table: &mut FleetTable) -> TestResult {
+        use deltalake_core::kernel::{DataType, MetadataExt, StructField, StructType};
+        let state = table.delta().snapshot()?;
+        let column = StructField::new("future_kw", DataType::DOUBLE, true);
+        let fields: Vec<StructField> = state
+            .schema()
+            .fields()
+            .cloned()
+            .chain([column.clone()])
+            .collect();
+        let metadata = state
+            .metadata()
+            .clone()
+            .with_schema(&StructType::try_new(fields)?)?;
+        let operation = DeltaOperation::AddColumn {
+            fields: vec![column],
+        };
+        table
+            .commit(vec![Action::Metadata(metadata)], None, operation, None)
+            .await?;
+        Ok(())
+    }
+
+    /// [`hour`] with the newer version's column.
+    fn future_hour(
+        day: u32,
+        kwh: f64,
+        future_kw: f64,
+    ) -> std::result::Result<RecordBatch, Box<dyn std::error::Error>> {
+        let hour = hour(day, kwh, false);
+        let mut fields: Vec<_> = hour.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow::datatypes::Field::new(
+            "future_kw",
+            arrow::datatypes::DataType::Float64,
+            true,
+        )));
+        let mut columns = hour.columns().to_vec();
+        columns.push(Arc::new(Float64Array::from(vec![future_kw])));
+        Ok(RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    #[tokio::test]
+    async fn compaction_by_an_older_version_keeps_a_newer_versions_column() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let bucket = Bucket::local(dir.path())?;
+        let mut newer = FleetTable::open(&bucket, &config("a"), Dataset::SensorHourly).await?;
+        add_future_column(&mut newer).await?;
+        publish(&mut newer, 5, &future_hour(5, 1.0, 10.0)?, 1).await;
+        publish(&mut newer, 6, &future_hour(6, 2.0, 20.0)?, 2).await;
+        // This version runs maintenance.
+        let mut m = FleetTable::open(&bucket, &config("a"), Dataset::SensorHourly).await?;
+        let today = NaiveDate::from_ymd_opt(2020, 3, 1).ok_or("date")?;
+        assert_eq!(compact(&mut m, today).await?, 1);
+        let files = m.files(Some("a"))?;
+        assert_eq!(files.len(), 1, "{files:?}");
+        let merged = m.read(&files[0]).await?;
+        let future = merged
+            .column_by_name("future_kw")
+            .ok_or("future_kw dropped")?;
+        let future = future
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or("type")?;
+        let mut values: Vec<f64> = future.iter().flatten().collect();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, [10.0, 20.0]);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn compaction_merges_what_the_site_published_after_maintenance_began() {
         let dir = tempfile::tempdir().unwrap();

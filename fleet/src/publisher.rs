@@ -284,10 +284,7 @@ impl Publisher {
                     .iter()
                     .map(|b| rows_of_day(b, unit))
                     .collect::<Result<Vec<_>>>()?;
-                batch = Some(arrow::compute::concat_batches(
-                    &dataset.file_schema(),
-                    &parts,
-                )?);
+                batch = Some(arrow::compute::concat_batches(&parts[0].schema(), &parts)?);
             }
             if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
                 actions.push(Action::Add(table.upload(unit, seq, &batch).await?));

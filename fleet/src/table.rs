@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use bytes::Bytes;
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake_core::kernel::{
     Action, Add, MetadataExt, Remove, StructField, StructType, Transaction,
@@ -340,7 +342,7 @@ impl FleetTable {
             now.timestamp_nanos_opt().unwrap_or_default()
         );
         let path = Path::from(name.as_str());
-        let schema = self.dataset.file_schema();
+        let schema = self.data_schema()?;
         let upload = object_store::buffered::BufWriter::new(self.files.clone(), path.clone());
         let mut writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(properties()?))?;
         let mut rows = 0usize;
@@ -365,7 +367,25 @@ impl FleetTable {
         })
     }
 
-    /// Reads one data file of the table.
+    /// The columns of the table's data files as rewritten here: this
+    /// version's, then those the table has and this version does not know
+    /// (a newer appliance added them), so that rewriting files (compaction,
+    /// republishing a compacted month) keeps what newer versions wrote.
+    pub fn data_schema(&self) -> Result<SchemaRef> {
+        let ours = self.dataset.file_schema();
+        let mut fields: Vec<FieldRef> = ours.fields().iter().cloned().collect();
+        for column in self.table.snapshot()?.schema().fields() {
+            let name = column.name().as_str();
+            if ours.field_with_name(name).is_ok() || Dataset::partition_columns().contains(&name) {
+                continue;
+            }
+            let field: Field = column.try_into_arrow()?;
+            fields.push(Arc::new(field.with_nullable(true)));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Reads one data file of the table, in [`Self::data_schema`].
     pub async fn read(&self, file: &SiteFile) -> Result<RecordBatch> {
         let bytes = self
             .files
@@ -375,7 +395,7 @@ impl FleetTable {
             .await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
         let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-        let schema = self.dataset.file_schema();
+        let schema = self.data_schema()?;
         let batches = batches
             .iter()
             .map(|b| crate::datasets::to_file_schema(b, &schema))
@@ -484,6 +504,11 @@ impl FleetTable {
     /// The delta-rs table, for maintenance.
     pub(crate) fn into_delta(self) -> DeltaTable {
         self.table
+    }
+
+    #[cfg(test)]
+    pub(crate) fn delta(&self) -> &DeltaTable {
+        &self.table
     }
 }
 

@@ -240,17 +240,29 @@ impl Dataset {
     }
 }
 
+/// What retention dropped of a table's published units.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Gone {
+    /// Units (and compacted months) the store no longer holds any of.
+    pub units: Vec<String>,
+    /// Compacted months whose first days it dropped, each with the first
+    /// UTC day (days since the epoch) it still holds of the month.
+    pub trims: Vec<(String, i64)>,
+}
+
 impl Dataset {
     /// Which of the published units `keys` retention dropped: the store
     /// no longer holds them and they ended before what it keeps (a unit
     /// this store never held, such as history published from an earlier
-    /// data directory of the site, stays). Blocking.
+    /// data directory of the site, stays). A compacted month is judged
+    /// day by day: retention drops the oldest days first, so the days
+    /// dropped are the month's first. Blocking.
     pub fn gone_units(
         self,
         store: &ReadingStore,
         keys: &[String],
         retention: Retention,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Gone> {
         let kept_from = wattline_storage::now_ms()
             - i64::try_from(retention.rollups.as_millis()).unwrap_or(i64::MAX);
         let rollups = store.rollups();
@@ -266,18 +278,8 @@ impl Dataset {
             _ => None,
         };
         let floor = store.snapshot().raw_floor_ms;
-        let hour_months: std::collections::HashSet<String> = match self {
-            Dataset::SensorHourly => rollups
-                .partition_days(RollupTable::SensorHourly)
-                .into_iter()
-                .map(|d| from_days(d).format("%Y-%m").to_string())
-                .collect(),
-            _ => Default::default(),
-        };
-        let mut gone = Vec::new();
-        for key in keys {
-            // A `YYYY-MM` key of a by-day table: a compacted month.
-            let compacted = self.by_day() && key.len() == 7;
+        // Whether a day or a (not compacted) month is gone.
+        let unit_gone = |key: &str| -> Result<bool> {
             let end_ms = if key.len() == 7 {
                 let first = parse_day(&format!("{key}-01"))?;
                 (first + Unit::days_of_month(key)?.len() as i64) * DAY_MS
@@ -285,17 +287,36 @@ impl Dataset {
                 (parse_day(key)? + 1) * DAY_MS
             };
             if self != Dataset::Readings && end_ms > kept_from {
-                continue;
+                return Ok(false);
             }
             let held = match (self, &months) {
                 // Raw readings: below the floor only retention drops.
                 (Dataset::Readings, _) => end_ms > floor,
-                (Dataset::SensorHourly, _) if compacted => hour_months.contains(key),
                 (_, Some(months)) => months.contains(key),
                 (d, None) => d.rollup().is_some_and(|t| rollups.has_partition(t, key)),
             };
-            if !held {
-                gone.push(key.clone());
+            Ok(!held)
+        };
+        let mut gone = Gone::default();
+        for key in keys {
+            if !(self.by_day() && key.len() == 7) {
+                if unit_gone(key)? {
+                    gone.units.push(key.clone());
+                }
+                continue;
+            }
+            let days = Unit::days_of_month(key)?;
+            let mut held_from = None;
+            for (i, day) in days.iter().enumerate().rev() {
+                if unit_gone(&day.key)? {
+                    held_from = Some(i + 1);
+                    break;
+                }
+            }
+            match held_from {
+                None => {}
+                Some(i) if i == days.len() => gone.units.push(key.clone()),
+                Some(i) => gone.trims.push((key.clone(), parse_day(&days[i].key)?)),
             }
         }
         Ok(gone)
@@ -327,9 +348,15 @@ pub(crate) fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<
 
 /// The rows of `batch` (a file of a by-day table) in UTC day `unit`.
 pub(crate) fn rows_of_day(batch: &RecordBatch, unit: &Unit) -> Result<RecordBatch> {
-    use arrow::array::{Array, TimestampMicrosecondArray};
     let day = parse_day(&unit.key)?;
-    let (start, end) = (day * DAY_MS * 1000, (day + 1) * DAY_MS * 1000);
+    rows_between(batch, day * DAY_MS, (day + 1) * DAY_MS)
+}
+
+/// The rows of `batch` (a file of a by-day table) whose time is in
+/// `[start_ms, end_ms)`.
+pub(crate) fn rows_between(batch: &RecordBatch, start_ms: i64, end_ms: i64) -> Result<RecordBatch> {
+    use arrow::array::{Array, TimestampMicrosecondArray};
+    let (start, end) = (start_ms.saturating_mul(1000), end_ms.saturating_mul(1000));
     let column = ["ts", "hour"]
         .iter()
         .find_map(|c| batch.column_by_name(c))
@@ -341,7 +368,12 @@ pub(crate) fn rows_of_day(batch: &RecordBatch, unit: &Unit) -> Result<RecordBatc
     Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
-fn parse_day(key: &str) -> Result<i64> {
+/// `YYYY-MM-DD` of a UTC day (days since the epoch).
+pub(crate) fn day_key(day: i64) -> String {
+    Unit::day(day).key
+}
+
+pub(crate) fn parse_day(key: &str) -> Result<i64> {
     let d = NaiveDate::parse_from_str(key, "%Y-%m-%d")
         .map_err(|e| crate::Error::Config(format!("unit {key:?}: {e}")))?;
     Ok(d.signed_duration_since(NaiveDate::default()).num_days())

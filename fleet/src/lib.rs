@@ -25,6 +25,7 @@ pub mod maintain;
 mod markers;
 pub mod publisher;
 pub mod s3;
+mod site_file;
 pub mod table;
 
 pub use config::FleetConfig;

@@ -43,7 +43,7 @@ use crate::config::FleetConfig;
 use crate::datasets::{Dataset, Retention, Unit, rows_of_day};
 use crate::error::{Error, Result};
 use crate::s3::Bucket;
-use crate::table::FleetTable;
+use crate::table::{FleetTable, SiteFile};
 
 /// Units per commit: bounds the files uploaded before a commit.
 const UNITS_PER_COMMIT: usize = 8;
@@ -328,30 +328,47 @@ impl Publisher {
         Ok(())
     }
 
-    /// Removes the site's files of units the store no longer holds.
+    /// Removes the site's files of units the store no longer holds, and
+    /// rewrites compacted months whose first days it no longer holds
+    /// without those days.
     async fn sweep(&mut self, i: usize, round: &mut Round) -> Result<()> {
         let table = &self.tables[i];
         let dataset = table.dataset;
+        let site = &self.config.site;
         let published = table.site_files()?;
         let keys: Vec<String> = published.keys().cloned().collect();
         let (store, retention) = (self.store.clone(), self.retention);
         let gone = blocking(move || dataset.gone_units(&store, &keys, retention)).await?;
-        let files: Vec<_> = gone
+        let mut files: Vec<&SiteFile> = gone
+            .units
             .iter()
             .flat_map(|k| published.get(k).into_iter().flatten())
             .collect();
+        let mut actions = Vec::new();
+        for (month, from_day) in &gone.trims {
+            let mut stale = Vec::new();
+            for file in published.get(month).into_iter().flatten() {
+                if file.first_day()? < *from_day {
+                    stale.push(file.clone());
+                    files.push(file);
+                }
+            }
+            if !stale.is_empty()
+                && let Some(add) = table.trim(site, month, &stale, *from_day).await?
+            {
+                actions.push(Action::Add(add));
+            }
+        }
         if files.is_empty() {
             return Ok(());
         }
         let months = files.iter().map(|f| f.month.clone()).collect();
-        let guard = table.guard(&self.config.site, months)?;
-        let actions: Vec<Action> = files
-            .iter()
-            .map(|f| Action::Remove(table.remove(f, true)))
-            .collect();
-        let removed = actions.len();
+        let guard = table.guard(site, months)?;
+        let removed = files.len();
+        actions.extend(files.iter().map(|f| Action::Remove(table.remove(f, true))));
+        let added = actions.len() - removed;
         let operation = DeltaOperation::Delete {
-            predicate: Some(format!("site = '{}'", self.config.site)),
+            predicate: Some(format!("site = '{site}'")),
         };
         // No marker: the sweep follows from local state, not the feed.
         if self.tables[i]
@@ -359,10 +376,12 @@ impl Publisher {
             .await?
         {
             round.commits += 1;
+            round.files_added += added;
             round.files_removed += removed;
             tracing::info!(
                 table = dataset.name(),
-                units = gone.len(),
+                units = gone.units.len(),
+                months_trimmed = gone.trims.len(),
                 "fleet: retention removed"
             );
         }
@@ -405,6 +424,8 @@ mod tests {
         raw: Duration::from_secs(400 * 86_400),
         rollups: Duration::from_secs(4000 * 86_400),
     };
+
+    const DAY: i64 = 86_400_000;
 
     type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -502,6 +523,60 @@ mod tests {
         );
         b.round().await?;
         assert_eq!(fleet_values(&bucket).await?, [2.5]);
+        Ok(())
+    }
+
+    /// Retention dropping the first days of a compacted month: the
+    /// month's file is rewritten without them, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_trims_a_compacted_month_it_straddles() -> TestResult {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir_all(root.path().join("bucket"))?;
+        let bucket = Bucket::local(&root.path().join("bucket"))?;
+        let store = appliance(&root.path().join("a"), 9.0).await?;
+        // Days 1-3 of the month three months back: closed, so compacted.
+        let today = wattline_storage::now_ms().div_euclid(DAY);
+        let month = crate::datasets::day_key(today - 95)[..7].to_string();
+        let first = crate::datasets::parse_day(&format!("{month}-01"))?;
+        for (i, kwh) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+            let ts_ms = (first + i as i64) * DAY + 12 * 3_600_000;
+            let reading = Reading {
+                sensor: SensorKey(0),
+                ts_ms,
+                value_kwh: kwh,
+            };
+            store
+                .append(ReadingBatch {
+                    readings: vec![reading],
+                })
+                .await?;
+        }
+        tokio::task::block_in_place(|| store.flush())?;
+        store.catch_up_rollups()?;
+        let mut publisher =
+            Publisher::open_on(&bucket, config(None), store.clone(), RETENTION).await?;
+        publisher.round().await?;
+        crate::maintain::maintain_on(&bucket, &config(None), Duration::from_secs(3600)).await?;
+        let months = |t: &FleetTable| -> TestResult<Vec<String>> {
+            Ok(t.files(Some("site-1"))?
+                .into_iter()
+                .map(|f| f.key)
+                .filter(|k| k.len() == 7)
+                .collect())
+        };
+        let mut table = FleetTable::open(&bucket, &config(None), Dataset::Readings).await?;
+        assert_eq!(months(&table)?, std::slice::from_ref(&month), "compacted");
+
+        // Retention drops the month's first day.
+        tokio::task::block_in_place(|| store.drop_expired((first + 1) * DAY))?;
+        publisher.round().await?;
+        let mut values = fleet_values(&bucket).await?;
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, [2.0, 3.0, 9.0]);
+        table.refresh().await?;
+        assert_eq!(months(&table)?, [month], "still one file for the month");
+        // Done once: the rewritten file starts where the store does.
+        assert_eq!(publisher.round().await?.commits, 0);
         Ok(())
     }
 }

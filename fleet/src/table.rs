@@ -37,23 +37,12 @@ use crate::datasets::{Dataset, Unit};
 use crate::error::{Error, Result};
 use crate::markers::{MarkerIds, Markers};
 use crate::s3::Bucket;
+pub use crate::site_file::SiteFile;
 
 /// Attempts of one commit before giving up until the next round: enough
 /// for a herd of sites committing at the same moment (measured with 100
 /// in `benches/fleet.rs`).
 pub const COMMIT_ATTEMPTS: u32 = 40;
-
-/// A data file of one site in the table.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SiteFile {
-    pub site: String,
-    pub month: String,
-    /// The unit it holds (`YYYY-MM-DD`), or the month (`YYYY-MM`) when
-    /// compaction merged a month's days into it.
-    pub key: String,
-    pub path: String,
-    pub size: i64,
-}
 
 /// What a commit was computed from: the live files of `site` in `months`.
 /// If they changed by the time the commit is retried (another writer of
@@ -332,39 +321,92 @@ impl FleetTable {
     /// not fit in memory), and returns the action adding it, marked as no
     /// change of data.
     pub async fn merge(&self, site: &str, month: &str, files: &[SiteFile]) -> Result<Add> {
-        let unit = Unit {
-            key: month.to_string(),
-            month: month.to_string(),
-        };
+        let add = self.rewrite(site, month, files, None).await?;
+        // Compaction merges at least one row (every published file has one).
+        add.ok_or_else(|| Error::Config(format!("{site} {month}: nothing to merge")))
+    }
+
+    /// Rewrites a compacted month's `files` into one without the rows of
+    /// the UTC days before `from_day` (retention dropped them), its name
+    /// saying where it starts ([`SiteFile::first_day`]); `None` when no
+    /// row is left.
+    pub async fn trim(
+        &self,
+        site: &str,
+        month: &str,
+        files: &[SiteFile],
+        from_day: i64,
+    ) -> Result<Option<Add>> {
+        self.rewrite(site, month, files, Some(from_day)).await
+    }
+
+    /// [`Self::merge`] and [`Self::trim`]: the file is only created once
+    /// a row is kept (appliances cannot delete an empty one).
+    async fn rewrite(
+        &self,
+        site: &str,
+        month: &str,
+        files: &[SiteFile],
+        from_day: Option<i64>,
+    ) -> Result<Option<Add>> {
         let now = chrono::Utc::now();
+        let tag = match from_day {
+            None => "compacted".to_string(),
+            Some(day) => format!("from-{}", crate::datasets::day_key(day)),
+        };
         let name = format!(
-            "site={site}/month={month}/{month}--compacted-{:x}.zstd.parquet",
+            "site={site}/month={month}/{month}--{tag}-{:x}.zstd.parquet",
             now.timestamp_nanos_opt().unwrap_or_default()
         );
         let path = Path::from(name.as_str());
         let schema = self.data_schema()?;
-        let upload = object_store::buffered::BufWriter::new(self.files.clone(), path.clone());
-        let mut writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(properties()?))?;
+        let mut writer = None;
         let mut rows = 0usize;
         for file in files {
-            let batch = self.read(file).await?;
+            let mut batch = self.read(file).await?;
+            if let Some(day) = from_day {
+                batch = crate::datasets::rows_between(
+                    &batch,
+                    day * wattline_storage::DAY_MS,
+                    i64::MAX,
+                )?;
+            }
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => {
+                    let upload =
+                        object_store::buffered::BufWriter::new(self.files.clone(), path.clone());
+                    writer.insert(AsyncArrowWriter::try_new(
+                        upload,
+                        schema.clone(),
+                        Some(properties()?),
+                    )?)
+                }
+            };
             rows += batch.num_rows();
             writer.write(&batch).await?;
         }
+        let Some(writer) = writer else {
+            return Ok(None);
+        };
         writer.close().await?;
         let size = self.files.head(&path).await?.size as i64;
-        Ok(Add {
+        Ok(Some(Add {
             path: name,
             partition_values: HashMap::from([
                 ("site".to_string(), Some(site.to_string())),
-                ("month".to_string(), Some(unit.month)),
+                ("month".to_string(), Some(month.to_string())),
             ]),
             size,
             modification_time: now.timestamp_millis(),
-            data_change: false,
+            // Compaction changes no row; a trim removes some.
+            data_change: from_day.is_some(),
             stats: Some(serde_json::json!({ "numRecords": rows }).to_string()),
             ..Default::default()
-        })
+        }))
     }
 
     /// The columns of the table's data files as rewritten here: this

@@ -317,8 +317,8 @@ impl FleetTable {
     }
 
     /// Merges `files` (of one site and month) into one new file named as
-    /// the month's, streamed file by file (a month of a large site does
-    /// not fit in memory), and returns the action adding it, marked as no
+    /// the month's, streamed a batch at a time (a month of a large site
+    /// does not fit in memory), and returns the action adding it, marked as no
     /// change of data.
     pub async fn merge(&self, site: &str, month: &str, files: &[SiteFile]) -> Result<Add> {
         let add = self.rewrite(site, month, files, None).await?;
@@ -363,31 +363,32 @@ impl FleetTable {
         let mut writer = None;
         let mut rows = 0usize;
         for file in files {
-            let mut batch = self.read(file).await?;
-            if let Some(day) = from_day {
-                batch = crate::datasets::rows_between(
-                    &batch,
-                    day * wattline_storage::DAY_MS,
-                    i64::MAX,
-                )?;
-            }
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let writer = match &mut writer {
-                Some(w) => w,
-                None => {
-                    let upload =
-                        object_store::buffered::BufWriter::new(self.files.clone(), path.clone());
-                    writer.insert(AsyncArrowWriter::try_new(
-                        upload,
-                        schema.clone(),
-                        Some(properties()?),
-                    )?)
+            for batch in self.batches(file).await? {
+                let mut batch = batch?;
+                if let Some(day) = from_day {
+                    let from_ms = day * wattline_storage::DAY_MS;
+                    batch = crate::datasets::rows_between(&batch, from_ms, i64::MAX)?;
                 }
-            };
-            rows += batch.num_rows();
-            writer.write(&batch).await?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let writer = match &mut writer {
+                    Some(w) => w,
+                    None => {
+                        let upload = object_store::buffered::BufWriter::new(
+                            self.files.clone(),
+                            path.clone(),
+                        );
+                        writer.insert(AsyncArrowWriter::try_new(
+                            upload,
+                            schema.clone(),
+                            Some(properties()?),
+                        )?)
+                    }
+                };
+                rows += batch.num_rows();
+                writer.write(&batch).await?;
+            }
         }
         let Some(writer) = writer else {
             return Ok(None);
@@ -429,6 +430,19 @@ impl FleetTable {
 
     /// Reads one data file of the table, in [`Self::data_schema`].
     pub async fn read(&self, file: &SiteFile) -> Result<RecordBatch> {
+        let batches = self.batches(file).await?.collect::<Result<Vec<_>>>()?;
+        Ok(arrow::compute::concat_batches(
+            &self.data_schema()?,
+            &batches,
+        )?)
+    }
+
+    /// One data file of the table, downloaded whole (compressed) and
+    /// decoded a batch at a time, in [`Self::data_schema`].
+    async fn batches(
+        &self,
+        file: &SiteFile,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
         let bytes = self
             .files
             .get(&Path::from(file.path.as_str()))
@@ -436,13 +450,8 @@ impl FleetTable {
             .bytes()
             .await?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
         let schema = self.data_schema()?;
-        let batches = batches
-            .iter()
-            .map(|b| crate::datasets::to_file_schema(b, &schema))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+        Ok(reader.map(move |b| crate::datasets::to_file_schema(&b?, &schema)))
     }
 
     /// The action removing a data file.

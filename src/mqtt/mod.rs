@@ -21,6 +21,7 @@
 
 mod config;
 mod payload;
+mod stamps;
 mod topics;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, 
 use tokio::sync::{mpsc, watch};
 use wattline_storage::{Catalog, ReadingBatch, ReadingStore, now_ms};
 use wattline_web::RawReading;
+
+use stamps::{Stamp, Stamps};
 
 pub(crate) use config::{MqttSettings, RawMqtt, resolve};
 
@@ -65,6 +68,14 @@ pub(crate) fn spawn(
         // Tenants are created at run time, so this may be early, not wrong.
         tracing::warn!(tenant = %tenant, "mqtt.tenant names no tenant yet: every message is rejected until it is created");
     }
+    let session = format!("{}:{}/{}", settings.host, settings.port, settings.client_id);
+    let stamps = match Stamps::open(store.data_dir(), &session) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::error!(error = %e, file = stamps::FILE, "MQTT stamps unavailable: a message without a time that the broker sends again may be stored twice");
+            None
+        }
+    };
     tokio::spawn(async move {
         // Room for a whole batch's acknowledgements and the subscriptions.
         let (client, eventloop) = AsyncClient::new(options(&settings), 2 * BATCH + 64);
@@ -78,9 +89,10 @@ pub(crate) fn spawn(
             store,
             catalog,
             window,
+            stamps.clone(),
         ));
         tokio::select! {
-            () = receive(eventloop, &client, &settings, tx, &queue) => {}
+            () = receive(eventloop, &client, &settings, tx, &queue, stamps) => {}
             _ = stop.wait_for(|s| *s) => {}
         }
         // Unacknowledged messages stay with the broker for the next start.
@@ -131,6 +143,7 @@ async fn receive(
     settings: &MqttSettings,
     tx: mpsc::UnboundedSender<Publish>,
     queue: &Queue,
+    stamps: Option<Arc<Stamps>>,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -139,6 +152,10 @@ async fn receive(
                 tracing::info!(host = %settings.host, port = settings.port, session_present = ack.session_present, "MQTT connected");
                 metrics::gauge!("wattline_mqtt_connected").set(1.0);
                 backoff = Duration::from_millis(500);
+                if let Some(stamps) = stamps.clone().filter(|_| !ack.session_present) {
+                    // The broker sends nothing again: no stamp is wanted.
+                    blocking(move || stamps.forget()).await;
+                }
                 for t in &settings.topics {
                     if let Err(e) = client.try_subscribe(&t.pattern, QoS::AtLeastOnce) {
                         tracing::error!(pattern = %t.pattern, error = %e, "MQTT subscribe");
@@ -192,6 +209,7 @@ async fn ingest(
     store: Arc<ReadingStore>,
     catalog: Arc<Catalog>,
     window: Window,
+    stamps: Option<Arc<Stamps>>,
 ) {
     let mut log = LogBudget::default();
     while let Some(first) = rx.recv().await {
@@ -207,9 +225,24 @@ async fn ingest(
         let taken: usize = batch.iter().map(size_of).sum();
         let mut readings = Vec::with_capacity(batch.len());
         let mut topics_of = Vec::with_capacity(batch.len());
+        let mut stamped = Vec::new();
         for p in &batch {
-            match decode(&settings, &p.topic, &p.payload, now) {
+            // Sent again: the time it was stamped with before, if any.
+            let received = match &stamps {
+                Some(stamps) if p.dup && p.pkid != 0 => stamps
+                    .earlier(p.pkid, &p.topic, &p.payload)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "MQTT stamps not read");
+                        None
+                    })
+                    .unwrap_or(now),
+                _ => now,
+            };
+            match decode(&settings, &p.topic, &p.payload, received) {
                 Ok(r) => {
+                    if r.ts_ms == received && p.pkid != 0 {
+                        stamped.push((p.pkid, p.topic.clone(), p.payload.clone(), received));
+                    }
                     readings.push(r);
                     topics_of.push(p.topic.as_str());
                 }
@@ -235,10 +268,26 @@ async fn ingest(
             log.warn(topics_of.get(*i).copied().unwrap_or(""), reason);
         }
         let stored = valid.len();
+        if let Some(stamps) = stamps.clone().filter(|_| !stamped.is_empty()) {
+            blocking(move || {
+                let stamps_of: Vec<Stamp<'_>> = stamped
+                    .iter()
+                    .map(|(pkid, topic, payload, ts_ms)| Stamp {
+                        pkid: *pkid,
+                        topic,
+                        payload,
+                        ts_ms: *ts_ms,
+                    })
+                    .collect();
+                stamps.remember(&stamps_of)
+            })
+            .await;
+        }
         if stored > 0 {
-            crash_hook();
+            crash_hook("WATTLINE_MQTT_CRASH_BEFORE_COMMIT");
             let lag_ms = valid.iter().map(|r| now - r.ts_ms).max().unwrap_or(0);
             commit(&store, valid).await;
+            crash_hook("WATTLINE_MQTT_CRASH_AFTER_COMMIT");
             metrics::gauge!("wattline_mqtt_lag_seconds").set(lag_ms.max(0) as f64 / 1000.0);
             metrics::counter!("wattline_mqtt_messages_total", "result" => "stored")
                 .increment(stored as u64);
@@ -307,11 +356,24 @@ async fn commit(store: &ReadingStore, readings: Vec<wattline_storage::Reading>) 
     }
 }
 
-/// Tests only: dies between receiving readings and committing them.
-fn crash_hook() {
+/// Tests only (debug builds): dies where `env` is set, before or after
+/// the commit of readings received (never acknowledged).
+fn crash_hook(env: &str) {
     #[cfg(debug_assertions)]
-    if std::env::var_os("WATTLINE_MQTT_CRASH_BEFORE_COMMIT").is_some() {
+    if std::env::var_os(env).is_some() {
         std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = env;
+}
+
+/// Runs a stamps operation off the runtime's threads; a failure is
+/// logged (a stamp lost can only store a message sent again twice).
+async fn blocking(f: impl FnOnce() -> Result<(), redb::Error> + Send + 'static) {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "MQTT stamps not written"),
+        Err(e) => tracing::error!(error = %e, "MQTT stamps task failed"),
     }
 }
 

@@ -420,6 +420,50 @@ async fn a_kill_before_commit_loses_nothing_and_a_broker_restart_is_survived() {
     assert_eq!(v[0], 6.0);
 }
 
+/// A message without a time, committed but not acknowledged when the
+/// daemon dies: the broker sends it again (DUP) and it keeps its first
+/// stamp instead of becoming a second reading; a new message with the
+/// same payload is a new reading.
+#[tokio::test]
+#[ignore = "needs Debian's mosquitto broker; CI installs it"]
+async fn a_message_without_a_time_sent_again_after_its_commit_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mut crashing = config(broker.port);
+    crashing
+        .env
+        .push(("WATTLINE_MQTT_CRASH_AFTER_COMMIT".into(), "1".into()));
+    let mut server = Server::start_with(dir.path(), crashing).await;
+    sensors(&server, &["m1"]).await;
+    wait_connected(&server).await;
+    publish(broker.port, &[("plain/m1", "5.5".to_owned())]).await;
+    // Committed, then killed before the acknowledgement.
+    let (status, _) = server.terminate_wait();
+    assert!(!status.success(), "the crash hook aborted the daemon");
+    drop(server);
+
+    let server = Server::start_with(dir.path(), config(broker.port)).await;
+    wait_connected(&server).await;
+    // Time for the broker's redelivery to be taken and committed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(
+        &server.metrics().await,
+        "wattline_mqtt_messages_total{result=\"stored\"}",
+    ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "the broker sent nothing again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = wait_readings(&server, 1).await;
+    assert_eq!(rows.len(), 1, "stored once: {rows:?}");
+    assert_eq!(rows[0].2, 5.5);
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    publish(broker.port, &[("plain/m1", "5.5".to_owned())]).await;
+    let rows = wait_readings(&server, 2).await;
+    assert_eq!(rows.len(), 2, "a new message is a new reading: {rows:?}");
+}
+
 #[tokio::test]
 #[ignore = "needs Debian's mosquitto broker; CI installs it"]
 async fn a_burst_with_no_inflight_limit_is_all_stored() {

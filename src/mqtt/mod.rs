@@ -86,9 +86,11 @@ pub(crate) fn spawn(
             queue.clone(),
             client.clone(),
             Arc::new(settings.clone()),
-            store,
-            catalog,
-            window,
+            Sink {
+                store,
+                catalog,
+                window,
+            },
             stamps.clone(),
         ));
         tokio::select! {
@@ -200,15 +202,20 @@ async fn receive(
     }
 }
 
+/// Where readings go, and the window they must fall in.
+struct Sink {
+    store: Arc<ReadingStore>,
+    catalog: Arc<Catalog>,
+    window: Window,
+}
+
 /// Turns messages into readings, commits them, then acknowledges them.
 async fn ingest(
     mut rx: mpsc::UnboundedReceiver<Publish>,
     queue: Arc<Queue>,
     client: AsyncClient,
     settings: Arc<MqttSettings>,
-    store: Arc<ReadingStore>,
-    catalog: Arc<Catalog>,
-    window: Window,
+    sink: Sink,
     stamps: Option<Arc<Stamps>>,
 ) {
     let mut log = LogBudget::default();
@@ -253,12 +260,12 @@ async fn ingest(
                 }
             }
         }
-        let oldest = now.saturating_sub(millis(window.retention_raw));
-        let newest = now.saturating_add(millis(window.max_future));
+        let oldest = now.saturating_sub(millis(sink.window.retention_raw));
+        let newest = now.saturating_add(millis(sink.window.max_future));
         let (valid, rejected) = wattline_web::check_readings(
             readings,
             settings.tenant.as_deref(),
-            &catalog.view(),
+            &sink.catalog.view(),
             oldest,
             newest,
         );
@@ -286,7 +293,7 @@ async fn ingest(
         if stored > 0 {
             crash_hook("WATTLINE_MQTT_CRASH_BEFORE_COMMIT");
             let lag_ms = valid.iter().map(|r| now - r.ts_ms).max().unwrap_or(0);
-            commit(&store, valid).await;
+            commit(&sink.store, valid).await;
             crash_hook("WATTLINE_MQTT_CRASH_AFTER_COMMIT");
             metrics::gauge!("wattline_mqtt_lag_seconds").set(lag_ms.max(0) as f64 / 1000.0);
             metrics::counter!("wattline_mqtt_messages_total", "result" => "stored")

@@ -255,8 +255,8 @@ impl Dataset {
     /// no longer holds them and they ended before what it keeps (a unit
     /// this store never held, such as history published from an earlier
     /// data directory of the site, stays). A compacted month is judged
-    /// day by day: retention drops the oldest days first, so the days
-    /// dropped are the month's first. Blocking.
+    /// day by day: retention drops the oldest days first, so what it
+    /// dropped is a run of days from the month's start. Blocking.
     pub fn gone_units(
         self,
         store: &ReadingStore,
@@ -305,18 +305,17 @@ impl Dataset {
                 }
                 continue;
             }
+            // Only a run of gone days from the month's start: a day with
+            // nothing held after a held one is a gap, not retention.
             let days = Unit::days_of_month(key)?;
-            let mut held_from = None;
-            for (i, day) in days.iter().enumerate().rev() {
-                if unit_gone(&day.key)? {
-                    held_from = Some(i + 1);
-                    break;
-                }
+            let mut held_from = 0;
+            while held_from < days.len() && unit_gone(&days[held_from].key)? {
+                held_from += 1;
             }
-            match held_from {
-                None => {}
-                Some(i) if i == days.len() => gone.units.push(key.clone()),
-                Some(i) => gone.trims.push((key.clone(), parse_day(&days[i].key)?)),
+            match days.get(held_from) {
+                _ if held_from == 0 => {}
+                None => gone.units.push(key.clone()),
+                Some(day) => gone.trims.push((key.clone(), parse_day(&day.key)?)),
             }
         }
         Ok(gone)
@@ -346,26 +345,39 @@ pub(crate) fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// The rows of `batch` (a file of a by-day table) in UTC day `unit`.
-pub(crate) fn rows_of_day(batch: &RecordBatch, unit: &Unit) -> Result<RecordBatch> {
-    let day = parse_day(&unit.key)?;
-    rows_between(batch, day * DAY_MS, (day + 1) * DAY_MS)
-}
+impl Dataset {
+    /// The rows of `batch` (a file of this by-day table) in UTC day `unit`.
+    pub(crate) fn rows_of_day(self, batch: &RecordBatch, unit: &Unit) -> Result<RecordBatch> {
+        let day = parse_day(&unit.key)?;
+        self.rows_between(batch, day * DAY_MS, (day + 1) * DAY_MS)
+    }
 
-/// The rows of `batch` (a file of a by-day table) whose time is in
-/// `[start_ms, end_ms)`.
-pub(crate) fn rows_between(batch: &RecordBatch, start_ms: i64, end_ms: i64) -> Result<RecordBatch> {
-    use arrow::array::{Array, TimestampMicrosecondArray};
-    let (start, end) = (start_ms.saturating_mul(1000), end_ms.saturating_mul(1000));
-    let column = ["ts", "hour"]
-        .iter()
-        .find_map(|c| batch.column_by_name(c))
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .ok_or_else(|| arrow::error::ArrowError::SchemaError("no time column".into()))?;
-    let keep: arrow::array::BooleanArray = (0..column.len())
-        .map(|i| Some(column.is_valid(i) && (start..end).contains(&column.value(i))))
-        .collect();
-    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
+    /// The rows of `batch` (a file of this by-day table) whose time is in
+    /// `[start_ms, end_ms)`.
+    pub(crate) fn rows_between(
+        self,
+        batch: &RecordBatch,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<RecordBatch> {
+        use arrow::array::{Array, TimestampMicrosecondArray};
+        // By name of this table: a newer version may add other columns.
+        let name = match self {
+            Dataset::SensorHourly => "hour",
+            _ => "ts",
+        };
+        let (start, end) = (start_ms.saturating_mul(1000), end_ms.saturating_mul(1000));
+        let column = batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!("no time column {name}"))
+            })?;
+        let keep: arrow::array::BooleanArray = (0..column.len())
+            .map(|i| Some(column.is_valid(i) && (start..end).contains(&column.value(i))))
+            .collect();
+        Ok(arrow::compute::filter_record_batch(batch, &keep)?)
+    }
 }
 
 /// `YYYY-MM-DD` of a UTC day (days since the epoch).

@@ -133,7 +133,8 @@ async fn compact_month(table: &mut FleetTable, site: &str, month: &str) -> Resul
         .iter()
         .map(|f| Action::Remove(table.remove(f, false)))
         .collect();
-    actions.push(Action::Add(add));
+    // Files without a row merge into none.
+    actions.extend(add.map(Action::Add));
     let operation = DeltaOperation::Optimize {
         predicate: Some(format!("site = '{site}' AND month = '{month}'")),
         target_size: 0,
@@ -342,6 +343,20 @@ mod tests {
         let mut values: Vec<f64> = future.iter().flatten().collect();
         values.sort_by(f64::total_cmp);
         assert_eq!(values, [10.0, 20.0]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_month_of_files_without_rows_compacts_into_none() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let bucket = Bucket::local(dir.path())?;
+        let mut a = FleetTable::open(&bucket, &config("a"), Dataset::SensorHourly).await?;
+        publish(&mut a, 5, &hour(5, 1.0, false).slice(0, 0), 1).await;
+        publish(&mut a, 6, &hour(6, 2.0, false).slice(0, 0), 2).await;
+        let mut m = FleetTable::open(&bucket, &config("a"), Dataset::SensorHourly).await?;
+        let today = NaiveDate::from_ymd_opt(2020, 3, 1).ok_or("date")?;
+        assert_eq!(compact(&mut m, today).await?, 1);
+        assert_eq!(m.files(Some("a"))?, []);
         Ok(())
     }
 

@@ -34,13 +34,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use deltalake_core::kernel::Action;
+use deltalake_core::kernel::{Action, Add};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use tokio::sync::watch;
 use wattline_storage::{DayChange, ReadingStore};
 
 use crate::config::FleetConfig;
-use crate::datasets::{Dataset, Retention, Unit, rows_of_day};
+use crate::datasets::{Dataset, Retention, Unit};
 use crate::error::{Error, Result};
 use crate::s3::Bucket;
 use crate::table::{FleetTable, SiteFile};
@@ -282,7 +282,7 @@ impl Publisher {
             if batch.as_ref().is_none_or(|b| b.num_rows() == 0) && !from_month.is_empty() {
                 let parts = from_month
                     .iter()
-                    .map(|b| rows_of_day(b, unit))
+                    .map(|b| dataset.rows_of_day(b, unit))
                     .collect::<Result<Vec<_>>>()?;
                 batch = Some(arrow::compute::concat_batches(&parts[0].schema(), &parts)?);
             }
@@ -345,18 +345,19 @@ impl Publisher {
             .flat_map(|k| published.get(k).into_iter().flatten())
             .collect();
         let mut actions = Vec::new();
+        let mut trimmed = 0;
         for (month, from_day) in &gone.trims {
-            let mut stale = Vec::new();
-            for file in published.get(month).into_iter().flatten() {
-                if file.first_day()? < *from_day {
-                    stale.push(file.clone());
-                    files.push(file);
+            let month_files = published.get(month).map(Vec::as_slice).unwrap_or_default();
+            // One month failing (a damaged file) holds up no other.
+            match trim(table, site, month, month_files, *from_day).await {
+                Ok((stale, add)) => {
+                    trimmed += usize::from(!stale.is_empty());
+                    files.extend(stale);
+                    actions.extend(add.map(Action::Add));
                 }
-            }
-            if !stale.is_empty()
-                && let Some(add) = table.trim(site, month, &stale, *from_day).await?
-            {
-                actions.push(Action::Add(add));
+                Err(e) => {
+                    tracing::warn!(table = dataset.name(), month, error = %e, "fleet: retention could not trim the month; trying again next round")
+                }
             }
         }
         if files.is_empty() {
@@ -381,12 +382,35 @@ impl Publisher {
             tracing::info!(
                 table = dataset.name(),
                 units = gone.units.len(),
-                months_trimmed = gone.trims.len(),
+                months_trimmed = trimmed,
                 "fleet: retention removed"
             );
         }
         Ok(())
     }
+}
+
+/// The files of a compacted month that hold days before `from_day`, and
+/// the file replacing them without those days (none if no row is left).
+async fn trim<'a>(
+    table: &FleetTable,
+    site: &str,
+    month: &str,
+    files: &'a [SiteFile],
+    from_day: i64,
+) -> Result<(Vec<&'a SiteFile>, Option<Add>)> {
+    let mut stale = Vec::new();
+    for file in files {
+        if file.first_day()? < from_day {
+            stale.push(file);
+        }
+    }
+    if stale.is_empty() {
+        return Ok((stale, None));
+    }
+    let owned: Vec<SiteFile> = stale.iter().map(|f| (*f).clone()).collect();
+    let add = table.trim(site, month, &owned, from_day).await?;
+    Ok((stale, add))
 }
 
 /// Every UTC day the store holds readings or sensor hours of.
@@ -577,6 +601,50 @@ mod tests {
         assert_eq!(months(&table)?, [month], "still one file for the month");
         // Done once: the rewritten file starts where the store does.
         assert_eq!(publisher.round().await?.commits, 0);
+        Ok(())
+    }
+
+    /// A compacted `sensor_hourly` month past the rollup retention with a
+    /// day the store has no hours of: a gap, not retention; the month's
+    /// held hours stay in the fleet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gap_in_a_compacted_month_is_not_retention() -> TestResult {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir_all(root.path().join("bucket"))?;
+        let bucket = Bucket::local(&root.path().join("bucket"))?;
+        let store = appliance(&root.path().join("a"), 9.0).await?;
+        let today = wattline_storage::now_ms().div_euclid(DAY);
+        let month = crate::datasets::day_key(today - 130)[..7].to_string();
+        let first = crate::datasets::parse_day(&format!("{month}-01"))?;
+        for day in [0, 1, 3] {
+            let ts_ms = (first + day) * DAY + 12 * 3_600_000;
+            let reading = Reading {
+                sensor: SensorKey(0),
+                ts_ms,
+                value_kwh: 1.0,
+            };
+            store
+                .append(ReadingBatch {
+                    readings: vec![reading],
+                })
+                .await?;
+        }
+        store.catch_up_rollups()?;
+        // The month lies wholly before what the rollups keep.
+        let retention = Retention {
+            rollups: Duration::from_secs(100 * 86_400),
+            ..RETENTION
+        };
+        let mut publisher = Publisher::open_on(&bucket, config(None), store, retention).await?;
+        publisher.round().await?;
+        crate::maintain::maintain_on(&bucket, &config(None), Duration::from_secs(3600)).await?;
+        publisher.round().await?;
+        let mut table = FleetTable::open(&bucket, &config(None), Dataset::SensorHourly).await?;
+        table.refresh().await?;
+        let files = table.files(Some("site-1"))?;
+        let month_files: Vec<_> = files.iter().filter(|f| f.key == month).collect();
+        assert_eq!(month_files.len(), 1, "{files:?}");
+        assert_eq!(table.read(month_files[0]).await?.num_rows(), 3);
         Ok(())
     }
 }

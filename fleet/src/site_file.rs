@@ -18,13 +18,14 @@ pub struct SiteFile {
 }
 
 impl SiteFile {
-    /// The first UTC day (days since the epoch) a compacted month's file
-    /// may hold rows of: the month's first, or where a retention trim
-    /// made it start (`<month>--from-<day>-…`).
+    /// The first UTC day (days since the epoch) the file may hold rows
+    /// of: a day file's day; a compacted month's first day, or where a
+    /// retention trim made it start (`<month>--from-<day>-…`).
     pub fn first_day(&self) -> Result<i64> {
         let name = self.path.rsplit('/').next().unwrap_or_default();
         match name.split_once("--from-") {
             Some((_, rest)) => crate::datasets::parse_day(rest.get(..10).unwrap_or(rest)),
+            None if self.key.len() == 10 => crate::datasets::parse_day(&self.key),
             None => crate::datasets::parse_day(&format!("{}-01", self.month)),
         }
     }
@@ -48,6 +49,11 @@ mod tests {
         assert_eq!(compacted.first_day()?, day("2020-01-01")?);
         let trimmed = file("2020-01--from-2020-01-15-17a.zstd.parquet");
         assert_eq!(trimmed.first_day()?, day("2020-01-15")?);
+        let day_file = SiteFile {
+            key: "2020-01-09".into(),
+            ..file("2020-01-09--00000000000000000007-17a.zstd.parquet")
+        };
+        assert_eq!(day_file.first_day()?, day("2020-01-09")?);
         assert!(file("2020-01--from-garbage").first_day().is_err());
         Ok(())
     }

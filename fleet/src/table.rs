@@ -317,13 +317,21 @@ impl FleetTable {
     }
 
     /// Merges `files` (of one site and month) into one new file named as
-    /// the month's, streamed a batch at a time (a month of a large site
-    /// does not fit in memory), and returns the action adding it, marked as no
-    /// change of data.
-    pub async fn merge(&self, site: &str, month: &str, files: &[SiteFile]) -> Result<Add> {
-        let add = self.rewrite(site, month, files, None).await?;
-        // Compaction merges at least one row (every published file has one).
-        add.ok_or_else(|| Error::Config(format!("{site} {month}: nothing to merge")))
+    /// the month's (from the first day any of them holds, so that a trim
+    /// is not done again), streamed a batch at a time (a month of a large
+    /// site does not fit in memory), and returns the action adding it,
+    /// marked as no change of data; `None` if the files hold no row.
+    pub async fn merge(&self, site: &str, month: &str, files: &[SiteFile]) -> Result<Option<Add>> {
+        let month_start = crate::datasets::parse_day(&format!("{month}-01"))?;
+        let mut first = i64::MAX;
+        for f in files {
+            first = first.min(f.first_day()?);
+        }
+        let tag = match first {
+            day if day <= month_start || day == i64::MAX => "compacted".to_string(),
+            day => format!("from-{}", crate::datasets::day_key(day)),
+        };
+        self.rewrite(site, month, files, &tag, None).await
     }
 
     /// Rewrites a compacted month's `files` into one without the rows of
@@ -337,7 +345,8 @@ impl FleetTable {
         files: &[SiteFile],
         from_day: i64,
     ) -> Result<Option<Add>> {
-        self.rewrite(site, month, files, Some(from_day)).await
+        let tag = format!("from-{}", crate::datasets::day_key(from_day));
+        self.rewrite(site, month, files, &tag, Some(from_day)).await
     }
 
     /// [`Self::merge`] and [`Self::trim`]: the file is only created once
@@ -347,13 +356,10 @@ impl FleetTable {
         site: &str,
         month: &str,
         files: &[SiteFile],
+        tag: &str,
         from_day: Option<i64>,
     ) -> Result<Option<Add>> {
         let now = chrono::Utc::now();
-        let tag = match from_day {
-            None => "compacted".to_string(),
-            Some(day) => format!("from-{}", crate::datasets::day_key(day)),
-        };
         let name = format!(
             "site={site}/month={month}/{month}--{tag}-{:x}.zstd.parquet",
             now.timestamp_nanos_opt().unwrap_or_default()
@@ -367,7 +373,7 @@ impl FleetTable {
                 let mut batch = batch?;
                 if let Some(day) = from_day {
                     let from_ms = day * wattline_storage::DAY_MS;
-                    batch = crate::datasets::rows_between(&batch, from_ms, i64::MAX)?;
+                    batch = self.dataset.rows_between(&batch, from_ms, i64::MAX)?;
                 }
                 if batch.num_rows() == 0 {
                     continue;

@@ -305,8 +305,15 @@ impl QueryEngine {
         let sql = sql.to_owned();
         let state = ctx.state();
         let plan = async move {
+            let parser_dialect = state.config().options().sql_parser.dialect;
+            let mut statement = state
+                .sql_to_statement(&sql, &parser_dialect)
+                .map_err(|e| at_end_if_unplaced(e.into(), &end))?;
+            if dialect == Dialect::Postgres {
+                crate::pg_catalog::rewrite_object_ids(&mut statement)?;
+            }
             let plan = state
-                .create_logical_plan(&sql)
+                .statement_to_plan(statement)
                 .await
                 .map_err(|e| at_end_if_unplaced(e.into(), &end))?;
             check_read_only(&plan, dialect == Dialect::Postgres)?;

@@ -186,7 +186,10 @@ pub(crate) fn rewrite_object_ids(statement: &mut datafusion::sql::parser::Statem
             SqlType::Regclass => true,
             SqlType::Custom(name, args) if args.is_empty() => {
                 let name = name.to_string().to_ascii_lowercase();
-                matches!(name.as_str(), "oid" | "regtype" | "regproc" | "regnamespace" | "regclass")
+                matches!(
+                    name.as_str(),
+                    "oid" | "regtype" | "regproc" | "regnamespace" | "regclass"
+                )
             }
             _ => false,
         };

@@ -25,7 +25,7 @@ mod stamps;
 mod topics;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use wattline_storage::{Catalog, ReadingBatch, ReadingStore, now_ms};
 use wattline_web::RawReading;
 
-use stamps::{Stamp, Stamps};
+use stamps::{Changes, Stamps};
 
 pub(crate) use config::{MqttSettings, RawMqtt, resolve};
 
@@ -91,10 +91,10 @@ pub(crate) fn spawn(
                 catalog,
                 window,
             },
-            stamps.clone(),
+            stamps,
         ));
         tokio::select! {
-            () = receive(eventloop, &client, &settings, tx, &queue, stamps) => {}
+            () = receive(eventloop, &client, &settings, tx, &queue) => {}
             _ = stop.wait_for(|s| *s) => {}
         }
         // Unacknowledged messages stay with the broker for the next start.
@@ -107,12 +107,28 @@ pub(crate) fn spawn(
 #[derive(Default)]
 struct Queue {
     bytes: AtomicUsize,
+    /// The connection (counted from 1) since which the broker holds the
+    /// session: messages of earlier ones are never acknowledged (their
+    /// packet ids may name other messages now) and get no stamps.
+    session_from: AtomicU64,
     /// QoS 1 messages were left unacknowledged for lack of room.
     deferred: AtomicBool,
 }
 
-fn size_of(p: &Publish) -> usize {
-    p.topic.len() + p.payload.len()
+/// What the connection hands the ingest worker.
+enum Incoming {
+    /// A message, with the connection it came on.
+    Message(Publish, u64),
+    /// A QoS 1 message arriving for the first time was left for later
+    /// for lack of room: its packet id's stamp has ended.
+    Deferred(u16),
+}
+
+fn size_of(m: &Incoming) -> usize {
+    match m {
+        Incoming::Message(p, _) => p.topic.len() + p.payload.len(),
+        Incoming::Deferred(_) => 0,
+    }
 }
 
 fn options(s: &MqttSettings) -> MqttOptions {
@@ -143,31 +159,38 @@ async fn receive(
     mut eventloop: EventLoop,
     client: &AsyncClient,
     settings: &MqttSettings,
-    tx: mpsc::UnboundedSender<Publish>,
+    tx: mpsc::UnboundedSender<Incoming>,
     queue: &Queue,
-    stamps: Option<Arc<Stamps>>,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let mut connection = 0;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(host = %settings.host, port = settings.port, session_present = ack.session_present, "MQTT connected");
                 metrics::gauge!("wattline_mqtt_connected").set(1.0);
                 backoff = Duration::from_millis(500);
-                if let Some(stamps) = stamps.clone().filter(|_| !ack.session_present) {
-                    // The broker sends nothing again: no stamp is wanted.
-                    blocking(move || stamps.forget()).await;
+                connection += 1;
+                if !ack.session_present {
+                    queue.session_from.store(connection, Ordering::Release);
                 }
-                for t in &settings.topics {
-                    if let Err(e) = client.try_subscribe(&t.pattern, QoS::AtLeastOnce) {
-                        tracing::error!(pattern = %t.pattern, error = %e, "MQTT subscribe");
+                // A kept session keeps its subscriptions; subscribing again
+                // would make the broker send its retained messages again.
+                // At start they are renewed (the topics may have changed).
+                if connection == 1 || !ack.session_present {
+                    for t in &settings.topics {
+                        if let Err(e) = client.try_subscribe(&t.pattern, QoS::AtLeastOnce) {
+                            tracing::error!(pattern = %t.pattern, error = %e, "MQTT subscribe");
+                        }
                     }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let size = size_of(&p);
+                let (pkid, first_time) = (p.pkid, p.qos != QoS::AtMostOnce && !p.dup);
+                let message = Incoming::Message(p, connection);
+                let size = size_of(&message);
                 if queue.bytes.load(Ordering::Acquire) + size > QUEUE_BYTES {
-                    let result = if p.qos == QoS::AtMostOnce {
+                    let result = if pkid == 0 {
                         "dropped"
                     } else {
                         queue.deferred.store(true, Ordering::Release);
@@ -175,10 +198,13 @@ async fn receive(
                     };
                     metrics::counter!("wattline_mqtt_messages_total", "result" => result)
                         .increment(1);
+                    if first_time && tx.send(Incoming::Deferred(pkid)).is_err() {
+                        return;
+                    }
                     continue;
                 }
                 queue.bytes.fetch_add(size, Ordering::AcqRel);
-                if tx.send(p).is_err() {
+                if tx.send(message).is_err() {
                     return;
                 }
             }
@@ -211,7 +237,7 @@ struct Sink {
 
 /// Turns messages into readings, commits them, then acknowledges them.
 async fn ingest(
-    mut rx: mpsc::UnboundedReceiver<Publish>,
+    mut rx: mpsc::UnboundedReceiver<Incoming>,
     queue: Arc<Queue>,
     client: AsyncClient,
     settings: Arc<MqttSettings>,
@@ -219,6 +245,7 @@ async fn ingest(
     stamps: Option<Arc<Stamps>>,
 ) {
     let mut log = LogBudget::default();
+    let mut stamps_from = 0;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -230,34 +257,55 @@ async fn ingest(
         let received = Instant::now();
         let now = now_ms();
         let taken: usize = batch.iter().map(size_of).sum();
+        // The broker dropped the session: its stamps are of no use.
+        let session_from = queue.session_from.load(Ordering::Acquire);
+        if let Some(stamps) = stamps.clone().filter(|_| session_from > stamps_from) {
+            blocking(move || stamps.forget()).await;
+            stamps_from = session_from;
+        }
+        let mut changes = Changes::default();
         let mut readings = Vec::with_capacity(batch.len());
-        let mut topics_of = Vec::with_capacity(batch.len());
-        let mut stamped = Vec::new();
-        for p in &batch {
-            // Sent again: the time it was stamped with before, if any.
-            let received = match &stamps {
-                Some(stamps) if p.dup && p.pkid != 0 => stamps
-                    .earlier(p.pkid, &p.topic, &p.payload)
-                    .unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "MQTT stamps not read");
-                        None
-                    })
-                    .unwrap_or(now),
-                _ => now,
-            };
-            match decode(&settings, &p.topic, &p.payload, received) {
-                Ok(r) => {
-                    if r.ts_ms == received && p.pkid != 0 {
-                        stamped.push((p.pkid, p.topic.clone(), p.payload.clone(), received));
+        // Per reading: its message, and whether it was stamped here.
+        let mut sources = Vec::with_capacity(batch.len());
+        let mut current = Vec::with_capacity(batch.len());
+        for m in &batch {
+            let p = match m {
+                Incoming::Message(p, connection) if *connection >= session_from => p,
+                Incoming::Message(..) => continue,
+                Incoming::Deferred(pkid) => {
+                    if let Some(stamps) = &stamps {
+                        changes.end(stamps, *pkid);
                     }
+                    continue;
+                }
+            };
+            current.push(p);
+            let time = match &stamps {
+                Some(stamps) => {
+                    changes.time_for(stamps, (p.pkid, p.dup), &p.topic, &p.payload, now)
+                }
+                None => now,
+            };
+            match decode(&settings, &p.topic, &p.payload, time) {
+                Ok(r) => {
+                    sources.push((p, r.ts_ms == time));
                     readings.push(r);
-                    topics_of.push(p.topic.as_str());
                 }
                 Err((result, reason)) => {
                     metrics::counter!("wattline_mqtt_messages_total", "result" => result)
                         .increment(1);
                     log.warn(&p.topic, &reason);
                 }
+            }
+        }
+        // Messages of a session the broker dropped: stored, never stamped
+        // or acknowledged.
+        for m in &batch {
+            if let Incoming::Message(p, connection) = m
+                && *connection < session_from
+                && let Ok(r) = decode(&settings, &p.topic, &p.payload, now)
+            {
+                readings.push(r);
             }
         }
         let oldest = now.saturating_sub(millis(sink.window.retention_raw));
@@ -271,25 +319,21 @@ async fn ingest(
         );
         metrics::counter!("wattline_mqtt_messages_total", "result" => "rejected")
             .increment(rejected.len() as u64);
+        let rejected: std::collections::HashMap<usize, String> = rejected.into_iter().collect();
         for (i, reason) in &rejected {
-            log.warn(topics_of.get(*i).copied().unwrap_or(""), reason);
+            let topic = sources.get(*i).map_or("", |(p, _)| p.topic.as_str());
+            log.warn(topic, reason);
+        }
+        // Only readings get stamps: what is refused takes no room.
+        for (i, (p, stamped)) in sources.iter().enumerate() {
+            if *stamped && p.pkid != 0 && !rejected.contains_key(&i) {
+                changes.keep(p.pkid, &p.topic, &p.payload, now);
+            }
+        }
+        if let Some(stamps) = stamps.clone().filter(|_| !changes.is_empty()) {
+            blocking(move || stamps.apply(&changes)).await;
         }
         let stored = valid.len();
-        if let Some(stamps) = stamps.clone().filter(|_| !stamped.is_empty()) {
-            blocking(move || {
-                let stamps_of: Vec<Stamp<'_>> = stamped
-                    .iter()
-                    .map(|(pkid, topic, payload, ts_ms)| Stamp {
-                        pkid: *pkid,
-                        topic,
-                        payload,
-                        ts_ms: *ts_ms,
-                    })
-                    .collect();
-                stamps.remember(&stamps_of)
-            })
-            .await;
-        }
         if stored > 0 {
             crash_hook("WATTLINE_MQTT_CRASH_BEFORE_COMMIT");
             let lag_ms = valid.iter().map(|r| now - r.ts_ms).max().unwrap_or(0);
@@ -301,7 +345,7 @@ async fn ingest(
             metrics::counter!("wattline_readings_ingested_total").increment(stored as u64);
         }
         queue.bytes.fetch_sub(taken, Ordering::AcqRel);
-        for p in &batch {
+        for p in current {
             ack(&client, p).await;
         }
         metrics::histogram!("wattline_mqtt_commit_seconds")

@@ -459,9 +459,25 @@ async fn a_message_without_a_time_sent_again_after_its_commit_is_stored_once() {
     assert_eq!(rows[0].2, 5.5);
 
     tokio::time::sleep(Duration::from_millis(5)).await;
-    publish(broker.port, &[("plain/m1", "5.5".to_owned())]).await;
+    // A message that is no reading (no such sensor) is given no stamp.
+    let messages = [
+        ("plain/nosuch", "1".to_owned()),
+        ("plain/m1", "5.5".to_owned()),
+    ];
+    publish(broker.port, &messages).await;
     let rows = wait_readings(&server, 2).await;
     assert_eq!(rows.len(), 2, "a new message is a new reading: {rows:?}");
+    drop(server);
+    let stamps = redb::Database::open(dir.path().join("data").join("mqtt.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&stamps).unwrap();
+    let table = txn
+        .open_table(redb::TableDefinition::<u16, [u8; 16]>::new("stamps"))
+        .unwrap();
+    assert_eq!(
+        redb::ReadableTableMetadata::len(&table).unwrap(),
+        2,
+        "the two readings' stamps"
+    );
 }
 
 #[tokio::test]

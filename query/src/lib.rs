@@ -32,6 +32,7 @@ mod gaps_table;
 mod guard;
 mod join_budget;
 mod lazy_table;
+mod pg_attribute;
 mod pg_catalog;
 mod postgres;
 mod quarter_hours;

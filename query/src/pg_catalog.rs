@@ -3,7 +3,8 @@
 //!
 //! They describe wattline's tables only, the same list for every tenant
 //! (no rows, no ids): `pg_namespace`, `pg_class`, `pg_am`, `pg_database`,
-//! an empty `pg_description`,
+//! `pg_attribute` and `pg_type` (see [`crate::pg_attribute`]), an empty
+//! `pg_description` and `pg_attrdef`, `pg_get_expr`,
 //! plus `pg_catalog.pg_table_is_visible(oid)` and
 //! `pg_catalog.pg_get_userbyid(oid)`. Column details are in
 //! `information_schema.columns`. Object id types in casts, as drivers
@@ -27,12 +28,17 @@ use crate::postgres::DATABASE;
 
 /// PostgreSQL's own oids for its schemas; wattline's tables count from
 /// the first oid PostgreSQL gives user objects.
-const PG_CATALOG_OID: i64 = 11;
+pub(crate) const PG_CATALOG_OID: i64 = 11;
 const PUBLIC_OID: i64 = 2200;
 const INFORMATION_SCHEMA_OID: i64 = 13_000;
 const FIRST_TABLE_OID: i64 = 16_384;
 const OWNER_OID: i64 = 10;
 const HEAP_AM_OID: i64 = 2;
+
+/// The oid of wattline's table number `i` (in [`TABLES`]).
+pub(crate) fn table_oid(i: usize) -> i64 {
+    FIRST_TABLE_OID + i as i64
+}
 
 pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
     let catalog = ctx
@@ -47,7 +53,7 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
     let text = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
     let int = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
     let n = TABLES.len();
-    let tables: [(&str, Vec<(&str, ArrayRef)>); 5] = [
+    let tables: [(&str, Vec<(&str, ArrayRef)>); 7] = [
         (
             "pg_namespace",
             vec![
@@ -78,6 +84,16 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
             vec![
                 ("oid", int(vec![HEAP_AM_OID])),
                 ("amname", text(vec!["heap"])),
+            ],
+        ),
+        ("pg_type", crate::pg_attribute::pg_type()),
+        // No column has a default.
+        (
+            "pg_attrdef",
+            vec![
+                ("adrelid", int(vec![])),
+                ("adnum", int(vec![])),
+                ("adbin", text(vec![])),
             ],
         ),
         // No comments on anything (JDBC's getTables joins it).
@@ -112,6 +128,30 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
         let table = MemTable::try_new(schema, vec![vec![batch]])?;
         ctx.register_table(format!("pg_catalog.{name}"), Arc::new(table))?;
     }
+    ctx.register_table(
+        "pg_catalog.pg_attribute",
+        crate::pg_attribute::PgAttribute::new(catalog.clone()),
+    )?;
+    // The schemas a session searches (JDBC's getSchemas).
+    let searched = ScalarValue::List(ScalarValue::new_list_nullable(
+        &["pg_catalog", "public"].map(|s| ScalarValue::Utf8(Some(s.into()))),
+        &DataType::Utf8,
+    ));
+    ctx.register_udf(create_udf(
+        "pg_catalog.current_schemas",
+        vec![DataType::Boolean],
+        searched.data_type(),
+        Volatility::Immutable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(searched.clone()))),
+    ));
+    // A column default's text: there are none.
+    ctx.register_udf(create_udf(
+        "pg_catalog.pg_get_expr",
+        vec![DataType::Utf8, DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+    ));
     for (name, value) in [
         (
             "pg_catalog.pg_table_is_visible",
@@ -173,6 +213,17 @@ pub(crate) fn rewrite_object_ids(statement: &mut datafusion::sql::parser::Statem
         return Ok(());
     };
     let flow = visit_expressions_mut(statement.as_mut(), |e| {
+        // `current_schemas(true)[1]` (JDBC's getSchemas): the first
+        // schema searched, without the list functions the engine leaves
+        // out.
+        if matches!(e, Expr::CompoundFieldAccess { .. }) {
+            let text = e.to_string().to_ascii_lowercase().replace(' ', "");
+            let text = text.replace("pg_catalog.", "").replace(['(', ')'], "");
+            if text == "current_schemastrue[1]" {
+                *e = Expr::value(ast::Value::SingleQuotedString("pg_catalog".into()));
+            }
+            return ControlFlow::Continue(());
+        }
         let Expr::Cast {
             kind: CastKind::DoubleColon | CastKind::Cast,
             expr,
@@ -215,5 +266,49 @@ pub(crate) fn rewrite_object_ids(statement: &mut datafusion::sql::parser::Statem
     match flow {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::parser::DFParser;
+
+    fn rewritten(sql: &str) -> Result<String> {
+        let mut statements = DFParser::parse_sql(sql)?;
+        let mut statement = statements
+            .pop_front()
+            .ok_or_else(|| QueryError::InvalidSql("no statement".into()))?;
+        rewrite_object_ids(&mut statement)?;
+        Ok(statement.to_string())
+    }
+
+    #[test]
+    fn object_id_casts_become_what_the_engine_plans() -> Result<()> {
+        assert_eq!(
+            rewritten("SELECT 1 WHERE 5 = 'pg_class'::regclass")?,
+            "SELECT 1 WHERE 5 = 1259"
+        );
+        let readings = table_oid(TABLES.iter().position(|t| *t == "readings").unwrap_or(0));
+        assert_eq!(
+            rewritten("SELECT 'public.readings'::regclass")?,
+            format!("SELECT {readings}")
+        );
+        assert_eq!(
+            rewritten("SELECT oid::regclass FROM t")?,
+            "SELECT oid::BIGINT FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT CAST(x AS oid) FROM t")?,
+            "SELECT CAST(x AS BIGINT) FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT (pg_catalog.current_schemas(true))[1]")?,
+            "SELECT 'pg_catalog'"
+        );
+        assert_eq!(rewritten("SELECT a::text FROM t")?, "SELECT a::TEXT FROM t");
+        let unknown = rewritten("SELECT 'nosuch'::regclass");
+        assert!(matches!(unknown, Err(QueryError::InvalidSql(m)) if m.contains("nosuch")));
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@ mod fault_paths;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod ingest;
+mod jdbc;
 mod limits;
 mod meters;
 mod mqtt;

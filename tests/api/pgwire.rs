@@ -16,7 +16,7 @@ use crate::support::{Options, Server, now_minute_ms, reading};
 
 const QUARTER: i64 = 900_000;
 
-fn with_pgwire(extra: &str) -> Options {
+pub(crate) fn with_pgwire(extra: &str) -> Options {
     Options {
         config: Some(format!("[pgwire]\nlisten = \"127.0.0.1:0\"\n{extra}")),
         ..Options::default()
@@ -24,7 +24,7 @@ fn with_pgwire(extra: &str) -> Options {
 }
 
 /// The PostgreSQL listener's address, from the daemon's log.
-fn pg_port(server: &Server) -> u16 {
+pub(crate) fn pg_port(server: &Server) -> u16 {
     let log = server.log();
     let at = log
         .find("PostgreSQL protocol on ")
@@ -53,7 +53,7 @@ async fn connect(server: &Server, key: &str) -> Result<Client, tokio_postgres::E
 /// Tenants alpha (sensors a1, a2) and bravo (b1, b2), `n` quarter-hourly
 /// readings on each sensor from `start` (value i + 1 for the i-th);
 /// returns `start` and both tenant keys.
-async fn two_tenants(server: &Server, n: i64) -> (i64, String, String) {
+pub(crate) async fn two_tenants(server: &Server, n: i64) -> (i64, String, String) {
     server.setup("alpha", "ba", &["a1", "a2"]).await;
     server.setup("bravo", "bb", &["b1", "b2"]).await;
     let start = (now_minute_ms() / 3_600_000 - 2 - n / 4) * 3_600_000;

@@ -487,4 +487,44 @@ mod tests {
         assert_eq!(format_of(Some(&each), 5), FieldFormat::Text);
         assert_eq!(format_of(None, 0), FieldFormat::Text);
     }
+
+    /// `pg_attribute` (what drivers read of a column) says what is sent.
+    #[test]
+    fn the_catalog_names_the_types_that_are_sent() {
+        let types = [
+            DataType::Boolean,
+            DataType::Int8,
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::UInt8,
+            DataType::UInt16,
+            DataType::UInt32,
+            DataType::UInt64,
+            DataType::Float16,
+            DataType::Float32,
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Utf8View,
+            DataType::LargeUtf8,
+            DataType::Binary,
+            DataType::BinaryView,
+            DataType::FixedSizeBinary(4),
+            DataType::Date32,
+            DataType::Date64,
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("+01:00".into())),
+            DataType::Decimal128(18, 3),
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano),
+        ];
+        for ty in types {
+            assert_eq!(
+                i64::from(pg_type(&ty).oid()),
+                wattline_query::pg_type_oid(&ty),
+                "{ty}"
+            );
+        }
+    }
 }

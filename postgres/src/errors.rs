@@ -36,7 +36,9 @@ pub(crate) fn query_error(err: QueryError) -> PgWireError {
 /// Syntax errors, unknown tables and unknown columns apart, as tools
 /// (and people reading `psql`'s codes) tell them apart.
 fn invalid_sql_code(message: &str) -> &'static str {
-    if message.contains("not found") && message.contains("table") {
+    if (message.contains("not found") && message.contains("table"))
+        || (message.starts_with("relation ") && message.ends_with("does not exist"))
+    {
         "42P01"
     } else if message.contains("No field named") {
         "42703"
@@ -64,6 +66,12 @@ mod tests {
         let code = |e: QueryError| query_error(e).code().to_owned();
         assert_eq!(
             code(QueryError::InvalidSql("table 'x' not found".into())),
+            "42P01"
+        );
+        assert_eq!(
+            code(QueryError::InvalidSql(
+                "relation \"x\" does not exist".into()
+            )),
             "42P01"
         );
         assert_eq!(

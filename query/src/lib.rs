@@ -45,6 +45,7 @@ mod scope;
 mod scoped_scan;
 
 pub use error::{QueryError, Result, SqlPosition};
+pub use pg_attribute::type_oid as pg_type_oid;
 pub use postgres::{DATABASE, Described, SERVER_VERSION};
 pub use query_engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
 pub use scope::Scope;

@@ -5,7 +5,7 @@
 //! `pg_catalog`, they describe table shapes only, the same for every
 //! tenant. `pg_attrdef` (no column has a default) is empty.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -34,11 +34,15 @@ const TYPES: [(i64, &str, i64); 11] = [
     (1184, "timestamptz", 8),
 ];
 
-/// The PostgreSQL type a column of `ty` is sent as.
-fn type_oid(ty: &DataType) -> i64 {
+/// The PostgreSQL type a column of `ty` is sent as (the front end's
+/// encoding; its tests check the two agree).
+pub fn type_oid(ty: &DataType) -> i64 {
     match ty {
         DataType::Boolean => 16,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => 17,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => 17,
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => 20,
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => 21,
         DataType::Int32 | DataType::UInt16 => 23,
@@ -77,12 +81,14 @@ pub(crate) fn pg_type() -> Vec<(&'static str, ArrayRef)> {
 
 /// `pg_attribute`, built when scanned from the tables' schemas.
 pub(crate) struct PgAttribute {
-    catalog: Arc<dyn CatalogProvider>,
+    /// Weak: the catalog holds this table (a strong reference would keep
+    /// the session's tables, and the data snapshots they hold, forever).
+    catalog: Weak<dyn CatalogProvider>,
     schema: SchemaRef,
 }
 
 impl PgAttribute {
-    pub(crate) fn new(catalog: Arc<dyn CatalogProvider>) -> Arc<Self> {
+    pub(crate) fn new(catalog: &Arc<dyn CatalogProvider>) -> Arc<Self> {
         let int = |n: &str| Field::new(n, DataType::Int64, false);
         let text = |n: &str| Field::new(n, DataType::Utf8, false);
         let flag = |n: &str| Field::new(n, DataType::Boolean, false);
@@ -99,14 +105,18 @@ impl PgAttribute {
             text("attidentity"),
             text("attgenerated"),
         ]));
-        Arc::new(Self { catalog, schema })
+        Arc::new(Self {
+            catalog: Arc::downgrade(catalog),
+            schema,
+        })
     }
 
     async fn rows(&self) -> DfResult<RecordBatch> {
         let mut relid = Vec::new();
         let (mut name, mut typid, mut len, mut num, mut not_null) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let Some(public) = self.catalog.schema("public") else {
+        let public = self.catalog.upgrade().and_then(|c| c.schema("public"));
+        let Some(public) = public else {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         };
         for (i, table) in TABLES.iter().enumerate() {
@@ -170,5 +180,23 @@ impl TableProvider for PgAttribute {
             self.schema.clone(),
             projection.cloned(),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+
+    #[test]
+    fn the_table_does_not_keep_its_catalog_alive() -> DfResult<()> {
+        let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
+        let schema = Arc::new(MemorySchemaProvider::new());
+        catalog.register_schema("pg_catalog", schema.clone())?;
+        schema.register_table("pg_attribute".into(), PgAttribute::new(&catalog))?;
+        let weak = Arc::downgrade(&catalog);
+        drop((catalog, schema));
+        assert!(weak.upgrade().is_none());
+        Ok(())
     }
 }

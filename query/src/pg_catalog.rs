@@ -130,7 +130,7 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
     }
     ctx.register_table(
         "pg_catalog.pg_attribute",
-        crate::pg_attribute::PgAttribute::new(catalog.clone()),
+        crate::pg_attribute::PgAttribute::new(&catalog),
     )?;
     // The schemas a session searches (JDBC's getSchemas).
     let searched = ScalarValue::List(ScalarValue::new_list_nullable(
@@ -186,18 +186,54 @@ const CATALOG_OIDS: [(&str, i64); 8] = [
     ("pg_namespace", 2615),
 ];
 
-/// The oid a `regclass` literal names: a catalog relation's, or a
-/// wattline table's (as in `pg_class`).
-fn relation_oid(name: &str) -> Option<i64> {
-    let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
-    if let Some((_, oid)) = CATALOG_OIDS.iter().find(|(n, _)| *n == name) {
+/// The oid a `regclass` literal names, read as PostgreSQL reads it:
+/// `[schema.]name`, each part folded to lower case unless double-quoted;
+/// a catalog relation in `pg_catalog`, a wattline table in `public` (as
+/// in `pg_class`).
+fn relation_oid(literal: &str) -> Option<i64> {
+    let parts: Vec<String> = literal
+        .split('.')
+        .map(
+            |p| match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(quoted) => quoted.to_owned(),
+                None => p.to_ascii_lowercase(),
+            },
+        )
+        .collect();
+    let (schema, name) = match parts.as_slice() {
+        [name] => (None, name.as_str()),
+        [schema, name] => (Some(schema.as_str()), name.as_str()),
+        _ => return None,
+    };
+    if let (None | Some("pg_catalog"), Some((_, oid))) =
+        (schema, CATALOG_OIDS.iter().find(|(n, _)| *n == name))
+    {
         return Some(*oid);
     }
-    let name = name.strip_prefix("public.").unwrap_or(name);
-    TABLES
-        .iter()
-        .position(|t| *t == name)
-        .map(|i| FIRST_TABLE_OID + i as i64)
+    if !matches!(schema, None | Some("public")) {
+        return None;
+    }
+    TABLES.iter().position(|t| *t == name).map(table_oid)
+}
+
+/// Whether `e` is `[pg_catalog.]current_schemas(true)[1]`.
+fn first_searched_schema(e: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::Expr;
+    let Expr::CompoundFieldAccess { root, access_chain } = e else {
+        return false;
+    };
+    let mut root = root.as_ref();
+    while let Expr::Nested(inner) = root {
+        root = inner;
+    }
+    let call = root.to_string().to_ascii_lowercase().replace(' ', "");
+    matches!(root, Expr::Function(_))
+        && matches!(
+            call.as_str(),
+            "current_schemas(true)" | "pg_catalog.current_schemas(true)"
+        )
+        && access_chain.len() == 1
+        && access_chain[0].to_string() == "[1]"
 }
 
 /// Rewrites casts to PostgreSQL's object id types, which the engine has
@@ -216,12 +252,8 @@ pub(crate) fn rewrite_object_ids(statement: &mut datafusion::sql::parser::Statem
         // `current_schemas(true)[1]` (JDBC's getSchemas): the first
         // schema searched, without the list functions the engine leaves
         // out.
-        if matches!(e, Expr::CompoundFieldAccess { .. }) {
-            let text = e.to_string().to_ascii_lowercase().replace(' ', "");
-            let text = text.replace("pg_catalog.", "").replace(['(', ')'], "");
-            if text == "current_schemastrue[1]" {
-                *e = Expr::value(ast::Value::SingleQuotedString("pg_catalog".into()));
-            }
+        if first_searched_schema(e) {
+            *e = Expr::value(ast::Value::SingleQuotedString("pg_catalog".into()));
             return ControlFlow::Continue(());
         }
         let Expr::Cast {
@@ -307,6 +339,22 @@ mod tests {
             "SELECT 'pg_catalog'"
         );
         assert_eq!(rewritten("SELECT a::text FROM t")?, "SELECT a::TEXT FROM t");
+        // Names as PostgreSQL reads them.
+        for name in ["Readings", "\"readings\"", "public.readings"] {
+            assert_eq!(
+                rewritten(&format!("SELECT '{name}'::regclass"))?,
+                format!("SELECT {readings}")
+            );
+        }
+        for name in ["\"Readings\"", "pg_catalog.readings", "x.public.readings"] {
+            let refused = rewritten(&format!("SELECT '{name}'::regclass"));
+            assert!(refused.is_err(), "{name}: {refused:?}");
+        }
+        // Only that call: an array column of a like name is left alone.
+        assert_eq!(
+            rewritten("SELECT current_schemastrue[1] FROM t")?,
+            "SELECT current_schemastrue[1] FROM t"
+        );
         let unknown = rewritten("SELECT 'nosuch'::regclass");
         assert!(matches!(unknown, Err(QueryError::InvalidSql(m)) if m.contains("nosuch")));
         Ok(())

@@ -49,7 +49,7 @@ struct S3Server(Child, String);
 
 impl S3Server {
     fn start() -> S3Server {
-        let path = pydeps::pythonpath("pydeps-fleet", "moto, boto3", &["moto[server]==5.2.5"]);
+        let path = pydeps::fleet_pythonpath();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -24,7 +24,8 @@
 //! (one generator thread per client, a few bodies ahead of the sender).
 //! The catalog is the spec's sensor count (50,000, in 50 buildings),
 //! created with one bulk request. After each case it prints the daemon's
-//! peak resident memory so far and what waits for the background work.
+//! peak resident memory so far, what waits for the background work, and
+//! the CPU seconds the client (this process) and the daemon used.
 //!
 //! Run by `cargo test --all-targets` (without `--bench`) it does a short
 //! smoke run of every case, which keeps the generator itself tested.
@@ -98,7 +99,7 @@ async fn main() {
         "ingest_load: {clients} clients, {seconds} s per case, {sensors} sensors, target {base}"
     );
     println!(
-        "{:<22} {:>14} {:>10} {:>10} {:>10} {:>8} {:>10} {:>12} {:>6}",
+        "{:<22} {:>14} {:>10} {:>10} {:>10} {:>8} {:>10} {:>12} {:>6} {:>14} {:>7}",
         "case",
         "readings/s",
         "p50 ms",
@@ -107,10 +108,21 @@ async fn main() {
         "errors",
         "peak MiB",
         "hot at end",
-        "dirty"
+        "dirty",
+        "cpu s: client",
+        "server"
     );
     for (i, case) in cases.iter().enumerate() {
+        let server_pid = server.as_ref().map(|s| s._daemon.pid().to_string());
+        let cpu = || {
+            (
+                cpu_seconds("self"),
+                server_pid.as_deref().map_or(0.0, cpu_seconds),
+            )
+        };
+        let cpu_before = cpu();
         let out = run_case(&client, &base, &key, case, clients, seconds, run_id, i).await;
+        let cpu_after = cpu();
         let mut lat = out.latencies;
         lat.sort();
         let pct = |p: f64| {
@@ -130,7 +142,7 @@ async fn main() {
         });
         let metrics = get_text(&client, &format!("{base}/metrics"), &key).await;
         println!(
-            "{:<22} {:>14.0} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>10} {:>12} {:>6}",
+            "{:<22} {:>14.0} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>10} {:>12} {:>6} {:>14.1} {:>7.1}",
             name,
             out.readings as f64 / out.elapsed.as_secs_f64(),
             pct(0.50),
@@ -140,6 +152,8 @@ async fn main() {
             peak_mib,
             metric(&metrics, "wattline_hot_readings"),
             metric(&metrics, "wattline_rollup_dirty_days"),
+            cpu_after.0 - cpu_before.0,
+            cpu_after.1 - cpu_before.1,
         );
         assert!(out.readings > 0, "{name}: nothing was acknowledged");
     }
@@ -363,6 +377,23 @@ fn metric(page: &str, name: &str) -> String {
         .and_then(|l| l.rsplit(' ').next())
         .unwrap_or("-")
         .to_owned()
+}
+
+/// CPU seconds (user and system) a process has used so far; 0 when
+/// unreadable. `/proc/<pid>/stat` counts in clock ticks (100 a second on
+/// Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is
+    // the first, utime the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    fields.iter().sum::<f64>() / 100.0
 }
 
 fn run_tag(run_id: i64) -> u32 {

@@ -11,30 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::pydeps::pythonpath;
+use crate::pydeps::fleet_pythonpath;
 use crate::support::{Options, Server, now_minute_ms, reading};
 
 const BUCKET: &str = "fleet";
 const PREFIX: &str = "wl";
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
-
-/// A `PYTHONPATH` with what the fleet tests need: moto's S3 server (and
-/// boto3), DuckDB 1.5 with its Delta extension as a file (the
-/// extension's wheels exist for 1.5, not yet for 2.0), and the `deltalake`
-/// package to write a table as an older version would have.
-fn fleet_pythonpath() -> PathBuf {
-    pythonpath(
-        "pydeps-fleet",
-        "moto, boto3, duckdb, duckdb_extension_delta, deltalake",
-        &[
-            "moto[server]==5.2.5",
-            "duckdb==1.5.5",
-            "duckdb-extension-delta==1.5.5",
-            "deltalake==1.6.6",
-        ],
-    )
-}
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

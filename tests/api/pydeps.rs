@@ -10,18 +10,31 @@ pub(crate) fn duckdb_pythonpath() -> PathBuf {
     pythonpath("pydeps", "duckdb", &["duckdb==2.0.1"])
 }
 
-/// Installs `packages` into `folder` of the build's temp folder unless
-/// `modules` already import from there.
+/// A `PYTHONPATH` with what the fleet tests and bench need: moto's S3 server (and
+/// boto3), DuckDB 1.5 with its Delta extension as a file (the
+/// extension's wheels exist for 1.5, not yet for 2.0), and the `deltalake`
+/// package to write a table as an older version would have.
+pub(crate) fn fleet_pythonpath() -> PathBuf {
+    pythonpath(
+        "pydeps-fleet",
+        "moto, boto3, duckdb, duckdb_extension_delta, deltalake",
+        &[
+            "moto[server]==5.2.5",
+            "duckdb==1.5.5",
+            "duckdb-extension-delta==1.5.5",
+            "deltalake==1.6.6",
+        ],
+    )
+}
+
+/// Installs `packages` (pinned versions) into `folder` of the build's
+/// temp folder unless that folder already holds exactly them: a module of
+/// another version installed elsewhere on the machine does not count.
 pub(crate) fn pythonpath(folder: &str, modules: &str, packages: &[&str]) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(folder);
-    let importable = || {
-        Command::new("python3")
-            .args(["-c", &format!("import {modules}")])
-            .env("PYTHONPATH", &dir)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !importable() {
+    let marker = dir.join(".installed");
+    let wanted = packages.join("\n");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
         let status = Command::new("python3")
             .args([
                 "-m",
@@ -29,6 +42,7 @@ pub(crate) fn pythonpath(folder: &str, modules: &str, packages: &[&str]) -> Path
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                "--upgrade",
                 "--target",
             ])
             .arg(&dir)
@@ -36,7 +50,17 @@ pub(crate) fn pythonpath(folder: &str, modules: &str, packages: &[&str]) -> Path
             .status()
             .expect("python3 -m pip");
         assert!(status.success(), "installing {packages:?} from PyPI failed");
-        assert!(importable(), "{modules} still not importable");
+        std::fs::write(&marker, &wanted).expect("writing the install marker");
     }
+    let importable = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .env("PYTHONPATH", &dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        importable,
+        "{modules} not importable from {}",
+        dir.display()
+    );
     dir
 }

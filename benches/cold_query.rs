@@ -19,6 +19,7 @@
 //! it does the same on a tiny data set, which keeps the benchmark tested.
 
 mod common;
+#[allow(dead_code)]
 #[path = "../tests/api/pydeps.rs"]
 mod pydeps;
 

@@ -815,7 +815,7 @@ async fn a_revoked_key_ends_its_open_sessions() {
 async fn catalog_views_and_errors_show_nothing_of_another_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(dir.path(), with_pgwire("")).await;
-    let (_, key_a, _) = two_tenants(&server, 2).await;
+    let (_, key_a, key_b) = two_tenants(&server, 2).await;
     let pg = connect(&server, &key_a).await.unwrap();
     let mut seen = String::new();
     for sql in [
@@ -823,6 +823,13 @@ async fn catalog_views_and_errors_show_nothing_of_another_tenant() {
         "SELECT * FROM information_schema.columns",
         "SELECT * FROM pg_catalog.pg_class",
         "SELECT * FROM pg_catalog.pg_namespace",
+        "SELECT * FROM pg_catalog.pg_attribute",
+        "SELECT * FROM pg_catalog.pg_type",
+        "SELECT * FROM pg_catalog.pg_attrdef",
+        "SELECT * FROM pg_catalog.pg_description",
+        "SELECT pg_catalog.pg_get_expr('x', 1), pg_catalog.current_schemas(true)",
+        "SELECT 'readings'::regclass, 'nosuch'::regclass",
+        "SELECT sensor_id::regclass FROM readings",
         "SHOW ALL",
         "SELECT current_user, session_user, version()",
         "SELECT * FROM readings WHERE sensor_id = 'b1'",
@@ -847,4 +854,26 @@ async fn catalog_views_and_errors_show_nothing_of_another_tenant() {
         assert!(!seen.contains(foreign), "{foreign} seen by alpha:\n{seen}");
     }
     assert!(seen.contains("readings"), "{seen}");
+    // Another tenant's sensor named as a relation: as unknown as any name.
+    let error = |name: &'static str| {
+        let pg = &pg;
+        async move {
+            let e = pg
+                .simple_query(&format!("SELECT '{name}'::regclass"))
+                .await
+                .unwrap_err();
+            (code(&e), format!("{e:?}").replace(name, "NAME"))
+        }
+    };
+    assert_eq!(error("b1").await, error("zz").await);
+    // Table shapes are the same for every tenant.
+    let shapes = "SELECT attrelid, attname, atttypid FROM pg_catalog.pg_attribute ORDER BY 1, 2";
+    let of_a = pg.query(shapes, &[]).await.unwrap();
+    let pg_b = connect(&server, &key_b).await.unwrap();
+    let of_b = pg_b.query(shapes, &[]).await.unwrap();
+    let names = |rows: &[tokio_postgres::Row]| -> Vec<String> {
+        rows.iter().map(|r| r.get::<_, String>(1)).collect()
+    };
+    assert!(names(&of_a).contains(&"value_kwh".to_string()));
+    assert_eq!(names(&of_a), names(&of_b));
 }

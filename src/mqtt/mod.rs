@@ -267,11 +267,12 @@ async fn ingest(
         let mut readings = Vec::with_capacity(batch.len());
         // Per reading: its message, and whether it was stamped here.
         let mut sources = Vec::with_capacity(batch.len());
+        // Messages of a session the broker dropped are stored but never
+        // stamped or acknowledged; `current` are the others.
         let mut current = Vec::with_capacity(batch.len());
         for m in &batch {
-            let p = match m {
-                Incoming::Message(p, connection) if *connection >= session_from => p,
-                Incoming::Message(..) => continue,
+            let (p, in_session) = match m {
+                Incoming::Message(p, connection) => (p, *connection >= session_from),
                 Incoming::Deferred(pkid) => {
                     if let Some(stamps) = &stamps {
                         changes.end(stamps, *pkid);
@@ -279,16 +280,18 @@ async fn ingest(
                     continue;
                 }
             };
-            current.push(p);
+            if in_session {
+                current.push(p);
+            }
             let time = match &stamps {
-                Some(stamps) => {
+                Some(stamps) if in_session => {
                     changes.time_for(stamps, (p.pkid, p.dup), &p.topic, &p.payload, now)
                 }
-                None => now,
+                _ => now,
             };
             match decode(&settings, &p.topic, &p.payload, time) {
                 Ok(r) => {
-                    sources.push((p, r.ts_ms == time));
+                    sources.push((p, in_session && r.ts_ms == time));
                     readings.push(r);
                 }
                 Err((result, reason)) => {
@@ -296,16 +299,6 @@ async fn ingest(
                         .increment(1);
                     log.warn(&p.topic, &reason);
                 }
-            }
-        }
-        // Messages of a session the broker dropped: stored, never stamped
-        // or acknowledged.
-        for m in &batch {
-            if let Incoming::Message(p, connection) = m
-                && *connection < session_from
-                && let Ok(r) = decode(&settings, &p.topic, &p.payload, now)
-            {
-                readings.push(r);
             }
         }
         let oldest = now.saturating_sub(millis(sink.window.retention_raw));

@@ -491,6 +491,35 @@ mod tests {
         Ok(store)
     }
 
+    /// A local folder standing in for the bucket, under `root`.
+    fn local_bucket(root: &std::path::Path) -> TestResult<Bucket> {
+        std::fs::create_dir_all(root.join("bucket"))?;
+        Ok(Bucket::local(&root.join("bucket"))?)
+    }
+
+    /// The month (`YYYY-MM`) `days` ago, and its first day.
+    fn month_back(days: i64) -> TestResult<(String, i64)> {
+        let today = wattline_storage::now_ms().div_euclid(DAY);
+        let month = crate::datasets::day_key(today - days)[..7].to_string();
+        let first = crate::datasets::parse_day(&format!("{month}-01"))?;
+        Ok((month, first))
+    }
+
+    /// Appends a reading of `kwh` at noon of UTC `day` to sensor 0.
+    async fn noon_reading(store: &ReadingStore, day: i64, kwh: f64) -> TestResult {
+        let reading = Reading {
+            sensor: SensorKey(0),
+            ts_ms: day * DAY + 12 * 3_600_000,
+            value_kwh: kwh,
+        };
+        store
+            .append(ReadingBatch {
+                readings: vec![reading],
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The site's raw readings in the fleet table.
     async fn fleet_values(bucket: &Bucket) -> TestResult<Vec<f64>> {
         let mut table = FleetTable::open(bucket, &config(None), Dataset::Readings).await?;
@@ -514,8 +543,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_site_is_published_from_one_data_directory() -> TestResult {
         let root = tempfile::tempdir()?;
-        std::fs::create_dir_all(root.path().join("bucket"))?;
-        let bucket = Bucket::local(&root.path().join("bucket"))?;
+        let bucket = local_bucket(root.path())?;
         let first = appliance(&root.path().join("a"), 1.5).await?;
         let first_feed = first.rollups().feed_id()?;
         let mut a = Publisher::open_on(&bucket, config(None), first, RETENTION).await?;
@@ -555,25 +583,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retention_trims_a_compacted_month_it_straddles() -> TestResult {
         let root = tempfile::tempdir()?;
-        std::fs::create_dir_all(root.path().join("bucket"))?;
-        let bucket = Bucket::local(&root.path().join("bucket"))?;
+        let bucket = local_bucket(root.path())?;
         let store = appliance(&root.path().join("a"), 9.0).await?;
         // Days 1-3 of the month three months back: closed, so compacted.
-        let today = wattline_storage::now_ms().div_euclid(DAY);
-        let month = crate::datasets::day_key(today - 95)[..7].to_string();
-        let first = crate::datasets::parse_day(&format!("{month}-01"))?;
-        for (i, kwh) in [1.0, 2.0, 3.0].into_iter().enumerate() {
-            let ts_ms = (first + i as i64) * DAY + 12 * 3_600_000;
-            let reading = Reading {
-                sensor: SensorKey(0),
-                ts_ms,
-                value_kwh: kwh,
-            };
-            store
-                .append(ReadingBatch {
-                    readings: vec![reading],
-                })
-                .await?;
+        let (month, first) = month_back(95)?;
+        for (day, kwh) in [(0, 1.0), (1, 2.0), (2, 3.0)] {
+            noon_reading(&store, first + day, kwh).await?;
         }
         tokio::task::block_in_place(|| store.flush())?;
         store.catch_up_rollups()?;
@@ -610,24 +625,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_gap_in_a_compacted_month_is_not_retention() -> TestResult {
         let root = tempfile::tempdir()?;
-        std::fs::create_dir_all(root.path().join("bucket"))?;
-        let bucket = Bucket::local(&root.path().join("bucket"))?;
+        let bucket = local_bucket(root.path())?;
         let store = appliance(&root.path().join("a"), 9.0).await?;
-        let today = wattline_storage::now_ms().div_euclid(DAY);
-        let month = crate::datasets::day_key(today - 130)[..7].to_string();
-        let first = crate::datasets::parse_day(&format!("{month}-01"))?;
+        let (month, first) = month_back(130)?;
         for day in [0, 1, 3] {
-            let ts_ms = (first + day) * DAY + 12 * 3_600_000;
-            let reading = Reading {
-                sensor: SensorKey(0),
-                ts_ms,
-                value_kwh: 1.0,
-            };
-            store
-                .append(ReadingBatch {
-                    readings: vec![reading],
-                })
-                .await?;
+            noon_reading(&store, first + day, 1.0).await?;
         }
         store.catch_up_rollups()?;
         // The month lies wholly before what the rollups keep.

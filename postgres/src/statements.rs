@@ -27,27 +27,6 @@ pub(crate) enum Statement {
     Unsupported(String),
 }
 
-/// The settings `SHOW` answers, as `(name, value)`.
-const SETTINGS: &[(&str, &str)] = &[
-    ("server_version", wattline_query::SERVER_VERSION),
-    ("server_version_num", "160000"),
-    ("server_encoding", "UTF8"),
-    ("client_encoding", "UTF8"),
-    ("datestyle", "ISO, MDY"),
-    ("timezone", "UTC"),
-    ("integer_datetimes", "on"),
-    ("standard_conforming_strings", "on"),
-    ("transaction_isolation", "read committed"),
-    ("transaction_read_only", "on"),
-    ("default_transaction_read_only", "on"),
-    ("search_path", "public"),
-    ("max_identifier_length", "63"),
-    ("intervalstyle", "postgres"),
-    ("lc_collate", "C"),
-    ("lc_ctype", "C"),
-    ("is_superuser", "off"),
-];
-
 /// The statements of `sql`, without the empty ones.
 pub(crate) fn split(sql: &str) -> Vec<&str> {
     let bytes = sql.as_bytes();
@@ -195,7 +174,7 @@ pub(crate) fn classify(stmt: &str) -> Statement {
         "rollback" | "abort" => Statement::End("ROLLBACK"),
         "show" if w.len() == 2 => {
             let name = word(1).trim_matches('"');
-            match SETTINGS.iter().find(|(n, _)| *n == name) {
+            match wattline_query::SETTINGS.iter().find(|(n, _)| *n == name) {
                 Some((n, v)) => Statement::Show(n, (*v).to_owned()),
                 // SHOW ALL, SHOW TABLES and DataFusion's own settings.
                 None => Statement::Query(stmt.to_owned()),

@@ -34,6 +34,7 @@ mod join_budget;
 mod lazy_table;
 mod pg_attribute;
 mod pg_catalog;
+mod pg_rewrite;
 mod postgres;
 mod quarter_hours;
 mod query_engine;
@@ -46,6 +47,6 @@ mod scoped_scan;
 
 pub use error::{QueryError, Result, SqlPosition};
 pub use pg_attribute::type_oid as pg_type_oid;
-pub use postgres::{DATABASE, Described, SERVER_VERSION};
+pub use postgres::{DATABASE, Described, SERVER_VERSION, SETTINGS};
 pub use query_engine::{QueryEngine, QueryLimits, QueryOutput, SensorReadings};
 pub use scope::Scope;

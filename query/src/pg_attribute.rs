@@ -1,9 +1,15 @@
-//! `pg_catalog.pg_attribute` and `pg_catalog.pg_type`: the columns of
-//! wattline's tables and their types as PostgreSQL describes them, which
-//! drivers read to list a table's columns (JDBC's `getColumns`, and with
-//! it DBeaver's and other tools' table views). Like the rest of
-//! `pg_catalog`, they describe table shapes only, the same for every
-//! tenant. `pg_attrdef` (no column has a default) is empty.
+//! `pg_catalog.pg_attribute`, `pg_catalog.pg_type` and
+//! `information_schema.columns`: the columns of wattline's tables and
+//! their types as PostgreSQL describes them, which drivers and tools read
+//! to list a table's columns (JDBC's `getColumns`, and with it DBeaver's
+//! table views; Grafana's query builder, which offers time and number
+//! columns by their type names). Like the rest of `pg_catalog`, they
+//! describe table shapes only, the same for every tenant. `pg_attrdef`
+//! (no column has a default) is empty.
+//!
+//! The engine's own `information_schema.columns` names Arrow types
+//! (`Float64`); PostgreSQL sessions read this one instead, named
+//! `pg_catalog.information_schema_columns` (see [`crate::pg_rewrite`]).
 
 use std::sync::{Arc, Weak};
 
@@ -19,19 +25,20 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::guard::TABLES;
 
 /// The types columns are sent as (see the front end's encoding): oid,
-/// name, length (-1: variable).
-const TYPES: [(i64, &str, i64); 11] = [
-    (16, "bool", 1),
-    (17, "bytea", -1),
-    (20, "int8", 8),
-    (21, "int2", 2),
-    (23, "int4", 4),
-    (25, "text", -1),
-    (700, "float4", 4),
-    (701, "float8", 8),
-    (1082, "date", 4),
-    (1114, "timestamp", 8),
-    (1184, "timestamptz", 8),
+/// name, length (-1: variable), SQL name (`information_schema`'s
+/// `data_type`).
+const TYPES: [(i64, &str, i64, &str); 11] = [
+    (16, "bool", 1, "boolean"),
+    (17, "bytea", -1, "bytea"),
+    (20, "int8", 8, "bigint"),
+    (21, "int2", 2, "smallint"),
+    (23, "int4", 4, "integer"),
+    (25, "text", -1, "text"),
+    (700, "float4", 4, "real"),
+    (701, "float8", 8, "double precision"),
+    (1082, "date", 4, "date"),
+    (1114, "timestamp", 8, "timestamp without time zone"),
+    (1184, "timestamptz", 8, "timestamp with time zone"),
 ];
 
 /// The PostgreSQL type a column of `ty` is sent as (the front end's
@@ -79,86 +86,158 @@ pub(crate) fn pg_type() -> Vec<(&'static str, ArrayRef)> {
     ]
 }
 
-/// `pg_attribute`, built when scanned from the tables' schemas.
-pub(crate) struct PgAttribute {
+/// Which view of the columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ColumnsOf {
+    /// `pg_catalog.pg_attribute`.
+    PgAttribute,
+    /// `information_schema.columns`.
+    InformationSchema,
+}
+
+/// A view of the session's tables' columns, built when scanned from
+/// their schemas.
+pub(crate) struct ColumnsView {
     /// Weak: the catalog holds this table (a strong reference would keep
     /// the session's tables, and the data snapshots they hold, forever).
     catalog: Weak<dyn CatalogProvider>,
+    of: ColumnsOf,
     schema: SchemaRef,
 }
 
-impl PgAttribute {
-    pub(crate) fn new(catalog: &Arc<dyn CatalogProvider>) -> Arc<Self> {
-        let int = |n: &str| Field::new(n, DataType::Int64, false);
-        let text = |n: &str| Field::new(n, DataType::Utf8, false);
-        let flag = |n: &str| Field::new(n, DataType::Boolean, false);
-        let schema = Arc::new(Schema::new(vec![
-            int("attrelid"),
-            text("attname"),
-            int("atttypid"),
-            int("attlen"),
-            int("attnum"),
-            int("atttypmod"),
-            flag("attnotnull"),
-            flag("attisdropped"),
-            flag("atthasdef"),
-            text("attidentity"),
-            text("attgenerated"),
-        ]));
-        Arc::new(Self {
-            catalog: Arc::downgrade(catalog),
-            schema,
-        })
-    }
+/// One column of one of wattline's tables.
+struct Column {
+    table: usize,
+    name: String,
+    position: i64,
+    type_oid: i64,
+    nullable: bool,
+}
 
-    async fn rows(&self) -> DfResult<RecordBatch> {
-        let mut relid = Vec::new();
-        let (mut name, mut typid, mut len, mut num, mut not_null) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let public = self.catalog.upgrade().and_then(|c| c.schema("public"));
-        let Some(public) = public else {
-            return Ok(RecordBatch::new_empty(self.schema.clone()));
-        };
-        for (i, table) in TABLES.iter().enumerate() {
-            let Some(provider) = public.table(table).await? else {
-                continue;
-            };
-            for (n, field) in provider.schema().fields().iter().enumerate() {
-                relid.push(super::pg_catalog::table_oid(i));
-                name.push(field.name().clone());
-                let oid = type_oid(field.data_type());
-                typid.push(oid);
-                len.push(TYPES.iter().find(|t| t.0 == oid).map_or(-1, |t| t.2));
-                num.push(n as i64 + 1);
-                not_null.push(!field.is_nullable());
-            }
-        }
-        let rows = relid.len();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(relid)),
-            Arc::new(StringArray::from(name)),
-            Arc::new(Int64Array::from(typid)),
-            Arc::new(Int64Array::from(len)),
-            Arc::new(Int64Array::from(num)),
-            Arc::new(Int64Array::from(vec![-1; rows])),
-            Arc::new(BooleanArray::from(not_null)),
-            Arc::new(BooleanArray::from(vec![false; rows])),
-            Arc::new(BooleanArray::from(vec![false; rows])),
-            Arc::new(StringArray::from(vec![""; rows])),
-            Arc::new(StringArray::from(vec![""; rows])),
-        ];
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+impl Column {
+    fn pg_type(&self) -> (i64, &'static str, i64, &'static str) {
+        TYPES
+            .iter()
+            .find(|t| t.0 == self.type_oid)
+            .copied()
+            .unwrap_or(TYPES[5])
     }
 }
 
-impl std::fmt::Debug for PgAttribute {
+impl ColumnsView {
+    pub(crate) fn new(catalog: &Arc<dyn CatalogProvider>, of: ColumnsOf) -> Arc<Self> {
+        let int = |n: &str| Field::new(n, DataType::Int64, false);
+        let text = |n: &str| Field::new(n, DataType::Utf8, false);
+        let flag = |n: &str| Field::new(n, DataType::Boolean, false);
+        let fields = match of {
+            ColumnsOf::PgAttribute => vec![
+                int("attrelid"),
+                text("attname"),
+                int("atttypid"),
+                int("attlen"),
+                int("attnum"),
+                int("atttypmod"),
+                flag("attnotnull"),
+                flag("attisdropped"),
+                flag("atthasdef"),
+                text("attidentity"),
+                text("attgenerated"),
+            ],
+            ColumnsOf::InformationSchema => vec![
+                text("table_catalog"),
+                text("table_schema"),
+                text("table_name"),
+                text("column_name"),
+                int("ordinal_position"),
+                Field::new("column_default", DataType::Utf8, true),
+                text("is_nullable"),
+                text("data_type"),
+                text("udt_name"),
+            ],
+        };
+        Arc::new(Self {
+            catalog: Arc::downgrade(catalog),
+            of,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The columns of wattline's tables in this session, in table order.
+    async fn columns(&self) -> DfResult<Vec<Column>> {
+        let mut columns = Vec::new();
+        let public = self.catalog.upgrade().and_then(|c| c.schema("public"));
+        let Some(public) = public else {
+            return Ok(columns);
+        };
+        for (table, name) in TABLES.iter().enumerate() {
+            let Some(provider) = public.table(name).await? else {
+                continue;
+            };
+            for (n, field) in provider.schema().fields().iter().enumerate() {
+                columns.push(Column {
+                    table,
+                    name: field.name().clone(),
+                    position: n as i64 + 1,
+                    type_oid: type_oid(field.data_type()),
+                    nullable: field.is_nullable(),
+                });
+            }
+        }
+        Ok(columns)
+    }
+
+    async fn rows(&self) -> DfResult<RecordBatch> {
+        let columns = self.columns().await?;
+        let n = columns.len();
+        let int = |f: &dyn Fn(&Column) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(columns.iter().map(f)))
+        };
+        let text = |f: &dyn Fn(&Column) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(columns.iter().map(f)))
+        };
+        let flag = |f: &dyn Fn(&Column) -> bool| -> ArrayRef {
+            Arc::new(BooleanArray::from_iter(columns.iter().map(|c| Some(f(c)))))
+        };
+        let arrays: Vec<ArrayRef> = match self.of {
+            ColumnsOf::PgAttribute => vec![
+                int(&|c| super::pg_catalog::table_oid(c.table)),
+                text(&|c| &c.name),
+                int(&|c| c.type_oid),
+                int(&|c| c.pg_type().2),
+                int(&|c| c.position),
+                int(&|_| -1),
+                flag(&|c| !c.nullable),
+                flag(&|_| false),
+                flag(&|_| false),
+                text(&|_| ""),
+                text(&|_| ""),
+            ],
+            ColumnsOf::InformationSchema => vec![
+                text(&|_| crate::postgres::DATABASE),
+                text(&|_| "public"),
+                text(&|c| TABLES[c.table]),
+                text(&|c| &c.name),
+                int(&|c| c.position),
+                Arc::new(StringArray::new_null(n)),
+                text(&|c| if c.nullable { "YES" } else { "NO" }),
+                text(&|c| c.pg_type().3),
+                text(&|c| c.pg_type().1),
+            ],
+        };
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}
+
+impl std::fmt::Debug for ColumnsView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgAttribute").finish_non_exhaustive()
+        f.debug_struct("ColumnsView")
+            .field("of", &self.of)
+            .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
-impl TableProvider for PgAttribute {
+impl TableProvider for ColumnsView {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -193,7 +272,10 @@ mod tests {
         let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
         let schema = Arc::new(MemorySchemaProvider::new());
         catalog.register_schema("pg_catalog", schema.clone())?;
-        schema.register_table("pg_attribute".into(), PgAttribute::new(&catalog))?;
+        schema.register_table(
+            "pg_attribute".into(),
+            ColumnsView::new(&catalog, ColumnsOf::PgAttribute),
+        )?;
         let weak = Arc::downgrade(&catalog);
         drop((catalog, schema));
         assert!(weak.upgrade().is_none());

@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
+use arrow::array::{Array, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::cast::as_string_array;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
@@ -24,6 +26,28 @@ use crate::scope::Scope;
 /// The version clients are told: the PostgreSQL protocol and features
 /// this server answers like (drivers parse the leading number).
 pub const SERVER_VERSION: &str = "16.0";
+
+/// The standard settings a session runs with, as `(name, value)`: what
+/// `SHOW` and `current_setting(name)` answer.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("server_version", SERVER_VERSION),
+    ("server_version_num", "160000"),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("timezone", "UTC"),
+    ("integer_datetimes", "on"),
+    ("standard_conforming_strings", "on"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "on"),
+    ("default_transaction_read_only", "on"),
+    ("search_path", "public"),
+    ("max_identifier_length", "63"),
+    ("intervalstyle", "postgres"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+    ("is_superuser", "off"),
+];
 
 /// The one database a connection sees.
 pub const DATABASE: &str = "wattline";
@@ -97,5 +121,101 @@ pub(crate) fn register_functions(ctx: &SessionContext, scope: &Scope) {
             Volatility::Stable,
             Arc::new(move |_| Ok(ColumnarValue::Scalar(value.clone()))),
         ));
+    }
+    for (name, f) in [
+        ("current_setting", setting as fn(&str) -> Result<String>),
+        ("quote_ident", |s: &str| Ok(quote_ident(s))),
+    ] {
+        ctx.register_udf(create_udf(
+            name,
+            vec![DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(move |args| text_function(args, f)),
+        ));
+    }
+}
+
+/// Applies `f` to each non-null text of a one-argument call.
+fn text_function(
+    args: &[ColumnarValue],
+    f: fn(&str) -> Result<String>,
+) -> datafusion::error::Result<ColumnarValue> {
+    let Some(arg) = args.first() else {
+        return Err(datafusion::error::DataFusionError::Plan(
+            "one argument expected".into(),
+        ));
+    };
+    let apply = |v: Option<&str>| {
+        v.map(f)
+            .transpose()
+            .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))
+    };
+    match arg {
+        ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(apply(v.as_deref())?)))
+        }
+        ColumnarValue::Array(array) => {
+            let texts = as_string_array(array)?;
+            let out = (0..texts.len())
+                .map(|i| apply((!texts.is_null(i)).then(|| texts.value(i))))
+                .collect::<datafusion::error::Result<StringArray>>()?;
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }
+        other => Err(datafusion::error::DataFusionError::Plan(format!(
+            "a text argument expected, not {}",
+            other.data_type()
+        ))),
+    }
+}
+
+/// `current_setting(name)`: a standard setting's value (names are read
+/// without regard to case, as PostgreSQL reads them).
+fn setting(name: &str) -> Result<String> {
+    let name = name.to_ascii_lowercase();
+    SETTINGS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| (*v).to_owned())
+        .ok_or_else(|| {
+            QueryError::InvalidSql(format!("unrecognized configuration parameter \"{name}\""))
+        })
+}
+
+/// `quote_ident(s)`: `s` as an identifier, double-quoted unless it is a
+/// plain lower-case one (key words are not told apart: wattline's names
+/// are none).
+fn quote_ident(s: &str) -> String {
+    let plain = s
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        s.to_owned()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_and_identifiers_read_as_postgresql_reads_them() -> Result<()> {
+        assert_eq!(setting("server_version_num")?, "160000");
+        assert_eq!(setting("Search_Path")?, "public");
+        assert!(
+            matches!(setting("b1"), Err(QueryError::InvalidSql(m)) if m.contains("\"b1\""))
+        );
+        assert_eq!(quote_ident("readings"), "readings");
+        assert_eq!(quote_ident("_a1"), "_a1");
+        assert_eq!(quote_ident("Readings"), "\"Readings\"");
+        assert_eq!(quote_ident("1a"), "\"1a\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_ident(""), "\"\"");
+        Ok(())
     }
 }

@@ -310,7 +310,7 @@ impl QueryEngine {
                 .sql_to_statement(&sql, &parser_dialect)
                 .map_err(|e| at_end_if_unplaced(e.into(), &end))?;
             if dialect == Dialect::Postgres {
-                crate::pg_catalog::rewrite_object_ids(&mut statement)?;
+                crate::pg_rewrite::rewrite(&mut statement)?;
             }
             let plan = state
                 .statement_to_plan(statement)

@@ -15,6 +15,7 @@ mod energy;
 mod fault_paths;
 #[cfg(feature = "fleet")]
 mod fleet;
+mod grafana;
 mod ingest;
 mod jdbc;
 mod limits;

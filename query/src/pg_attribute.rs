@@ -13,8 +13,8 @@
 
 use std::sync::{Arc, Weak};
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -112,9 +112,24 @@ struct Column {
     position: i64,
     type_oid: i64,
     nullable: bool,
+    /// Fractional digits of seconds, for times.
+    datetime_precision: Option<i32>,
 }
 
 impl Column {
+    /// `numeric_precision`, `numeric_precision_radix`, `numeric_scale` as
+    /// PostgreSQL gives them for its number types (bits of binary types).
+    fn numeric(&self) -> (Option<i32>, Option<i32>, Option<i32>) {
+        match self.type_oid {
+            20 => (Some(64), Some(2), Some(0)),
+            21 => (Some(16), Some(2), Some(0)),
+            23 => (Some(32), Some(2), Some(0)),
+            700 => (Some(24), Some(2), None),
+            701 => (Some(53), Some(2), None),
+            _ => (None, None, None),
+        }
+    }
+
     fn pg_type(&self) -> (i64, &'static str, i64, &'static str) {
         TYPES
             .iter()
@@ -143,17 +158,30 @@ impl ColumnsView {
                 text("attidentity"),
                 text("attgenerated"),
             ],
-            ColumnsOf::InformationSchema => vec![
-                text("table_catalog"),
-                text("table_schema"),
-                text("table_name"),
-                text("column_name"),
-                int("ordinal_position"),
-                Field::new("column_default", DataType::Utf8, true),
-                text("is_nullable"),
-                text("data_type"),
-                text("udt_name"),
-            ],
+            ColumnsOf::InformationSchema => {
+                let maybe = |n: &str, t: DataType| Field::new(n, t, true);
+                vec![
+                    text("table_catalog"),
+                    text("table_schema"),
+                    text("table_name"),
+                    text("column_name"),
+                    Field::new("ordinal_position", DataType::Int32, false),
+                    maybe("column_default", DataType::Utf8),
+                    text("is_nullable"),
+                    text("data_type"),
+                    maybe("character_maximum_length", DataType::Int32),
+                    maybe("character_octet_length", DataType::Int32),
+                    maybe("numeric_precision", DataType::Int32),
+                    maybe("numeric_precision_radix", DataType::Int32),
+                    maybe("numeric_scale", DataType::Int32),
+                    maybe("datetime_precision", DataType::Int32),
+                    maybe("interval_type", DataType::Utf8),
+                    text("udt_catalog"),
+                    text("udt_schema"),
+                    text("udt_name"),
+                    text("is_updatable"),
+                ]
+            }
         };
         Arc::new(Self {
             catalog: Arc::downgrade(catalog),
@@ -180,6 +208,16 @@ impl ColumnsView {
                     position: n as i64 + 1,
                     type_oid: type_oid(field.data_type()),
                     nullable: field.is_nullable(),
+                    datetime_precision: match field.data_type() {
+                        DataType::Timestamp(unit, _) => Some(match unit {
+                            TimeUnit::Second => 0,
+                            TimeUnit::Millisecond => 3,
+                            TimeUnit::Microsecond => 6,
+                            TimeUnit::Nanosecond => 9,
+                        }),
+                        DataType::Date32 | DataType::Date64 => Some(0),
+                        _ => None,
+                    },
                 });
             }
         }
@@ -212,17 +250,33 @@ impl ColumnsView {
                 text(&|_| ""),
                 text(&|_| ""),
             ],
-            ColumnsOf::InformationSchema => vec![
-                text(&|_| crate::postgres::DATABASE),
-                text(&|_| "public"),
-                text(&|c| TABLES[c.table]),
-                text(&|c| &c.name),
-                int(&|c| c.position),
-                Arc::new(StringArray::new_null(n)),
-                text(&|c| if c.nullable { "YES" } else { "NO" }),
-                text(&|c| c.pg_type().3),
-                text(&|c| c.pg_type().1),
-            ],
+            ColumnsOf::InformationSchema => {
+                let int4 = |f: &dyn Fn(&Column) -> Option<i32>| -> ArrayRef {
+                    Arc::new(Int32Array::from_iter(columns.iter().map(f)))
+                };
+                vec![
+                    text(&|_| crate::postgres::DATABASE),
+                    text(&|_| "public"),
+                    text(&|c| TABLES[c.table]),
+                    text(&|c| &c.name),
+                    int4(&|c| Some(c.position as i32)),
+                    Arc::new(StringArray::new_null(n)),
+                    text(&|c| if c.nullable { "YES" } else { "NO" }),
+                    text(&|c| c.pg_type().3),
+                    int4(&|_| None),
+                    // Text without a length limit: PostgreSQL's 1 GB.
+                    int4(&|c| (c.type_oid == 25).then_some(1 << 30)),
+                    int4(&|c| c.numeric().0),
+                    int4(&|c| c.numeric().1),
+                    int4(&|c| c.numeric().2),
+                    int4(&|c| c.datetime_precision),
+                    Arc::new(StringArray::new_null(n)),
+                    text(&|_| crate::postgres::DATABASE),
+                    text(&|_| "pg_catalog"),
+                    text(&|c| c.pg_type().1),
+                    text(&|_| "NO"),
+                ]
+            }
         };
         Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
     }

@@ -21,8 +21,8 @@ use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 
 use crate::error::{QueryError, Result};
-use crate::pg_attribute::{ColumnsOf, ColumnsView};
 use crate::guard::TABLES;
+use crate::pg_attribute::{ColumnsOf, ColumnsView};
 use crate::postgres::DATABASE;
 
 /// PostgreSQL's own oids for its schemas; wattline's tables count from
@@ -154,10 +154,7 @@ pub(crate) fn register(ctx: &SessionContext) -> Result<()> {
         ("pg_attribute", ColumnsOf::PgAttribute),
         ("information_schema_columns", ColumnsOf::InformationSchema),
     ] {
-        ctx.register_table(
-            format!("pg_catalog.{name}"),
-            ColumnsView::new(&catalog, of),
-        )?;
+        ctx.register_table(format!("pg_catalog.{name}"), ColumnsView::new(&catalog, of))?;
     }
     // The schemas a session searches (JDBC's getSchemas).
     let searched = ScalarValue::List(ScalarValue::new_list_nullable(

@@ -10,11 +10,13 @@
 //! - casts to object id types (`'pg_class'::regclass` in JDBC's table
 //!   listing): a named relation becomes its oid, any other value a
 //!   `BIGINT`; `current_schemas(true)[1]` becomes `'pg_catalog'`;
-//! - a subquery listing the schemas of the search path by splitting
-//!   `current_setting('search_path')` in its `FROM` (Grafana's table list
-//!   does so with `generate_series` and `string_to_array`, list functions
+//! - `IN (subquery)` where the subquery only lists the schemas of the
+//!   search path, walking `string_to_array(current_setting('search_path'),
+//!   ',')` with `generate_series` (Grafana's table list; list functions
 //!   the engine leaves out as unbounded): the one schema searched,
-//!   `SELECT 'public'`.
+//!   `IN (SELECT 'public')`.
+//!
+//! `EXPLAIN` shows the statement as rewritten.
 
 use std::ops::ControlFlow;
 
@@ -32,44 +34,51 @@ use crate::pg_catalog::{PG_TABLES, table_oid};
 
 /// Rewrites `statement` as described in the module doc.
 pub(crate) fn rewrite(statement: &mut DfStatement) -> Result<()> {
-    let DfStatement::Statement(statement) = statement else {
-        return Ok(());
+    let statement = match statement {
+        DfStatement::Statement(statement) => statement,
+        DfStatement::Explain(explain) => return rewrite(&mut explain.statement),
+        _ => return Ok(()),
     };
-    if let ControlFlow::Break(e) = statement.as_mut().visit(&mut FromItems) {
+    let mut ctes = CteNames::default();
+    let _ = statement.as_mut().visit(&mut ctes);
+    if let ControlFlow::Break(e) = statement.as_mut().visit(&mut FromItems { ctes: ctes.0 }) {
         return Err(e);
     }
     rewrite_expressions(statement)
 }
 
-/// Qualifies an unqualified `pg_catalog` table; answers a walk of the
-/// search path with its one schema.
-struct FromItems;
+/// The names of the statement's common table expressions, anywhere in it
+/// (a CTE shadows a catalog table of its name, as in PostgreSQL).
+#[derive(Default)]
+struct CteNames(Vec<String>);
+
+impl VisitorMut for CteNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            self.0.extend(with.cte_tables.iter().map(|cte| {
+                let name = &cte.alias.name;
+                if name.quote_style.is_some() {
+                    name.value.clone()
+                } else {
+                    name.value.to_ascii_lowercase()
+                }
+            }));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Qualifies an unqualified `pg_catalog` table (unless a CTE of the
+/// statement has its name) and reads `information_schema.columns` from
+/// the PostgreSQL-typed view.
+struct FromItems {
+    ctes: Vec<String>,
+}
 
 impl VisitorMut for FromItems {
     type Break = QueryError;
-
-    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<QueryError> {
-        let SetExpr::Select(select) = query.body.as_ref() else {
-            return ControlFlow::Continue(());
-        };
-        let splits_search_path = select.from.iter().any(|from| {
-            matches!(&from.relation, TableFactor::Table { args: Some(args), .. }
-                if args.args.iter().any(|a| a.to_string().to_ascii_lowercase().replace(' ', "")
-                    .contains("current_setting('search_path')")))
-        });
-        if !splits_search_path || select.projection.len() != 1 {
-            return ControlFlow::Continue(());
-        }
-        match Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 'public'") {
-            Ok(parsed) => {
-                if let Some(Statement::Query(public)) = parsed.into_iter().next() {
-                    *query = *public;
-                }
-                ControlFlow::Continue(())
-            }
-            Err(e) => ControlFlow::Break(QueryError::Internal(e.to_string())),
-        }
-    }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<QueryError> {
         let TableFactor::Table {
@@ -94,7 +103,9 @@ impl VisitorMut for FromItems {
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         let ident = |s: &str| ast::ObjectNamePart::Identifier(ast::Ident::new(s));
         match parts.as_slice() {
-            [table] if PG_TABLES.contains(table) => name.0.insert(0, ident("pg_catalog")),
+            [table] if PG_TABLES.contains(table) && !self.ctes.iter().any(|c| c == table) => {
+                name.0.insert(0, ident("pg_catalog"))
+            }
             ["information_schema", "columns"]
             | [crate::postgres::DATABASE, "information_schema", "columns"] => {
                 name.0 = vec![ident("pg_catalog"), ident("information_schema_columns")];
@@ -109,6 +120,60 @@ impl VisitorMut for FromItems {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Whether `query` lists the schemas of the search path as Grafana's
+/// table list does, and nothing else: one value per element of
+/// `string_to_array(current_setting('search_path'), ',')`, indexed by a
+/// `generate_series` over its bounds, with no other clause.
+fn walks_the_search_path(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let text = |s: String| -> String {
+        s.to_ascii_lowercase()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect()
+    };
+    let function = |factor: &TableFactor| match factor {
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            alias: Some(_),
+            ..
+        } if args.settings.is_none() => Some((
+            text(name.to_string()),
+            text(
+                args.args
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        )),
+        _ => None,
+    };
+    let plain = query.with.is_none()
+        && query.order_by.is_none()
+        && query.limit_clause.is_none()
+        && query.fetch.is_none()
+        && select.distinct.is_none()
+        && select.projection.len() == 1
+        && select.selection.is_none()
+        && select.having.is_none()
+        && select.qualify.is_none()
+        && matches!(&select.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && select.from.iter().all(|from| from.joins.is_empty());
+    let [series, path] = select.from.as_slice() else {
+        return false;
+    };
+    let search_path = "current_setting('search_path')";
+    plain
+        && matches!(function(&series.relation), Some((name, args))
+            if name == "generate_series" && args.contains(search_path))
+        && function(&path.relation)
+            == Some(("string_to_array".into(), format!("{search_path},','")))
 }
 
 /// PostgreSQL's oids of the catalog relations drivers name in casts.
@@ -178,6 +243,19 @@ fn first_searched_schema(e: &Expr) -> bool {
 /// `regnamespace` to `BIGINT`) and `current_schemas(true)[1]`.
 fn rewrite_expressions(statement: &mut Statement) -> Result<()> {
     let flow = visit_expressions_mut(statement, |e| {
+        if let Expr::InSubquery { subquery, .. } = e
+            && walks_the_search_path(subquery)
+        {
+            match Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 'public'") {
+                Ok(parsed) => {
+                    if let Some(Statement::Query(public)) = parsed.into_iter().next() {
+                        *subquery = public;
+                    }
+                }
+                Err(err) => return ControlFlow::Break(QueryError::Internal(err.to_string())),
+            }
+            return ControlFlow::Continue(());
+        }
         // `current_schemas(true)[1]` (JDBC's getSchemas): the first
         // schema searched, without the list functions the engine leaves
         // out.
@@ -333,14 +411,42 @@ mod tests {
             rewritten(grafana)?,
             "SELECT t FROM x WHERE s IN (SELECT 'public')"
         );
-        // Other functions in FROM, and a subquery of several columns, are
-        // left to the engine.
+        // Anything more, or less, is left to the engine.
+        let walk = "FROM generate_series(1, array_upper(string_to_array(\
+                    current_setting('search_path'), ','), 1)) AS i, \
+                    string_to_array(current_setting('search_path'), ',') AS s";
         for kept in [
-            "SELECT * FROM generate_series(1, 3) AS i",
-            "SELECT a, b FROM f(current_setting('search_path')) AS s",
+            "SELECT * FROM generate_series(1, 3) AS i".to_owned(),
+            "SELECT count(*) FROM readings, generate_series(1, \
+             length(current_setting('search_path'))) AS g"
+                .to_owned(),
+            format!("SELECT s[i] {walk}"),
+            format!("SELECT 1 WHERE 'x' IN (SELECT s[i] {walk} WHERE false)"),
+            format!("SELECT 1 WHERE 'x' IN (SELECT s[i], i {walk})"),
+            format!("SELECT 1 WHERE 'x' IN (SELECT s[i] {walk} LIMIT 0)"),
+        ] {
+            let kept = rewritten(&kept)?;
+            assert!(!kept.contains("'public'"), "{kept}");
+        }
+        assert_eq!(
+            rewritten(&format!("SELECT 1 WHERE 'x' IN (SELECT s[i] {walk})"))?,
+            "SELECT 1 WHERE 'x' IN (SELECT 'public')"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn ctes_shadow_catalog_tables_and_explain_is_rewritten() -> Result<()> {
+        for kept in [
+            "WITH pg_class AS (SELECT 1) SELECT * FROM pg_class",
+            "SELECT * FROM (WITH \"pg_type\" AS (SELECT 1) SELECT * FROM pg_type) AS t",
         ] {
             assert_eq!(rewritten(kept)?, kept);
         }
+        assert_eq!(
+            rewritten("EXPLAIN SELECT * FROM pg_extension")?,
+            "EXPLAIN SELECT * FROM pg_catalog.pg_extension"
+        );
         Ok(())
     }
 }

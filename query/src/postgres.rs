@@ -124,7 +124,7 @@ pub(crate) fn register_functions(ctx: &SessionContext, scope: &Scope) {
     }
     for (name, f) in [
         ("current_setting", setting as fn(&str) -> Result<String>),
-        ("quote_ident", |s: &str| Ok(quote_ident(s))),
+        ("quote_ident", quote_ident),
     ] {
         ctx.register_udf(create_udf(
             name,
@@ -152,9 +152,9 @@ fn text_function(
             .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))
     };
     match arg {
-        ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
-            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(apply(v.as_deref())?)))
-        }
+        ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(
+            ScalarValue::Utf8(apply(v.as_deref())?),
+        )),
         ColumnarValue::Array(array) => {
             let texts = as_string_array(array)?;
             let out = (0..texts.len())
@@ -172,31 +172,59 @@ fn text_function(
 /// `current_setting(name)`: a standard setting's value (names are read
 /// without regard to case, as PostgreSQL reads them).
 fn setting(name: &str) -> Result<String> {
-    let name = name.to_ascii_lowercase();
     SETTINGS
         .iter()
-        .find(|(n, _)| *n == name)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| (*v).to_owned())
         .ok_or_else(|| {
             QueryError::InvalidSql(format!("unrecognized configuration parameter \"{name}\""))
         })
 }
 
+/// The longest text `quote_ident` takes: identifiers are at most 63
+/// bytes in PostgreSQL, and a bound keeps nested calls (each may double
+/// its input) from building unbounded text.
+const QUOTE_IDENT_MAX: usize = 1024;
+
+/// PostgreSQL's key words that are not unreserved (reserved, and those
+/// allowed only as column or only as function and type names), which
+/// `quote_ident` quotes.
+const KEY_WORDS: &str = "\
+    all analyse analyze and any array as asc asymmetric authorization between bigint \
+    binary bit boolean both case cast char character check coalesce collate collation \
+    column concurrently constraint create cross current_catalog current_date \
+    current_role current_schema current_time current_timestamp current_user dec decimal \
+    default deferrable desc distinct do else end except exists extract false fetch float \
+    for foreign freeze from full grant greatest group grouping having ilike in initially \
+    inner inout int integer intersect interval into is isnull join json lateral leading \
+    least left like limit localtime localtimestamp national natural nchar none normalize \
+    not notnull null nullif numeric offset on only or order out outer overlaps overlay \
+    placing position precision primary real references returning right row select \
+    session_user setof similar smallint some substring symmetric system_user table \
+    tablesample then time timestamp to trailing treat trim true union unique user using \
+    values varchar variadic verbose when where window with";
+
 /// `quote_ident(s)`: `s` as an identifier, double-quoted unless it is a
-/// plain lower-case one (key words are not told apart: wattline's names
-/// are none).
-fn quote_ident(s: &str) -> String {
+/// plain lower-case one that is no key word.
+fn quote_ident(s: &str) -> Result<String> {
+    if s.len() > QUOTE_IDENT_MAX {
+        return Err(QueryError::InvalidSql(format!(
+            "quote_ident takes at most {QUOTE_IDENT_MAX} bytes, not {}",
+            s.len()
+        )));
+    }
     let plain = s
         .bytes()
         .next()
         .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
         && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if plain {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !KEY_WORDS.split_ascii_whitespace().any(|k| k == s);
+    Ok(if plain {
         s.to_owned()
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))
-    }
+    })
 }
 
 #[cfg(test)]
@@ -208,14 +236,21 @@ mod tests {
         assert_eq!(setting("server_version_num")?, "160000");
         assert_eq!(setting("Search_Path")?, "public");
         assert!(
-            matches!(setting("b1"), Err(QueryError::InvalidSql(m)) if m.contains("\"b1\""))
+            matches!(setting("No_Such"), Err(QueryError::InvalidSql(m)) if m.contains("\"No_Such\""))
         );
-        assert_eq!(quote_ident("readings"), "readings");
-        assert_eq!(quote_ident("_a1"), "_a1");
-        assert_eq!(quote_ident("Readings"), "\"Readings\"");
-        assert_eq!(quote_ident("1a"), "\"1a\"");
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_ident(""), "\"\"");
+        assert_eq!(quote_ident("readings")?, "readings");
+        assert_eq!(quote_ident("_a1")?, "_a1");
+        assert_eq!(quote_ident("value")?, "value");
+        assert_eq!(quote_ident("window")?, "\"window\"");
+        assert_eq!(quote_ident("Readings")?, "\"Readings\"");
+        assert_eq!(quote_ident("1a")?, "\"1a\"");
+        assert_eq!(quote_ident("a\"b")?, "\"a\"\"b\"");
+        assert_eq!(quote_ident("")?, "\"\"");
+        // Nested calls cannot build unbounded text.
+        let quotes = "\"".repeat(600);
+        let once = quote_ident(&quotes)?;
+        assert_eq!(once.len(), 1202);
+        assert!(quote_ident(&once).is_err());
         Ok(())
     }
 }

@@ -65,7 +65,10 @@ async fn grafanas_driver_checks_lists_and_charts_the_tenant_rows() {
     has("column value_kwh double precision");
     has("column sensor_id text");
     // A variable's values: alpha's sensors only.
-    let variables: Vec<&&str> = lines.iter().filter(|l| l.starts_with("variable ")).collect();
+    let variables: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("variable "))
+        .collect();
     assert_eq!(variables, [&"variable a1", &"variable a2"], "{stdout}");
     // Panels: readings 1..=4 in the first hour, 5..=8 in the second, per
     // sensor; alpha's two sensors only.
@@ -101,7 +104,10 @@ async fn grafanas_driver_checks_lists_and_charts_the_tenant_rows() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
 }
 
 /// Whole seconds (at least 10^6) as Go's `fmt.Sprint` prints them as a

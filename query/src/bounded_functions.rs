@@ -87,7 +87,15 @@ impl CallShare {
 /// Replaces the amplifying functions of `ctx` by bounded ones.
 pub(crate) fn register(ctx: &SessionContext, share: &CallShare) {
     for name in AMPLIFYING {
-        let Some(inner) = ctx.state().scalar_functions().get(*name).cloned() else {
+        // Read in place: `ctx.state()` would copy the whole session state
+        // (every function registry) for each name.
+        let inner = ctx
+            .state_ref()
+            .read()
+            .scalar_functions()
+            .get(*name)
+            .cloned();
+        let Some(inner) = inner else {
             continue;
         };
         ctx.register_udf(ScalarUDF::new_from_impl(Bounded {

@@ -38,6 +38,7 @@ mod pg_rewrite;
 mod postgres;
 mod quarter_hours;
 mod query_engine;
+mod query_runtimes;
 mod readings_table;
 pub mod report;
 mod rollup_tables;

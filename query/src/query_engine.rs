@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wattline_storage::Recover;
 
+use crate::query_runtimes::{QueryRun, QueryRuntimes};
+
 use arrow::array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
@@ -29,7 +31,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use wattline_storage::SensorNames;
 use wattline_storage::{AlertStore, ReadingStore, TenantId, TimeRange};
 
@@ -99,6 +101,8 @@ pub struct QueryEngine {
     permits: Arc<Semaphore>,
     /// Each tenant's share of `permits`.
     tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Idle runtimes for the next queries.
+    runtimes: QueryRuntimes,
     /// Parquet footers and page indexes, shared by every query's runtime.
     metadata_cache: Arc<FileMetadataCache>,
     /// Sensor names, rebuilt when the catalog's version changes.
@@ -115,6 +119,7 @@ impl QueryEngine {
         Self {
             metadata_cache,
             permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            runtimes: QueryRuntimes::new(limits.max_concurrent.max(1)),
             tenant_permits: Mutex::new(HashMap::new()),
             store,
             limits,
@@ -379,7 +384,7 @@ impl QueryEngine {
     /// (the tenant's share, then the appliance's) and the timeout; a query
     /// past the timeout is aborted. When the caller stops waiting (the
     /// client went away), the [`QueryRun`] guard aborts the work and keeps
-    /// both slots until the runtime has stopped.
+    /// both slots until the runtime has stopped ([`crate::query_runtimes`]).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         scope: &Scope,
@@ -397,18 +402,13 @@ impl QueryEngine {
             .await
             .map_err(|_| QueryError::Timeout(timeout))?
             .map_err(|_| QueryError::Internal("query limiter closed".into()))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("query")
-            .thread_stack_size(QUERY_STACK_BYTES)
-            .enable_time()
-            .build()
-            .map_err(|e| QueryError::Internal(format!("starting a query runtime: {e}")))?;
+        let runtime = self.runtimes.take()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
         let _run = QueryRun {
+            runtimes: &self.runtimes,
             runtime: Some(runtime),
             permits: Some(permits),
             task: task.abort_handle(),
@@ -442,46 +442,6 @@ impl QueryEngine {
         map.entry(owner)
             .or_insert_with(|| Arc::new(Semaphore::new(self.limits.tenant_share())))
             .clone()
-    }
-}
-
-/// Stack of a query thread: deep (bounded) expression trees recurse in
-/// planning and when dropped. Reserved address space, touched only as used.
-const QUERY_STACK_BYTES: usize = 32 * 1024 * 1024;
-
-/// A running query's runtime and slots. Dropping it (answer sent, timeout,
-/// or the request dropped because the client left) aborts the query's
-/// task and stops the runtime on a reaper thread: a runaway operator that
-/// does not yield stops only when it next does, and keeps its slots until
-/// then, so at most the configured number of queries burn CPU at once.
-struct QueryRun {
-    runtime: Option<tokio::runtime::Runtime>,
-    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for QueryRun {
-    fn drop(&mut self) {
-        self.task.abort();
-        // Shared with the reaper, so a reaper that cannot start has not
-        // taken (and dropped, here in possibly async code) the runtime.
-        let parts = Arc::new(Mutex::new(self.runtime.take().zip(self.permits.take())));
-        let reaper_parts = parts.clone();
-        let reaper = std::thread::Builder::new()
-            .name("query-reaper".into())
-            .spawn(move || {
-                let taken = reaper_parts.locked().take();
-                drop(taken);
-            });
-        if let Err(e) = reaper {
-            // Let the runtime stop in the background, and keep its slots
-            // taken rather than let a possible runaway run beside others.
-            tracing::error!(error = %e, "starting a query reaper thread; the query's slots stay taken");
-            if let Some((runtime, permits)) = parts.locked().take() {
-                runtime.shutdown_background();
-                std::mem::forget(permits);
-            }
-        }
     }
 }
 

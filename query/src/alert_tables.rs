@@ -8,7 +8,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, Float64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
     TimestampMillisecondArray, UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::prelude::SessionContext;
 use wattline_storage::{AlertStore, RuleKind};
@@ -35,15 +35,36 @@ pub(crate) fn register(
     scope: &Scope,
 ) -> DfResult<()> {
     type Builder = fn(&AlertStore, &Scope) -> DfResult<RecordBatch>;
-    for (name, build) in [("alert_rules", rules as Builder), ("alert_events", events)] {
-        let empty = build(alerts, &Scope::tenant_none())?;
+    // The schemas are fixed: no store read until a query scans a table.
+    for (name, schema, build) in [
+        ("alert_rules", rules_schema(), rules as Builder),
+        ("alert_events", events_schema(), events),
+    ] {
         let (alerts, scope) = (alerts.clone(), scope.clone());
         ctx.register_table(
             name,
-            LazyTable::new(empty.schema(), move |_| build(&alerts, &scope)),
+            LazyTable::new(schema, move |_| build(&alerts, &scope)),
         )?;
     }
     Ok(())
+}
+
+fn rules_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("rule_id", DataType::Utf8, false),
+        Field::new("building_id", DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("threshold_kwh", DataType::Float64, true),
+        Field::new("window", DataType::Utf8, false),
+        Field::new(
+            "emails",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new("webhook_url", DataType::Utf8, true),
+        Field::new("enabled", DataType::Boolean, false),
+    ]))
 }
 
 fn rules(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
@@ -60,21 +81,7 @@ fn rules(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
         RuleKind::Baseline => "baseline",
         RuleKind::Offline => "offline",
     };
-    let schema = Schema::new(vec![
-        Field::new("rule_id", DataType::Utf8, false),
-        Field::new("building_id", DataType::Utf8, false),
-        Field::new("tenant_id", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("threshold_kwh", DataType::Float64, true),
-        Field::new("window", DataType::Utf8, false),
-        Field::new(
-            "emails",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            false,
-        ),
-        Field::new("webhook_url", DataType::Utf8, true),
-        Field::new("enabled", DataType::Boolean, false),
-    ]);
+    let schema = rules_schema();
     let columns: Vec<ArrayRef> = vec![
         strings(rows.iter().map(|r| r.id.as_str())),
         strings(rows.iter().map(|r| r.building_id.as_str())),
@@ -92,14 +99,11 @@ fn rules(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
             rows.iter().map(|r| Some(r.enabled)),
         )),
     ];
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-fn events(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
-    let rows = alerts
-        .events_where(|t| scope.sees(t))
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let schema = Schema::new(vec![
+fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
         Field::new("event_id", DataType::UInt64, false),
         Field::new("rule_id", DataType::Utf8, false),
         Field::new("building_id", DataType::Utf8, false),
@@ -111,7 +115,14 @@ fn events(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
         Field::new("threshold_kwh", DataType::Float64, false),
         Field::new("at", utc_ms(), false),
         Field::new("sensor_id", DataType::Utf8, true),
-    ]);
+    ]))
+}
+
+fn events(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
+    let rows = alerts
+        .events_where(|t| scope.sees(t))
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let schema = events_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(
             rows.iter().map(|e| e.event_id),
@@ -133,5 +144,5 @@ fn events(alerts: &AlertStore, scope: &Scope) -> DfResult<RecordBatch> {
             rows.iter().map(|e| e.sensor_id.as_deref()),
         )),
     ];
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
 }

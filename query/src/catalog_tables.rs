@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::Result as DfResult;
 use wattline_storage::{Catalog, CatalogView};
 
@@ -17,13 +17,6 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
-fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> DfResult<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
 /// The three catalog tables of `scope`, as lazily built tables.
 pub(crate) fn register(
     ctx: &datafusion::prelude::SessionContext,
@@ -31,19 +24,26 @@ pub(crate) fn register(
     scope: &Scope,
 ) -> DfResult<()> {
     type Builder = fn(&CatalogView<'_>, &Scope) -> DfResult<RecordBatch>;
-    for (name, build) in [
-        ("tenants", tenants as Builder),
-        ("buildings", buildings),
-        ("sensors", sensors),
+    // The schemas are fixed: the catalog is read when a query scans.
+    for (name, schema, build) in [
+        ("tenants", tenants_schema(), tenants as Builder),
+        ("buildings", buildings_schema(), buildings),
+        ("sensors", sensors_schema(), sensors),
     ] {
-        let empty = build(&catalog.view(), &Scope::tenant_none())?;
         let (catalog, scope) = (catalog.clone(), scope.clone());
         ctx.register_table(
             name,
-            LazyTable::new(empty.schema(), move |_| build(&catalog.view(), &scope)),
+            LazyTable::new(schema, move |_| build(&catalog.view(), &scope)),
         )?;
     }
     Ok(())
+}
+
+fn tenants_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+    ]))
 }
 
 fn tenants(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
@@ -51,16 +51,23 @@ fn tenants(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
         .tenants()
         .filter(|t| scope.sees(t.id.as_str()))
         .collect();
-    table(
-        vec![
-            Field::new("tenant_id", DataType::Utf8, false),
-            Field::new("name", DataType::Utf8, false),
-        ],
+    Ok(RecordBatch::try_new(
+        tenants_schema(),
         vec![
             strings(rows.iter().map(|t| t.id.as_str())),
             strings(rows.iter().map(|t| t.name.as_str())),
         ],
-    )
+    )?)
+}
+
+fn buildings_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("building_id", DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("floor_area_m2", DataType::Float64, true),
+        Field::new("timezone", DataType::Utf8, false),
+    ]))
 }
 
 fn buildings(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
@@ -71,14 +78,8 @@ fn buildings(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
             .flat_map(|t| view.buildings_of(t.id.as_str()))
             .collect(),
     };
-    table(
-        vec![
-            Field::new("building_id", DataType::Utf8, false),
-            Field::new("tenant_id", DataType::Utf8, false),
-            Field::new("name", DataType::Utf8, false),
-            Field::new("floor_area_m2", DataType::Float64, true),
-            Field::new("timezone", DataType::Utf8, false),
-        ],
+    Ok(RecordBatch::try_new(
+        buildings_schema(),
         vec![
             strings(rows.iter().map(|b| b.id.as_str())),
             strings(rows.iter().map(|b| b.tenant_id.as_str())),
@@ -88,7 +89,19 @@ fn buildings(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
             )),
             strings(rows.iter().map(|b| b.timezone.name())),
         ],
-    )
+    )?)
+}
+
+fn sensors_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("sensor_id", DataType::Utf8, false),
+        Field::new("building_id", DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("unit", DataType::Utf8, false),
+        Field::new("is_active", DataType::Boolean, false),
+        Field::new("meter_type", DataType::Utf8, false),
+    ]))
 }
 
 fn sensors(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
@@ -97,16 +110,8 @@ fn sensors(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
         .filter(|s| scope.sees(s.tenant_id.as_str()))
         .collect();
     rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    table(
-        vec![
-            Field::new("sensor_id", DataType::Utf8, false),
-            Field::new("building_id", DataType::Utf8, false),
-            Field::new("tenant_id", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("unit", DataType::Utf8, false),
-            Field::new("is_active", DataType::Boolean, false),
-            Field::new("meter_type", DataType::Utf8, false),
-        ],
+    Ok(RecordBatch::try_new(
+        sensors_schema(),
         vec![
             strings(rows.iter().map(|s| s.id.as_str())),
             strings(rows.iter().map(|s| s.building_id.as_str())),
@@ -118,5 +123,5 @@ fn sensors(view: &CatalogView<'_>, scope: &Scope) -> DfResult<RecordBatch> {
             )),
             strings(rows.iter().map(|s| s.meter.meter_type.name())),
         ],
-    )
+    )?)
 }

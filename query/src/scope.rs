@@ -21,13 +21,6 @@ impl Scope {
         }
     }
 
-    /// No rows at all (used to learn a table's schema cheaply).
-    pub(crate) fn tenant_none() -> Self {
-        Self {
-            tenant: Some(TenantId::parse("-").expect("a valid id")),
-        }
-    }
-
     /// The tenant the rows are restricted to, if any.
     pub fn restricted_to(&self) -> Option<&str> {
         self.tenant.as_ref().map(|t| t.as_str())
@@ -51,8 +44,5 @@ mod tests {
         let all = Scope::all();
         assert_eq!(all.restricted_to(), None);
         assert!(all.sees("a") && all.sees("b"));
-        // The schema-only scope matches no valid tenant id.
-        let none = Scope::tenant_none();
-        assert!(!none.sees("a"));
     }
 }

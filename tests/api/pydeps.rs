@@ -14,6 +14,7 @@ pub(crate) fn duckdb_pythonpath() -> PathBuf {
 /// boto3), DuckDB 1.5 with its Delta extension as a file (the
 /// extension's wheels exist for 1.5, not yet for 2.0), and the `deltalake`
 /// package to write a table as an older version would have.
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn fleet_pythonpath() -> PathBuf {
     pythonpath(
         "pydeps-fleet",

@@ -101,7 +101,7 @@ pub struct QueryEngine {
     permits: Arc<Semaphore>,
     /// Each tenant's share of `permits`.
     tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Idle runtimes for the next queries.
+    /// Runtimes started ahead for the next queries.
     runtimes: QueryRuntimes,
     /// Parquet footers and page indexes, shared by every query's runtime.
     metadata_cache: Arc<FileMetadataCache>,
@@ -119,7 +119,7 @@ impl QueryEngine {
         Self {
             metadata_cache,
             permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
-            runtimes: QueryRuntimes::new(limits.max_concurrent.max(1)),
+            runtimes: QueryRuntimes::new(),
             tenant_permits: Mutex::new(HashMap::new()),
             store,
             limits,
@@ -408,7 +408,6 @@ impl QueryEngine {
             let _ = tx.send(work.await);
         });
         let _run = QueryRun {
-            runtimes: &self.runtimes,
             runtime: Some(runtime),
             permits: Some(permits),
             task: task.abort_handle(),

@@ -1,16 +1,16 @@
-//! The runtimes queries run on: each running query has one of its own, so
-//! an operator that does not yield holds only its own threads (and its
-//! concurrency slots) until it does.
+//! The runtimes queries run on: each query has one of its own, used once,
+//! so an operator that does not yield holds only its own threads (and its
+//! concurrency slots) until it does, and whatever a query leaves on its
+//! runtime (a blocking file read, a task not yet cancelled) ends with it.
 //!
 //! Starting a runtime's threads takes about a quarter of a millisecond,
-//! a large part of a small query's time, so a runtime whose query has
-//! finished with nothing left running on it is kept for the next query
-//! (at most as many as queries may run at once). A runtime whose query was
-//! abandoned (timeout, client gone) is stopped on a reaper thread, which
-//! waits for a runaway to yield, and the query's slots stay taken until
-//! then.
+//! a large part of a small query's time, so a background thread keeps a
+//! few started ones ready; a query takes one (or starts one itself when
+//! none is ready), and when it ends its runtime is stopped on a reaper
+//! thread, which waits for a runaway to yield; the query's slots stay
+//! taken until then.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::runtime::Runtime;
 use tokio::sync::OwnedSemaphorePermit;
@@ -22,74 +22,121 @@ use crate::error::{QueryError, Result};
 /// planning and when dropped. Reserved address space, touched only as used.
 const QUERY_STACK_BYTES: usize = 32 * 1024 * 1024;
 
-/// Idle query runtimes, ready for the next query.
+/// How many started runtimes are kept ready.
+const READY: usize = 2;
+
+fn start_runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("query")
+        .thread_stack_size(QUERY_STACK_BYTES)
+        .enable_time()
+        .build()
+        .map_err(|e| QueryError::Internal(format!("starting a query runtime: {e}")))
+}
+
+/// Started runtimes, ready for the next queries, and whether the engine
+/// that owns them is gone.
+#[derive(Default)]
+struct Ready {
+    runtimes: Vec<Runtime>,
+    closed: bool,
+}
+
+/// Runtimes for queries, started ahead by a background thread.
 pub(crate) struct QueryRuntimes {
-    idle: Mutex<Vec<Runtime>>,
-    keep: usize,
+    ready: Arc<(Mutex<Ready>, Condvar)>,
 }
 
 impl QueryRuntimes {
-    /// Keeps up to `keep` idle runtimes.
-    pub(crate) fn new(keep: usize) -> Self {
-        Self {
-            idle: Mutex::new(Vec::new()),
-            keep,
+    /// Starts the thread that keeps runtimes ready (without it, each
+    /// query starts its own).
+    pub(crate) fn new() -> Self {
+        let ready: Arc<(Mutex<Ready>, Condvar)> = Arc::default();
+        let shared = ready.clone();
+        let starter = std::thread::Builder::new()
+            .name("query-runtimes".into())
+            .spawn(move || keep_ready(&shared));
+        if let Err(e) = starter {
+            tracing::warn!(error = %e, "starting the query runtime starter; each query starts its own");
         }
+        Self { ready }
     }
 
-    /// An idle runtime, or a new one.
+    /// A started runtime, for one query.
     pub(crate) fn take(&self) -> Result<Runtime> {
-        if let Some(runtime) = self.idle.locked().pop() {
-            return Ok(runtime);
+        let (lock, wake) = &*self.ready;
+        let taken = lock.locked().runtimes.pop();
+        wake.notify_one();
+        match taken {
+            Some(runtime) => Ok(runtime),
+            None => start_runtime(),
         }
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("query")
-            .thread_stack_size(QUERY_STACK_BYTES)
-            .enable_time()
-            .build()
-            .map_err(|e| QueryError::Internal(format!("starting a query runtime: {e}")))
     }
+}
 
-    /// Takes `runtime` back when nothing runs on it any more and there is
-    /// room; otherwise it is stopped on a reaper thread.
-    fn give_back(&self, runtime: Runtime) -> Option<Runtime> {
-        if runtime.metrics().num_alive_tasks() > 0 {
-            return Some(runtime);
+/// Keeps [`READY`] runtimes started until the engine is dropped.
+fn keep_ready(ready: &(Mutex<Ready>, Condvar)) {
+    let (lock, wake) = ready;
+    loop {
+        {
+            let mut state = lock.locked();
+            while !state.closed && state.runtimes.len() >= READY {
+                state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if state.closed {
+                return;
+            }
         }
-        let mut idle = self.idle.locked();
-        if idle.len() >= self.keep {
-            return Some(runtime);
+        match start_runtime() {
+            Ok(runtime) => {
+                let mut state = lock.locked();
+                if state.closed {
+                    runtime.shutdown_background();
+                    return;
+                }
+                state.runtimes.push(runtime);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "starting a query runtime ahead");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
         }
-        idle.push(runtime);
-        None
+    }
+}
+
+impl Drop for QueryRuntimes {
+    /// Stops the starter and the ready runtimes (without blocking: the
+    /// engine may be dropped in async code).
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.ready;
+        let runtimes = {
+            let mut state = lock.locked();
+            state.closed = true;
+            std::mem::take(&mut state.runtimes)
+        };
+        wake.notify_all();
+        for runtime in runtimes {
+            runtime.shutdown_background();
+        }
     }
 }
 
 /// A running query's runtime and slots. Dropping it (answer sent, timeout,
 /// or the request dropped because the client left) aborts the query's
-/// task; a runtime with nothing left on it goes back to the idle ones,
-/// any other is stopped on a reaper thread: a runaway operator that does
-/// not yield stops only when it next does, and keeps its slots until then,
-/// so at most the configured number of queries burn CPU at once.
-pub(crate) struct QueryRun<'a> {
-    pub(crate) runtimes: &'a QueryRuntimes,
+/// task and stops the runtime on a reaper thread: a runaway operator that
+/// does not yield stops only when it next does, and keeps its slots until
+/// then, so at most the configured number of queries burn CPU at once.
+pub(crate) struct QueryRun {
     pub(crate) runtime: Option<Runtime>,
     pub(crate) permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     pub(crate) task: tokio::task::AbortHandle,
 }
 
-impl Drop for QueryRun<'_> {
+impl Drop for QueryRun {
     fn drop(&mut self) {
         self.task.abort();
         let Some(runtime) = self.runtime.take() else {
-            return;
-        };
-        let Some(runtime) = (if self.task.is_finished() {
-            self.runtimes.give_back(runtime)
-        } else {
-            Some(runtime)
-        }) else {
             return;
         };
         // Shared with the reaper, so a reaper that cannot start has not
@@ -117,32 +164,27 @@ impl Drop for QueryRun<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn finish(run: QueryRun<'_>) {
-        drop(run);
-    }
+    use std::time::{Duration, Instant};
 
     #[test]
-    fn a_finished_query_leaves_its_runtime_to_the_next_and_a_runaway_is_reaped() -> Result<()> {
-        let runtimes = QueryRuntimes::new(1);
-        let runtime = runtimes.take()?;
-        let task = runtime.spawn(async {});
-        while !task.is_finished() {
-            std::thread::sleep(Duration::from_millis(1));
+    fn runtimes_are_started_ahead_and_each_serves_one_query() -> Result<()> {
+        let runtimes = QueryRuntimes::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runtimes.ready.0.locked().runtimes.len() < READY {
+            assert!(Instant::now() < deadline, "no runtime started ahead");
+            std::thread::sleep(Duration::from_millis(5));
         }
-        finish(QueryRun {
-            runtimes: &runtimes,
-            task: task.abort_handle(),
-            runtime: Some(runtime),
-            permits: None,
-        });
-        assert_eq!(runtimes.idle.locked().len(), 1);
-
-        // A task that does not yield: its runtime is not kept, and the
-        // reaper waits for it.
+        // A query takes one; the starter replaces it.
         let runtime = runtimes.take()?;
-        assert!(runtimes.idle.locked().is_empty());
+        while runtimes.ready.0.locked().runtimes.len() < READY {
+            assert!(
+                Instant::now() < deadline,
+                "the runtime taken was not replaced"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A task that does not yield: the reaper waits for it, and the
+        // runtime is not seen again.
         let (started, wait) = std::sync::mpsc::channel();
         let (done, ended) = std::sync::mpsc::channel();
         let task = runtime.spawn(async move {
@@ -152,16 +194,20 @@ mod tests {
         });
         wait.recv_timeout(Duration::from_secs(10))
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        finish(QueryRun {
-            runtimes: &runtimes,
+        drop(QueryRun {
             task: task.abort_handle(),
             runtime: Some(runtime),
             permits: None,
         });
-        assert!(runtimes.idle.locked().is_empty());
         ended
             .recv_timeout(Duration::from_secs(10))
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        assert_eq!(runtimes.ready.0.locked().runtimes.len(), READY);
+        // Dropped in async code, the engine's ready runtimes stop without
+        // blocking.
+        let outer = start_runtime()?;
+        outer.block_on(async move { drop(runtimes) });
+        outer.shutdown_background();
         Ok(())
     }
 }

@@ -9,8 +9,10 @@
 //! Reports: the time rollups take to catch up with the 30 loaded days;
 //! p50/p95/p99 latency over HTTP of `/energy` for a month at hour
 //! resolution and a year at month resolution, of the tenant building
-//! list, and of SQL on `building_hourly` for the same month of hours; and how long rollups take to catch up after a backfill of one day
-//! of data for every sensor, posted through the HTTP API. The 30 days are
+//! list, and of SQL on `building_hourly` for the same month of hours
+//! (and a week of hours both ways); and how long rollups take to catch
+//! up after a backfill of one day of data for every sensor, posted
+//! through the HTTP API. The 30 days are
 //! loaded through the storage write path (write-ahead, memtable, flush)
 //! before the release daemon starts on the same data directory.
 //! `WATTLINE_BENCH_DAYS` changes the 30. Run by `cargo test --all-targets`
@@ -82,6 +84,8 @@ async fn main() {
     let mut year_month = Vec::new();
     let mut list = Vec::new();
     let mut sql_month_hour = Vec::new();
+    let mut week_hour = Vec::new();
+    let mut sql_week_hour = Vec::new();
     let sql = |body: Value| {
         let (client, url, key) = (
             client.clone(),
@@ -128,6 +132,22 @@ async fn main() {
             common_day(today)
         );
         sql_month_hour.push(sql(json!({ "sql": query })).await);
+        // The last 7 UTC days of hours, both ways (issue 14's case).
+        let week_start = common_day(today - 7);
+        week_hour.push(
+            get(format!(
+                "/api/v1/buildings/b-{t}-{b}/energy?resolution=hour&start={week_start}&end={}",
+                common_day(today)
+            ))
+            .await,
+        );
+        let query = format!(
+            "SELECT hour, kwh, readings FROM building_hourly WHERE building_id = 'b-{t}-{b}' \
+             AND hour >= TIMESTAMP '{week_start}T00:00:00Z' AND hour < TIMESTAMP '{}T00:00:00Z' \
+             ORDER BY hour",
+            common_day(today)
+        );
+        sql_week_hour.push(sql(json!({ "sql": query })).await);
     }
 
     // A backfill of one more (earlier) day for every sensor, over HTTP,
@@ -180,6 +200,8 @@ async fn main() {
         ("/energy, a year at month resolution", year_month),
         ("tenant building list", list),
         ("SQL, a month of hours (building_hourly)", sql_month_hour),
+        ("/energy, a week at hour resolution", week_hour),
+        ("SQL, a week of hours (building_hourly)", sql_week_hour),
     ] {
         samples.sort();
         let p = |q: f64| {

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
 
 /// A `PYTHONPATH` under which `import duckdb` works.
 pub(crate) fn duckdb_pythonpath() -> PathBuf {
@@ -31,11 +32,19 @@ pub(crate) fn fleet_pythonpath() -> PathBuf {
 /// Installs `packages` (pinned versions) into `folder` of the build's
 /// temp folder unless that folder already holds exactly them: a module of
 /// another version installed elsewhere on the machine does not count.
+///
+/// Tests run in parallel and several may ask at once: one installs while
+/// the others wait, and the install goes to a staging folder renamed into
+/// place when complete, so no test ever imports from a half-written folder.
 pub(crate) fn pythonpath(folder: &str, modules: &str, packages: &[&str]) -> PathBuf {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(folder);
-    let marker = dir.join(".installed");
     let wanted = packages.join("\n");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+    let installed = std::fs::read_to_string(dir.join(".installed")).ok();
+    if installed.as_deref() != Some(wanted.as_str()) {
+        let staging = dir.with_extension(format!("partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
         let status = Command::new("python3")
             .args([
                 "-m",
@@ -43,15 +52,16 @@ pub(crate) fn pythonpath(folder: &str, modules: &str, packages: &[&str]) -> Path
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                "--upgrade",
                 "--target",
             ])
-            .arg(&dir)
+            .arg(&staging)
             .args(packages)
             .status()
             .expect("python3 -m pip");
         assert!(status.success(), "installing {packages:?} from PyPI failed");
-        std::fs::write(&marker, &wanted).expect("writing the install marker");
+        std::fs::write(staging.join(".installed"), &wanted).expect("writing the install marker");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&staging, &dir).expect("moving the installed packages into place");
     }
     let importable = Command::new("python3")
         .args(["-c", &format!("import {modules}")])

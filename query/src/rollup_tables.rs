@@ -47,40 +47,46 @@ pub(crate) fn building_table(
         Resolution::Month => "month",
     };
     let schema = building_schema(table, per_area);
-    LazyTable::new(schema.clone(), move |filters| {
-        // Only the rows the filters can keep: a building's week of hours
-        // costs that week, not the tenant's whole history.
-        let bounds = ScanBounds::from_filters(filters, time_column);
-        let at = match resolution {
-            Resolution::Hour => bounds.range.start_ms..bounds.range.end_ms,
-            _ => days_from(bounds.range.start_ms)..days_from(bounds.range.end_ms),
-        };
-        let rows =
-            store
-                .rollups()
-                .table_rows(table, |t| scope.sees(t), bounds.buildings.as_ref(), at);
-        let batch = rollup_batch(table, &rows).map_err(external)?;
-        let facts = building_facts(
-            &store,
-            rows.iter().map(|r| (&*r.building_id, &*r.tenant_id)),
-        );
-        let coverage = rows.iter().map(|r| {
-            let f = facts.get(&*r.building_id)?;
-            let start = match resolution {
-                Resolution::Hour => r.at,
-                _ => day_start(f.tz, from_days(r.at)),
+    // `table_rows` returns each building's buckets in time order, the
+    // buildings in id order.
+    LazyTable::sorted(
+        schema.clone(),
+        &["building_id", time_column],
+        move |filters| {
+            // Only the rows the filters can keep: a building's week of hours
+            // costs that week, not the tenant's whole history.
+            let bounds = ScanBounds::from_filters(filters, time_column);
+            let at = match resolution {
+                Resolution::Hour => bounds.range.start_ms..bounds.range.end_ms,
+                _ => days_from(bounds.range.start_ms)..days_from(bounds.range.end_ms),
             };
-            let span = bucket_end(f.tz, resolution, start) - start;
-            wattline_storage::coverage(r.readings, f.per_hour, span)
-        });
-        let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(Float64Array::from_iter(coverage)));
-        if per_area {
-            let kwh = rows.iter().map(|r| per_m2(r.kwh, &facts, &r.building_id));
-            columns.push(Arc::new(Float64Array::from_iter(kwh)));
-        }
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
-    })
+            let rows =
+                store
+                    .rollups()
+                    .table_rows(table, |t| scope.sees(t), bounds.buildings.as_ref(), at);
+            let batch = rollup_batch(table, &rows).map_err(external)?;
+            let facts = building_facts(
+                &store,
+                rows.iter().map(|r| (&*r.building_id, &*r.tenant_id)),
+            );
+            let coverage = rows.iter().map(|r| {
+                let f = facts.get(&*r.building_id)?;
+                let start = match resolution {
+                    Resolution::Hour => r.at,
+                    _ => day_start(f.tz, from_days(r.at)),
+                };
+                let span = bucket_end(f.tz, resolution, start) - start;
+                wattline_storage::coverage(r.readings, f.per_hour, span)
+            });
+            let mut columns = batch.columns().to_vec();
+            columns.push(Arc::new(Float64Array::from_iter(coverage)));
+            if per_area {
+                let kwh = rows.iter().map(|r| per_m2(r.kwh, &facts, &r.building_id));
+                columns.push(Arc::new(Float64Array::from_iter(kwh)));
+            }
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        },
+    )
 }
 
 /// The first day starting at or after `ms` (days since the epoch).

@@ -83,6 +83,8 @@ impl Rollups {
     /// Rows of a building-level table for the tenants `sees` accepts, of
     /// `buildings` (`None`: all), whose bucket start (`at`: milliseconds
     /// for hours, days since the epoch for days and months) lies in `at`.
+    /// Sorted by building id, then bucket: the SQL tables declare that
+    /// order, and DataFusion skips sorts on it.
     pub fn table_rows(
         &self,
         table: RollupTable,

@@ -180,6 +180,17 @@ async fn attack(server: &Server, key_a: &str, phase: &str) -> Vec<String> {
         let (dx, ds) = (div("x.tenant_id"), div("s.tenant_id"));
         // (sql, expected first cell, expected number of rows)
         let checks: Vec<(String, Option<i64>, Option<i64>)> = vec![
+            // b's ids named outright (tables look named ids up).
+            (
+                format!("SELECT count(*) FROM {t} WHERE {text} IN ('bb', 'b1', 'b2')"),
+                Some(0),
+                None,
+            ),
+            (
+                format!("SELECT {text} FROM {t} WHERE {text} = 'bb' ORDER BY 1"),
+                None,
+                Some(0),
+            ),
             (
                 format!("SELECT count(*) FROM {t} WHERE tenant_id <> '{A}' AND {guarded} = 0"),
                 Some(0),

@@ -106,47 +106,25 @@ async fn main() {
             started.elapsed()
         }
     };
+    let (week_start, end) = (common_day(today - 7), common_day(today));
     for i in 0..SAMPLES {
         let (t, b) = (i % shape.tenants, i % shape.buildings_per_tenant);
-        month_hour.push(
-            get(format!(
-                "/api/v1/buildings/b-{t}-{b}/energy?resolution=hour&start={month_start}&end={}",
-                common_day(today)
-            ))
-            .await,
-        );
+        let building = format!("b-{t}-{b}");
+        let (energy, query) = hours_both_ways(&building, &month_start, &end);
+        month_hour.push(get(energy).await);
         year_month.push(
             get(format!(
-                "/api/v1/buildings/b-{t}-{b}/energy?resolution=month&start={}&end={}",
+                "/api/v1/buildings/{building}/energy?resolution=month&start={}&end={}",
                 common_day(today - 365),
                 common_day(today + 1)
             ))
             .await,
         );
         list.push(get(format!("/api/v1/tenants/t-{t}/buildings")).await);
-        // A month of hours as above (UTC days), through SQL.
-        let query = format!(
-            "SELECT hour, kwh, readings FROM building_hourly WHERE building_id = 'b-{t}-{b}' \
-             AND hour >= TIMESTAMP '{month_start}T00:00:00Z' AND hour < TIMESTAMP '{}T00:00:00Z' \
-             ORDER BY hour",
-            common_day(today)
-        );
         sql_month_hour.push(sql(json!({ "sql": query })).await);
         // The last 7 UTC days of hours, both ways (issue 14's case).
-        let week_start = common_day(today - 7);
-        week_hour.push(
-            get(format!(
-                "/api/v1/buildings/b-{t}-{b}/energy?resolution=hour&start={week_start}&end={}",
-                common_day(today)
-            ))
-            .await,
-        );
-        let query = format!(
-            "SELECT hour, kwh, readings FROM building_hourly WHERE building_id = 'b-{t}-{b}' \
-             AND hour >= TIMESTAMP '{week_start}T00:00:00Z' AND hour < TIMESTAMP '{}T00:00:00Z' \
-             ORDER BY hour",
-            common_day(today)
-        );
+        let (energy, query) = hours_both_ways(&building, &week_start, &end);
+        week_hour.push(get(energy).await);
         sql_week_hour.push(sql(json!({ "sql": query })).await);
     }
 
@@ -220,6 +198,19 @@ async fn main() {
         posted.as_secs_f64(),
         caught_up.as_secs_f64()
     );
+}
+
+/// A building's hours over the UTC days `[start, end)`: the `/energy`
+/// path and the same rows through SQL.
+fn hours_both_ways(building: &str, start: &str, end: &str) -> (String, String) {
+    let energy =
+        format!("/api/v1/buildings/{building}/energy?resolution=hour&start={start}&end={end}");
+    let sql = format!(
+        "SELECT hour, kwh, readings FROM building_hourly WHERE building_id = '{building}' \
+         AND hour >= TIMESTAMP '{start}T00:00:00Z' AND hour < TIMESTAMP '{end}T00:00:00Z' \
+         ORDER BY hour"
+    );
+    (energy, sql)
 }
 
 fn common_day(day: i64) -> String {

@@ -32,9 +32,12 @@ mod gaps_table;
 mod guard;
 mod join_budget;
 mod lazy_table;
+#[cfg(test)]
+mod partition_scan_tests;
 mod pg_attribute;
 mod pg_catalog;
 mod pg_rewrite;
+mod pinned_scan;
 mod postgres;
 mod quarter_hours;
 mod query_engine;

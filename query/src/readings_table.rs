@@ -29,7 +29,9 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::error::Result as DfResult;
@@ -243,13 +245,16 @@ impl ReadingsTable {
         let plan = ScanPlan::build(&self.snapshot, &self.names, wanted, bounds.range)?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plan.files.is_empty() {
-            let files: Vec<(String, u64)> = plan
+            let files = plan
                 .files
                 .iter()
-                .map(|f| (f.path.to_string_lossy().to_string(), f.meta.bytes))
+                .map(|f| PartitionedFile::new(f.path.to_string_lossy(), f.meta.bytes))
                 .collect();
             let predicate = bounds.predicate("ts", self.scope.restricted_to());
-            inputs.push(parquet_scan(state, &schema, &files, stored, predicate)?);
+            let reader = chunk_reader(state)?;
+            inputs.push(parquet_scan(
+                state, &schema, files, reader, stored, predicate,
+            )?);
         }
         if !plan.memory.is_empty() {
             let batch = memory_batch(&plan.memory, &self.names)?;
@@ -396,29 +401,22 @@ pub(crate) fn scan_columns(
     (requested, scan)
 }
 
-/// A Parquet scan of `files` (path, size), pruned and filtered by
-/// `predicate`: wattline's own expression (tenant, time and id bounds),
-/// never one of the query's.
+/// A Parquet scan of `files`, read through `reader`, pruned and filtered
+/// by `predicate`: wattline's own expression (tenant, time and id
+/// bounds), never one of the query's.
 pub(crate) fn parquet_scan(
     state: &dyn Session,
     schema: &SchemaRef,
-    files: &[(String, u64)],
+    files: Vec<PartitionedFile>,
+    reader: Arc<dyn ParquetFileReaderFactory>,
     scan_columns: &[usize],
     predicate: Option<Expr>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-    // Parsed footers and page indexes are cached across queries (chunk
-    // files never change once written; a rewritten rollup partition has a
-    // new size and time, which the cache checks).
-    let runtime = state.runtime_env();
-    let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
-    let metadata = runtime.cache_manager.get_file_metadata_cache();
     let mut source = ParquetSource::new(schema.clone())
         .with_enable_page_index(true)
         .with_pushdown_filters(true)
-        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-            store, metadata,
-        )));
+        .with_parquet_file_reader_factory(reader);
     if let Some(predicate) = predicate {
         source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
     }
@@ -427,6 +425,17 @@ pub(crate) fn parquet_scan(
         .with_projection_indices(Some(scan_columns.to_vec()))?
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// Reads chunk files by path, with their parsed footers and page indexes
+/// cached across queries (chunk files never change once written).
+fn chunk_reader(state: &dyn Session) -> DfResult<Arc<dyn ParquetFileReaderFactory>> {
+    let runtime = state.runtime_env();
+    let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+    let footers = runtime.cache_manager.get_file_metadata_cache();
+    Ok(Arc::new(CachedParquetFileReaderFactory::new(
+        store, footers,
+    )))
 }
 
 /// What a scan reads: files straight from Parquet, and rows from memory.
@@ -501,16 +510,15 @@ fn is_clean(files: &[Arc<ChunkFile>], hot: &[Reading]) -> bool {
             .any(|r| files.iter().any(|f| f.meta.spans(r.ts_ms)))
 }
 
-/// Spreads files (path, size) over `partitions` groups of similar size.
-fn file_groups(files: &[(String, u64)], partitions: usize) -> Vec<FileGroup> {
+/// Spreads files over `partitions` groups of similar size.
+fn file_groups(mut files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
     let n = partitions.clamp(1, files.len().max(1));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
-    let mut sorted: Vec<_> = files.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.1));
-    for (path, bytes) in sorted {
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    for file in files {
         let g = groups.iter_mut().min_by_key(|(b, _)| *b).expect("n >= 1");
-        g.0 += bytes;
-        g.1.push(PartitionedFile::new(path.clone(), *bytes));
+        g.0 += file.object_meta.size;
+        g.1.push(file);
     }
     groups
         .into_iter()

@@ -24,6 +24,7 @@ use wattline_storage::{
 
 use crate::filters::ScanBounds;
 use crate::lazy_table::LazyTable;
+use crate::pinned_scan::{PinnedReaderFactory, pinned_file};
 use crate::readings_table::{parquet_scan, scan_columns, scoped};
 use crate::scope::Scope;
 
@@ -228,7 +229,7 @@ fn external(e: wattline_storage::Error) -> datafusion::error::DataFusionError {
 }
 
 /// `sensor_hourly` or `building_quarterly`, read from their partition
-/// files (listed when scanned).
+/// files (opened when scanned; see `pinned_scan`).
 pub(crate) struct PartitionedTable {
     store: Arc<ReadingStore>,
     scope: Scope,
@@ -251,18 +252,6 @@ impl PartitionedTable {
             scope,
             table,
         }
-    }
-
-    fn files(&self) -> Vec<(String, u64)> {
-        self.store
-            .rollups()
-            .partition_files(self.table)
-            .into_iter()
-            .filter_map(|p| {
-                let size = std::fs::metadata(&p).ok()?.len();
-                Some((p.to_string_lossy().to_string(), size))
-            })
-            .collect()
     }
 
     /// Index of `tenant_id`, and the time column's name.
@@ -302,12 +291,20 @@ impl TableProvider for PartitionedTable {
         let tenant = self.scope.restricted_to();
         let (tenant_column, time) = self.columns();
         let (requested, columns) = scan_columns(&schema, projection, tenant_column, tenant);
-        let files = self.files();
+        let bounds = ScanBounds::from_filters(filters, time);
+        let files = self
+            .store
+            .rollups()
+            .open_partitions(self.table, bounds.range)
+            .map_err(external)?;
         let scanned: Arc<dyn ExecutionPlan> = if files.is_empty() {
             Arc::new(EmptyExec::new(Arc::new(schema.project(&columns)?)))
         } else {
-            let predicate = ScanBounds::from_filters(filters, time).predicate(time, tenant);
-            parquet_scan(state, &schema, &files, &columns, predicate)?
+            let predicate = bounds.predicate(time, tenant);
+            let files = files.into_iter().map(pinned_file).collect();
+            let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let reader = Arc::new(PinnedReaderFactory::new(footers));
+            parquet_scan(state, &schema, files, reader, &columns, predicate)?
         };
         scoped(
             state,

@@ -13,7 +13,8 @@
 //! - [`quarters`]: recent 15-minute building totals, for alert windows.
 //! - [`windows`]: clock-aligned windows read in one pass (alert rules).
 //! - [`zones`]: which time zone each building's rollups follow.
-//! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`.
+//! - [`files`]: the rollup tables as Parquet under `chunks/rollups/`;
+//!   [`pinned`]: one version of each file for a query.
 
 pub(crate) mod calendar;
 pub(crate) mod changes;
@@ -24,6 +25,7 @@ mod derived;
 pub(crate) mod files;
 #[cfg(test)]
 mod meter_tests;
+mod pinned;
 mod quarters;
 mod reach;
 mod reads;
@@ -39,6 +41,7 @@ mod zones;
 
 pub use changes::DayChange;
 pub use files::{RollupRow, RollupTable, to_batch as rollup_batch};
+pub use pinned::PinnedPartition;
 pub use quarters::QUARTER_DAYS;
 pub use rollups::{Agg, Resolution, Rollups, from_days};
 pub use windows::{WindowReader, WindowSpan};

@@ -28,6 +28,8 @@ use parquet::file::properties::WriterProperties;
 use crate::error::{Error, Result};
 use crate::tree::sync_dir;
 
+use super::pinned::PartitionVersions;
+
 /// One rollup row: who, when (UTC ms of the bucket start, or days since
 /// the epoch for daily and monthly), and the aggregate.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,11 +213,16 @@ pub fn to_batch(table: RollupTable, rows: &[RollupRow]) -> Result<RecordBatch> {
 }
 
 /// Replaces the partition file `path` with `rows` (or deletes it when
-/// there are none).
-pub(crate) fn write_partition(table: RollupTable, path: &Path, rows: &[RollupRow]) -> Result<()> {
+/// there are none), in `versions`' order with readers.
+pub(crate) fn write_partition(
+    versions: &PartitionVersions,
+    table: RollupTable,
+    path: &Path,
+    rows: &[RollupRow],
+) -> Result<()> {
     let dir = path.parent().expect("partition files live in a folder");
     if rows.is_empty() {
-        match std::fs::remove_file(path) {
+        match versions.remove(path) {
             Ok(()) => sync_dir(dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
@@ -240,7 +247,9 @@ pub(crate) fn write_partition(table: RollupTable, path: &Path, rows: &[RollupRow
     let out = writer.into_inner().map_err(bad)?;
     out.sync_all().map_err(|e| io("fsync of", e))?;
     drop(out);
-    std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))?;
+    versions
+        .replace(&tmp, path)
+        .map_err(|e| io("renaming", e))?;
     crate::faults::inject(crate::faults::FailPoint::RollupDirSync)
         .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))?;
     sync_dir(dir)

@@ -262,7 +262,7 @@ impl Rollups {
             return keep_partition(&path);
         }
         let rows = merge_sorted(kept, rows, order);
-        write_partition(RollupTable::BuildingQuarterly, &path, &rows)
+        write_partition(&self.versions, RollupTable::BuildingQuarterly, &path, &rows)
     }
 
     /// Rebuilds every kept day's quarters (on open), returning the newest

@@ -34,7 +34,7 @@ impl Rollups {
                     .strip_prefix("day=")
                     .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
                 if day.is_some_and(|d| days_since_epoch(d) + 1 < cutoff_day) {
-                    write_partition(table, &path, &[])?;
+                    write_partition(&self.versions, table, &path, &[])?;
                     let _ = std::fs::remove_dir(dir);
                 }
             }

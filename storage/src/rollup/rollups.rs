@@ -23,10 +23,12 @@ use std::time::Instant;
 use chrono::{Datelike, NaiveDate};
 
 use super::files::{RollupRow, RollupTable, partitions, read_partition};
+use super::pinned::{PartitionVersions, PinnedPartition};
 use super::windows::WindowSpan;
 use super::zones::ZoneLedger;
 use crate::catalog::Catalog;
 use crate::error::Result;
+use crate::reading::{DAY_MS, TimeRange};
 use crate::wal::db::WalDb;
 use crate::wal::marks::Marks;
 
@@ -213,6 +215,8 @@ pub struct Rollups {
     pub(super) generation: AtomicU64,
     /// The catalog's tariff version the costs follow.
     pub(super) tariffs_seen: AtomicU64,
+    /// The partition files' versions, which readers open one of.
+    pub(super) versions: PartitionVersions,
 }
 
 pub(super) fn days_since_epoch(d: NaiveDate) -> i64 {
@@ -271,6 +275,7 @@ impl Rollups {
             // Checked against the record of what costs follow at the
             // first step.
             tariffs_seen: AtomicU64::new(u64::MAX),
+            versions: PartitionVersions::new(),
         })
     }
 
@@ -330,17 +335,38 @@ impl Rollups {
     pub fn partition_days(&self, table: RollupTable) -> Vec<i64> {
         partitions(table, &self.data_dir)
             .iter()
-            .filter_map(|p| p.parent()?.file_name()?.to_str()?.strip_prefix("day="))
-            .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            .map(days_since_epoch)
+            .filter_map(|p| partition_day(p))
             .collect()
     }
 
     /// Files of a table kept on disk only (`sensor_hourly`,
-    /// `building_quarterly`), for SQL.
-    pub fn partition_files(&self, table: RollupTable) -> Vec<PathBuf> {
-        partitions(table, &self.data_dir)
+    /// `building_quarterly`), for SQL: open, so a query reads each as it
+    /// is now even when a step rewrites it meanwhile.
+    /// Only the partitions of UTC days that `range` overlaps are opened.
+    pub fn open_partitions(
+        &self,
+        table: RollupTable,
+        range: TimeRange,
+    ) -> Result<Vec<PinnedPartition>> {
+        let wanted = |path: &PathBuf| {
+            partition_day(path).is_none_or(|day| {
+                day * DAY_MS < range.end_ms && range.start_ms < (day + 1) * DAY_MS
+            })
+        };
+        self.versions.open(|| {
+            partitions(table, &self.data_dir)
+                .into_iter()
+                .filter(wanted)
+                .collect()
+        })
     }
+}
+
+/// The UTC day (days since the epoch) of a by-day table's partition file.
+fn partition_day(path: &std::path::Path) -> Option<i64> {
+    let folder = path.parent()?.file_name()?.to_str()?.strip_prefix("day=")?;
+    let date = NaiveDate::parse_from_str(folder, "%Y-%m-%d").ok()?;
+    Some(days_since_epoch(date))
 }
 
 /// Rows of every building from `points`.

@@ -244,7 +244,7 @@ impl Rollups {
             if unchanged {
                 keep_partition(&path)?;
             } else {
-                write_partition(RollupTable::SensorHourly, &path, &rows)?;
+                write_partition(&self.versions, RollupTable::SensorHourly, &path, &rows)?;
             }
             self.replace_building_hours(p, sensors, &names, &rows, &mut touched)?;
         }
@@ -350,6 +350,7 @@ impl Rollups {
         drop(buildings);
         // On failure the step fails and its marks stay: it is repeated.
         write_partition(
+            &self.versions,
             RollupTable::BuildingHourly,
             &self.partition_path(RollupTable::BuildingHourly, &day_name(p)),
             &rows,
@@ -435,6 +436,7 @@ impl Rollups {
             });
             let key = format!("{:04}-{:02}", m.year(), m.month());
             write_partition(
+                &self.versions,
                 RollupTable::BuildingDaily,
                 &self.partition_path(RollupTable::BuildingDaily, &key),
                 &rows,
@@ -448,6 +450,7 @@ impl Rollups {
                     .collect()
             });
             write_partition(
+                &self.versions,
                 RollupTable::BuildingMonthly,
                 &self.partition_path(RollupTable::BuildingMonthly, ""),
                 &rows,

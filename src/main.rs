@@ -17,6 +17,7 @@ mod import;
 mod logging;
 mod maintenance;
 mod mqtt;
+mod open_files;
 mod pgwire;
 mod report_workers;
 mod serve;

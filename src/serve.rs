@@ -41,6 +41,7 @@ pub(crate) fn settings(args: &ServeArgs) -> Result<Settings> {
 /// Runs the daemon; with `demo`, also the demo tenant and its meters.
 pub(crate) fn run(args: ServeArgs, demo: bool) -> Result<()> {
     let settings = settings(&args)?;
+    crate::open_files::raise_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wattline")

@@ -1,8 +1,10 @@
 //! Parquet reads of rollup partitions through the handles opened when the
 //! query was planned ([`PinnedPartition`]), never by path: a rollup step
 //! may rename a new version over a file between planning and reading.
-//! Parsed footers are cached under the version's own name, so a footer is
-//! only ever used with the version it was read from.
+//! The footer cache checks a file's size and modification time; a
+//! partition's version number stands in for the time, so a footer is only
+//! ever used with the version it was read from (and a partition's newer
+//! version replaces its entry instead of crowding out others).
 
 use std::fs::File;
 use std::io::Read;
@@ -11,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::DateTime;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::{CachedParquetMetaData, ParquetFileMetrics};
@@ -29,7 +32,10 @@ use wattline_storage::PinnedPartition;
 /// The file DataFusion scans for `partition`: named by its version, with
 /// the open handle attached.
 pub(crate) fn pinned_file(partition: PinnedPartition) -> PartitionedFile {
-    PartitionedFile::new(partition.version.clone(), partition.size).with_extension(partition)
+    let mut file = PartitionedFile::new(partition.path.to_string_lossy(), partition.size);
+    let version = i64::try_from(partition.version).unwrap_or(i64::MAX);
+    file.object_meta.last_modified = DateTime::from_timestamp_nanos(version);
+    file.with_extension(partition)
 }
 
 /// Readers of [`pinned_file`]s.
@@ -135,7 +141,15 @@ async fn blocking<T: Send + 'static>(
 struct Pinned(Arc<File>, u64);
 
 impl Pinned {
+    /// Bytes `range` of the file; a range past its end (a damaged
+    /// footer's) is an error, not an allocation of its length.
     fn range(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+        if range.start > range.end || range.end > self.1 {
+            return Err(ParquetError::General(format!(
+                "bytes {range:?} asked of a file of {} bytes",
+                self.1
+            )));
+        }
         let mut buf = vec![0; (range.end - range.start) as usize];
         self.0
             .read_exact_at(&mut buf, range.start)
@@ -161,7 +175,7 @@ impl ChunkReader for Pinned {
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        self.range(start..start + length as u64)
+        self.range(start..start.saturating_add(length as u64))
     }
 }
 
@@ -176,5 +190,29 @@ impl Read for ReadFrom {
         let n = self.file.read_at(buf, self.at)?;
         self.at += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_past_the_end_are_errors_not_allocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = Pinned(Arc::new(File::open(&path).unwrap()), 10);
+        assert_eq!(&file.range(2..5).unwrap()[..], b"234");
+        assert_eq!(&file.get_bytes(8, 2).unwrap()[..], b"89");
+        assert!(file.range(0..1 << 50).is_err());
+        assert!(file.range(5..11).is_err());
+        assert!(file.get_bytes(9, usize::MAX).is_err());
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 6..5;
+        assert!(file.range(backwards).is_err());
+        let mut rest = String::new();
+        file.get_read(7).unwrap().read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "789");
     }
 }

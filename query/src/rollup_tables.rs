@@ -3,7 +3,7 @@
 //! in-memory rollups (days, months and years also per m2 of floor area),
 //! `sensor_hourly` and `building_quarterly` from their Parquet partitions.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,10 +17,10 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use wattline_storage::ReadingStore;
 use wattline_storage::{
     Agg, Resolution, RollupTable, bucket_end, day_start, from_days, rollup_batch,
 };
+use wattline_storage::{PinnedPartitions, ReadingStore, Recover};
 
 use crate::filters::ScanBounds;
 use crate::lazy_table::LazyTable;
@@ -234,6 +234,8 @@ pub(crate) struct PartitionedTable {
     store: Arc<ReadingStore>,
     scope: Scope,
     table: RollupTable,
+    /// The files this query's scans of the table read.
+    pinned: Mutex<PinnedPartitions>,
 }
 
 impl std::fmt::Debug for PartitionedTable {
@@ -251,6 +253,7 @@ impl PartitionedTable {
             store,
             scope,
             table,
+            pinned: Mutex::default(),
         }
     }
 
@@ -295,7 +298,7 @@ impl TableProvider for PartitionedTable {
         let files = self
             .store
             .rollups()
-            .open_partitions(self.table, bounds.range)
+            .open_partitions(self.table, bounds.range, &mut self.pinned.locked())
             .map_err(external)?;
         let scanned: Arc<dyn ExecutionPlan> = if files.is_empty() {
             Arc::new(EmptyExec::new(Arc::new(schema.project(&columns)?)))

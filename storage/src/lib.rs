@@ -93,8 +93,8 @@ pub use reading::{Reading, ReadingBatch, TimeRange};
 pub use reports::{JobStatus, ReportFormat, ReportJob, ReportRequest, ReportStore};
 pub use rollup::calendar::{day_start, format_local};
 pub use rollup::{
-    Agg, DayChange, PinnedPartition, QUARTER_DAYS, Resolution, RollupRow, RollupTable, Rollups,
-    WindowReader, WindowSpan, from_days, rollup_batch,
+    Agg, DayChange, PinnedPartition, PinnedPartitions, QUARTER_DAYS, Resolution, RollupRow,
+    RollupTable, Rollups, WindowReader, WindowSpan, from_days, rollup_batch,
 };
 pub use store::{BackupReport, FlushReport, MAX_HOT_READINGS, ReadingStore, RecoveryReport};
 pub use sync::{Recover, RecoverRw};

@@ -41,7 +41,7 @@ mod zones;
 
 pub use changes::DayChange;
 pub use files::{RollupRow, RollupTable, to_batch as rollup_batch};
-pub use pinned::PinnedPartition;
+pub use pinned::{PinnedPartition, PinnedPartitions};
 pub use quarters::QUARTER_DAYS;
 pub use rollups::{Agg, Resolution, Rollups, from_days};
 pub use windows::{WindowReader, WindowSpan};

@@ -23,7 +23,7 @@ use std::time::Instant;
 use chrono::{Datelike, NaiveDate};
 
 use super::files::{RollupRow, RollupTable, partitions, read_partition};
-use super::pinned::{PartitionVersions, PinnedPartition};
+use super::pinned::{PartitionVersions, PinnedPartition, PinnedPartitions};
 use super::windows::WindowSpan;
 use super::zones::ZoneLedger;
 use crate::catalog::Catalog;
@@ -341,24 +341,27 @@ impl Rollups {
 
     /// Files of a table kept on disk only (`sensor_hourly`,
     /// `building_quarterly`), for SQL: open, so a query reads each as it
-    /// is now even when a step rewrites it meanwhile.
-    /// Only the partitions of UTC days that `range` overlaps are opened.
+    /// is now even when a step rewrites it meanwhile, and kept in
+    /// `pinned` for the query's other scans. Only the partitions of UTC
+    /// days that `range` overlaps are opened.
     pub fn open_partitions(
         &self,
         table: RollupTable,
         range: TimeRange,
+        pinned: &mut PinnedPartitions,
     ) -> Result<Vec<PinnedPartition>> {
         let wanted = |path: &PathBuf| {
             partition_day(path).is_none_or(|day| {
                 day * DAY_MS < range.end_ms && range.start_ms < (day + 1) * DAY_MS
             })
         };
-        self.versions.open(|| {
+        let list = || {
             partitions(table, &self.data_dir)
                 .into_iter()
                 .filter(wanted)
                 .collect()
-        })
+        };
+        self.versions.open(list, pinned)
     }
 }
 

@@ -50,13 +50,16 @@ async fn main() {
     let first_day = now.div_euclid(DAY_MS) - shape.days;
     let started = Instant::now();
     let mut total = 0u64;
+    let mut slowest_flush = Duration::ZERO;
     for d in 0..shape.days {
         total += load_day(&store, &sensors, (first_day + d) * DAY_MS).await;
         let s = store.clone();
+        let flush_started = Instant::now();
         tokio::task::spawn_blocking(move || s.flush())
             .await
             .unwrap()
             .unwrap();
+        slowest_flush = slowest_flush.max(flush_started.elapsed());
     }
     let load_time = started.elapsed();
     let s = store.clone();
@@ -176,14 +179,17 @@ async fn main() {
         bytes,
         bytes as f64 / total as f64
     );
+    // DuckDB (from PyPI, so it needs the network) only in the real run:
+    // its own file of the same readings, for bytes per reading.
+    let duck_bytes = full.then(|| duckdb_native_bytes(&readings, &dir.path().join("duck.db")));
     println!(
         "{:<40} {:>12} {:>12} {:>8}",
         "query (median of 5)", "wattline ms", "duckdb ms", "ratio"
     );
+    let mut summaries = Vec::new();
     for (what, sql, duck_sql, expected) in queries {
         let (took, rows) = time_query(&engine, &sql).await;
         assert_eq!(rows, expected, "{what}");
-        // DuckDB (from PyPI, so it needs the network) only in the real run.
         let duck = full.then(|| ms(duckdb_median(&duck_sql)));
         let ratio = duck.map_or_else(String::new, |d| format!("{:.2}", ms(took) / d));
         println!(
@@ -193,7 +199,48 @@ async fn main() {
             shown(duck),
             ratio
         );
+        summaries.push((format!("SQL: {what}"), ms(took), duck));
     }
+    let per_reading = |b: u64| b as f64 / total as f64;
+    let data_dir = common::dir_bytes(dir.path())
+        - std::fs::metadata(&sensors_csv).map_or(0, |m| m.len())
+        - duck_bytes.unwrap_or(0);
+    common::summary(
+        "load through the write path, flushes included",
+        "M readings/s",
+        total as f64 / load_time.as_secs_f64() / 1e6,
+        None,
+    );
+    common::summary(
+        &format!(
+            "slowest flush of a day ({} readings)",
+            total / shape.days as u64
+        ),
+        "s",
+        slowest_flush.as_secs_f64(),
+        None,
+    );
+    common::summary(
+        "bytes per reading: chunk files (DuckDB: its own database file)",
+        "B",
+        per_reading(bytes),
+        duck_bytes.map(per_reading),
+    );
+    common::summary(
+        "bytes per reading: whole data directory",
+        "B",
+        per_reading(data_dir),
+        None,
+    );
+    for (what, wattline, duck) in summaries {
+        common::summary(&what, "ms", wattline, duck);
+    }
+    common::summary(
+        "peak resident memory: load, flushes and queries in one process",
+        "GiB",
+        common::status_kib("self", "VmHWM") as f64 / f64::from(1u32 << 20),
+        None,
+    );
 }
 
 /// A DuckDB time, or why there is none.
@@ -219,6 +266,22 @@ async fn time_query(engine: &QueryEngine, sql: &str) -> (Duration, usize) {
     (times[RUNS / 2], rows)
 }
 
+/// Bytes of a DuckDB database file holding `readings` (loaded, then
+/// checkpointed).
+fn duckdb_native_bytes(readings: &str, file: &std::path::Path) -> u64 {
+    let script = format!(
+        "import duckdb\ncon = duckdb.connect({:?})\ncon.execute('SET threads = 2')\n\
+         con.execute('SET enable_progress_bar = false')\n\
+         con.execute({:?})\ncon.execute('CHECKPOINT')\ncon.close()",
+        file.display().to_string(),
+        format!("CREATE TABLE readings AS SELECT * FROM {readings} ORDER BY sensor_id, ts")
+    );
+    run_python(&script);
+    let bytes = std::fs::metadata(file).unwrap().len();
+    let wal = file.with_extension("db.wal");
+    bytes + std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
 /// Median time of [`RUNS`] runs of `sql` in DuckDB (timed inside Python,
 /// after a warm-up, so interpreter start-up is not counted).
 fn duckdb_median(sql: &str) -> Duration {
@@ -227,8 +290,14 @@ fn duckdb_median(sql: &str) -> Duration {
          con.sql({sql:?}).fetchall()\nts = []\nfor _ in range({RUNS}):\n    t = time.perf_counter()\n    \
          con.sql({sql:?}).fetchall()\n    ts.append(time.perf_counter() - t)\nts.sort()\nprint(ts[len(ts) // 2])"
     );
+    let out = run_python(&script);
+    Duration::from_secs_f64(out.trim().parse().unwrap())
+}
+
+/// What `script` prints, run with DuckDB importable.
+fn run_python(script: &str) -> String {
     let out = Command::new("python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .env("PYTHONPATH", pydeps::duckdb_pythonpath())
         .output()
         .expect("python3");
@@ -237,5 +306,5 @@ fn duckdb_median(sql: &str) -> Duration {
         "duckdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -173,6 +173,7 @@ async fn main() {
         "{:<48} {:>9} {:>9} {:>9}",
         "HTTP latency, ms (200 requests each)", "p50", "p95", "p99"
     );
+    let mut summaries = Vec::new();
     for (name, mut samples) in [
         ("/energy, a month at hour resolution", month_hour),
         ("/energy, a year at month resolution", year_month),
@@ -192,6 +193,16 @@ async fn main() {
             p(0.95),
             p(0.99)
         );
+        summaries.push((format!("HTTP p50: {name}"), p(0.5)));
+    }
+    common::summary(
+        "rollups caught up after the load",
+        "s",
+        catch_up.as_secs_f64(),
+        None,
+    );
+    for (what, ms) in summaries {
+        common::summary(&what, "ms", ms, None);
     }
     println!(
         "backfill of one day for every sensor ({per_day} readings): posted in {:.1} s, rollups complete {:.1} s after the first post",

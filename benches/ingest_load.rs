@@ -156,6 +156,22 @@ async fn main() {
             cpu_after.1 - cpu_before.1,
         );
         assert!(out.readings > 0, "{name}: nothing was acknowledged");
+        let what = format!("durable ingest over HTTP, {clients} clients, {name}");
+        common::summary(
+            &what,
+            "M readings/s",
+            out.readings as f64 / out.elapsed.as_secs_f64() / 1e6,
+            None,
+        );
+        common::summary(&format!("{what}: p95 ack"), "ms", pct(0.95), None);
+        if i + 1 == cases.len() {
+            common::summary(
+                "peak resident memory of the daemon under ingest load",
+                "GiB",
+                peak_mib as f64 / 1024.0,
+                None,
+            );
+        }
     }
 }
 

@@ -85,6 +85,7 @@ async fn main() {
         wal_bytes as f64 / 1e6,
         wal_bytes as f64 / loaded.max(1) as f64
     );
+    let crash_open = after_crash.catalog + after_crash.store;
     for (what, o) in [
         (
             "after the child exited without closing (crash)",
@@ -103,6 +104,12 @@ async fn main() {
     println!(
         "| peak resident memory of the recovering process | {:.2} GiB |",
         peak_rss as f64 / f64::from(1u32 << 30)
+    );
+    common::summary(
+        &format!("recovery: open after a crash, {loaded} readings in the write-ahead"),
+        "s",
+        crash_open.as_secs_f64(),
+        None,
     );
     if !full {
         println!("(smoke run: `cargo bench --bench recovery` for the full scale)");

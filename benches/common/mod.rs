@@ -238,3 +238,41 @@ pub fn status_kib(pid: &str, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Prints one figure for the suite's one table (`benches/suite.sh`
+/// collects these lines from every benchmark): what was measured,
+/// wattline's figure and, where DuckDB ran the same on the same data,
+/// DuckDB's and the ratio wattline / DuckDB.
+pub fn summary(what: &str, unit: &str, wattline: f64, duckdb: Option<f64>) {
+    let shown = |v: f64| format!("{} {unit}", significant(v));
+    println!(
+        "summary\t{what}\t{}\t{}\t{}",
+        shown(wattline),
+        duckdb.map_or_else(String::new, shown),
+        duckdb.map_or_else(String::new, |d| format!("{:.2}", wattline / d))
+    );
+}
+
+/// `v` with three significant digits (no fewer whole digits).
+fn significant(v: f64) -> String {
+    let digits = if v == 0.0 {
+        0
+    } else {
+        (2 - v.abs().log10().floor() as i64).clamp(0, 6) as usize
+    };
+    format!("{v:.digits$}")
+}
+
+/// Bytes of every file under `dir`.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -263,16 +263,22 @@ fn significant(v: f64) -> String {
     format!("{v:.digits$}")
 }
 
-/// Bytes of every file under `dir`.
+/// Bytes of the files under `dir`, each counted once however many links
+/// it has (readers' links to chunk files are hard links).
 pub fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
+    let mut seen = std::collections::HashSet::new();
+    files_bytes(dir, &mut seen)
+}
+
+fn files_bytes(dir: &std::path::Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => bytes += files_bytes(&entry.path(), seen),
+            Ok(m) if seen.insert((m.dev(), m.ino())) => bytes += m.len(),
+            _ => {}
+        }
+    }
+    bytes
 }

@@ -6,17 +6,14 @@
 //! error names one of its values.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use proptest::prelude::*;
-use wattline_storage::{
-    BuildingId, Catalog, NewBuilding, NewSensor, Reading, ReadingBatch, ReadingStore, SensorId,
-    TenantId,
-};
+use wattline_storage::{Catalog, Reading, ReadingBatch, ReadingStore, TenantId};
 
-use crate::{QueryEngine, QueryLimits, Scope};
+use crate::test_fixture::{add_sensor, limits};
+use crate::{QueryEngine, Scope};
 
 /// Values only `bravo`'s rows hold (its tenant id can be in a query's own
 /// text, so it may be echoed; these cannot).
@@ -32,28 +29,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
     for (t, b, s) in [("alpha", "ba", "a1"), ("bravo", "bb", "b1")] {
-        catalog
-            .create_tenant(TenantId::parse(t).unwrap(), t.into())
-            .unwrap();
-        catalog
-            .create_building(NewBuilding {
-                id: BuildingId::parse(b).unwrap(),
-                tenant_id: TenantId::parse(t).unwrap(),
-                name: b.into(),
-                floor_area_m2: None,
-                timezone: None,
-            })
-            .unwrap();
-        catalog
-            .create_sensor(NewSensor {
-                id: SensorId::parse(s).unwrap(),
-                building_id: BuildingId::parse(b).unwrap(),
-                kind: None,
-                unit: None,
-                is_active: None,
-                meter: Default::default(),
-            })
-            .unwrap();
+        add_sensor(&catalog, t, b, s);
     }
     let store = Arc::new(ReadingStore::open(dir.path(), catalog.clone()).unwrap().0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -95,17 +71,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         }))
         .unwrap();
     drop(view);
-    let engine = QueryEngine::new(
-        store,
-        QueryLimits {
-            timeout: Duration::from_secs(10),
-            memory_limit: 256 << 20,
-            max_rows: 10_000,
-            max_concurrent: 2,
-            max_concurrent_per_tenant: None,
-            max_join_rows: 1_000_000,
-        },
-    );
+    let engine = QueryEngine::new(store, limits());
     Fixture {
         _dir: dir,
         runtime,

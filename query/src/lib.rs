@@ -48,6 +48,8 @@ mod rollup_tables;
 mod scan_sensors;
 mod scope;
 mod scoped_scan;
+#[cfg(test)]
+mod test_fixture;
 
 pub use error::{QueryError, Result, SqlPosition};
 pub use pg_attribute::type_oid as pg_type_oid;

@@ -10,17 +10,14 @@
 //! its rows.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use wattline_storage::{
-    BuildingId, Catalog, NewBuilding, NewSensor, Reading, ReadingBatch, ReadingStore, SensorId,
-    TenantId,
-};
+use wattline_storage::{Catalog, Reading, ReadingBatch, ReadingStore, TenantId};
 
-use crate::{QueryEngine, QueryLimits, Scope};
+use crate::test_fixture::{add_sensor, limits};
+use crate::{QueryEngine, Scope};
 
 const DAY_MS: i64 = 1_764_979_200_000;
 const QUARTER_MS: i64 = 900_000;
@@ -34,40 +31,9 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(Catalog::open(dir.path()).unwrap());
-    catalog
-        .create_tenant(TenantId::parse("alpha").unwrap(), "alpha".into())
-        .unwrap();
-    catalog
-        .create_building(NewBuilding {
-            id: BuildingId::parse("ba").unwrap(),
-            tenant_id: TenantId::parse("alpha").unwrap(),
-            name: "ba".into(),
-            floor_area_m2: None,
-            timezone: None,
-        })
-        .unwrap();
-    catalog
-        .create_sensor(NewSensor {
-            id: SensorId::parse("a1").unwrap(),
-            building_id: BuildingId::parse("ba").unwrap(),
-            kind: None,
-            unit: None,
-            is_active: None,
-            meter: Default::default(),
-        })
-        .unwrap();
+    add_sensor(&catalog, "alpha", "ba", "a1");
     let store = Arc::new(ReadingStore::open(dir.path(), catalog).unwrap().0);
-    let engine = QueryEngine::new(
-        store.clone(),
-        QueryLimits {
-            timeout: Duration::from_secs(10),
-            memory_limit: 256 << 20,
-            max_rows: 10_000,
-            max_concurrent: 2,
-            max_concurrent_per_tenant: None,
-            max_join_rows: 1_000_000,
-        },
-    );
+    let engine = QueryEngine::new(store.clone(), limits());
     Fixture {
         _dir: dir,
         store,

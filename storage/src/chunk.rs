@@ -30,6 +30,7 @@
 
 mod format;
 mod names;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,10 +38,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use format::write_chunk;
 pub use format::{read_chunk, readings_schema, to_record_batch};
 pub(crate) use names::SensorIds;
 pub use names::SensorNames;
+pub(crate) use writer::{ChunkWriter, WRITE_ROWS, write_chunk};
 
 use crate::reading::{Reading, TimeRange};
 

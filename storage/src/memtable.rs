@@ -13,7 +13,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ids::SensorKey;
-use crate::reading::{Reading, TimeRange};
+use crate::reading::{DAY_MS, Reading, TimeRange, day_of};
 
 const SHARDS: usize = 16;
 
@@ -84,6 +84,60 @@ impl Memtable {
         out
     }
 
+    /// The sensors with readings held, in key order.
+    pub(crate) fn sensors(&self) -> Vec<SensorKey> {
+        let mut keys: Vec<SensorKey> = self
+            .shards
+            .iter()
+            .flat_map(|shard| shard.read_locked().keys().copied().collect::<Vec<_>>())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The UTC days (see [`day_of`]) with readings held, in order. Each
+    /// sensor's readings are visited once per day they span, not once per
+    /// reading.
+    pub(crate) fn days(&self) -> Vec<i64> {
+        let mut days = std::collections::BTreeSet::new();
+        for shard in &self.shards {
+            for series in shard.read_locked().values() {
+                let mut next = series.keys().next().copied();
+                while let Some(ts_ms) = next {
+                    let day = day_of(ts_ms);
+                    days.insert(day);
+                    let after = (day + 1).saturating_mul(DAY_MS);
+                    next = series.range(after..).next().map(|(&ts, _)| ts);
+                }
+            }
+        }
+        days.into_iter().collect()
+    }
+
+    /// Appends `sensor`'s readings in `range` to `out`, in time order.
+    pub(crate) fn extend_series(
+        &self,
+        sensor: SensorKey,
+        range: TimeRange,
+        out: &mut Vec<Reading>,
+    ) {
+        if range.start_ms >= range.end_ms {
+            return;
+        }
+        let shard = self.shards[sensor.0 as usize % SHARDS].read_locked();
+        if let Some(series) = shard.get(&sensor) {
+            out.extend(
+                series
+                    .range(range.start_ms..range.end_ms)
+                    .map(|(&ts_ms, &value_kwh)| Reading {
+                        sensor,
+                        ts_ms,
+                        value_kwh,
+                    }),
+            );
+        }
+    }
+
     /// Number of distinct `(sensor, ts)` readings held.
     pub fn len(&self) -> u64 {
         self.distinct.load(Ordering::Relaxed)
@@ -146,5 +200,43 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    /// Days are found by jumping from day to day within each sensor, and
+    /// a sensor's readings of a range come in time order.
+    #[test]
+    fn days_and_one_sensors_range() {
+        let hot = Memtable::default();
+        let day = DAY_MS;
+        hot.apply(&[
+            r(1, 5 * day + 10, 1.0),
+            r(1, 5 * day + 20, 2.0),
+            r(1, 9 * day, 3.0),
+            r(2, -day + 1, 4.0),
+            r(2, 5 * day - 1, 5.0),
+            r(3, 5 * day, 6.0),
+        ]);
+        assert_eq!(hot.days(), vec![-1, 4, 5, 9]);
+        assert_eq!(
+            hot.sensors(),
+            vec![SensorKey(1), SensorKey(2), SensorKey(3)]
+        );
+        let mut out = vec![r(9, 0, 0.0)];
+        let fifth = TimeRange {
+            start_ms: 5 * day,
+            end_ms: 6 * day,
+        };
+        hot.extend_series(SensorKey(1), fifth, &mut out);
+        hot.extend_series(SensorKey(2), fifth, &mut out);
+        hot.extend_series(SensorKey(4), fifth, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                r(9, 0, 0.0),
+                r(1, 5 * day + 10, 1.0),
+                r(1, 5 * day + 20, 2.0)
+            ]
+        );
+        assert!(Memtable::default().days().is_empty());
     }
 }

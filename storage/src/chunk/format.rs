@@ -9,11 +9,7 @@ use arrow::array::{
     Array, ArrayRef, Float64Array, RecordBatch, StringBuilder, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
 
-use super::ChunkId;
-use crate::faults::{FailPoint, inject};
-use crate::tree::sync_dir;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -21,14 +17,13 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::names::SensorNames;
-use super::{ChunkMeta, day_of};
 use crate::error::{Error, Result};
 use crate::ids::SensorKey;
 use crate::reading::Reading;
 
 /// Rows per row group: small enough that a one-building query skips most
 /// groups of a day's file, large enough to compress well.
-const ROW_GROUP_ROWS: usize = 256 * 1024;
+pub(super) const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// Rows per data page, the granularity of the page index.
 const PAGE_ROWS: usize = 16 * 1024;
 
@@ -63,7 +58,7 @@ pub fn readings_schema() -> SchemaRef {
 /// (`DECIMAL(18,3)` with delta coding reached 1.1 but either rounds values
 /// or mixes column types across files, which DuckDB reads wrong unless told
 /// `union_by_name`.)
-fn writer_properties() -> WriterProperties {
+pub(super) fn writer_properties() -> WriterProperties {
     let zstd = Compression::ZSTD(ZstdLevel::try_new(6).expect("valid zstd level"));
     WriterProperties::builder()
         .set_compression(zstd)
@@ -105,109 +100,6 @@ pub fn to_record_batch(rows: &[Reading], names: &SensorNames) -> Result<RecordBa
     ];
     RecordBatch::try_new(readings_schema(), columns)
         .map_err(|e| Error::InvalidArgument(format!("building a readings batch: {e}")))
-}
-
-/// Writes `rows` (one day, sorted by `(rank, ts)`, no duplicates) as chunk
-/// `id`: temporary name, fsync, rename, directory fsync. Returns its
-/// manifest entry; the caller commits it.
-pub(crate) fn write_chunk(
-    data_dir: &Path,
-    id: ChunkId,
-    precedence: u64,
-    day: i64,
-    rows: &[Reading],
-    names: &SensorNames,
-) -> Result<ChunkMeta> {
-    debug_assert!(rows.iter().all(|r| day_of(r.ts_ms) == day));
-    let file = ChunkMeta::relative_path(id, day);
-    let path = data_dir.join(&file);
-    let dir = path.parent().expect("chunk paths have a folder");
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let tmp = dir.join(format!(".tmp-{id:020}.parquet"));
-    let batch = to_record_batch(rows, names)?;
-    let (bytes, crc32) = write_synced(&tmp, dir, &batch).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    if let Err(e) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("renaming {}", tmp.display()), e));
-    }
-    let synced = inject(FailPoint::ChunkDirSync)
-        .map_err(|e| Error::io(format!("fsync of {}", dir.display()), e))
-        .and_then(|()| sync_dir(dir));
-    if let Err(e) = synced {
-        // The new name may or may not be durable: take it back, so no file
-        // the manifest will never name is left in the folder.
-        let _ = std::fs::remove_file(&path);
-        let _ = sync_dir(dir);
-        return Err(e);
-    }
-    Ok(ChunkMeta {
-        id,
-        precedence,
-        day,
-        file,
-        rows: rows.len() as u64,
-        bytes,
-        min_ts_ms: rows.iter().map(|r| r.ts_ms).min().unwrap_or(0),
-        max_ts_ms: rows.iter().map(|r| r.ts_ms).max().unwrap_or(0),
-        crc32: Some(crc32),
-    })
-}
-
-/// Passes writes through to a file, keeping the CRC-32 of every byte.
-struct Crc32Writer {
-    file: File,
-    crc: crc32fast::Hasher,
-}
-
-impl std::io::Write for Crc32Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.crc.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// Writes `batch` as Parquet to `tmp` (in `dir`) and fsyncs it; returns
-/// its size and CRC-32.
-fn write_synced(tmp: &Path, dir: &Path, batch: &RecordBatch) -> Result<(u64, u32)> {
-    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
-    // A retired file's last reader may remove an emptied day folder just
-    // after it was created here: create it again once.
-    let out = File::create(tmp)
-        .or_else(|e| {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(e);
-            }
-            std::fs::create_dir_all(dir)?;
-            File::create(tmp)
-        })
-        .map_err(|e| io("creating", e))?;
-    inject(FailPoint::ChunkWrite).map_err(|e| io("writing", e))?;
-    let out = Crc32Writer {
-        file: out,
-        crc: crc32fast::Hasher::new(),
-    };
-    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(writer_properties()))
-        .map_err(|e| Error::parquet_write(tmp, e))?;
-    writer
-        .write(batch)
-        .map_err(|e| Error::parquet_write(tmp, e))?;
-    let Crc32Writer { file: out, crc } = writer
-        .into_inner()
-        .map_err(|e| Error::parquet_write(tmp, e))?;
-    // (The rename after this cannot lose the folder: it holds the file.)
-    inject(FailPoint::ChunkSync)
-        .and_then(|()| out.sync_all())
-        .map_err(|e| io("fsync of", e))?;
-    let bytes = out.metadata().map_err(|e| io("stat of", e))?.len();
-    Ok((bytes, crc.finalize()))
 }
 
 /// The columns [`read_chunk`] decodes (sensor, time, value) and the type
@@ -296,7 +188,7 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::SensorNames;
+    use crate::chunk::{ChunkId, SensorNames, write_chunk};
     use crate::ids::SensorKey;
 
     fn names(dir: &Path) -> SensorNames {

@@ -12,12 +12,14 @@ use tokio::sync::oneshot;
 
 use super::ReadingStore;
 use crate::chunk::{
-    ChunkFile, ChunkId, ChunkMeta, SensorNames, merge_newest_wins, read_chunk, spans_overlap,
-    write_chunk,
+    ChunkFile, ChunkId, ChunkMeta, ChunkWriter, DAY_MS, SensorNames, WRITE_ROWS, merge_newest_wins,
+    read_chunk, spans_overlap, write_chunk,
 };
 use crate::error::{Error, Result};
+use crate::ids::SensorKey;
 use crate::manifest::{self, ManifestChange};
-use crate::reading::{Reading, TimeRange, day_of};
+use crate::memtable::Memtable;
+use crate::reading::{TimeRange, day_of};
 use crate::wal::db::Compaction;
 use crate::wal::writer::{WriterMsg, record_wal_size};
 
@@ -108,16 +110,15 @@ impl ReadingStore {
             let Some((mem, wal_upto)) = self.tiers.read_locked().frozen.first().cloned() else {
                 break;
             };
-            let mut by_day: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
-            for r in mem.readings(|_| true, TimeRange::ALL) {
-                by_day.entry(day_of(r.ts_ms)).or_default().push(r);
-            }
+            // Sensors in chunk order; each day's file is written from
+            // memory sensor by sensor, a row group at a time.
+            let mut order = mem.sensors();
+            order.sort_by_cached_key(|&s| (names.rank(s), s));
             let mut written = Vec::new();
-            for (day, mut rows) in by_day {
-                names.sort_by_rank(&mut rows);
+            for day in mem.days() {
                 let id = *next_id;
                 *next_id = id.next();
-                match write_chunk(&self.data_dir, id, id.0, day, &rows, names) {
+                match write_memtable_day(&self.data_dir, &mem, &order, id, day, names) {
                     Ok(meta) => written.push(meta),
                     Err(e) => {
                         self.discard(&written);
@@ -314,6 +315,35 @@ impl ReadingStore {
             let _ = std::fs::remove_file(self.data_dir.join(&meta.file));
         }
     }
+}
+
+/// Writes `mem`'s readings of UTC `day` as chunk `id` (its own
+/// precedence), taking sensors in `order` (chunk order) and handing the
+/// writer a row group's worth at a time: the memory it takes is a row
+/// group, not the day.
+fn write_memtable_day(
+    data_dir: &std::path::Path,
+    mem: &Memtable,
+    order: &[SensorKey],
+    id: ChunkId,
+    day: i64,
+    names: &SensorNames,
+) -> Result<ChunkMeta> {
+    let range = TimeRange {
+        start_ms: day * DAY_MS,
+        end_ms: (day + 1) * DAY_MS,
+    };
+    let mut out = ChunkWriter::create(data_dir, id, day, names)?;
+    let mut rows = Vec::with_capacity(WRITE_ROWS);
+    for &sensor in order {
+        mem.extend_series(sensor, range, &mut rows);
+        if rows.len() >= WRITE_ROWS {
+            out.write(&rows)?;
+            rows.clear();
+        }
+    }
+    out.write(&rows)?;
+    out.finish(id.0)
 }
 
 /// How a manifest commit ended.

@@ -374,3 +374,53 @@ fn the_write_ahead_is_compacted_when_large_and_mostly_free() {
         "mostly live data stays"
     );
 }
+
+/// A flush writes each day's file from memory sensor by sensor, a row
+/// group at a time: a day of more than a row group's readings, a day of a
+/// few, and one far apart each become one file holding exactly its
+/// readings in chunk order (by rank, which is not key order here), with
+/// the right count and time span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_writes_every_day_in_chunk_order_a_row_group_at_a_time() {
+    use crate::chunk::{DAY_MS, WRITE_ROWS, day_of};
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(dir.path(), 12);
+    let store = open(dir.path(), &cat);
+    let per_sensor = (WRITE_ROWS / 12 + 2_000) as i64;
+    let mut all: Vec<(u32, i64, f64)> = Vec::new();
+    for s in 0..12u32 {
+        all.extend((0..per_sensor).map(|i| (s, T0 + i * 3_000, f64::from(s) + i as f64 / 1e3)));
+        all.push((s, T0 + DAY_MS + i64::from(s) * QUARTER, 0.5));
+    }
+    all.push((7, T0 + 40 * DAY_MS, 9.0));
+    for part in all.chunks(40_000) {
+        store.append(batch(part)).await.unwrap();
+    }
+    let report = tokio::task::block_in_place(|| store.flush()).unwrap();
+    assert_eq!(report.readings, all.len() as u64);
+    assert_eq!(report.chunks_written, 3);
+
+    let names = SensorNames::from_catalog(&store.catalog.view());
+    let mut want = all.clone();
+    want.sort_by_key(|&(s, t, _)| (day_of(t), names.rank(crate::ids::SensorKey(s)), t));
+    let mut chunks = store.snapshot().chunks;
+    chunks.sort_by_key(|c| c.meta.day);
+    let mut got = Vec::new();
+    for c in &chunks {
+        let rows = read_chunk(&c.path, &names).unwrap();
+        assert_eq!(c.meta.rows, rows.len() as u64);
+        assert!(rows.iter().all(|r| day_of(r.ts_ms) == c.meta.day));
+        assert_eq!(
+            c.meta.min_ts_ms,
+            rows.iter().map(|r| r.ts_ms).min().unwrap()
+        );
+        assert_eq!(
+            c.meta.max_ts_ms,
+            rows.iter().map(|r| r.ts_ms).max().unwrap()
+        );
+        got.extend(rows.iter().map(|r| (r.sensor.0, r.ts_ms, r.value_kwh)));
+    }
+    assert!(chunks[0].meta.rows > WRITE_ROWS as u64);
+    assert_eq!(got, want);
+    assert_eq!(visible(&store).len(), all.len());
+}

@@ -29,6 +29,7 @@
 //!   The links are rebuilt at start.
 
 mod format;
+mod merge;
 mod names;
 mod writer;
 
@@ -39,6 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 pub use format::{read_chunk, readings_schema, to_record_batch};
+pub(crate) use merge::merge_files;
 pub(crate) use names::SensorIds;
 pub use names::SensorNames;
 pub(crate) use writer::{ChunkWriter, WRITE_ROWS, write_chunk};
@@ -49,7 +51,8 @@ pub(crate) use crate::reading::{DAY_MS, day_of};
 
 /// `YYYY-MM-DD` of a day number.
 pub(crate) fn day_name(day: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(day * DAY_MS)
+    day.checked_mul(DAY_MS)
+        .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| format!("day{day}"))
 }

@@ -13,7 +13,9 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ids::SensorKey;
-use crate::reading::{DAY_MS, Reading, TimeRange, day_of};
+use std::ops::RangeInclusive;
+
+use crate::reading::{Reading, TimeRange, day_of, day_span};
 
 const SHARDS: usize = 16;
 
@@ -84,58 +86,55 @@ impl Memtable {
         out
     }
 
-    /// The sensors with readings held, in key order.
-    pub(crate) fn sensors(&self) -> Vec<SensorKey> {
-        let mut keys: Vec<SensorKey> = self
-            .shards
-            .iter()
-            .flat_map(|shard| shard.read_locked().keys().copied().collect::<Vec<_>>())
-            .collect();
-        keys.sort_unstable();
-        keys
-    }
-
-    /// The UTC days (see [`day_of`]) with readings held, in order. Each
+    /// The UTC days (see [`day_of`]) with readings held, in order, each
+    /// with the sensors that have readings that day, in key order. Each
     /// sensor's readings are visited once per day they span, not once per
     /// reading.
-    pub(crate) fn days(&self) -> Vec<i64> {
-        let mut days = std::collections::BTreeSet::new();
+    pub(crate) fn sensors_by_day(&self) -> BTreeMap<i64, Vec<SensorKey>> {
+        let mut days: BTreeMap<i64, Vec<SensorKey>> = BTreeMap::new();
         for shard in &self.shards {
-            for series in shard.read_locked().values() {
+            for (&sensor, series) in shard.read_locked().iter() {
                 let mut next = series.keys().next().copied();
                 while let Some(ts_ms) = next {
                     let day = day_of(ts_ms);
-                    days.insert(day);
-                    let after = (day + 1).saturating_mul(DAY_MS);
+                    days.entry(day).or_default().push(sensor);
+                    // The last day of the i64 range has no next one.
+                    let Some(after) = day_span(day).end().checked_add(1) else {
+                        break;
+                    };
                     next = series.range(after..).next().map(|(&ts, _)| ts);
                 }
             }
         }
-        days.into_iter().collect()
+        for sensors in days.values_mut() {
+            sensors.sort_unstable();
+        }
+        days
     }
 
-    /// Appends `sensor`'s readings in `range` to `out`, in time order.
+    /// Appends `sensor`'s readings in `range` to `out` in time order, at
+    /// most `max` of them; returns the time of the next one in `range` if
+    /// `max` stopped it.
     pub(crate) fn extend_series(
         &self,
         sensor: SensorKey,
-        range: TimeRange,
+        range: RangeInclusive<i64>,
+        max: usize,
         out: &mut Vec<Reading>,
-    ) {
-        if range.start_ms >= range.end_ms {
-            return;
-        }
+    ) -> Option<i64> {
         let shard = self.shards[sensor.0 as usize % SHARDS].read_locked();
-        if let Some(series) = shard.get(&sensor) {
-            out.extend(
-                series
-                    .range(range.start_ms..range.end_ms)
-                    .map(|(&ts_ms, &value_kwh)| Reading {
-                        sensor,
-                        ts_ms,
-                        value_kwh,
-                    }),
-            );
-        }
+        let mut series = shard.get(&sensor)?.range(range);
+        out.extend(
+            series
+                .by_ref()
+                .take(max)
+                .map(|(&ts_ms, &value_kwh)| Reading {
+                    sensor,
+                    ts_ms,
+                    value_kwh,
+                }),
+        );
+        series.next().map(|(&ts, _)| ts)
     }
 
     /// Number of distinct `(sensor, ts)` readings held.
@@ -202,33 +201,44 @@ mod tests {
         );
     }
 
-    /// Days are found by jumping from day to day within each sensor, and
-    /// a sensor's readings of a range come in time order.
+    /// Days are found by jumping from day to day within each sensor, up
+    /// to the ends of the i64 range, and a sensor's readings of a range
+    /// come in time order, as many as asked for.
     #[test]
     fn days_and_one_sensors_range() {
         let hot = Memtable::default();
-        let day = DAY_MS;
+        let day = crate::reading::DAY_MS;
         hot.apply(&[
             r(1, 5 * day + 10, 1.0),
             r(1, 5 * day + 20, 2.0),
+            r(1, 5 * day + 30, 2.5),
             r(1, 9 * day, 3.0),
             r(2, -day + 1, 4.0),
             r(2, 5 * day - 1, 5.0),
             r(3, 5 * day, 6.0),
+            r(3, i64::MAX, 7.0),
+            r(3, i64::MIN, 8.0),
         ]);
-        assert_eq!(hot.days(), vec![-1, 4, 5, 9]);
+        let days = hot.sensors_by_day();
+        let k = SensorKey;
         assert_eq!(
-            hot.sensors(),
-            vec![SensorKey(1), SensorKey(2), SensorKey(3)]
+            days.into_iter().collect::<Vec<_>>(),
+            vec![
+                (day_of(i64::MIN), vec![k(3)]),
+                (-1, vec![k(2)]),
+                (4, vec![k(2)]),
+                (5, vec![k(1), k(3)]),
+                (9, vec![k(1)]),
+                (day_of(i64::MAX), vec![k(3)]),
+            ]
         );
         let mut out = vec![r(9, 0, 0.0)];
-        let fifth = TimeRange {
-            start_ms: 5 * day,
-            end_ms: 6 * day,
-        };
-        hot.extend_series(SensorKey(1), fifth, &mut out);
-        hot.extend_series(SensorKey(2), fifth, &mut out);
-        hot.extend_series(SensorKey(4), fifth, &mut out);
+        assert_eq!(
+            hot.extend_series(k(1), day_span(5), 2, &mut out),
+            Some(5 * day + 30)
+        );
+        assert_eq!(hot.extend_series(k(2), day_span(5), 2, &mut out), None);
+        assert_eq!(hot.extend_series(k(4), day_span(5), 2, &mut out), None);
         assert_eq!(
             out,
             vec![
@@ -237,6 +247,11 @@ mod tests {
                 r(1, 5 * day + 20, 2.0)
             ]
         );
-        assert!(Memtable::default().days().is_empty());
+        for d in [day_of(i64::MIN), day_of(i64::MAX)] {
+            let mut edge = Vec::new();
+            assert_eq!(hot.extend_series(k(3), day_span(d), 9, &mut edge), None);
+            assert_eq!(edge.len(), 1);
+        }
+        assert!(Memtable::default().sensors_by_day().is_empty());
     }
 }

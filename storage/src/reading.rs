@@ -56,3 +56,14 @@ pub const DAY_MS: i64 = 86_400_000;
 pub fn day_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(DAY_MS)
 }
+
+/// The timestamps of UTC day `day`, clipped to the i64 range (the first
+/// and the last day of that range are partial).
+pub(crate) fn day_span(day: i64) -> std::ops::RangeInclusive<i64> {
+    let start = day.checked_mul(DAY_MS).unwrap_or(i64::MIN);
+    let end = day
+        .checked_add(1)
+        .and_then(|next| next.checked_mul(DAY_MS))
+        .map_or(i64::MAX, |next| next - 1);
+    start..=end
+}

@@ -1,7 +1,7 @@
 //! Writing and reading one chunk file.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::AsArray;
@@ -11,7 +11,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -122,22 +124,51 @@ fn read_schema() -> SchemaRef {
 
 /// Reads a whole chunk back as readings, in file order.
 pub fn read_chunk(path: &Path, names: &SensorNames) -> Result<Vec<Reading>> {
-    let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let options = ArrowReaderOptions::new().with_schema(read_schema());
-    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .and_then(|b| {
-            let columns = ProjectionMask::roots(b.parquet_schema(), READ_COLUMNS);
-            b.with_projection(columns)
-                .with_batch_size(64 * 1024)
-                .build()
-        })
-        .map_err(|e| parquet_error(path, e))?;
+    let mut file = ChunkRows::open(path, names)?;
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::ChunkUnreadable {
+    while let Some(batch) = file.next_rows()? {
+        rows.extend_from_slice(&batch);
+    }
+    Ok(rows)
+}
+
+/// A chunk file read back a batch of readings at a time, in file order.
+pub(crate) struct ChunkRows<'a> {
+    path: PathBuf,
+    names: &'a SensorNames,
+    reader: ParquetRecordBatchReader,
+}
+
+impl<'a> ChunkRows<'a> {
+    /// Rows per batch.
+    const BATCH_ROWS: usize = 64 * 1024;
+
+    pub(crate) fn open(path: &Path, names: &'a SensorNames) -> Result<Self> {
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let options = ArrowReaderOptions::new().with_schema(read_schema());
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+            .and_then(|b| {
+                let columns = ProjectionMask::roots(b.parquet_schema(), READ_COLUMNS);
+                b.with_projection(columns)
+                    .with_batch_size(Self::BATCH_ROWS)
+                    .build()
+            })
+            .map_err(|e| parquet_error(path, e))?;
+        Ok(Self {
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+            names,
+            reader,
+        })
+    }
+
+    /// The next batch of readings; `None` at the end of the file.
+    pub(crate) fn next_rows(&mut self) -> Result<Option<Vec<Reading>>> {
+        let path = self.path.as_path();
+        let Some(batch) = self.reader.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(|e| parquet_error(path, e))?;
         let bad = |what: &str| Error::ChunkUnreadable {
             path: path.to_owned(),
             reason: format!("column {what} has an unexpected type"),
@@ -159,9 +190,10 @@ pub fn read_chunk(path: &Path, names: &SensorNames) -> Result<Vec<Reading>> {
             .downcast_ref::<Float64Array>()
             .ok_or_else(|| bad("value_kwh"))?;
         // Each distinct id of the batch, looked up once.
-        let keys: Vec<Option<SensorKey>> =
-            (0..ids.len()).map(|j| names.key(ids.value(j))).collect();
-        rows.reserve(batch.num_rows());
+        let keys: Vec<Option<SensorKey>> = (0..ids.len())
+            .map(|j| self.names.key(ids.value(j)))
+            .collect();
+        let mut rows = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let at = sensor.key(i).ok_or_else(|| bad("sensor_id"))?;
             let key = keys[at].ok_or_else(|| Error::ChunkUnreadable {
@@ -174,8 +206,8 @@ pub fn read_chunk(path: &Path, names: &SensorNames) -> Result<Vec<Reading>> {
                 value_kwh: value.value(i),
             });
         }
+        Ok(Some(rows))
     }
-    Ok(rows)
 }
 
 fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {

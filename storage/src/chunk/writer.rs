@@ -31,8 +31,9 @@ pub(crate) struct ChunkWriter<'a> {
     /// The file's own name, and its folder.
     path: PathBuf,
     dir: PathBuf,
-    tmp: TempFile,
+    // (Dropped before `tmp`, which removes the file it writes.)
     writer: ArrowWriter<Crc32Writer>,
+    tmp: TempFile,
     rows: u64,
     min_ts_ms: i64,
     max_ts_ms: i64,

@@ -12,14 +12,13 @@ use tokio::sync::oneshot;
 
 use super::ReadingStore;
 use crate::chunk::{
-    ChunkFile, ChunkId, ChunkMeta, ChunkWriter, DAY_MS, SensorNames, WRITE_ROWS, merge_newest_wins,
-    read_chunk, spans_overlap, write_chunk,
+    ChunkFile, ChunkId, ChunkMeta, ChunkWriter, SensorNames, WRITE_ROWS, merge_files, spans_overlap,
 };
 use crate::error::{Error, Result};
 use crate::ids::SensorKey;
 use crate::manifest::{self, ManifestChange};
 use crate::memtable::Memtable;
-use crate::reading::{TimeRange, day_of};
+use crate::reading::{day_of, day_span};
 use crate::wal::db::Compaction;
 use crate::wal::writer::{WriterMsg, record_wal_size};
 
@@ -110,15 +109,13 @@ impl ReadingStore {
             let Some((mem, wal_upto)) = self.tiers.read_locked().frozen.first().cloned() else {
                 break;
             };
-            // Sensors in chunk order; each day's file is written from
-            // memory sensor by sensor, a row group at a time.
-            let mut order = mem.sensors();
-            order.sort_by_cached_key(|&s| (names.rank(s), s));
             let mut written = Vec::new();
-            for day in mem.days() {
+            for (day, mut sensors) in mem.sensors_by_day() {
+                // Chunk order (unknown sensors last, as `sort_by_rank`).
+                sensors.sort_by_cached_key(|&s| (names.rank(s), s));
                 let id = *next_id;
                 *next_id = id.next();
-                match write_memtable_day(&self.data_dir, &mem, &order, id, day, names) {
+                match write_memtable_day(&self.data_dir, &mem, &sensors, id, day, names) {
                     Ok(meta) => written.push(meta),
                     Err(e) => {
                         self.discard(&written);
@@ -197,15 +194,11 @@ impl ReadingStore {
         files: &[Arc<ChunkFile>],
         names: &SensorNames,
     ) -> Result<()> {
-        let sources = files
-            .iter()
-            .map(|f| read_chunk(&f.path, names))
-            .collect::<Result<Vec<_>>>()?;
-        let rows = merge_newest_wins(sources, names);
         let precedence = files.iter().map(|f| f.meta.precedence).max().unwrap_or(0);
         let id = *next_id;
         *next_id = id.next();
-        let meta = write_chunk(&self.data_dir, id, precedence, day, &rows, names)?;
+        let paths: Vec<&std::path::Path> = files.iter().map(|f| f.path.as_path()).collect();
+        let meta = merge_files(&self.data_dir, id, precedence, day, &paths, names)?;
         let change = ManifestChange {
             add: vec![meta.clone()],
             remove: files.iter().map(|f| f.meta.id).collect(),
@@ -318,28 +311,33 @@ impl ReadingStore {
 }
 
 /// Writes `mem`'s readings of UTC `day` as chunk `id` (its own
-/// precedence), taking sensors in `order` (chunk order) and handing the
-/// writer a row group's worth at a time: the memory it takes is a row
-/// group, not the day.
+/// precedence), taking `sensors` in their order (chunk order) and handing
+/// the writer a row group at a time: the memory it takes is a row group,
+/// not the day.
 fn write_memtable_day(
     data_dir: &std::path::Path,
     mem: &Memtable,
-    order: &[SensorKey],
+    sensors: &[SensorKey],
     id: ChunkId,
     day: i64,
     names: &SensorNames,
 ) -> Result<ChunkMeta> {
-    let range = TimeRange {
-        start_ms: day * DAY_MS,
-        end_ms: (day + 1) * DAY_MS,
-    };
+    let span = day_span(day);
     let mut out = ChunkWriter::create(data_dir, id, day, names)?;
     let mut rows = Vec::with_capacity(WRITE_ROWS);
-    for &sensor in order {
-        mem.extend_series(sensor, range, &mut rows);
-        if rows.len() >= WRITE_ROWS {
-            out.write(&rows)?;
-            rows.clear();
+    for &sensor in sensors {
+        let mut from = *span.start();
+        loop {
+            let room = WRITE_ROWS - rows.len();
+            let more = mem.extend_series(sensor, from..=*span.end(), room, &mut rows);
+            if rows.len() == WRITE_ROWS {
+                out.write(&rows)?;
+                rows.clear();
+            }
+            match more {
+                Some(next) => from = next,
+                None => break,
+            }
         }
     }
     out.write(&rows)?;

@@ -376,8 +376,9 @@ fn the_write_ahead_is_compacted_when_large_and_mostly_free() {
 }
 
 /// A flush writes each day's file from memory sensor by sensor, a row
-/// group at a time: a day of more than a row group's readings, a day of a
-/// few, and one far apart each become one file holding exactly its
+/// group at a time: a day of more than a row group's readings (one sensor
+/// alone has more), a day of a few, one far apart and the ends of the i64
+/// range each become one file holding exactly its
 /// readings in chunk order (by rank, which is not key order here), with
 /// the right count and time span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,19 +387,29 @@ async fn a_flush_writes_every_day_in_chunk_order_a_row_group_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path(), 12);
     let store = open(dir.path(), &cat);
-    let per_sensor = (WRITE_ROWS / 12 + 2_000) as i64;
+    // Sensor 0 alone has more than a row group in the first day.
     let mut all: Vec<(u32, i64, f64)> = Vec::new();
     for s in 0..12u32 {
-        all.extend((0..per_sensor).map(|i| (s, T0 + i * 3_000, f64::from(s) + i as f64 / 1e3)));
+        let (n, step) = if s == 0 {
+            (WRITE_ROWS as i64 + 5_000, 300)
+        } else {
+            (2_000, 30_000)
+        };
+        all.extend((0..n).map(|i| (s, T0 + i * step, f64::from(s) + i as f64 / 1e3)));
         all.push((s, T0 + DAY_MS + i64::from(s) * QUARTER, 0.5));
     }
-    all.push((7, T0 + 40 * DAY_MS, 9.0));
+    // A day far apart, and the first and last days of the i64 range.
+    all.extend([
+        (7, T0 + 40 * DAY_MS, 9.0),
+        (3, i64::MAX, 1.0),
+        (3, i64::MIN, 2.0),
+    ]);
     for part in all.chunks(40_000) {
         store.append(batch(part)).await.unwrap();
     }
     let report = tokio::task::block_in_place(|| store.flush()).unwrap();
     assert_eq!(report.readings, all.len() as u64);
-    assert_eq!(report.chunks_written, 3);
+    assert_eq!(report.chunks_written, 5);
 
     let names = SensorNames::from_catalog(&store.catalog.view());
     let mut want = all.clone();
@@ -420,7 +431,7 @@ async fn a_flush_writes_every_day_in_chunk_order_a_row_group_at_a_time() {
         );
         got.extend(rows.iter().map(|r| (r.sensor.0, r.ts_ms, r.value_kwh)));
     }
-    assert!(chunks[0].meta.rows > WRITE_ROWS as u64);
+    assert!(chunks[1].meta.rows > WRITE_ROWS as u64);
     assert_eq!(got, want);
     assert_eq!(visible(&store).len(), all.len());
 }

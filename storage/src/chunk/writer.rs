@@ -95,7 +95,15 @@ impl<'a> ChunkWriter<'a> {
     /// Appends `rows`: this day's, continuing chunk order (by rank, then
     /// time), none already written.
     pub(crate) fn write(&mut self, rows: &[Reading]) -> Result<()> {
-        debug_assert!(rows.iter().all(|r| day_of(r.ts_ms) == self.day));
+        // A file holds one day: a row of another (a damaged file being
+        // merged) fails the file rather than landing in the wrong day.
+        if let Some(r) = rows.iter().find(|r| day_of(r.ts_ms) != self.day) {
+            return Err(Error::InvalidArgument(format!(
+                "a reading at {} ms does not belong in the chunk file of {}",
+                r.ts_ms,
+                super::day_name(self.day)
+            )));
+        }
         if rows.is_empty() {
             return Ok(());
         }
@@ -273,8 +281,9 @@ mod tests {
         assert_eq!(files(dir.path()), vec![format!("part-{:020}.parquet", 3)]);
     }
 
-    /// A slice that cannot be written (a sensor the catalog does not know)
-    /// fails the file, and the writer leaves nothing behind once dropped.
+    /// A slice that cannot be written (a sensor the catalog does not know,
+    /// a reading of another day) fails the file, and the writer leaves
+    /// nothing behind once dropped.
     #[test]
     fn a_failed_file_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -285,6 +294,8 @@ mod tests {
         out.write(&[reading(0, 1)]).unwrap();
         assert_eq!(files(dir.path()).len(), 1, "the temporary file");
         assert!(out.write(&[reading(5, 2)]).is_err());
+        let other_day = out.write(&[reading(0, crate::reading::DAY_MS)]);
+        assert!(other_day.unwrap_err().to_string().contains("1970-01-01"));
         drop(out);
         assert!(files(dir.path()).is_empty());
     }

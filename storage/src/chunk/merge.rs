@@ -18,8 +18,8 @@ use std::path::Path;
 
 use super::format::ChunkRows;
 use super::names::SensorNames;
-use super::writer::{ChunkWriter, WRITE_ROWS, write_chunk};
-use super::{ChunkId, ChunkMeta, day_name, merge_newest_wins, read_chunk};
+use super::writer::{ChunkWriter, WRITE_ROWS};
+use super::{ChunkId, ChunkMeta, day_name, merge_newest_wins, read_chunk, write_chunk};
 use crate::error::Result;
 use crate::ids::SensorKey;
 use crate::reading::Reading;

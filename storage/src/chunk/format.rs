@@ -140,10 +140,19 @@ pub(crate) struct ChunkRows<'a> {
 }
 
 impl<'a> ChunkRows<'a> {
-    /// Rows per batch.
-    const BATCH_ROWS: usize = 64 * 1024;
+    /// Rows per batch of [`Self::open`].
+    pub(crate) const BATCH_ROWS: usize = 64 * 1024;
 
     pub(crate) fn open(path: &Path, names: &'a SensorNames) -> Result<Self> {
+        Self::open_batched(path, names, Self::BATCH_ROWS)
+    }
+
+    /// [`Self::open`] with `batch_rows` rows per batch.
+    pub(crate) fn open_batched(
+        path: &Path,
+        names: &'a SensorNames,
+        batch_rows: usize,
+    ) -> Result<Self> {
         let file =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let options = ArrowReaderOptions::new().with_schema(read_schema());
@@ -151,7 +160,7 @@ impl<'a> ChunkRows<'a> {
             .and_then(|b| {
                 let columns = ProjectionMask::roots(b.parquet_schema(), READ_COLUMNS);
                 b.with_projection(columns)
-                    .with_batch_size(Self::BATCH_ROWS)
+                    .with_batch_size(batch_rows.max(1))
                     .build()
             })
             .map_err(|e| parquet_error(path, e))?;

@@ -3,9 +3,10 @@
 //! Every chunk file is sorted in chunk order (by the sensor's rank, then
 //! time), so a day's files merge like sorted runs: one cursor per file,
 //! a heap picks the smallest `(rank, ts)`, and among equal keys the newest
-//! file's reading wins. Each file is read a batch at a time and the merged
-//! rows go to the new file a row group at a time, so merging a day takes
-//! a few batches of memory, not the day.
+//! file's reading wins. Each file is read a batch at a time (smaller the
+//! more files, so their batches together are about a row group) and the
+//! merged rows go to the new file a row group at a time, so merging a day
+//! takes about two row groups of memory, not the day.
 //!
 //! Ranks come from the `(building_id, sensor_id)` order of the catalog
 //! when the file was written; neither id of a sensor changes, so a file's
@@ -71,10 +72,13 @@ pub(crate) fn merge_files(
     paths: &[&Path],
     names: &SensorNames,
 ) -> Result<ChunkMeta> {
+    // The files' batches together stay about a row group however many
+    // files the day has.
+    let batch_rows = (WRITE_ROWS / paths.len().max(1)).clamp(1_024, ChunkRows::BATCH_ROWS);
     let streamed = {
         let sources = paths
             .iter()
-            .map(|p| ChunkRows::open(p, names))
+            .map(|p| ChunkRows::open_batched(p, names, batch_rows))
             .collect::<Result<Vec<_>>>()?;
         let mut out = ChunkWriter::create(data_dir, id, day, names)?;
         if merge_into(sources, names, &mut out)? {
@@ -254,5 +258,34 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(left, vec![format!("part-{:020}.parquet", 5)]);
+    }
+
+    /// Many files, each read in smaller batches, merge to what the
+    /// in-memory merge gives.
+    #[test]
+    fn many_files_merge_in_smaller_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = crate::test_util::catalog_with_sensors(dir.path(), 3);
+        let names = SensorNames::from_catalog(&cat.view());
+        let mut sources = Vec::new();
+        let mut paths = Vec::new();
+        for f in 0..40u64 {
+            let mut rows: Vec<Reading> = (0..3u32)
+                .flat_map(|s| {
+                    (0..9_000i64)
+                        .filter(move |q| (q + f as i64) % 5 != 0)
+                        .map(move |q| reading(s, q * 9_000, (f * 10 + u64::from(s)) as f64))
+                })
+                .collect();
+            rows.sort_by_key(|r| (names.rank(r.sensor), r.ts_ms));
+            let meta = write_chunk(dir.path(), ChunkId(f), f, 0, &rows, &names).unwrap();
+            paths.push(dir.path().join(meta.file));
+            sources.push(rows);
+        }
+        assert!(WRITE_ROWS / 40 < sources[0].len());
+        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        let meta = merge_files(dir.path(), ChunkId(99), 39, 0, &refs, &names).unwrap();
+        let got = read_chunk(&dir.path().join(&meta.file), &names).unwrap();
+        assert!(got == merge_newest_wins(sources, &names));
     }
 }

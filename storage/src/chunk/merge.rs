@@ -169,13 +169,51 @@ mod tests {
         }
     }
 
+    /// A data directory whose catalog has `sensors` sensors.
+    struct Day {
+        dir: tempfile::TempDir,
+        names: SensorNames,
+    }
+
+    impl Day {
+        fn new(sensors: u32) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let cat = crate::test_util::catalog_with_sensors(dir.path(), sensors);
+            let names = SensorNames::from_catalog(&cat.view());
+            Self { dir, names }
+        }
+
+        /// Writes `sources` as chunk files of day 0, oldest first (ids
+        /// and precedences 0, 1, ...); returns their paths.
+        fn write(&self, sources: &[&[Reading]]) -> Vec<std::path::PathBuf> {
+            let dir = self.dir.path();
+            sources
+                .iter()
+                .enumerate()
+                .map(|(i, rows)| {
+                    let id = i as u64;
+                    let meta = write_chunk(dir, ChunkId(id), id, 0, rows, &self.names);
+                    dir.join(meta.unwrap().file)
+                })
+                .collect()
+        }
+
+        /// Merges the files at `paths` with [`merge_files`] and reads the
+        /// result back.
+        fn merge(&self, paths: &[std::path::PathBuf], id: u64) -> Vec<Reading> {
+            let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+            let dir = self.dir.path();
+            let meta = merge_files(dir, ChunkId(id), id, 0, &refs, &self.names).unwrap();
+            read_chunk(&dir.join(&meta.file), &self.names).unwrap()
+        }
+    }
+
     /// Files of overlapping sensors and times, with corrections, merge to
     /// what the in-memory merge gives, across read batches and row groups.
     #[test]
     fn streaming_gives_the_in_memory_merge() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = crate::test_util::catalog_with_sensors(dir.path(), 30);
-        let names = SensorNames::from_catalog(&cat.view());
+        let day = Day::new(30);
+        let (dir, names) = (day.dir.path(), &day.names);
         let mut sources = Vec::new();
         for f in 0..3u32 {
             let mut rows: Vec<Reading> = (0..30u32)
@@ -189,21 +227,18 @@ mod tests {
             rows.sort_by_key(|r| (names.rank(r.sensor), r.ts_ms));
             sources.push(rows);
         }
-        let mut paths = Vec::new();
-        for (i, rows) in sources.iter().enumerate() {
-            let meta = write_chunk(dir.path(), ChunkId(i as u64), i as u64, 0, rows, &names);
-            paths.push(dir.path().join(meta.unwrap().file));
-        }
+        let refs: Vec<&[Reading]> = sources.iter().map(Vec::as_slice).collect();
+        let paths = day.write(&refs);
         let opened = paths
             .iter()
-            .map(|p| ChunkRows::open(p, &names).unwrap())
+            .map(|p| ChunkRows::open(p, names).unwrap())
             .collect();
-        let mut out = ChunkWriter::create(dir.path(), ChunkId(9), 0, &names).unwrap();
-        assert!(merge_into(opened, &names, &mut out).unwrap());
+        let mut out = ChunkWriter::create(dir, ChunkId(9), 0, names).unwrap();
+        assert!(merge_into(opened, names, &mut out).unwrap());
         let meta = out.finish(9).unwrap();
-        let want = merge_newest_wins(sources, &names);
+        let want = merge_newest_wins(sources, names);
         assert!(want.len() > WRITE_ROWS);
-        let got = read_chunk(&dir.path().join(&meta.file), &names).unwrap();
+        let got = read_chunk(&dir.join(&meta.file), names).unwrap();
         assert_eq!(got.len(), want.len());
         assert!(got == want);
     }
@@ -211,15 +246,11 @@ mod tests {
     /// A file out of chunk order is reported, not merged wrongly.
     #[test]
     fn a_file_out_of_order_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = crate::test_util::catalog_with_sensors(dir.path(), 2);
-        let names = SensorNames::from_catalog(&cat.view());
-        let rows = [reading(0, 2, 1.0), reading(0, 1, 1.0)];
-        let meta = write_chunk(dir.path(), ChunkId(1), 1, 0, &rows, &names).unwrap();
-        let path = dir.path().join(meta.file);
-        let mut out = ChunkWriter::create(dir.path(), ChunkId(2), 0, &names).unwrap();
-        let opened = vec![ChunkRows::open(&path, &names).unwrap()];
-        assert!(!merge_into(opened, &names, &mut out).unwrap());
+        let day = Day::new(2);
+        let paths = day.write(&[&[reading(0, 2, 1.0), reading(0, 1, 1.0)]]);
+        let mut out = ChunkWriter::create(day.dir.path(), ChunkId(2), 0, &day.names).unwrap();
+        let opened = vec![ChunkRows::open(&paths[0], &day.names).unwrap()];
+        assert!(!merge_into(opened, &day.names, &mut out).unwrap());
     }
 
     /// A file whose disorder shows only after a row group of the merge was
@@ -228,22 +259,14 @@ mod tests {
     /// folder.
     #[test]
     fn a_day_with_a_file_out_of_order_is_merged_in_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = crate::test_util::catalog_with_sensors(dir.path(), 1);
-        let names = SensorNames::from_catalog(&cat.view());
+        let day = Day::new(1);
         let n = WRITE_ROWS as i64 + 1_000;
         let first: Vec<Reading> = (0..n).map(|i| reading(0, i * 300, 1.0)).collect();
         let mut second: Vec<Reading> = (0..n).map(|i| reading(0, i * 300, 2.0)).collect();
         second.push(reading(0, 600, 3.0));
         second.push(reading(0, 5, 4.0));
-        let mut paths = Vec::new();
-        for (i, rows) in [&first, &second].into_iter().enumerate() {
-            let meta = write_chunk(dir.path(), ChunkId(i as u64), i as u64, 0, rows, &names);
-            paths.push(dir.path().join(meta.unwrap().file));
-        }
-        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
-        let meta = merge_files(dir.path(), ChunkId(5), 1, 0, &refs, &names).unwrap();
-        let got = read_chunk(&dir.path().join(&meta.file), &names).unwrap();
+        let paths = day.write(&[&first, &second]);
+        let got = day.merge(&paths, 5);
         let mut want = second.clone();
         want.sort_by_key(|r| r.ts_ms);
         want.dedup_by_key(|r| r.ts_ms);
@@ -264,11 +287,9 @@ mod tests {
     /// in-memory merge gives.
     #[test]
     fn many_files_merge_in_smaller_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = crate::test_util::catalog_with_sensors(dir.path(), 3);
-        let names = SensorNames::from_catalog(&cat.view());
+        let day = Day::new(3);
+        let names = &day.names;
         let mut sources = Vec::new();
-        let mut paths = Vec::new();
         for f in 0..40u64 {
             let mut rows: Vec<Reading> = (0..3u32)
                 .flat_map(|s| {
@@ -278,14 +299,11 @@ mod tests {
                 })
                 .collect();
             rows.sort_by_key(|r| (names.rank(r.sensor), r.ts_ms));
-            let meta = write_chunk(dir.path(), ChunkId(f), f, 0, &rows, &names).unwrap();
-            paths.push(dir.path().join(meta.file));
             sources.push(rows);
         }
         assert!(WRITE_ROWS / 40 < sources[0].len());
-        let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
-        let meta = merge_files(dir.path(), ChunkId(99), 39, 0, &refs, &names).unwrap();
-        let got = read_chunk(&dir.path().join(&meta.file), &names).unwrap();
-        assert!(got == merge_newest_wins(sources, &names));
+        let refs: Vec<&[Reading]> = sources.iter().map(Vec::as_slice).collect();
+        let got = day.merge(&day.write(&refs), 99);
+        assert!(got == merge_newest_wins(sources, names));
     }
 }

@@ -87,7 +87,8 @@ impl Memtable {
     }
 
     /// The UTC days (see [`day_of`]) with readings held, in order, each
-    /// with the sensors that have readings that day, in key order. Each
+    /// with the sensors that have readings that day (in no particular
+    /// order: the caller sorts them as it needs). Each
     /// sensor's readings are visited once per day they span, not once per
     /// reading.
     pub(crate) fn sensors_by_day(&self) -> BTreeMap<i64, Vec<SensorKey>> {
@@ -105,9 +106,6 @@ impl Memtable {
                     next = series.range(after..).next().map(|(&ts, _)| ts);
                 }
             }
-        }
-        for sensors in days.values_mut() {
-            sensors.sort_unstable();
         }
         days
     }
@@ -219,7 +217,9 @@ mod tests {
             r(3, i64::MAX, 7.0),
             r(3, i64::MIN, 8.0),
         ]);
-        let days = hot.sensors_by_day();
+        let mut days = hot.sensors_by_day();
+        days.values_mut()
+            .for_each(|sensors| sensors.sort_unstable());
         let k = SensorKey;
         assert_eq!(
             days.into_iter().collect::<Vec<_>>(),

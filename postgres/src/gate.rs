@@ -176,20 +176,27 @@ async fn read_untyped(client: &mut (impl AsyncRead + Unpin)) -> std::io::Result<
     Ok(message)
 }
 
+/// How the client-to-server half of a relay ended.
+enum Upstream {
+    /// The client stopped sending (and the server was told).
+    ClientDone,
+    /// The client broke a rule: it is disconnected at once.
+    Violation,
+    /// The server closed its side (a FATAL error ends a session).
+    ServerGone,
+}
+
+/// How long a closing relay waits for the server's last answer and for
+/// the client to hang up on it.
+const CLOSING_GRACE: Duration = Duration::from_secs(2);
+
 /// Copies both ways, checking the client's messages.
 async fn relay(client: Box<dyn Io>, server: UnixStream, deadline: tokio::time::Instant) {
     let logged_in = Arc::new(AtomicBool::new(false));
-    let (client_read, client_write) = tokio::io::split(client);
+    let (mut client_read, client_write) = tokio::io::split(client);
     let (server_read, server_write) = server.into_split();
-    // A client that stops sending (a cancel request, a half-close) still
-    // gets its answers: the relay ends when the server side does, or at
-    // once when the client broke a rule.
-    let upstream = async {
-        if from_client(client_read, server_write, logged_in.clone()).await {
-            std::future::pending::<()>().await;
-        }
-    };
     let downstream = to_client(server_read, client_write, logged_in.clone());
+    tokio::pin!(downstream);
     let login_deadline = async {
         tokio::time::sleep_until(deadline).await;
         if !logged_in.load(Ordering::Acquire) {
@@ -198,27 +205,50 @@ async fn relay(client: Box<dyn Io>, server: UnixStream, deadline: tokio::time::I
         }
         std::future::pending::<()>().await
     };
-    tokio::select! {
-        () = upstream => {}
-        () = downstream => {}
-        () = login_deadline => {}
+    tokio::pin!(login_deadline);
+    // A client that stops sending (a cancel request, a half-close) still
+    // gets its answers: the relay ends when the server side does, or at
+    // once when the client broke a rule.
+    let ended = tokio::select! {
+        end = from_client(&mut client_read, server_write, logged_in.clone()) => Some(end),
+        () = &mut downstream => None,
+        () = &mut login_deadline => return,
+    };
+    match ended {
+        None => {}
+        Some(Upstream::Violation) => return,
+        Some(Upstream::ClientDone) => {
+            return tokio::select! {
+                () = downstream => {}
+                () = login_deadline => {}
+            };
+        }
+        // The server's last words (a FATAL error) may still be on their
+        // way: they are passed on before the client is let go.
+        Some(Upstream::ServerGone) => {
+            let _ = tokio::time::timeout(CLOSING_GRACE, &mut downstream).await;
+        }
     }
+    // Closing a socket with unread input resets the connection, and the
+    // client may lose the answer it has not read yet: read what it still
+    // sends until it hangs up, for a moment.
+    let mut sink = tokio::io::sink();
+    let drain = tokio::io::copy(&mut client_read, &mut sink);
+    let _ = tokio::time::timeout(CLOSING_GRACE, drain).await;
 }
 
-/// Client to server, message by message, within the limits. `true`: the
-/// client stopped sending (and the server was told); `false`: it broke a
-/// rule, or the server went away.
+/// Client to server, message by message, within the limits.
 async fn from_client(
-    mut client: impl AsyncRead + Unpin,
+    client: &mut (impl AsyncRead + Unpin),
     mut server: impl AsyncWrite + Unpin,
     logged_in: Arc<AtomicBool>,
-) -> bool {
+) -> Upstream {
     let mut message = Vec::new();
     loop {
         let mut head = [0u8; 5];
         if client.read_exact(&mut head).await.is_err() {
             let _ = server.shutdown().await;
-            return true;
+            return Upstream::ClientDone;
         }
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let before_login = !logged_in.load(Ordering::Acquire);
@@ -229,7 +259,7 @@ async fn from_client(
         };
         if !allowed {
             violation("a message other than a password before login");
-            return false;
+            return Upstream::Violation;
         }
         if !(4..=limit).contains(&len) {
             violation(if before_login {
@@ -237,15 +267,17 @@ async fn from_client(
             } else {
                 "a message past 1 MiB"
             });
-            return false;
+            return Upstream::Violation;
         }
         message.clear();
         message.extend_from_slice(&head);
         message.resize(len + 1, 0);
-        if client.read_exact(&mut message[5..]).await.is_err()
-            || server.write_all(&message).await.is_err()
-        {
-            return false;
+        if client.read_exact(&mut message[5..]).await.is_err() {
+            let _ = server.shutdown().await;
+            return Upstream::ClientDone;
+        }
+        if server.write_all(&message).await.is_err() {
+            return Upstream::ServerGone;
         }
     }
 }
@@ -306,4 +338,56 @@ fn fatal(sqlstate: &str, text: &str) -> Vec<u8> {
 fn violation(what: &'static str) {
     metrics::counter!("wattline_pgwire_violations_total").increment(1);
     tracing::info!(what, "pgwire client disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message of type `kind` with `body`.
+    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// The server ends a session with a FATAL error while the client is
+    /// still sending (a pipelined Parse, Describe, Sync): the client still
+    /// reads the error, not a reset connection.
+    #[tokio::test]
+    async fn a_fatal_error_reaches_a_client_that_is_still_sending() {
+        for _ in 0..200 {
+            let (client, mut client_end) = tokio::net::UnixStream::pair().unwrap();
+            let (server, mut server_end) = tokio::net::UnixStream::pair().unwrap();
+            let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+            let relay = tokio::spawn(relay(Box::new(client), server, deadline));
+            let pgwire = tokio::spawn(async move {
+                server_end.write_all(&message(b'Z', b"I")).await.unwrap();
+                let mut head = [0u8; 5];
+                server_end.read_exact(&mut head).await.unwrap();
+                server_end
+                    .write_all(&fatal("28000", "revoked"))
+                    .await
+                    .unwrap();
+                // pgwire drops its socket at once after a FATAL error.
+            });
+            let mut ready = [0u8; 6];
+            client_end.read_exact(&mut ready).await.unwrap();
+            assert_eq!(ready[0], b'Z');
+            let (mut read, mut write) = client_end.into_split();
+            let sender = tokio::spawn(async move {
+                let query = message(b'Q', b"SELECT 1\0");
+                while write.write_all(&query).await.is_ok() {
+                    tokio::task::yield_now().await;
+                }
+            });
+            let mut got = Vec::new();
+            let _ = read.read_to_end(&mut got).await;
+            assert_eq!(got, fatal("28000", "revoked"));
+            pgwire.await.unwrap();
+            sender.abort();
+            relay.await.unwrap();
+        }
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wattline_storage::Recover;
 
-use crate::query_runtimes::{QueryRun, QueryRuntimes};
+use crate::query_runtimes::QueryRuntimes;
 
 use arrow::array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::SchemaRef;
@@ -383,8 +383,10 @@ impl QueryEngine {
     /// Runs `work` on a runtime of its own under the concurrency limits
     /// (the tenant's share, then the appliance's) and the timeout; a query
     /// past the timeout is aborted. When the caller stops waiting (the
-    /// client went away), the [`QueryRun`] guard aborts the work and keeps
-    /// both slots until the runtime has stopped ([`crate::query_runtimes`]).
+    /// client went away), the [`crate::query_runtimes::QueryRun`] guard
+    /// aborts the work and keeps both slots until the runtime has stopped;
+    /// a query that answered hands its runtime back
+    /// ([`crate::query_runtimes`]).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         scope: &Scope,
@@ -407,14 +409,11 @@ impl QueryEngine {
         let task = runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
-        let _run = QueryRun {
-            runtime: Some(runtime),
-            permits: Some(permits),
-            task: task.abort_handle(),
-        };
+        let mut run = self.runtimes.run(runtime, permits, task.abort_handle());
         let left = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, rx).await {
             Ok(Ok(result)) => {
+                run.answered();
                 metrics::histogram!("wattline_query_seconds")
                     .record(started.elapsed().as_secs_f64());
                 result

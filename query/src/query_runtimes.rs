@@ -1,16 +1,22 @@
-//! The runtimes queries run on: each query has one of its own, used once,
-//! so an operator that does not yield holds only its own threads (and its
-//! concurrency slots) until it does, and whatever a query leaves on its
-//! runtime (a blocking file read, a task not yet cancelled) ends with it.
+//! The runtimes queries run on: each query has one of its own, so an
+//! operator that does not yield holds only its own threads (and its
+//! concurrency slots) until it does.
 //!
-//! Starting a runtime's threads takes about a quarter of a millisecond,
-//! a large part of a small query's time, so a background thread keeps a
-//! few started ones ready; a query takes one (or starts one itself when
-//! none is ready), and when it ends its runtime is stopped on a reaper
-//! thread, which waits for a runaway to yield; the query's slots stay
-//! taken until then.
+//! Starting a runtime's threads (and stopping them) costs more than a
+//! small query's own work, so runtimes are kept: a background thread
+//! keeps [`READY`] started ones ready, a query takes one (or starts one
+//! itself when none is ready), and a query that answered hands its
+//! runtime back. A recycler thread takes it back once every task on it
+//! has ended (within [`SETTLE`]), and only then frees the query's slots;
+//! a runtime still running something (a runaway operator, a task not yet
+//! cancelled) and the runtime of a query that did not answer (timed out,
+//! client gone) are stopped on a reaper thread instead, which waits for a
+//! runaway to yield, the query's slots taken until then.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 use tokio::sync::OwnedSemaphorePermit;
@@ -24,6 +30,14 @@ const QUERY_STACK_BYTES: usize = 32 * 1024 * 1024;
 
 /// How many started runtimes are kept ready.
 const READY: usize = 2;
+/// The most runtimes kept, counting those handed back by queries.
+const KEPT: usize = 2 * READY;
+/// How long a handed-back runtime may take to end its last tasks (a
+/// cancelled task ends when its worker next looks at it).
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// A query's slots: its tenant's and the engine's.
+pub(crate) type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 fn start_runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -43,54 +57,107 @@ struct Ready {
     closed: bool,
 }
 
-/// Runtimes for queries, started ahead by a background thread.
+/// What the starter, the recycler and the queries share.
+#[derive(Default)]
+struct Shared {
+    ready: Mutex<Ready>,
+    wake: Condvar,
+    /// Runtimes started so far.
+    started: AtomicUsize,
+}
+
+impl Shared {
+    fn start(&self) -> Result<Runtime> {
+        let runtime = start_runtime()?;
+        self.started.fetch_add(1, Ordering::Relaxed);
+        Ok(runtime)
+    }
+}
+
+/// A finished query's runtime, handed back with its slots.
+struct Returned {
+    runtime: Runtime,
+    permits: Option<Permits>,
+}
+
+/// Runtimes for queries: started ahead, and taken back after a query.
 pub(crate) struct QueryRuntimes {
-    ready: Arc<(Mutex<Ready>, Condvar)>,
+    shared: Arc<Shared>,
+    /// To the recycler; `None` if its thread could not start (each
+    /// runtime is then stopped after its query).
+    returns: Option<mpsc::Sender<Returned>>,
 }
 
 impl QueryRuntimes {
-    /// Starts the thread that keeps runtimes ready (without it, each
-    /// query starts its own).
+    /// Starts the thread that keeps runtimes ready and the one that takes
+    /// them back (without them, each query starts and stops its own).
     pub(crate) fn new() -> Self {
-        let ready: Arc<(Mutex<Ready>, Condvar)> = Arc::default();
-        let shared = ready.clone();
+        let shared: Arc<Shared> = Arc::default();
+        let starter_shared = shared.clone();
         let starter = std::thread::Builder::new()
             .name("query-runtimes".into())
-            .spawn(move || keep_ready(&shared));
+            .spawn(move || keep_ready(&starter_shared));
         if let Err(e) = starter {
             tracing::warn!(error = %e, "starting the query runtime starter; each query starts its own");
         }
-        Self { ready }
+        let (returns, returned) = mpsc::channel();
+        let recycler_shared = shared.clone();
+        let recycler = std::thread::Builder::new()
+            .name("query-recycler".into())
+            .spawn(move || recycle(&recycler_shared, &returned));
+        let returns = match recycler {
+            Ok(_) => Some(returns),
+            Err(e) => {
+                tracing::warn!(error = %e, "starting the query runtime recycler; each runtime serves one query");
+                None
+            }
+        };
+        Self { shared, returns }
     }
 
     /// A started runtime, for one query.
     pub(crate) fn take(&self) -> Result<Runtime> {
-        let (lock, wake) = &*self.ready;
-        let taken = lock.locked().runtimes.pop();
-        wake.notify_one();
+        let taken = self.shared.ready.locked().runtimes.pop();
+        self.shared.wake.notify_one();
         match taken {
             Some(runtime) => Ok(runtime),
-            None => start_runtime(),
+            None => self.shared.start(),
+        }
+    }
+
+    /// The run of a query spawned as `task` on `runtime` (taken from
+    /// here), holding `permits` until the runtime is back or stopped.
+    pub(crate) fn run(
+        &self,
+        runtime: Runtime,
+        permits: Permits,
+        task: tokio::task::AbortHandle,
+    ) -> QueryRun {
+        QueryRun {
+            runtime: Some(runtime),
+            permits: Some(permits),
+            task,
+            answered: false,
+            returns: self.returns.clone(),
         }
     }
 }
 
 /// Keeps [`READY`] runtimes started until the engine is dropped.
-fn keep_ready(ready: &(Mutex<Ready>, Condvar)) {
-    let (lock, wake) = ready;
+fn keep_ready(shared: &Shared) {
     loop {
         {
-            let mut state = lock.locked();
+            let mut state = shared.ready.locked();
             while !state.closed && state.runtimes.len() >= READY {
-                state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             if state.closed {
                 return;
             }
         }
-        match start_runtime() {
+        match shared.start() {
             Ok(runtime) => {
-                let mut state = lock.locked();
+                let mut state = shared.ready.locked();
                 if state.closed {
                     runtime.shutdown_background();
                     return;
@@ -99,8 +166,63 @@ fn keep_ready(ready: &(Mutex<Ready>, Condvar)) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "starting a query runtime ahead");
-                std::thread::sleep(std::time::Duration::from_secs(1));
+                std::thread::sleep(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// Takes back the runtimes of answered queries until every query and the
+/// engine are gone: kept if every task on it ended, stopped otherwise.
+fn recycle(shared: &Shared, returned: &mpsc::Receiver<Returned>) {
+    for Returned { runtime, permits } in returned {
+        if !settles(&runtime) {
+            reap(runtime, permits);
+            continue;
+        }
+        drop(permits);
+        let mut state = shared.ready.locked();
+        if state.closed || state.runtimes.len() >= KEPT {
+            drop(state);
+            runtime.shutdown_background();
+        } else {
+            state.runtimes.push(runtime);
+        }
+    }
+}
+
+/// Whether every task on `runtime` ends within [`SETTLE`].
+fn settles(runtime: &Runtime) -> bool {
+    let deadline = Instant::now() + SETTLE;
+    while runtime.metrics().num_alive_tasks() > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    true
+}
+
+/// Stops `runtime` on a reaper thread, which waits for a runaway to
+/// yield; `permits` stay taken until it has.
+fn reap(runtime: Runtime, permits: Option<Permits>) {
+    // Shared with the reaper, so a reaper that cannot start has not taken
+    // (and dropped, here in possibly async code) the runtime.
+    let parts = Arc::new(Mutex::new(Some((runtime, permits))));
+    let reaper_parts = parts.clone();
+    let reaper = std::thread::Builder::new()
+        .name("query-reaper".into())
+        .spawn(move || {
+            let taken = reaper_parts.locked().take();
+            drop(taken);
+        });
+    if let Err(e) = reaper {
+        // Let the runtime stop in the background, and keep its slots taken
+        // rather than let a possible runaway run beside others.
+        tracing::error!(error = %e, "starting a query reaper thread; the query's slots stay taken");
+        if let Some((runtime, permits)) = parts.locked().take() {
+            runtime.shutdown_background();
+            std::mem::forget(permits);
         }
     }
 }
@@ -109,28 +231,37 @@ impl Drop for QueryRuntimes {
     /// Stops the starter and the ready runtimes (without blocking: the
     /// engine may be dropped in async code).
     fn drop(&mut self) {
-        let (lock, wake) = &*self.ready;
         let runtimes = {
-            let mut state = lock.locked();
+            let mut state = self.shared.ready.locked();
             state.closed = true;
             std::mem::take(&mut state.runtimes)
         };
-        wake.notify_all();
+        self.shared.wake.notify_all();
         for runtime in runtimes {
             runtime.shutdown_background();
         }
     }
 }
 
-/// A running query's runtime and slots. Dropping it (answer sent, timeout,
-/// or the request dropped because the client left) aborts the query's
-/// task and stops the runtime on a reaper thread: a runaway operator that
-/// does not yield stops only when it next does, and keeps its slots until
-/// then, so at most the configured number of queries burn CPU at once.
+/// A running query's runtime and slots. Dropping it aborts the query's
+/// task; the runtime of a query that answered goes back to the recycler,
+/// any other (timeout, or the request dropped because the client left) is
+/// stopped on a reaper thread: a runaway operator that does not yield
+/// stops only when it next does, and keeps its slots until then, so at
+/// most the configured number of queries burn CPU at once.
 pub(crate) struct QueryRun {
-    pub(crate) runtime: Option<Runtime>,
-    pub(crate) permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
-    pub(crate) task: tokio::task::AbortHandle,
+    runtime: Option<Runtime>,
+    permits: Option<Permits>,
+    task: tokio::task::AbortHandle,
+    answered: bool,
+    returns: Option<mpsc::Sender<Returned>>,
+}
+
+impl QueryRun {
+    /// The query's answer arrived: its runtime may serve another.
+    pub(crate) fn answered(&mut self) {
+        self.answered = true;
+    }
 }
 
 impl Drop for QueryRun {
@@ -139,24 +270,14 @@ impl Drop for QueryRun {
         let Some(runtime) = self.runtime.take() else {
             return;
         };
-        // Shared with the reaper, so a reaper that cannot start has not
-        // taken (and dropped, here in possibly async code) the runtime.
-        let parts = Arc::new(Mutex::new(Some((runtime, self.permits.take()))));
-        let reaper_parts = parts.clone();
-        let reaper = std::thread::Builder::new()
-            .name("query-reaper".into())
-            .spawn(move || {
-                let taken = reaper_parts.locked().take();
-                drop(taken);
-            });
-        if let Err(e) = reaper {
-            // Let the runtime stop in the background, and keep its slots
-            // taken rather than let a possible runaway run beside others.
-            tracing::error!(error = %e, "starting a query reaper thread; the query's slots stay taken");
-            if let Some((runtime, permits)) = parts.locked().take() {
-                runtime.shutdown_background();
-                std::mem::forget(permits);
+        let permits = self.permits.take();
+        match (&self.returns, self.answered) {
+            (Some(returns), true) => {
+                if let Err(mpsc::SendError(back)) = returns.send(Returned { runtime, permits }) {
+                    reap(back.runtime, back.permits);
+                }
             }
+            _ => reap(runtime, permits),
         }
     }
 }
@@ -164,50 +285,118 @@ impl Drop for QueryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use tokio::sync::Semaphore;
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn ready(runtimes: &QueryRuntimes) -> usize {
+        runtimes.shared.ready.locked().runtimes.len()
+    }
+
+    /// A query's two slots, of a one-slot semaphore, taken when free.
+    fn slots(slot: &Arc<Semaphore>) -> Permits {
+        let mut taken = None;
+        wait_for("the slot was never freed", || {
+            taken = slot.clone().try_acquire_owned().ok();
+            taken.is_some()
+        });
+        let other = Arc::new(Semaphore::new(1)).try_acquire_owned();
+        (taken.unwrap(), other.unwrap())
+    }
+
+    fn recv(channel: &mpsc::Receiver<()>) -> Result<()> {
+        channel
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|e| QueryError::Internal(e.to_string()))
+    }
 
     #[test]
-    fn runtimes_are_started_ahead_and_each_serves_one_query() -> Result<()> {
+    fn runtimes_are_started_ahead_and_a_runaway_is_not_seen_again() -> Result<()> {
         let runtimes = QueryRuntimes::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while runtimes.ready.0.locked().runtimes.len() < READY {
-            assert!(Instant::now() < deadline, "no runtime started ahead");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for("no runtime started ahead", || ready(&runtimes) == READY);
         // A query takes one; the starter replaces it.
         let runtime = runtimes.take()?;
-        while runtimes.ready.0.locked().runtimes.len() < READY {
-            assert!(
-                Instant::now() < deadline,
-                "the runtime taken was not replaced"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // A task that does not yield: the reaper waits for it, and the
-        // runtime is not seen again.
-        let (started, wait) = std::sync::mpsc::channel();
-        let (done, ended) = std::sync::mpsc::channel();
+        wait_for("the runtime taken was not replaced", || {
+            ready(&runtimes) == READY
+        });
+        // A task that does not yield, of a query that did not answer: the
+        // reaper waits for it, and the runtime is not seen again.
+        let (started, wait) = mpsc::channel();
+        let (done, ended) = mpsc::channel();
         let task = runtime.spawn(async move {
             let _ = started.send(());
             std::thread::sleep(Duration::from_millis(300));
             let _ = done.send(());
         });
-        wait.recv_timeout(Duration::from_secs(10))
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
-        drop(QueryRun {
-            task: task.abort_handle(),
-            runtime: Some(runtime),
-            permits: None,
+        recv(&wait)?;
+        let slot = Arc::new(Semaphore::new(1));
+        drop(runtimes.run(runtime, slots(&slot), task.abort_handle()));
+        recv(&ended)?;
+        wait_for("the runaway's slot was not freed", || {
+            slot.available_permits() == 1
         });
-        ended
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
-        assert_eq!(runtimes.ready.0.locked().runtimes.len(), READY);
+        assert_eq!(ready(&runtimes), READY);
         // Dropped in async code, the engine's ready runtimes stop without
         // blocking.
         let outer = start_runtime()?;
         outer.block_on(async move { drop(runtimes) });
         outer.shutdown_background();
+        Ok(())
+    }
+
+    #[test]
+    fn answered_queries_hand_their_runtime_back_then_free_their_slots() -> Result<()> {
+        let runtimes = QueryRuntimes::new();
+        let slot = Arc::new(Semaphore::new(1));
+        for _ in 0..20 {
+            let permits = slots(&slot);
+            let runtime = runtimes.take()?;
+            let (tx, rx) = mpsc::channel();
+            let task = runtime.spawn(async move {
+                let _ = tx.send(());
+            });
+            recv(&rx)?;
+            let mut run = runtimes.run(runtime, permits, task.abort_handle());
+            run.answered();
+        }
+        let started = runtimes.shared.started.load(Ordering::Relaxed);
+        assert!(started <= KEPT, "{started} runtimes started for 20 queries");
+        wait_for("the last query's slot was not freed", || {
+            slot.available_permits() == 1
+        });
+        Ok(())
+    }
+
+    #[test]
+    fn an_answered_query_that_left_a_task_running_keeps_its_slots_until_it_ends() -> Result<()> {
+        let runtimes = QueryRuntimes::new();
+        let slot = Arc::new(Semaphore::new(1));
+        let runtime = runtimes.take()?;
+        let (started, wait) = mpsc::channel();
+        let (done, ended) = mpsc::channel();
+        runtime.spawn(async move {
+            let _ = started.send(());
+            std::thread::sleep(Duration::from_millis(400));
+            let _ = done.send(());
+        });
+        recv(&wait)?;
+        let task = runtime.spawn(async {});
+        wait_for("the query's task never ended", || task.is_finished());
+        let mut run = runtimes.run(runtime, slots(&slot), task.abort_handle());
+        run.answered();
+        drop(run);
+        std::thread::sleep(SETTLE * 2);
+        assert_eq!(slot.available_permits(), 0, "freed while a task still ran");
+        recv(&ended)?;
+        wait_for("the slot was not freed once the task ended", || {
+            slot.available_permits() == 1
+        });
         Ok(())
     }
 }

@@ -12,6 +12,13 @@
 //! cancelled) and the runtime of a query that did not answer (timed out,
 //! client gone) are stopped on a reaper thread instead, which waits for a
 //! runaway to yield, the query's slots taken until then.
+//!
+//! What the recycler cannot see is a blocking file read still running
+//! for a query that stopped early (a `LIMIT` met, an error): tokio counts
+//! those only with its unstable metrics. Such a read ends on its own (it
+//! is one range of one chunk file), and a runtime has at most
+//! [`BLOCKING_THREADS`] of them, so a kept runtime carries at most that
+//! many short reads into its next query.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -35,6 +42,12 @@ const KEPT: usize = 2 * READY;
 /// How long a handed-back runtime may take to end its last tasks (a
 /// cancelled task ends when its worker next looks at it).
 const SETTLE: Duration = Duration::from_millis(50);
+/// How often a runtime still settling is looked at again.
+const SETTLE_POLL: Duration = Duration::from_micros(200);
+/// Threads for blocking file reads, per runtime: a query's scans read a
+/// few column chunks at a time, and what a query that ended early leaves
+/// reading is bounded by it.
+const BLOCKING_THREADS: usize = 16;
 
 /// A query's slots: its tenant's and the engine's.
 pub(crate) type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
@@ -44,6 +57,8 @@ fn start_runtime() -> Result<Runtime> {
         .worker_threads(2)
         .thread_name("query")
         .thread_stack_size(QUERY_STACK_BYTES)
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(Duration::from_secs(1))
         .enable_time()
         .build()
         .map_err(|e| QueryError::Internal(format!("starting a query runtime: {e}")))
@@ -173,34 +188,54 @@ fn keep_ready(shared: &Shared) {
 }
 
 /// Takes back the runtimes of answered queries until every query and the
-/// engine are gone: kept if every task on it ended, stopped otherwise.
+/// engine are gone: each is kept once every task on it ended, or stopped
+/// if one still runs after [`SETTLE`]. Runtimes waiting to settle are
+/// looked at in turn, so one slow to settle holds up no other.
 fn recycle(shared: &Shared, returned: &mpsc::Receiver<Returned>) {
-    for Returned { runtime, permits } in returned {
-        if !settles(&runtime) {
-            reap(runtime, permits);
-            continue;
-        }
-        drop(permits);
-        let mut state = shared.ready.locked();
-        if state.closed || state.runtimes.len() >= KEPT {
-            drop(state);
-            runtime.shutdown_background();
+    let mut settling: Vec<(Returned, Instant)> = Vec::new();
+    let mut open = true;
+    while open || !settling.is_empty() {
+        let next = if settling.is_empty() {
+            returned
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
         } else {
-            state.runtimes.push(runtime);
+            returned.recv_timeout(SETTLE_POLL)
+        };
+        match next {
+            Ok(back) => settling.push((back, Instant::now() + SETTLE)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+        }
+        let now = Instant::now();
+        let mut still = Vec::with_capacity(settling.len());
+        for (back, deadline) in settling.drain(..) {
+            if back.runtime.metrics().num_alive_tasks() == 0 {
+                keep(shared, back);
+            } else if now >= deadline {
+                reap(back.runtime, back.permits);
+            } else {
+                still.push((back, deadline));
+            }
+        }
+        settling = still;
+        if !open && !settling.is_empty() {
+            std::thread::sleep(SETTLE_POLL);
         }
     }
 }
 
-/// Whether every task on `runtime` ends within [`SETTLE`].
-fn settles(runtime: &Runtime) -> bool {
-    let deadline = Instant::now() + SETTLE;
-    while runtime.metrics().num_alive_tasks() > 0 {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(100));
+/// A settled runtime: its query's slots are freed, and it is kept for the
+/// next query (or stopped when enough are kept).
+fn keep(shared: &Shared, Returned { runtime, permits }: Returned) {
+    drop(permits);
+    let mut state = shared.ready.locked();
+    if state.closed || state.runtimes.len() >= KEPT {
+        drop(state);
+        runtime.shutdown_background();
+    } else {
+        state.runtimes.push(runtime);
     }
-    true
 }
 
 /// Stops `runtime` on a reaper thread, which waits for a runaway to
@@ -370,6 +405,39 @@ mod tests {
         wait_for("the last query's slot was not freed", || {
             slot.available_permits() == 1
         });
+        Ok(())
+    }
+
+    #[test]
+    fn a_runtime_slow_to_settle_holds_up_no_other() -> Result<()> {
+        let runtimes = QueryRuntimes::new();
+        let (slow_slot, quick_slot) = (Arc::new(Semaphore::new(1)), Arc::new(Semaphore::new(1)));
+        let slow = runtimes.take()?;
+        let (started, wait) = mpsc::channel();
+        slow.spawn(async move {
+            let _ = started.send(());
+            std::thread::sleep(Duration::from_millis(400));
+        });
+        recv(&wait)?;
+        let task = slow.spawn(async {});
+        wait_for("the slow query's task never ended", || task.is_finished());
+        let mut run = runtimes.run(slow, slots(&slow_slot), task.abort_handle());
+        run.answered();
+        drop(run);
+        let quick = runtimes.take()?;
+        let task = quick.spawn(async {});
+        wait_for("the quick query's task never ended", || task.is_finished());
+        let mut run = runtimes.run(quick, slots(&quick_slot), task.abort_handle());
+        run.answered();
+        drop(run);
+        wait_for("the quick query's slot was not freed", || {
+            quick_slot.available_permits() == 1
+        });
+        assert_eq!(
+            slow_slot.available_permits(),
+            0,
+            "freed while a task still ran"
+        );
         Ok(())
     }
 

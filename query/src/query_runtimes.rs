@@ -351,6 +351,29 @@ mod tests {
             .map_err(|e| QueryError::Internal(e.to_string()))
     }
 
+    /// A task on `runtime` that does not yield for `ms`, once started;
+    /// the channel says when it ended.
+    fn leave_running(runtime: &Runtime, ms: u64) -> Result<mpsc::Receiver<()>> {
+        let (started, wait) = mpsc::channel();
+        let (done, ended) = mpsc::channel();
+        runtime.spawn(async move {
+            let _ = started.send(());
+            std::thread::sleep(Duration::from_millis(ms));
+            let _ = done.send(());
+        });
+        recv(&wait)?;
+        Ok(ended)
+    }
+
+    /// A query on `runtime` that answered, its run dropped (the runtime
+    /// handed back).
+    fn answer(runtimes: &QueryRuntimes, runtime: Runtime, permits: Permits) {
+        let task = runtime.spawn(async {});
+        wait_for("the query's task never ended", || task.is_finished());
+        let mut run = runtimes.run(runtime, permits, task.abort_handle());
+        run.answered();
+    }
+
     #[test]
     fn runtimes_are_started_ahead_and_a_runaway_is_not_seen_again() -> Result<()> {
         let runtimes = QueryRuntimes::new();
@@ -391,14 +414,7 @@ mod tests {
         let slot = Arc::new(Semaphore::new(1));
         for _ in 0..20 {
             let permits = slots(&slot);
-            let runtime = runtimes.take()?;
-            let (tx, rx) = mpsc::channel();
-            let task = runtime.spawn(async move {
-                let _ = tx.send(());
-            });
-            recv(&rx)?;
-            let mut run = runtimes.run(runtime, permits, task.abort_handle());
-            run.answered();
+            answer(&runtimes, runtimes.take()?, permits);
         }
         let started = runtimes.shared.started.load(Ordering::Relaxed);
         assert!(started <= KEPT, "{started} runtimes started for 20 queries");
@@ -413,23 +429,9 @@ mod tests {
         let runtimes = QueryRuntimes::new();
         let (slow_slot, quick_slot) = (Arc::new(Semaphore::new(1)), Arc::new(Semaphore::new(1)));
         let slow = runtimes.take()?;
-        let (started, wait) = mpsc::channel();
-        slow.spawn(async move {
-            let _ = started.send(());
-            std::thread::sleep(Duration::from_millis(400));
-        });
-        recv(&wait)?;
-        let task = slow.spawn(async {});
-        wait_for("the slow query's task never ended", || task.is_finished());
-        let mut run = runtimes.run(slow, slots(&slow_slot), task.abort_handle());
-        run.answered();
-        drop(run);
-        let quick = runtimes.take()?;
-        let task = quick.spawn(async {});
-        wait_for("the quick query's task never ended", || task.is_finished());
-        let mut run = runtimes.run(quick, slots(&quick_slot), task.abort_handle());
-        run.answered();
-        drop(run);
+        let _ended = leave_running(&slow, 400)?;
+        answer(&runtimes, slow, slots(&slow_slot));
+        answer(&runtimes, runtimes.take()?, slots(&quick_slot));
         wait_for("the quick query's slot was not freed", || {
             quick_slot.available_permits() == 1
         });
@@ -446,19 +448,8 @@ mod tests {
         let runtimes = QueryRuntimes::new();
         let slot = Arc::new(Semaphore::new(1));
         let runtime = runtimes.take()?;
-        let (started, wait) = mpsc::channel();
-        let (done, ended) = mpsc::channel();
-        runtime.spawn(async move {
-            let _ = started.send(());
-            std::thread::sleep(Duration::from_millis(400));
-            let _ = done.send(());
-        });
-        recv(&wait)?;
-        let task = runtime.spawn(async {});
-        wait_for("the query's task never ended", || task.is_finished());
-        let mut run = runtimes.run(runtime, slots(&slot), task.abort_handle());
-        run.answered();
-        drop(run);
+        let ended = leave_running(&runtime, 400)?;
+        answer(&runtimes, runtime, slots(&slot));
         std::thread::sleep(SETTLE * 2);
         assert_eq!(slot.available_permits(), 0, "freed while a task still ran");
         recv(&ended)?;

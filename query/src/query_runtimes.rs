@@ -208,17 +208,15 @@ fn recycle(shared: &Shared, returned: &mpsc::Receiver<Returned>) {
             Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
         let now = Instant::now();
-        let mut still = Vec::with_capacity(settling.len());
-        for (back, deadline) in settling.drain(..) {
+        for (back, deadline) in std::mem::take(&mut settling) {
             if back.runtime.metrics().num_alive_tasks() == 0 {
                 keep(shared, back);
             } else if now >= deadline {
                 reap(back.runtime, back.permits);
             } else {
-                still.push((back, deadline));
+                settling.push((back, deadline));
             }
         }
-        settling = still;
         if !open && !settling.is_empty() {
             std::thread::sleep(SETTLE_POLL);
         }
